@@ -1,0 +1,30 @@
+# Two entry points for a fresh Debian machine: `make demo` (the main job) and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test setup ngspice lint bench
+
+demo: setup
+	$(VENV)/bin/circuitnn demo
+
+test: setup
+	$(PY) -m pytest -q
+
+setup: ngspice $(VENV)/.installed
+
+ngspice:
+	@if ! command -v ngspice >/dev/null || ! ls /usr/lib/*/libngspice.so >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y ngspice libngspice0 libngspice0-dev; fi
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check circuitnn tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/run_all.py
