@@ -1,1 +1,30 @@
-"""circuitnn.devices"""
+"""Compact memristor models: one definition per model, simulated in numpy and ngspice alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from circuitnn.devices.card import ModelCard, Parameter
+from circuitnn.devices.device import Device, Trace
+from circuitnn.devices.models import MODELS, CompactModel, get_model
+
+DEVICE_MODELS_DIR = Path(__file__).resolve().parents[2] / "device_models"
+BUILTIN_CARD = "stanford-pku-hfox.json"
+
+
+def builtin_card() -> ModelCard:
+    """The built-in card for the reference system's device class: Stanford-PKU, HfOx parameters."""
+    return ModelCard.load(DEVICE_MODELS_DIR / BUILTIN_CARD)
+
+
+def load_device(card: ModelCard | str | Path | None = None) -> Device:
+    """A `Device` from a card, a card path, or the built-in card when None."""
+    if card is None:
+        card = builtin_card()
+    elif not isinstance(card, ModelCard):
+        card = ModelCard.load(card)
+    return Device.from_card(card)
+
+
+__all__ = ["MODELS", "CompactModel", "Device", "ModelCard", "Parameter", "Trace", "builtin_card",
+           "get_model", "load_device"]

@@ -1,0 +1,513 @@
+"""Measured I-V sweeps: read text tables and TOML manifests into checked `Sweep` objects.
+
+A manifest lists one ``[[sweep]]`` table per measurement::
+
+    [[sweep]]
+    file = "path/to/memristor.csv"   # relative paths are relative to the manifest
+    columns = [0, 1]                 # voltage, current[, time]: 0-based indices or header names
+    current_unit = "uA"              # A, mA, uA or nA
+    frequency_hz = 10                # no time column: the rows sample one drive period evenly
+    device = "M1"                    # optional; sweeps of one device share one parameter set
+    series_resistance_ohm = 0        # optional; resistance in series with the device in V
+
+Every problem with the user's files is reported as a one-line `CircuitnnError` that names the
+file and, for bad cells, the line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from circuitnn.errors import CircuitnnError
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli backport
+    import tomli as tomllib  # type: ignore[no-redef]
+
+#: current unit name -> factor to amperes
+CURRENT_UNITS: dict[str, float] = {"A": 1.0, "mA": 1e-3, "uA": 1e-6, "nA": 1e-9}
+_CURRENT_ALIASES = {"µA": "uA", "μA": "uA"}  # micro sign and Greek mu
+#: time unit name -> factor to seconds (for a time column)
+TIME_UNITS: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+#: fewest data rows accepted for a fit
+MIN_ROWS = 10
+#: keys a [[sweep]] table may hold
+SWEEP_KEYS = (
+    "file",
+    "columns",
+    "current_unit",
+    "frequency_hz",
+    "device",
+    "series_resistance_ohm",
+    "time_unit",
+    "name",
+)
+_REQUIRED_KEYS = ("file", "columns", "current_unit")
+_ROLES = ("voltage", "current", "time")
+
+Column = int | str
+
+
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """One measured I-V sweep in SI units (s, V, A); arrays are read-only.
+
+    When `periodic` is True the rows sample one period of a periodic drive evenly, starting at
+    an arbitrary phase, and ``t = arange(n) / (n * frequency_hz)``.
+    """
+
+    name: str
+    device: str
+    t: np.ndarray
+    v: np.ndarray
+    i: np.ndarray
+    series_resistance_ohm: float
+    periodic: bool
+    frequency_hz: float | None
+    source: str
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return int(self.v.size)
+
+    @property
+    def duration(self) -> float:
+        """Time covered: one full period (1/f) for a periodic sweep, else t[-1] - t[0]."""
+        if self.periodic and self.frequency_hz:
+            return 1.0 / self.frequency_hz
+        return float(self.t[-1] - self.t[0])
+
+    @property
+    def v_device(self) -> np.ndarray:
+        """Voltage across the device alone: v minus the drop on the series resistance."""
+        return self.v - self.i * self.series_resistance_ohm
+
+
+# ----------------------------------------------------------------------------- text tables
+
+
+def _fail(path: Path | str, msg: str) -> CircuitnnError:
+    return CircuitnnError(f"{path}: {msg}")
+
+
+def _read_text(path: Path) -> str:
+    """Read a text file, refusing missing files, folders, binaries and undecodable bytes."""
+    if not path.exists():
+        raise _fail(path, "file not found")
+    if path.is_dir():
+        raise _fail(path, "is a directory, not a data file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _fail(path, f"cannot read file ({exc.strerror or exc})") from None
+    if b"\x00" in raw:
+        raise _fail(path, "looks like a binary file (NUL bytes), expected CSV or text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _fail(
+            path, f"not UTF-8 text (undecodable byte at offset {exc.start}); binary file?"
+        ) from None
+
+
+def _content_lines(text: str) -> list[tuple[int, str]]:
+    """(1-based line number, line) for lines that are neither blank nor '#' comments."""
+    out = []
+    for k, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if s and not s.startswith("#"):
+            out.append((k, s))
+    return out
+
+
+def _detect_delimiter(lines: Sequence[str]) -> str | None:
+    """Tab, ';' or ',' if it occurs in each of the first lines; None means whitespace."""
+    head = lines[:5]
+    for delim in ("\t", ";", ","):
+        if all(delim in line for line in head):
+            return delim
+    return None
+
+
+def _split(lines: list[tuple[int, str]], delim: str | None) -> list[tuple[int, list[str]]]:
+    if delim is None:
+        return [(k, line.split()) for k, line in lines]
+    # one reader per line: a stray quote must not swallow the following lines
+    out = []
+    for k, line in lines:
+        cells = next(csv.reader([line], delimiter=delim))
+        out.append((k, [c.strip() for c in cells]))
+    return out
+
+
+def _to_float(cell: str, decimal_comma: bool) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        pass
+    if decimal_comma and cell.count(",") == 1:
+        try:
+            return float(cell.replace(",", "."))
+        except ValueError:
+            pass
+    return None
+
+
+def _resolve_column(
+    ref: Column, header: list[str] | None, ncols: int, role: str, path: Path
+) -> int:
+    """Turn a 0-based index or a header name into a column index."""
+    if isinstance(ref, bool) or not isinstance(ref, int | str):
+        raise _fail(path, f"{role} column must be a 0-based index or a header name, got {ref!r}")
+    if isinstance(ref, str):
+        name = ref.strip()
+        if header is not None:
+            exact = [k for k, h in enumerate(header) if h == name]
+            loose = [k for k, h in enumerate(header) if h.strip().lower() == name.lower()]
+            for matches in (exact, loose):
+                if len(matches) == 1:
+                    return matches[0]
+                if len(matches) > 1:
+                    raise _fail(path, f"header name {name!r} ({role}) occurs more than once")
+        if not name.isdigit():
+            if header is None:
+                raise _fail(
+                    path,
+                    f"{role} column {name!r} asked by name, but the file has no header row; "
+                    "use 0-based column indices",
+                )
+            shown = ", ".join(repr(h) for h in header)
+            raise _fail(path, f"no column named {name!r} ({role}); header names are: {shown}")
+        ref = int(name)
+    if ref < 0:
+        raise _fail(path, f"{role} column index {ref} is negative; indices are 0-based")
+    if ref >= ncols:
+        if ncols == 1:
+            raise _fail(
+                path,
+                f"has only 1 column but the {role} column is index {ref}; "
+                "separate columns with ',', ';', tab or spaces",
+            )
+        raise _fail(
+            path,
+            f"{role} column index {ref} is out of range: the file has {ncols} columns "
+            f"(0..{ncols - 1})",
+        )
+    return ref
+
+
+def load_table(
+    path: str | os.PathLike,
+    columns: Sequence[Column],
+    *,
+    what: Sequence[str] | None = None,
+    min_rows: int = MIN_ROWS,
+) -> np.ndarray:
+    """Read the chosen columns of a numeric text table as a float array of shape (rows, cols).
+
+    Accepts comma-, semicolon- or tab-separated values or whitespace-separated text, with or
+    without a header row (a first row with no numeric cell is a header), and skips blank lines
+    and lines starting with '#'. `columns` are 0-based indices or header names; `what` names
+    their roles (e.g. ``("voltage", "current")``) for error messages. Cells in other columns
+    are not checked.
+    """
+    return _read_table(Path(path).expanduser(), list(columns), what, min_rows)[0]
+
+
+def _read_table(
+    path: Path, columns: list[Column], what: Sequence[str] | None, min_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`load_table` plus the file line number of each data row."""
+    roles = list(what) if what is not None else [f"column #{k + 1}" for k in range(len(columns))]
+    if len(roles) != len(columns):
+        raise ValueError("`what` must name one role per column")
+    if not columns:
+        raise _fail(path, "no columns requested")
+
+    lines = _content_lines(_read_text(path))
+    if not lines:
+        raise _fail(path, "file is empty (no data rows)")
+    delim = _detect_delimiter([line for _, line in lines])
+    rows = _split(lines, delim)
+    decimal_comma = delim in (";", "\t")
+
+    header: list[str] | None = None
+    first = rows[0][1]
+    if all(_to_float(c, decimal_comma) is None for c in first):
+        header = first
+        rows = rows[1:]
+        if not rows:
+            raise _fail(path, "has a header row but no data rows")
+
+    ncols = len(header) if header is not None else len(rows[0][1])
+    for lineno, cells in rows:
+        if len(cells) != ncols:
+            raise _fail(
+                path, f"line {lineno}: ragged row with {len(cells)} cells, expected {ncols}"
+            )
+
+    idx = [
+        _resolve_column(ref, header, ncols, role, path)
+        for ref, role in zip(columns, roles, strict=True)
+    ]
+    if len(set(idx)) != len(idx):
+        raise _fail(path, f"the {' and '.join(roles)} columns must differ, got {columns}")
+
+    if len(rows) < min_rows:
+        raise _fail(path, f"only {len(rows)} data rows; at least {min_rows} are needed for a fit")
+
+    linenos = np.array([lineno for lineno, _ in rows])
+    try:  # fast path; on any failure the loop below finds and reports the bad cell
+        out = np.array([[float(cells[col]) for col in idx] for _, cells in rows])
+        if np.isfinite(out).all():
+            return out, linenos
+    except ValueError:
+        pass
+    out = np.empty((len(rows), len(idx)))
+    for r, (lineno, cells) in enumerate(rows):
+        for c, (col, role) in enumerate(zip(idx, roles, strict=True)):
+            cell = cells[col]
+            value = _to_float(cell, decimal_comma)
+            if value is None:
+                shown = repr(cell) if cell else "an empty cell"
+                raise _fail(
+                    path, f"line {lineno}, column {col} ({role}): {shown} is not a number"
+                )
+            if not math.isfinite(value):
+                raise _fail(
+                    path, f"line {lineno}, column {col} ({role}): value {cell!r} is not finite"
+                )
+            out[r, c] = value
+    return out, linenos
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def _check_number(value: Any, key: str, where: str, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CircuitnnError(f"{where}: {key} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise CircuitnnError(f"{where}: {key} must be finite, got {value}")
+    if positive and value <= 0:
+        raise CircuitnnError(f"{where}: {key} must be > 0, got {value:g}")
+    if not positive and value < 0:
+        raise CircuitnnError(f"{where}: {key} must be >= 0, got {value:g}")
+    return value
+
+
+def _check_unit(value: Any, key: str, units: dict[str, float], where: str) -> float:
+    name = _CURRENT_ALIASES.get(value, value) if isinstance(value, str) else value
+    if not isinstance(name, str) or name not in units:
+        allowed = ", ".join(units)
+        raise CircuitnnError(f"{where}: {key} must be one of {allowed}, got {value!r}")
+    return units[name]
+
+
+def _check_columns(columns: Any, where: str) -> list[Column]:
+    if not isinstance(columns, list | tuple) or not 2 <= len(columns) <= 3:
+        raise CircuitnnError(
+            f"{where}: columns must list 2 or 3 entries (voltage, current[, time]), "
+            f"got {columns!r}"
+        )
+    for ref in columns:
+        ok_int = isinstance(ref, int) and not isinstance(ref, bool) and ref >= 0
+        if not (ok_int or (isinstance(ref, str) and ref.strip())):
+            raise CircuitnnError(
+                f"{where}: each column must be a 0-based index or a header name, got {ref!r}"
+            )
+    return list(columns)
+
+
+def _default_device(file: Path) -> str:
+    """The folder named in the path as written, else 'device'."""
+    parent = file.parent.name
+    return parent if parent not in ("", ".", "..") else "device"
+
+
+def load_sweep(
+    file: str | os.PathLike,
+    columns: Sequence[Column],
+    *,
+    current_unit: str,
+    frequency_hz: float | None = None,
+    device: str | None = None,
+    series_resistance_ohm: float = 0.0,
+    time_unit: str = "s",
+    name: str | None = None,
+    base_dir: str | os.PathLike | None = None,
+    where: str | None = None,
+) -> Sweep:
+    """Load and check one sweep; a relative `file` is taken relative to `base_dir` (or cwd).
+
+    `where` prefixes messages about the arguments themselves (e.g. the manifest and entry);
+    problems inside the data file name that file.
+    """
+    written = Path(file).expanduser()
+    path = written if base_dir is None else Path(base_dir).expanduser() / written
+    where = where or str(path)
+    cols = _check_columns(columns, where)
+    amps = _check_unit(current_unit, "current_unit", CURRENT_UNITS, where)
+    seconds = _check_unit(time_unit, "time_unit", TIME_UNITS, where)
+    rs = _check_number(series_resistance_ohm, "series_resistance_ohm", where, positive=False)
+    freq = None
+    if frequency_hz is not None:
+        freq = _check_number(frequency_hz, "frequency_hz", where, positive=True)
+    if device is None:
+        device = _default_device(written)
+    if not isinstance(device, str) or not device.strip():
+        raise CircuitnnError(f"{where}: device must be a non-empty string, got {device!r}")
+    has_time = len(cols) == 3
+    if not has_time and freq is None:
+        raise CircuitnnError(
+            f"{where}: needs a time column (third entry of columns) or frequency_hz "
+            "(rows sampling one period evenly)"
+        )
+
+    data, linenos = _read_table(path, cols, _ROLES[: len(cols)], MIN_ROWS)
+    v = np.ascontiguousarray(data[:, 0])
+    i = data[:, 1] * amps
+    if has_time:
+        t = data[:, 2] * seconds
+        steps = np.diff(t)
+        if np.any(steps <= 0):
+            bad = int(np.argmax(steps <= 0)) + 1
+            raise CircuitnnError(
+                f"{path}: line {linenos[bad]}, column {cols[2]} (time): t = {data[bad, 2]:g} "
+                "does not exceed the previous row; the time column must increase strictly"
+            )
+        periodic = False
+    else:
+        n = v.size
+        t = np.arange(n) / (n * freq)
+        periodic = True
+
+    if name is None:
+        name = f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+    for arr in (t, v, i):
+        arr.setflags(write=False)
+    return Sweep(
+        name=name,
+        device=device.strip(),
+        t=t,
+        v=v,
+        i=i,
+        series_resistance_ohm=rs,
+        periodic=periodic,
+        frequency_hz=freq,
+        source=str(path),
+    )
+
+
+def _parse_columns_arg(columns: str | Sequence[Column]) -> list[Column]:
+    if isinstance(columns, str):
+        parts = [p.strip() for p in columns.split(",")]
+        return [int(p) if re.fullmatch(r"\d+", p) else p for p in parts]
+    return list(columns)
+
+
+def sweep_from_args(
+    file: str | os.PathLike,
+    columns: str | Sequence[Column],
+    current_unit: str,
+    frequency_hz: float | None = None,
+    device: str | None = None,
+    series_resistance_ohm: float = 0.0,
+) -> Sweep:
+    """Build a sweep from the CLI quick form (``--columns 0,1 --current-unit uA ...``).
+
+    `columns` may be a string such as ``"0,1"``, ``"V,I"`` or ``"0,1,2"`` or a list.
+    """
+    return load_sweep(
+        file,
+        _parse_columns_arg(columns),
+        current_unit=current_unit,
+        frequency_hz=frequency_hz,
+        device=device,
+        series_resistance_ohm=series_resistance_ohm,
+    )
+
+
+# ----------------------------------------------------------------------------- manifests
+
+
+def load_manifest(path: str | os.PathLike) -> list[Sweep]:
+    """Load every ``[[sweep]]`` of a TOML manifest, in file order, with unique names."""
+    path = Path(path).expanduser()
+    text = _read_text(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(path, f"invalid TOML: {' '.join(str(exc).split())}") from None
+
+    extra = sorted(set(doc) - {"sweep"})
+    if extra:
+        raise _fail(path, f"unknown top-level key(s) {', '.join(extra)}; allowed: [[sweep]]")
+    entries = doc.get("sweep")
+    if entries is None:
+        raise _fail(path, "no [[sweep]] entries; the manifest lists nothing to load")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise _fail(path, "'sweep' must be an array of tables: write [[sweep]], not [sweep]")
+    if not entries:
+        raise _fail(path, "no [[sweep]] entries; the manifest lists nothing to load")
+
+    sweeps: list[Sweep] = []
+    seen: dict[str, int] = {}
+    for k, entry in enumerate(entries, start=1):
+        where = f"{path}: [[sweep]] #{k}"
+        unknown = sorted(set(entry) - set(SWEEP_KEYS))
+        if unknown:
+            raise CircuitnnError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SWEEP_KEYS)}"
+            )
+        missing = [key for key in _REQUIRED_KEYS if key not in entry]
+        if missing:
+            raise CircuitnnError(f"{where}: missing required key(s) {', '.join(missing)}")
+        file = entry["file"]
+        if not isinstance(file, str) or not file.strip():
+            raise CircuitnnError(f"{where}: file must be a non-empty string, got {file!r}")
+        for key in ("name", "device"):
+            if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
+                raise CircuitnnError(f"{where}: {key} must be a non-empty string")
+        try:
+            sweep = load_sweep(
+                file,
+                entry["columns"],
+                current_unit=entry["current_unit"],
+                frequency_hz=entry.get("frequency_hz"),
+                device=entry.get("device"),
+                series_resistance_ohm=entry.get("series_resistance_ohm", 0.0),
+                time_unit=entry.get("time_unit", "s"),
+                name=entry.get("name"),
+                base_dir=path.parent,
+                where=where,
+            )
+        except CircuitnnError as exc:
+            msg = str(exc)
+            raise CircuitnnError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+        count = seen.get(sweep.name, 0)
+        seen[sweep.name] = count + 1
+        if count:
+            sweep = replace(sweep, name=f"{sweep.name}#{count + 1}")
+        sweeps.append(sweep)
+    return sweeps
+
+
+def group_by_device(sweeps: Iterable[Sweep]) -> dict[str, list[Sweep]]:
+    """Sweeps per device name, devices in order of first appearance."""
+    groups: dict[str, list[Sweep]] = {}
+    for sweep in sweeps:
+        groups.setdefault(sweep.device, []).append(sweep)
+    return groups

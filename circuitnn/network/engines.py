@@ -1,0 +1,208 @@
+"""Hardware-style inference engines for the CNN's three array products, in numbers only.
+
+`bit_serial_matmul` models one array read as in Yao et al. (2020): 8-bit input codes are applied
+as 8 binary time slots (bit k -> v_read or 0 V on the input line); in each slot the column
+currents come from a pluggable `column_read(V, G)` (default the ideal V @ G; the circuit engines
+"surrogate" and "ngspice" plug in here), are digitised by an ADC, shifted by k and summed; the G-
+column of each pair is subtracted from the G+ column, and the result is rescaled to
+(input code x weight level) units.
+
+ADC model: uniform, `adc_bits` bits, range [0, full_scale] with rounding to the nearest code and
+saturation at both ends. Default full scale: the current of all the block's rows at v_read
+through g_max cells, times `adc_fraction` (a fraction < 1 trades saturation of rare large
+currents for a finer step).
+
+Activation quantisation: each layer's input is turned into 8-bit codes with a per-layer scale:
+C1 inputs are pixels/255, so the scale is exactly 1/255 (codes = the original pixels); C3 and FC
+inputs are ReLU/pooled activations, whose scale is P(x, act_percentile) / 255 over a
+calibration batch of training images (larger values saturate at code 255).
+
+Engines: "ideal" = the float software product; "quantised" = 15-level weights mapped onto the
+PEs as conductance pairs + 8-bit activations + bit-serial reads + ADC, with partial sums of
+split blocks added digitally and, for several convolver groups, the output rows of the
+convolution layers divided top to bottom among the groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuitnn.errors import CircuitnnError
+from circuitnn.network import cnn
+from circuitnn.network.mapping import (
+    DEFAULT_G_MAX,
+    DEFAULT_G_MIN,
+    DEVICE_LEVELS,
+    Mapping,
+    conductance_unit,
+    map_weights,
+    pe_conductances,
+)
+from circuitnn.training.exsitu import quantise_params
+
+ColumnRead = Callable[[np.ndarray, np.ndarray], np.ndarray]
+V_READ = 0.2  # V, read voltage of the reference hardware (Yao et al. 2020)
+ENGINES = ("ideal", "quantised")
+
+
+def ideal_column_read(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Ideal crossbar: column currents I = V @ G (A), V (batch, rows) in volts, G (rows, cols)."""
+    return v @ g
+
+
+def adc_convert(current: np.ndarray, bits: int, full_scale: float) -> np.ndarray:
+    """Uniform ADC on [0, full_scale]: round to the nearest of 2**bits codes, saturating; returns
+    the reconstructed current."""
+    if bits < 1 or full_scale <= 0:
+        raise CircuitnnError(f"ADC needs bits >= 1 and full scale > 0 (got {bits}, {full_scale})")
+    top = 2 ** bits - 1
+    lsb = full_scale / top
+    return np.clip(np.rint(current / lsb), 0, top) * lsb
+
+
+def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarray, *,
+                      g_unit: float, v_read: float = V_READ, adc_bits: int | None = 8,
+                      adc_range: float | None = None, column_read: ColumnRead | None = None,
+                      input_bits: int = 8, chunk: int = 16384) -> np.ndarray:
+    """Bit-serial differential array product, ~ x_codes @ ((G+ - G-) / g_unit).
+
+    x_codes: integer inputs (batch, rows) in 0..2**input_bits-1. g_plus, g_minus: (rows, outs)
+    in siemens; they are interleaved as columns (G+, G-, G+, ...) before `column_read`, which
+    gets all slots of a chunk at once, V (slots*batch, rows). adc_bits None = no ADC;
+    adc_range = ADC full scale in amperes (None: rows * v_read * max G, which never saturates
+    on an ideal array). Returns float (batch, outs) in code x level units.
+    """
+    x = np.asarray(x_codes)
+    gp, gm = np.asarray(g_plus, float), np.asarray(g_minus, float)
+    if x.ndim != 2 or gp.ndim != 2 or gp.shape != gm.shape or x.shape[1] != gp.shape[0]:
+        raise CircuitnnError(f"bit_serial_matmul: inputs {x.shape} do not match conductances "
+                             f"{gp.shape} / {gm.shape}")
+    if not np.issubdtype(x.dtype, np.integer) or (x.size and (x.min() < 0
+                                                              or x.max() >= 2 ** input_bits)):
+        raise CircuitnnError(f"bit_serial_matmul: inputs must be integers in "
+                             f"0..{2 ** input_bits - 1}")
+    if g_unit <= 0 or v_read <= 0:
+        raise CircuitnnError("bit_serial_matmul: g_unit and v_read must be positive")
+    read = column_read or ideal_column_read
+    rows, outs = gp.shape
+    g = np.empty((rows, 2 * outs))
+    g[:, 0::2], g[:, 1::2] = gp, gm
+    full_scale = adc_range if adc_range is not None else rows * v_read * g.max()
+    shifts = np.arange(input_bits)
+    weights = (2.0 ** shifts)
+    out = np.empty((x.shape[0], outs))
+    for s in range(0, x.shape[0], chunk):
+        xb = x[s:s + chunk].astype(np.int64)
+        bits = (xb[None, :, :] >> shifts[:, None, None]) & 1  # (slots, b, rows)
+        v = bits.reshape(-1, rows) * v_read
+        cur = np.asarray(read(v, g), dtype=float)
+        if cur.shape != (v.shape[0], 2 * outs):
+            raise CircuitnnError(f"column_read returned shape {cur.shape}, expected "
+                                 f"{(v.shape[0], 2 * outs)}")
+        if adc_bits is not None:
+            cur = adc_convert(cur, adc_bits, full_scale)
+        acc = np.tensordot(weights, cur.reshape(input_bits, len(xb), 2 * outs), axes=1)
+        out[s:s + chunk] = (acc[:, 0::2] - acc[:, 1::2]) / (v_read * g_unit)
+    return out
+
+
+def calibrate_activation_scales(params: dict[str, np.ndarray], images: np.ndarray,
+                                act_percentile: float = 99.99, bits: int = 8
+                                ) -> dict[str, float]:
+    """Per-layer input step (value of one code): C1 1/255; C3, FC P(x, act_percentile)/255."""
+    seen: dict[str, list] = {"C3": [], "FC": []}
+
+    def record(layer: str, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if layer in seen:
+            seen[layer].append(x.ravel())
+        return x @ w
+
+    cnn.forward(params, cnn.preprocess(images), matmul=record)
+    top = 2 ** bits - 1
+    scales = {"C1": 1.0 / 255.0}
+    for layer, xs in seen.items():
+        p = float(np.percentile(np.concatenate(xs), act_percentile))
+        scales[layer] = p / top if p > 0 else 1.0
+    return scales
+
+
+@dataclass
+class HardwareEngine:
+    """A `matmul(layer, X, W)` for `cnn.forward` that runs C1/C3/FC through the mapped PEs.
+
+    The W handed in by `forward` is ignored for mapped layers: the weights are the programmed
+    `conductances` (n_pes, rows, cols), which callers may perturb (programming error, drift).
+    """
+
+    mapping: Mapping
+    conductances: np.ndarray
+    weight_scales: dict[str, float]
+    act_scales: dict[str, float]
+    g_unit: float
+    g_max: float
+    v_read: float = V_READ
+    adc_bits: int | None = 8
+    adc_fraction: float = 1.0
+    column_read: ColumnRead | None = None
+    input_bits: int = 8
+
+    def quantise_input(self, layer: str, x: np.ndarray) -> np.ndarray:
+        """Layer inputs -> integer codes 0..2**input_bits-1 with the layer's scale."""
+        top = 2 ** self.input_bits - 1
+        return np.clip(np.rint(x / self.act_scales[layer]), 0, top).astype(np.int64)
+
+    def _run_group(self, layer: str, codes: np.ndarray, group: int) -> np.ndarray:
+        lead = codes.shape[:-1]
+        flat = codes.reshape(-1, codes.shape[-1])
+        out = np.zeros((flat.shape[0], cnn.SHAPES[layer][1]))
+        for p in self.mapping.of(layer, group):
+            g = self.conductances[p.pe, p.rows, p.cols]
+            n_rows = p.rows.stop - p.rows.start
+            out[:, p.w_cols] += bit_serial_matmul(
+                flat[:, p.w_rows], g[:, 0::2], g[:, 1::2], g_unit=self.g_unit,
+                v_read=self.v_read, adc_bits=self.adc_bits,
+                adc_range=self.adc_fraction * n_rows * self.v_read * self.g_max,
+                column_read=self.column_read, input_bits=self.input_bits)
+        return out.reshape(lead + (out.shape[-1],))
+
+    def __call__(self, layer: str, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if layer not in self.act_scales:
+            return x @ w
+        codes = self.quantise_input(layer, x)
+        if layer == "FC" or self.mapping.n_groups == 1:
+            y = self._run_group(layer, codes, 0)
+        else:  # convolver groups take the output rows top to bottom
+            bands = np.array_split(np.arange(codes.shape[1]), self.mapping.n_groups)
+            y = np.concatenate([self._run_group(layer, codes[:, b], g)
+                                for g, b in enumerate(bands)], axis=1)
+        return y * (self.act_scales[layer] * self.weight_scales[layer])
+
+
+def build_engine(params: dict[str, np.ndarray], calib_images: np.ndarray | None = None,
+                 kind: str = "quantised", *, n_groups: int = 1, rule: str = "percentile",
+                 percentile: float = 99.5, act_percentile: float = 99.99,
+                 levels: int = DEVICE_LEVELS, g_min: float = DEFAULT_G_MIN,
+                 g_max: float = DEFAULT_G_MAX, v_read: float = V_READ,
+                 adc_bits: int | None = 8, adc_fraction: float = 1.0,
+                 column_read: ColumnRead | None = None) -> cnn.MatMul:
+    """An engine by name: "ideal" (X @ W) or "quantised" (weights quantised to 2*levels-1
+    levels and mapped, activations calibrated on `calib_images`, bit-serial reads, ADC)."""
+    if kind == "ideal":
+        return cnn.default_matmul
+    if kind != "quantised":
+        raise CircuitnnError(f"unknown engine '{kind}' (choose from {', '.join(ENGINES)})")
+    if calib_images is None or len(calib_images) == 0:
+        raise CircuitnnError("the quantised engine needs calibration images")
+    if not 0 < adc_fraction <= 1:
+        raise CircuitnnError(f"adc_fraction must be in (0, 1], got {adc_fraction}")
+    q, scales = quantise_params(params, rule, percentile, levels - 1)
+    mapping = map_weights(q, n_groups)
+    return HardwareEngine(
+        mapping=mapping, conductances=pe_conductances(mapping, levels, g_min, g_max),
+        weight_scales=scales, act_scales=calibrate_activation_scales(params, calib_images,
+                                                                     act_percentile),
+        g_unit=conductance_unit(levels, g_min, g_max), g_max=g_max, v_read=v_read,
+        adc_bits=adc_bits, adc_fraction=adc_fraction, column_read=column_read)

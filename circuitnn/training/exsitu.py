@@ -1,0 +1,179 @@
+"""Ex-situ (software) training of the reference CNN, 15-level weight quantisation, and NPZ I/O.
+
+Training: mini-batch Adam on softmax cross-entropy, optional random +-shift augmentation (the
+5k data set is small), a step learning-rate decay, seedable, tqdm progress bar on stderr.
+
+Quantisation: each array layer (C1, C3, FC) becomes integer levels k in -7..+7 times one
+per-layer scale s (a differential pair of 8-state devices gives 15 levels, Yao et al. 2020).
+The scale comes from the layer's weight magnitudes: rule "max" takes s = max|w| / 7 (no weight
+clips); rule "percentile" takes s = P(|w|, percentile) / 7 and clips the few larger weights to
++-7 (finer steps for the bulk of the weights). The FC bias stays a digital float.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from circuitnn.errors import CircuitnnError
+from circuitnn.io import load_npz, write_npz
+from circuitnn.network import cnn
+
+WEIGHT_LEVELS = 7  # levels -7..+7
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of ex-situ training."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    lr_decay_every: int = 10  # multiply lr by lr_decay every this many epochs
+    lr_decay: float = 0.3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 1e-4
+    max_shift: int = 2  # random translation augmentation in pixels (0 = off)
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    """Trained parameters and per-epoch history (loss, train/test accuracy, seconds)."""
+
+    params: dict[str, np.ndarray]
+    history: dict[str, list] = field(default_factory=dict)
+
+
+def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Translate each uint8 image by a random integer offset in [-max_shift, max_shift]^2
+    (zero fill)."""
+    if max_shift <= 0:
+        return images
+    n = len(images)
+    pad = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))
+    oy, ox = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+    rows = oy[:, None] + np.arange(28)[None, :]
+    cols = ox[:, None] + np.arange(28)[None, :]
+    return pad[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def train(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig | None = None,
+          x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
+          params: dict[str, np.ndarray] | None = None, progress: bool = True) -> TrainResult:
+    """Train the CNN on uint8 images (N, 28, 28) with Adam; returns params and history."""
+    cfg = config or TrainConfig()
+    x_train, y_train = np.asarray(x_train), np.asarray(y_train)
+    if len(x_train) != len(y_train) or len(x_train) == 0:
+        raise CircuitnnError(f"training set needs equal, non-zero numbers of images and labels "
+                             f"({len(x_train)} vs {len(y_train)})")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise CircuitnnError("epochs and batch_size must be >= 1 and lr > 0")
+    rng = np.random.default_rng(cfg.seed)
+    params = {k: v.astype(np.float64).copy() for k, v in
+              (params or cnn.init_params(cfg.seed)).items()}
+    cnn.check_params(params)
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(v) for k, v in params.items()}
+    hist: dict[str, list] = {"epoch": [], "loss": [], "train_acc": [], "test_acc": [],
+                             "seconds": []}
+    n_batches = -(-len(x_train) // cfg.batch_size)
+    step, t0 = 0, time.perf_counter()
+    bar = tqdm(total=cfg.epochs * n_batches, desc="ex-situ training", unit="batch",
+               disable=not progress, leave=False)
+    for epoch in range(cfg.epochs):
+        lr = cfg.lr * cfg.lr_decay ** (epoch // max(cfg.lr_decay_every, 1))
+        order = rng.permutation(len(x_train))
+        losses, correct = [], 0
+        for b in range(n_batches):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            xb = cnn.preprocess(random_shift(x_train[idx], cfg.max_shift, rng))
+            logits, cache = cnn.forward(params, xb, return_cache=True)
+            loss, dlogits = cnn.softmax_cross_entropy(logits, y_train[idx])
+            grads = cnn.backward(params, cache, dlogits)
+            step += 1
+            for k in params:
+                g = grads[k] + (cfg.weight_decay * params[k] if k in cnn.LAYERS else 0.0)
+                m[k] = cfg.beta1 * m[k] + (1 - cfg.beta1) * g
+                v[k] = cfg.beta2 * v[k] + (1 - cfg.beta2) * g * g
+                mhat = m[k] / (1 - cfg.beta1 ** step)
+                vhat = v[k] / (1 - cfg.beta2 ** step)
+                params[k] -= lr * mhat / (np.sqrt(vhat) + 1e-8)
+            losses.append(loss)
+            correct += int((logits.argmax(axis=1) == y_train[idx]).sum())
+            bar.update(1)
+        hist["epoch"].append(epoch + 1)
+        hist["loss"].append(float(np.mean(losses)))
+        hist["train_acc"].append(correct / len(x_train))
+        test_acc = (cnn.accuracy(params, x_test, y_test) if x_test is not None
+                    and y_test is not None else float("nan"))
+        hist["test_acc"].append(test_acc)
+        hist["seconds"].append(time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", test=f"{test_acc:.3f}")
+    bar.close()
+    return TrainResult(params, hist)
+
+
+# ----------------------------------------------------------------------------- quantisation
+def weight_scale(w: np.ndarray, rule: str = "max", percentile: float = 99.5,
+                 levels: int = WEIGHT_LEVELS) -> float:
+    """Per-layer quantisation step: max|w|/levels ("max") or P(|w|, percentile)/levels."""
+    a = np.abs(np.asarray(w, dtype=float))
+    if rule == "max":
+        top = a.max()
+    elif rule == "percentile":
+        if not 0 < percentile <= 100:
+            raise CircuitnnError(f"percentile must be in (0, 100], got {percentile}")
+        top = np.percentile(a, percentile)
+    else:
+        raise CircuitnnError(f"unknown quantisation scale rule '{rule}' (use 'max' or "
+                             "'percentile')")
+    if not np.isfinite(top) or top <= 0:
+        raise CircuitnnError("cannot quantise a layer whose weights are all zero or not finite")
+    return float(top / levels)
+
+
+def quantise_params(params: dict[str, np.ndarray], rule: str = "max", percentile: float = 99.5,
+                    levels: int = WEIGHT_LEVELS
+                    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Integer levels (int8, in -levels..levels) and the scale of each array layer."""
+    cnn.check_params(params)
+    q, scales = {}, {}
+    for layer in cnn.LAYERS:
+        s = weight_scale(params[layer], rule, percentile, levels)
+        q[layer] = np.clip(np.rint(params[layer] / s), -levels, levels).astype(np.int8)
+        scales[layer] = s
+    return q, scales
+
+
+def dequantise(params: dict[str, np.ndarray], q: dict[str, np.ndarray],
+               scales: dict[str, float]) -> dict[str, np.ndarray]:
+    """Float parameters with each array layer replaced by level * scale (bias kept)."""
+    out = {k: np.array(v, dtype=float) for k, v in params.items()}
+    for layer in cnn.LAYERS:
+        out[layer] = q[layer].astype(float) * scales[layer]
+    return out
+
+
+# ----------------------------------------------------------------------------- NPZ I/O
+def save_params(path: str | os.PathLike, params: dict[str, np.ndarray]) -> None:
+    """Save CNN parameters as an NPZ file (atomic, no pickle)."""
+    cnn.check_params(params)
+    write_npz(path, **{k: np.asarray(v) for k, v in params.items()})
+
+
+def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load and check CNN parameters saved by `save_params`."""
+    if not os.path.isfile(path):
+        raise CircuitnnError(f"parameter file not found: {path}")
+    try:
+        params = load_npz(path)
+    except (OSError, ValueError) as exc:
+        raise CircuitnnError(f"cannot read parameter file {path}: {exc}") from exc
+    cnn.check_params(params)
+    return {k: params[k].astype(np.float64) for k in cnn.SHAPES}

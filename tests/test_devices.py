@@ -1,0 +1,128 @@
+"""Compact models: numpy and ngspice agree, cards round-trip, conductance mapping is exact."""
+
+import numpy as np
+import pytest
+
+from circuitnn.devices import Device, ModelCard, builtin_card, load_device
+from circuitnn.devices.subckt import simulate_ngspice, subckt
+from circuitnn.errors import CircuitnnError
+
+
+def nrmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)) / np.ptp(b))
+
+
+def pulse_train(v_set: float, v_reset: float, width: float, rise: float, n: int = 2, pts=1200):
+    t, v = [0.0], [0.0]
+    for _ in range(n):
+        for amp in (v_set, v_reset):
+            t0 = t[-1]
+            t += [t0 + rise, t0 + rise + width, t0 + 2 * rise + width, t0 + 2 * rise + 2 * width]
+            v += [amp, amp, 0.0, 0.0]
+    tt = np.linspace(0, t[-1], pts)
+    return tt, np.interp(tt, t, v)
+
+
+def sine(amp: float, freq: float, periods: float = 2, pts: int = 800):
+    t = np.linspace(0, periods / freq, pts)
+    return t, amp * np.sin(2 * np.pi * freq * t)
+
+
+YAKOPCIC = Device("yakopcic", dict(a1=1e-4, a2=1e-4, b=2.0, Ap=4e3, An=4e3, Vp=0.4, Vn=0.4,
+                                   xp=0.3, xn=0.5, alphap=1.0, alphan=3.0))
+VTEAM = Device("vteam", dict(R_on=1e3, R_off=5e4, k_off=2e4, k_on=-2e4, v_off=0.3, v_on=-0.3,
+                             alpha_off=3.0, alpha_on=3.0, w_c=0.1))
+CASES = {
+    "yakopcic": (YAKOPCIC, 0.2, sine(1.0, 100.0), pulse_train(1.0, -1.0, 2e-3, 2e-4)),
+    "vteam": (VTEAM, 0.5, sine(1.0, 100.0), pulse_train(-1.2, 1.2, 1e-3, 1e-4)),
+    "stanford-pku": (load_device(), 1.5e-9, sine(1.6, 1e5),
+                     pulse_train(1.6, -1.6, 50e-9, 5e-9)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("wave", ["sine", "pulses"])
+def test_numpy_and_ngspice_agree(name: str, wave: str) -> None:
+    dev, s0, sin_wave, pulse_wave = CASES[name]
+    t, v = sin_wave if wave == "sine" else pulse_wave
+    a = dev.simulate(t, v, s0, substeps=4)
+    b = simulate_ngspice(dev, t, v, s0)
+    # the waveform really switches the device, so agreement is not trivial
+    lo, hi = dev.bounds()
+    assert np.ptp(a.state) > 0.3 * (hi - lo)
+    assert nrmse(a.i, b.i) < 0.01
+
+
+def test_series_resistance_agrees() -> None:
+    dev, s0, (t, v), _ = CASES["yakopcic"]
+    a = dev.simulate(t, v, s0, r_series=2e3, substeps=4)
+    b = simulate_ngspice(dev, t, v, s0, r_series=2e3)
+    assert nrmse(a.i, b.i) < 0.01
+    # the resistor takes a visible share of the voltage
+    assert np.max(np.abs(v - a.v_device)) > 0.05
+
+
+def test_ohmic_device_is_exact() -> None:
+    dev = Device("ohmic", {"G": 2e-5})
+    t, v = sine(0.5, 1e3)
+    b = simulate_ngspice(dev, t, v, 0.0)
+    np.testing.assert_allclose(b.i, 2e-5 * v, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(dev.simulate(t, v).i, 2e-5 * v, rtol=1e-12)
+
+
+def test_many_devices_at_once() -> None:
+    dev = Device("vteam", dict(VTEAM.params, R_on=np.array([1e3, 2e3, 4e3])))
+    t, v = sine(1.0, 100.0)
+    tr = dev.simulate(t, v, np.array([0.2, 0.5, 0.8]), substeps=2)
+    assert tr.i.shape == (3, t.size)
+    single = Device("vteam", dict(VTEAM.params, R_on=2e3)).simulate(t, v, 0.5, substeps=2)
+    np.testing.assert_allclose(tr.i[1], single.i, rtol=1e-12)
+
+
+def test_builtin_card_and_g_range() -> None:
+    card = builtin_card()
+    assert card.model == "stanford-pku"
+    dev = Device.from_card(card)
+    g_min, g_max = dev.g_range
+    assert 1e-7 < g_min < g_max < 1e-1
+    assert dev.v_read == 0.2
+    targets = np.geomspace(g_min * 1.01, g_max * 0.99, 7)
+    np.testing.assert_allclose(dev.conductance(dev.state_for_conductance(targets)), targets,
+                               rtol=1e-9)
+
+
+def test_card_round_trip(tmp_path) -> None:
+    card = builtin_card()
+    path = card.save(tmp_path / "c.json")
+    again = ModelCard.load(path)
+    assert again.to_json() == card.to_json()
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("{", "not valid JSON"),
+    ('{"schema": "other"}', "schema"),
+    ('{"schema": "circuitnn.card/1", "model": "x", "parameters": {"a": {"value": "1"}}}',
+     "finite number"),
+    ('{"schema": "circuitnn.card/1", "model": "x", "parameters": {}}', "parameters"),
+    ('{"schema": "circuitnn.card/1", "model": "x", "parameters": {"a": {"value": 1}}, "z": 1}',
+     "unknown keys"),
+])
+def test_bad_cards_are_rejected(tmp_path, text: str, msg: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(CircuitnnError, match=msg):
+        ModelCard.load(path)
+
+
+def test_unknown_model_and_parameter() -> None:
+    with pytest.raises(CircuitnnError, match="unknown model"):
+        Device("nonsense")
+    with pytest.raises(CircuitnnError, match="no parameter"):
+        Device("vteam", {"bogus": 1.0})
+
+
+def test_subckt_is_deterministic_and_validated() -> None:
+    dev = load_device()
+    assert subckt(dev, "cell") == subckt(dev, "cell")
+    with pytest.raises(CircuitnnError):
+        subckt(dev, "cell; .control shell rm -rf /")
