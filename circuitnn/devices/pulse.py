@@ -26,6 +26,8 @@ Noise, measured from data (see `circuitnn.fitting.pulse`):
   direction);
 - level noise `sigma_level`: a non-accumulating fluctuation of each conductance read after a
   pulse (read noise and fast relaxation), applied by `read`; it does not change the state.
+  Along a ramp it is an AR(1) sequence with pulse-to-pulse correlation `rho_level`
+  (eta_{k+1} = rho eta_k + sqrt(1 - rho^2) sigma_level N(0, 1)).
 
 Device-to-device variation: `sample_devices` draws per-device g_min, g_max and step scales
 from the card's statistics (normal, with the standard deviations on the card).
@@ -55,7 +57,8 @@ MEAN_PARAMETERS: dict[str, tuple[str | None, str]] = {
     "nu_d": ("1/pulse", "depression nonlinearity (NeuroSim 1/A); >0 saturating, <0 accelerating"),
 }
 #: cycle-to-cycle noise keys in card.variation["cycle_to_cycle"]
-C2C_KEYS = ("sigma_add_p", "sigma_mult_p", "sigma_add_d", "sigma_mult_d", "sigma_level")
+C2C_KEYS = ("sigma_add_p", "sigma_mult_p", "sigma_add_d", "sigma_mult_d", "sigma_level",
+            "rho_level")
 #: device-to-device keys in card.variation["device_to_device"]
 D2D_KEYS = ("g_min_std", "g_max_std", "scale_p_std", "scale_d_std")
 
@@ -119,6 +122,7 @@ class PulseModel:
     sigma_add_d: float = 0.0
     sigma_mult_d: float = 0.0
     sigma_level: float = 0.0
+    rho_level: float = 0.0
     d2d: dict[str, float] = field(default_factory=dict)
     unit: str = "S"
 
@@ -134,6 +138,8 @@ class PulseModel:
         for name in C2C_KEYS:
             if getattr(self, name) < 0:
                 raise CircuitnnError(f"pulse model: {name} must be >= 0")
+        if self.rho_level >= 1:
+            raise CircuitnnError("pulse model: rho_level must be in [0, 1)")
         clean = {}
         for key in D2D_KEYS:
             v = _finite(f"device_to_device.{key}", self.d2d.get(key, 0.0))
@@ -261,7 +267,7 @@ class PulseModel:
         """States along a ramp of `n` identical pulses: shape (n + 1, *shape(g0)), row 0 = g0.
 
         With `rng` None: the noise-free mean-law trajectory. With `rng` and `read_noise`, rows
-        are what a read after each pulse would show (state plus level noise).
+        are what a read after each pulse would show (state plus AR(1) level noise).
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise CircuitnnError(f"ramp length must be a whole number >= 0, got {n!r}")
@@ -273,8 +279,12 @@ class PulseModel:
         for k in range(n):
             g = self.step(g, sign, rng, devices)
             out[k + 1] = g
-        if rng is not None and read_noise:
-            out = self.read(out, rng)
+        if rng is not None and read_noise and self.sigma_level > 0:
+            rho = self.rho_level
+            eta = self.sigma_level * rng.standard_normal(out.shape)
+            for k in range(1, n + 1):
+                eta[k] = rho * eta[k - 1] + math.sqrt(1 - rho * rho) * eta[k]
+            out = out + eta
         return out
 
     def sample_devices(self, shape: int | tuple[int, ...], rng: np.random.Generator

@@ -11,7 +11,7 @@ from __future__ import annotations
 from circuitnn.devices import expr
 from circuitnn.devices.device import Device
 from circuitnn.errors import CircuitnnError
-from circuitnn.spice.names import fmt, safe_name
+from circuitnn.spice.names import fmt, safe_name, safe_node
 
 
 def _scalar_params(device: Device) -> dict[str, str]:
@@ -55,14 +55,9 @@ def subckt(device: Device, name: str, dynamic: bool = True) -> str:
     return f"{head}.subckt {name} p n params: s0={s_default}\nBi p n I={pol}*{cur}\n.ends {name}\n"
 
 
-def node(n: str) -> str:
-    """A validated node name (identifiers, or "0" for ground)."""
-    return "0" if n == "0" else safe_name(n, "node")
-
-
 def instance(inst: str, subckt_name: str, p: str, n: str, s0: float | None = None) -> str:
     """An instance line `X<inst> p n NAME [s0=...]` with every field validated."""
-    line = f"X{safe_name(inst, 'instance')} {node(p)} {node(n)} "
+    line = f"X{safe_name(inst, 'instance')} {safe_node(p)} {safe_node(n)} "
     line += safe_name(subckt_name, "subcircuit name")
     if s0 is not None:
         line += f" s0={fmt(s0, 'state')}"
@@ -78,7 +73,7 @@ def pwl_source(name: str, p: str, n: str, t, v) -> str:
     """A piecewise-linear voltage source line (with continuation lines) from sampled t, v."""
     pairs = [f"{fmt(float(a))} {fmt(float(b))}" for a, b in zip(t, v, strict=True)]
     body = "\n".join("+ " + " ".join(pairs[k:k + 8]) for k in range(0, len(pairs), 8))
-    return f"V{safe_name(name, 'source')} {node(p)} {node(n)} PWL(\n{body}\n+ )"
+    return f"V{safe_name(name, 'source')} {safe_node(p)} {safe_node(n)} PWL(\n{body}\n+ )"
 
 
 def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,

@@ -109,7 +109,8 @@ def stratified_split(labels: np.ndarray, n_test: int,
     short = n_test - per_class.sum()
     per_class[np.argsort(-(exact - per_class), kind="stable")[:short]] += 1
     rng = np.random.default_rng(seed)
-    test = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, per_class)]
+    test = [rng.permutation(np.flatnonzero(labels == c))[:k]
+            for c, k in zip(classes, per_class, strict=True)]
     test_idx = np.sort(np.concatenate(test))
     train_idx = np.setdiff1d(np.arange(n), test_idx)
     return train_idx, test_idx

@@ -9,8 +9,9 @@ column of each pair is subtracted from the G+ column, and the result is rescaled
 
 ADC model: uniform, `adc_bits` bits, range [0, full_scale] with rounding to the nearest code and
 saturation at both ends. Default full scale: the current of all the block's rows at v_read
-through g_max cells, times `adc_fraction` (a fraction < 1 trades saturation of rare large
-currents for a finer step).
+through g_max cells, times `adc_fraction` (default 0.5: a fraction < 1 trades saturation of
+rare large currents for a finer step; below ~0.2 the g_min baseline of the G- cells saturates
+the ADC and accuracy collapses).
 
 Activation quantisation: each layer's input is turned into 8-bit codes with a per-layer scale:
 C1 inputs are pixels/255, so the scale is exactly 1/255 (codes = the original pixels); C3 and FC
@@ -145,7 +146,7 @@ class HardwareEngine:
     g_max: float
     v_read: float = V_READ
     adc_bits: int | None = 8
-    adc_fraction: float = 1.0
+    adc_fraction: float = 0.5
     column_read: ColumnRead | None = None
     input_bits: int = 8
 
@@ -186,7 +187,7 @@ def build_engine(params: dict[str, np.ndarray], calib_images: np.ndarray | None 
                  percentile: float = 99.5, act_percentile: float = 99.99,
                  levels: int = DEVICE_LEVELS, g_min: float = DEFAULT_G_MIN,
                  g_max: float = DEFAULT_G_MAX, v_read: float = V_READ,
-                 adc_bits: int | None = 8, adc_fraction: float = 1.0,
+                 adc_bits: int | None = 8, adc_fraction: float = 0.5,
                  column_read: ColumnRead | None = None) -> cnn.MatMul:
     """An engine by name: "ideal" (X @ W) or "quantised" (weights quantised to 2*levels-1
     levels and mapped, activations calibrated on `calib_images`, bit-serial reads, ADC)."""

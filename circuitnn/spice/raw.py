@@ -168,8 +168,9 @@ def _parse_plot(buf: bytes, pos: int, path: str) -> tuple[RawPlot, int]:
                 f"malformed raw file {path}: plot '{header['plotname']}': {exc}"
             ) from None
     else:
-        raise CircuitnnError(f"malformed raw file {path}: expected 'Binary:' or 'Values:', got "
-                             f"{line!r}")
+        raise CircuitnnError(
+            f"malformed raw file {path}: expected 'Binary:' or 'Values:', got {line!r}"
+        )
     plot = RawPlot(
         title=header.get("title", ""),
         plotname=header["plotname"],

@@ -257,8 +257,9 @@ class _SharedWorker:
         self._recv = Connection(rep_r, writable=False)
         if not self._recv.poll(self.START_TIMEOUT):
             self.stop()
-            raise CircuitnnError("shared ngspice worker did not start within "
-                                 f"{self.START_TIMEOUT:g} s")
+            raise CircuitnnError(
+                f"shared ngspice worker did not start within {self.START_TIMEOUT:g} s"
+            )
         try:
             self._recv.recv()
         except (EOFError, OSError):
@@ -295,22 +296,25 @@ class _SharedWorker:
                 if not self._recv.poll(timeout):
                     _kill_group(self._proc)
                     self.stop()
-                    raise _RunFailed(f"timed out after {timeout:g} s (ngspice worker killed)",
-                                     False)
+                    raise _RunFailed(
+                        f"timed out after {timeout:g} s (ngspice worker killed)", False
+                    )
                 status, payload, log = self._recv.recv()
             except (EOFError, OSError):
                 proc = self._proc
                 code = proc.wait(timeout=5) if proc is not None else None
                 self.stop()
-                raise _RunFailed(f"shared ngspice worker crashed (exit code {code})",
-                                 False) from None
+                raise _RunFailed(
+                    f"shared ngspice worker crashed (exit code {code})", False
+                ) from None
             try:
                 _check_log(log)
                 if status != "ok":
                     raise _RunFailed(str(payload), False)
                 if not payload:
-                    raise _RunFailed("ngspice produced no plots (no analysis in the netlist?)",
-                                     False)
+                    raise _RunFailed(
+                        "ngspice produced no plots (no analysis in the netlist?)", False
+                    )
             except _RunFailed:
                 self.stop()  # libngspice may be left in a bad state: start afresh next time
                 raise
@@ -333,6 +337,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+silence_pyspice_version_warning()
 _SHARED = _SharedWorker()
 atexit.register(_SHARED.stop)
 

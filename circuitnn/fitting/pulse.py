@@ -1,0 +1,552 @@
+"""Fit the pulse-update model (`circuitnn.devices.pulse`) to measured pulse ramps.
+
+Steps, all on real measured ramps:
+1. Bounds: g_min / g_max are the lowest / highest of the ramps' end levels (start of
+   potentiation ramps and end of depression ramps, and vice versa), so no measured ramp is
+   clipped; each level is the mean of the first / last `k = max(1, len // 50)` reads of a
+   ramp. The levels' spread over ramps is the ramp-to-ramp (device-to-device proxy)
+   variation of the bounds.
+2. Mean law: per direction, lmfit least squares over every measured point; each model ramp
+   starts at its own measured first read plus one fitted start offset shared by the ramps of
+   that direction (absorbs read noise of the first point of a single ramp).
+3. Noise: see `_noise` (accumulating update noise vs non-accumulating level noise, separated
+   by how the variance of summed residual steps grows with the number of steps).
+4. Check: the model's mean ramp against the measured mean ramp, and the measured step-to-step
+   spread against the same statistic on many noisy simulations of the whole data set.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmfit
+import numpy as np
+from scipy.optimize import nnls
+
+import circuitnn
+from circuitnn.devices.card import ModelCard
+from circuitnn.devices.pulse import MODEL_NAME, PulseModel
+from circuitnn.errors import CircuitnnError
+
+PULSE_DATASETS = ("taox-pulse", "reram-pulse-gong")
+TAOX_READ_VOLTAGE = 0.1  # V, from the dataset's SOURCE.md
+SMOOTH_WINDOW = 21  # pulses: running mean that stands in for the mean of a single ramp
+SPREAD_WINDOW = 51  # pulses: running mean of dG removed before the spread of a single ramp
+MIN_RAMP = 3
+
+
+@dataclass
+class PulseData:
+    """Measured ramps: arrays (pulses, ramps), NaN after the end of a shorter ramp."""
+
+    name: str
+    up: np.ndarray
+    down: np.ndarray
+    unit: str
+    files: list[str] = field(default_factory=list)
+    source: str = ""
+    note: str = ""
+
+
+@dataclass
+class PulseFit:
+    """Result of `fit_pulse`: the model, its card and the quality numbers."""
+
+    model: PulseModel
+    card: ModelCard
+    data: PulseData
+    metrics: dict[str, Any]
+    offsets: dict[str, float]
+
+
+# ------------------------------------------------------------------ loading
+def _parse_cell(text: str, where: str) -> float:
+    text = text.strip()
+    if text == "":
+        return math.nan
+    try:
+        x = float(text)
+    except ValueError:
+        raise CircuitnnError(f"{where}: not a number: {text!r}") from None
+    if not math.isfinite(x):
+        raise CircuitnnError(f"{where}: {text!r} is not a finite number")
+    return x
+
+
+def load_ramp_table(path: str | Path, header: bool, scale: float = 1.0,
+                    zero_ends: bool = True) -> np.ndarray:
+    """Read a CSV whose columns are ramps: returns (pulses, columns), NaN-padded.
+
+    An empty cell (or a zero, when `zero_ends`) ends a column's ramp; values are multiplied
+    by `scale`. Raises CircuitnnError for unreadable files, non-numbers, NaN, data after the
+    end of a ramp, an all-zero or empty table, and ramps shorter than 3 points.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+    except FileNotFoundError:
+        raise CircuitnnError(f"{path}: pulse data file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CircuitnnError(f"{path}: cannot read pulse data ({exc})") from None
+    first = 1 if header else 0
+    body = [r for r in rows[first:]]
+    while body and not any(c.strip() for c in body[-1]):
+        body.pop()
+    if not body:
+        raise CircuitnnError(f"{path}: no numeric data")
+    width = len(rows[0]) if header and rows else max(len(r) for r in body)
+    table = np.full((len(body), width), np.nan)
+    for i, row in enumerate(body):
+        if len(row) > width:
+            raise CircuitnnError(f"{path}: row {i + first + 1} has {len(row)} cells, "
+                                 f"expected at most {width}")
+        for j, cell in enumerate(row):
+            table[i, j] = _parse_cell(cell, f"{path}: row {i + first + 1}, column {j + 1}")
+    if np.all(np.isnan(table)):
+        raise CircuitnnError(f"{path}: no numeric data")
+    if zero_ends:
+        if np.all(np.nan_to_num(table) == 0):
+            raise CircuitnnError(f"{path}: all values are zero")
+        table[table == 0] = np.nan
+    for j in range(width):
+        col = table[:, j]
+        ok = ~np.isnan(col)
+        n = int(ok.sum())
+        if n and not ok[:n].all():
+            row = int(np.argmin(ok[:n])) + first + 1
+            raise CircuitnnError(f"{path}: column {j + 1} has data after its end (row {row})")
+        if n < MIN_RAMP:
+            raise CircuitnnError(f"{path}: column {j + 1} is a ramp of {n} point(s); "
+                                 f"at least {MIN_RAMP} needed")
+    return table * scale
+
+
+def _dataset_dir(key: str) -> Path:
+    from circuitnn.datasets import dataset_path
+
+    return dataset_path(key)
+
+
+def _source_line(folder: Path, key: str) -> str:
+    """The 'Origin' line of the dataset's SOURCE.md (else the registry's address)."""
+    try:
+        for line in (folder / "SOURCE.md").read_text().splitlines():
+            if line.lstrip("- ").lower().startswith("origin:"):
+                return line.lstrip("- ").split(":", 1)[1].strip()
+    except OSError:
+        pass
+    from circuitnn.datasets import DATASETS
+
+    return DATASETS[key].url if key in DATASETS else ""
+
+
+def load_pulse_dataset(key: str, folder: str | Path | None = None) -> PulseData:
+    """Load `taox-pulse` (siemens, G = I / 0.1 V) or `reram-pulse-gong` (normalised units)."""
+    if key not in PULSE_DATASETS:
+        raise CircuitnnError(f"unknown pulse dataset {key!r}; known: {', '.join(PULSE_DATASETS)}")
+    folder = Path(folder) if folder is not None else _dataset_dir(key)
+    if not folder.is_dir():
+        raise CircuitnnError(f"{folder}: pulse dataset folder not found")
+    if key == "taox-pulse":
+        scale = 1.0 / TAOX_READ_VOLTAGE
+        up = load_ramp_table(folder / "set.csv", header=True, scale=scale)
+        down = load_ramp_table(folder / "reset.csv", header=True, scale=scale)
+        for name, arr in (("set.csv", up), ("reset.csv", down)):
+            if np.nanmin(arr) < 0:
+                raise CircuitnnError(f"{folder / name}: negative read current")
+        return PulseData(key, up, down, "S", ["set.csv", "reset.csv"],
+                         _source_line(folder, key),
+                         f"G = read current / {TAOX_READ_VOLTAGE} V")
+    table = load_ramp_table(folder / "gong_et_al.csv", header=False, zero_ends=False)
+    if table.shape[1] != 2:
+        raise CircuitnnError(f"{folder / 'gong_et_al.csv'}: expected 2 columns (up, down), "
+                             f"found {table.shape[1]}")
+    return PulseData(key, table[:, :1], table[:, 1:], "normalised", ["gong_et_al.csv"],
+                     _source_line(folder, key),
+                     "conductance normalised to the weight range (about [-1, 1]), not siemens")
+
+
+# ------------------------------------------------------------ statistics
+def _lengths(ramps: np.ndarray) -> np.ndarray:
+    return np.sum(~np.isnan(ramps), axis=0)
+
+
+def _end_levels(ramps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-ramp start and end levels (mean of the first / last k reads)."""
+    starts, ends = [], []
+    for j, n in enumerate(_lengths(ramps)):
+        k = max(1, int(n) // 50)
+        col = ramps[:n, j]
+        starts.append(col[:k].mean())
+        ends.append(col[-k:].mean())
+    return np.array(starts), np.array(ends)
+
+
+def _running_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred running mean along axis 0 ('valid' part only)."""
+    w = min(window, x.shape[0])
+    c = np.cumsum(np.vstack([np.zeros((1, *x.shape[1:])), x]), axis=0)
+    return (c[w:] - c[:-w]) / w
+
+
+def mean_ramp(ramps: np.ndarray) -> np.ndarray:
+    """The measured mean ramp: mean over ramps up to the shortest one; a single ramp is
+    replaced by its centred running mean over SMOOTH_WINDOW pulses."""
+    n = int(_lengths(ramps).min())
+    if ramps.shape[1] >= 3:
+        return ramps[:n].mean(axis=1)
+    return _running_mean(ramps[:n].mean(axis=1)[:, None], SMOOTH_WINDOW)[:, 0]
+
+
+def step_spread(ramps: np.ndarray) -> float:
+    """Step-to-step spread: std of dG per pulse after removing the mean step at that pulse
+    (mean over ramps up to the shortest ramp for >= 3 ramps, else a running mean over
+    SPREAD_WINDOW pulses)."""
+    if ramps.shape[1] >= 3:
+        ramps = ramps[: int(_lengths(ramps).min())]
+    d = np.diff(ramps, axis=0)
+    if ramps.shape[1] >= 3:
+        e = d - np.nanmean(d, axis=1, keepdims=True)
+    else:
+        half = SPREAD_WINDOW // 2
+        rm = _running_mean(d, SPREAD_WINDOW)
+        e = d[half:half + rm.shape[0]] - rm
+    return float(np.nanstd(e))
+
+
+def _model(values: dict[str, float], unit: str, **extra: Any) -> PulseModel:
+    return PulseModel(**values, **extra, unit=unit)
+
+
+def _simulate_like(model: PulseModel, ramps: np.ndarray, direction: int, offset: float,
+                   rng: np.random.Generator | None, devices: dict | None = None) -> np.ndarray:
+    """Model ramps with the measured ramps' starts and lengths (NaN where data ends)."""
+    n = ramps.shape[0]
+    sim = model.ramp(ramps[0] + offset, n - 1, direction, rng, devices, read_noise=True)
+    sim[np.isnan(ramps)] = np.nan
+    return sim
+
+
+# ------------------------------------------------------------------- fitting
+def _fit_direction(ramps: np.ndarray, direction: int, g_min: float, g_max: float, unit: str
+                   ) -> lmfit.minimizer.MinimizerResult:
+    span = g_max - g_min
+    mask = ~np.isnan(ramps)
+    tag = "p" if direction > 0 else "d"
+    fixed = {"g_min": g_min, "g_max": g_max}
+
+    def residual(p: lmfit.Parameters) -> np.ndarray:
+        vals = dict(fixed, pmax_p=p["pmax"].value, nu_p=p["nu"].value,
+                    pmax_d=p["pmax"].value, nu_d=p["nu"].value)
+        sim = _model(vals, unit).ramp(ramps[0] + p["offset"].value * span, ramps.shape[0] - 1,
+                                      direction)
+        return ((sim - ramps) / span)[mask]
+
+    params = lmfit.Parameters()
+    params.add("pmax", value=float(_lengths(ramps).max()), min=1.0, max=1e6)
+    params.add("nu", value=0.0, min=-0.5, max=0.5)
+    params.add("offset", value=0.0, min=-0.5, max=0.5)
+    result = lmfit.minimize(residual, params)
+    if not result.success and result.nfev == 0:
+        raise CircuitnnError(f"pulse fit ({tag}) failed: {result.message}")
+    return result
+
+
+def _lags(max_lag: int) -> np.ndarray:
+    """Roughly log-spaced lags 1, 2, 3, 5, 8, ... up to max_lag (short and long lags weigh
+    alike in the noise fit)."""
+    out = [1, 2]
+    while out[-1] + out[-2] <= max_lag:
+        out.append(out[-1] + out[-2])
+    return np.array(out[1:] if max_lag < 2 else out)
+
+
+def _lag_variance(e: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """D(k) = mean square of sums of k consecutive residual steps for each k in `lags`,
+    pooled over ramps; e is (steps, ramps) with NaN after a ramp's end."""
+    ok = ~np.isnan(e)
+    c = np.vstack([np.zeros((1, e.shape[1])), np.cumsum(np.where(ok, e, 0.0), axis=0)])
+    n_valid = ok.sum(axis=0)
+    out = []
+    for k in lags:
+        sums = c[k:] - c[:-k]
+        idx = np.arange(sums.shape[0])[:, None]
+        valid = idx + k <= n_valid[None, :]
+        out.append(float(np.mean(sums[valid] ** 2)) if valid.any() else math.nan)
+    return np.array(out)
+
+
+def _noise(model: PulseModel, data: PulseData, max_lag: int = 100
+           ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Cycle-to-cycle noise from the residual steps.
+
+    Residual steps e = dG - s_j mean_step(G) (s_j: ramp j's least-squares step scale, 1 for a
+    single ramp). Update noise accumulates, AR(1) level noise does not, so the variance of
+    sums of k residual steps is D(k) = k sigma_u^2 + 2 sigma_l^2 (1 - rho^k) + k^2 tau^2, where
+    tau is a slow within-ramp drift of the step (correlated over the lags; reported, not part
+    of the simulated noise); sigma_u and tau per direction and (sigma_l, rho) shared are
+    fitted to D(k) of both directions at k = 1, 2, 3, 5, 8, ... <= min(max_lag,
+    shortest ramp / 2) (relative least squares).
+    """
+    lags, lag_k, scales, binned = {}, {}, {}, {}
+    for tag, ramps, sign in (("p", data.up, 1), ("d", data.down, -1)):
+        g = ramps[:-1]
+        d = np.diff(ramps, axis=0)
+        mu = model.mean_step(np.nan_to_num(g, nan=model.g_min), sign)
+        mu[np.isnan(d)] = np.nan
+        s = np.nansum(d * mu, axis=0) / np.nansum(mu * mu, axis=0)
+        if ramps.shape[1] < 3:
+            s = np.ones_like(s)
+        e = d - s * mu
+        if ramps.shape[1] >= 3:  # remove what all ramps share at a pulse number (law misfit)
+            e = e - np.nanmean(e, axis=1, keepdims=True)
+        e = e - np.nanmean(e)
+        lag_k[tag] = _lags(min(max_lag, int(_lengths(ramps).min()) // 2))
+        lags[tag] = _lag_variance(e, lag_k[tag])
+        scales[tag] = s
+        ok = ~np.isnan(e)
+        edges = np.quantile(g[ok], np.linspace(0, 1, 11))
+        idx = np.clip(np.searchsorted(edges, g[ok], side="right") - 1, 0, 9)
+        binned[tag] = {"state": [float(np.mean(g[ok][idx == b])) for b in range(10)],
+                       "mean_step": [float(np.mean((s * mu)[ok][idx == b])) for b in range(10)],
+                       "step_std": [float(np.std(e[ok][idx == b])) for b in range(10)]}
+    scale = float(max(lags["p"][0], lags["d"][0]))  # variances fitted in units of D(1)
+
+    def residual(p: lmfit.Parameters) -> np.ndarray:
+        out = []
+        for t in ("p", "d"):
+            k = lag_k[t]
+            level = 2 * p["level_var"].value * (1 - p["rho"].value ** k)
+            model_d = k * p[f"u_{t}"].value + level + k**2 * p[f"drift_{t}"].value
+            out.append(model_d * scale / lags[t] - 1)
+        return np.concatenate(out)
+
+    params = lmfit.Parameters()
+    params.add("u_p", value=0.3, min=0.0)
+    params.add("u_d", value=0.3, min=0.0)
+    params.add("level_var", value=0.3, min=0.0)
+    params.add("rho", value=0.3, min=0.0, max=0.95)
+    params.add("drift_p", value=0.01, min=0.0)
+    params.add("drift_d", value=0.01, min=0.0)
+    res = lmfit.minimize(residual, params)
+    out = {"sigma_add_p": math.sqrt(res.params["u_p"].value * scale),
+           "sigma_add_d": math.sqrt(res.params["u_d"].value * scale),
+           "sigma_mult_p": 0.0, "sigma_mult_d": 0.0,
+           "sigma_level": math.sqrt(res.params["level_var"].value * scale),
+           "rho_level": float(res.params["rho"].value)}
+    drift = {t: math.sqrt(res.params[f"drift_{t}"].value * scale) for t in ("p", "d")}
+    lag_info = {t: {"k": [int(x) for x in lag_k[t]], "D": [float(x) for x in lags[t]]}
+                for t in ("p", "d")}
+    return out, {"binned": binned, "scales": scales, "lag_variance": lag_info, "drift": drift}
+
+
+def _d2d(data: PulseData, scales: dict[str, np.ndarray]) -> dict[str, Any]:
+    up_start, up_end = _end_levels(data.up)
+    dn_start, dn_end = _end_levels(data.down)
+    lows, highs = np.r_[up_start, dn_end], np.r_[up_end, dn_start]
+    n_ramps = min(data.up.shape[1], data.down.shape[1])
+    if n_ramps < 3:
+        return {"g_min_std": 0.0, "g_max_std": 0.0, "scale_p_std": 0.0, "scale_d_std": 0.0,
+                "basis": "not measurable: one ramp per direction; set to zero"}
+    return {"g_min_std": float(np.std(lows, ddof=1)), "g_max_std": float(np.std(highs, ddof=1)),
+            "scale_p_std": float(np.std(scales["p"], ddof=1)),
+            "scale_d_std": float(np.std(scales["d"], ddof=1)),
+            "basis": (f"ramp-to-ramp spread over {data.up.shape[1]} + {data.down.shape[1]} "
+                      "ramps of one device, used as a device-to-device proxy")}
+
+
+def _quality(model: PulseModel, data: PulseData, offsets: dict[str, float], n_sim: int,
+             rng: np.random.Generator) -> dict[str, Any]:
+    """Mean-ramp deviation and simulated vs measured step-to-step spread, per direction."""
+    span = model.g_max - model.g_min
+    out: dict[str, Any] = {}
+    for tag, ramps, sign in (("p", data.up, 1), ("d", data.down, -1)):
+        det = _simulate_like(model, ramps, sign, offsets[tag], None)
+        dev = np.abs(mean_ramp(det) - mean_ramp(ramps))
+        measured = step_spread(ramps)
+        sims, null_dev = [], []
+        for _ in range(n_sim):
+            # ramp-to-ramp step scales vary; the bounds stay nominal (measured starts are used)
+            devs = model.sample_devices(ramps.shape[1], rng)
+            devs["g_min"], devs["g_max"] = model.g_min, model.g_max
+            sim = _simulate_like(model, ramps, sign, offsets[tag], rng, devs)
+            sims.append(step_spread(sim))
+            null_dev.append(float(np.max(np.abs(mean_ramp(sim) - mean_ramp(det))) / span))
+        simulated = float(np.mean(sims))
+        rms = float(np.sqrt(np.nanmean((det - ramps) ** 2)) / span)
+        out[tag] = {
+            "mean_ramp_max_dev_rel": float(dev.max() / span),
+            "mean_ramp_definition": ("mean over ramps up to the shortest" if ramps.shape[1] >= 3
+                                     else f"single ramp, centred {SMOOTH_WINDOW}-pulse mean"),
+            "rms_dev_rel": rms,
+            "mean_ramp_max_dev_rel_noisy_model_median": float(np.median(null_dev)),
+            "mean_ramp_max_dev_rel_noisy_model_p95": float(np.percentile(null_dev, 95)),
+            "step_spread_measured": measured,
+            "step_spread_simulated": simulated,
+            "step_spread_ratio": simulated / measured,
+            "n_simulations": n_sim,
+        }
+    return out
+
+
+def fit_pulse(data: PulseData, n_sim: int = 20, seed: int = 0) -> PulseFit:
+    """Fit bounds, mean law and noise to `data`; evaluate; return model, card and metrics."""
+    t0 = time.perf_counter()
+    up_start, up_end = _end_levels(data.up)
+    dn_start, dn_end = _end_levels(data.down)
+    lows, highs = np.r_[up_start, dn_end], np.r_[up_end, dn_start]
+    g_min, g_max = float(np.min(lows)), float(np.max(highs))
+    if not g_max > g_min:
+        raise CircuitnnError(f"{data.name}: potentiation does not raise the conductance "
+                             f"(high level {g_max:g} <= low level {g_min:g})")
+    span = g_max - g_min
+    res_p = _fit_direction(data.up, 1, g_min, g_max, data.unit)
+    res_d = _fit_direction(data.down, -1, g_min, g_max, data.unit)
+    values = {"g_min": g_min, "g_max": g_max,
+              "pmax_p": res_p.params["pmax"].value, "nu_p": res_p.params["nu"].value,
+              "pmax_d": res_d.params["pmax"].value, "nu_d": res_d.params["nu"].value}
+    offsets = {"p": res_p.params["offset"].value * span, "d": res_d.params["offset"].value * span}
+    noise, diag = _noise(_model(values, data.unit), data)
+    d2d = _d2d(data, diag["scales"])
+    model = _model(values, data.unit, **noise, d2d=d2d)
+    fit_seconds = time.perf_counter() - t0
+    metrics = _quality(model, data, offsets, n_sim, np.random.default_rng(seed))
+    metrics["fit_seconds"] = fit_seconds
+
+    stderr = {"pmax_p": res_p.params["pmax"].stderr, "nu_p": res_p.params["nu"].stderr,
+              "pmax_d": res_d.params["pmax"].stderr, "nu_d": res_d.params["nu"].stderr,
+              "g_min": None, "g_max": None}
+    stderr = {k: (None if v is None or not math.isfinite(v) else float(v))
+              for k, v in stderr.items()}
+    variation = model.variation()
+    variation["cycle_to_cycle"]["model"] = (
+        "update noise per pulse: sqrt(sigma_add^2 + (sigma_mult*dG)^2)*N(0,1), accumulating; "
+        "level noise sigma_level, AR(1) along a ramp with correlation rho_level, on each read, "
+        "not accumulating. Fitted from D(k), the variance of sums of k residual steps "
+        "(step_drift_std: slow correlated step deviation, informational, not simulated); the "
+        "measured step spread does not grow with the mean step, so sigma_mult = 0")
+    variation["cycle_to_cycle"]["unit"] = data.unit
+    variation["cycle_to_cycle"]["measured_step_vs_state"] = diag["binned"]
+    variation["cycle_to_cycle"]["lag_variance_D_k"] = diag["lag_variance"]
+    variation["cycle_to_cycle"]["step_drift_std"] = diag["drift"]
+    variation["device_to_device"]["basis"] = d2d["basis"]
+    variation["device_to_device"]["unit"] = f"{data.unit} for g_*_std; relative for scale_*_std"
+    fit_info = {
+        "method": ("lmfit leastsq per direction over every measured read; each model ramp "
+                   "starts at its measured first read plus a fitted shared offset; bounds = "
+                   "envelope (min / max) of the ramps' end levels"),
+        "n_points": {"p": int(np.sum(~np.isnan(data.up))), "d": int(np.sum(~np.isnan(data.down)))},
+        "start_offset": offsets,
+        "redchi": {"p": float(res_p.redchi), "d": float(res_d.redchi)},
+        **{f"quality_{k}": v for k, v in metrics.items() if k in ("p", "d")},
+        "fit_seconds": fit_seconds,
+    }
+    provenance = {
+        "dataset": data.name,
+        "source": data.source,
+        "files": data.files,
+        "date": _dt.date.today().isoformat(),
+        "circuitnn_version": circuitnn.__version__,
+        "units": data.note,
+    }
+    notes = ("Pulse-update model (NeuroSim exponential law, Chen et al. IEEE TCAD 2018); "
+             "p = potentiating/SET, d = depressing/RESET.")
+    if data.unit != "S":
+        notes += f" Conductances in {data.unit} units: {data.note}."
+    card = ModelCard(MODEL_NAME, model.card_parameters(stderr), provenance, fit_info,
+                     variation, notes)
+    return PulseFit(model, card, data, metrics, offsets)
+
+
+# ---------------------------------------------------------------- figure
+def plot_pulse_fit(fit: PulseFit, path: str | Path, seed: int = 1) -> Path:
+    """Ramps (measured, means, one noisy simulation) and step size vs state, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from circuitnn.io import save_figure
+
+    model, data = fit.model, fit.data
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, tag, ramps, sign, title in ((axes[0], "p", data.up, 1, "potentiation (SET)"),
+                                        (axes[1], "d", data.down, -1, "depression (RESET)")):
+        x = np.arange(ramps.shape[0])
+        ax.plot(x, ramps, color="0.75", lw=0.5)
+        det = _simulate_like(model, ramps, sign, fit.offsets[tag], None)
+        m_meas, m_mod = mean_ramp(ramps), mean_ramp(det)
+        x0 = (len(x) - len(m_meas)) // 2 if ramps.shape[1] < 3 else 0
+        xm = np.arange(len(m_meas)) + x0
+        ax.plot(xm, m_meas, color="k", lw=2, label="measured mean")
+        ax.plot(xm, m_mod, color="tab:red", lw=1.8, ls="--", label="model mean")
+        noisy = model.ramp(ramps[0, 0] + fit.offsets[tag], ramps.shape[0] - 1, sign, rng,
+                           read_noise=True)
+        ax.plot(x, noisy, color="tab:blue", lw=0.7, label="model, noisy")
+        q = fit.metrics[tag]
+        ax.set_title(f"{data.name}: {title}\nmean-ramp max dev {100 * q['mean_ramp_max_dev_rel']:.1f}"
+                     f"% of range, spread sim/meas {q['step_spread_ratio']:.2f}", fontsize=9)
+        ax.set_xlabel("pulse number")
+        ax.set_ylabel(f"conductance ({data.unit})")
+        ax.legend(fontsize=8)
+    ax = axes[2]
+    grid = np.linspace(model.g_min, model.g_max, 200)
+    for ramps, sign, colour, label in ((data.up, 1, "tab:green", "SET"),
+                                       (data.down, -1, "tab:purple", "RESET")):
+        g, d = ramps[:-1].ravel(), np.diff(ramps, axis=0).ravel()
+        ok = ~np.isnan(d)
+        ax.scatter(g[ok], d[ok], s=2, color=colour, alpha=0.25, label=f"measured {label}")
+        mean = model.mean_step(grid, sign)
+        std = np.sqrt(model.step_std(grid, sign) ** 2 + 2 * model.sigma_level**2)
+        ax.plot(grid, mean, color=colour, lw=2, label=f"model {label} mean")
+        ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.15)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel(f"state before pulse ({data.unit})")
+    ax.set_ylabel(f"step dG ({data.unit})")
+    ax.set_title("step size vs state (band: model +-1 std of read-to-read dG)", fontsize=9)
+    ax.legend(fontsize=7, markerscale=3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# ------------------------------------------------------------- CLI entry
+def fit_pulse_cli_main(dataset: str, data_dir: str | Path | None = None,
+                       card_out: str | Path | None = None, figure: str | Path | None = None,
+                       n_sim: int = 20, seed: int = 0) -> PulseFit:
+    """What `circuitnn fit-pulse` does: load, fit, write the card and figure; returns the fit.
+
+    `card_out` defaults to device_models/<short>-pulse.json, `figure` to
+    figures/pulse_fit_<dataset>.png (both relative to the working folder); pass "" to skip.
+    """
+    data = load_pulse_dataset(dataset, data_dir)
+    fit = fit_pulse(data, n_sim=n_sim, seed=seed)
+    short = {"taox-pulse": "taox-pulse", "reram-pulse-gong": "gong-pulse"}[dataset]
+    if card_out is None:
+        card_out = Path("device_models") / f"{short}.json"
+    if figure is None:
+        figure = Path("figures") / f"pulse_fit_{dataset}.png"
+    if card_out != "":
+        fit.card.save(card_out)
+    if figure != "":
+        plot_pulse_fit(fit, figure)
+    return fit
+
+
+def summary_lines(fit: PulseFit) -> list[str]:
+    """Human-readable fit-quality lines (for the CLI and the benchmark)."""
+    lines = [f"{fit.data.name}: fit {fit.metrics['fit_seconds']:.2f} s"]
+    for tag, name in (("p", "SET/up"), ("d", "RESET/down")):
+        q = fit.metrics[tag]
+        lines.append(
+            f"  {name:10s} mean-ramp max dev {100 * q['mean_ramp_max_dev_rel']:5.2f}% of range; "
+            f"step spread measured {q['step_spread_measured']:.3g}, simulated "
+            f"{q['step_spread_simulated']:.3g} (ratio {q['step_spread_ratio']:.3f})")
+    return lines
