@@ -20,6 +20,19 @@ state alone (exact for one pulse), with span = g_max - g_min:
 `s_p`, `s_d` are per-device step scales (1 for the nominal device). G is clipped to the
 device's [g_min, g_max] after every pulse.
 
+Second mean law (`law = 1`, "spline"), still state-only, for ramps whose shape two parameters
+cannot follow. With the normalised state u = (G - g_min) / span in [0, 1],
+
+    dG+ = s_p * span * f_p(u),   dG- = -s_d * span * f_d(u),
+    log f(u) = PCHIP interpolant of log fp_i (resp. log fd_i) at K uniform knots u_i = i/(K-1),
+
+(monotone cubic Hermite, Fritsch-Carlson slopes as in scipy's PchipInterpolator). f is a
+smooth (C1) positive function, so every ramp is monotone in the pulse direction, the knot values
+are the mean step at u_i in fractions of the window per pulse, and (like the exponential law,
+which is span * (c - r u) written the same way) the law scales with each device's window. Each
+direction has its own K (>= 2). The exponential law's pmax/nu stay on a spline card for
+reference but are not used.
+
 Noise, measured from data (see `circuitnn.fitting.pulse`):
 - cycle-to-cycle update noise, accumulating in the state: each pulse's step gets
   sqrt(sigma_add^2 + (sigma_mult * dG)^2) * N(0, 1) (additive and multiplicative parts, per
@@ -61,6 +74,8 @@ C2C_KEYS = ("sigma_add_p", "sigma_mult_p", "sigma_add_d", "sigma_mult_d", "sigma
             "rho_level")
 #: device-to-device keys in card.variation["device_to_device"]
 D2D_KEYS = ("g_min_std", "g_max_std", "scale_p_std", "scale_d_std")
+#: mean laws: card value of the `law` parameter -> name
+LAWS = {0: "exponential", 1: "spline"}
 
 _EXP_LIMIT = 700.0  # keeps exp() finite for any pmax * nu
 
@@ -74,15 +89,53 @@ def _coefficients(nu: float, pmax: float) -> tuple[float, float]:
     return c, r
 
 
-def _mean_step(g: np.ndarray, up: np.ndarray, g_min: Any, g_max: Any, coef_p: tuple[float, float],
-               coef_d: tuple[float, float], scale_p: Any, scale_d: Any) -> np.ndarray:
-    """Signed mean conductance change of one pulse (up: potentiating) at state g."""
+def _spline_coefficients(name: str, values: tuple[float, ...]) -> np.ndarray:
+    """PCHIP coefficients (4, K-1) of log f over uniform knots on [0, 1]."""
+    from scipy.interpolate import PchipInterpolator
+
+    if len(values) < 2:
+        raise CircuitnnError(f"pulse model: spline law needs >= 2 knot values in {name}, "
+                             f"got {len(values)}")
+    logs = []
+    for i, v in enumerate(values):
+        x = _finite(f"{name}[{i}]", v)
+        if not x > 0:
+            raise CircuitnnError(f"pulse model: spline knot {name}[{i}] must be > 0, got {x!r}")
+        logs.append(math.log(x))
+    return PchipInterpolator(np.linspace(0.0, 1.0, len(logs)), np.array(logs)).c
+
+
+def _spline_rate(u: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """f(u) = exp(PCHIP(u)) for the spline law (u clipped to [0, 1])."""
+    n = coef.shape[1]
+    x = np.clip(u, 0.0, 1.0) * n
+    i = np.minimum(x.astype(np.int64), n - 1)
+    t = (x - i) / n
+    c = coef[:, i]
+    return np.exp(((c[0] * t + c[1]) * t + c[2]) * t + c[3])
+
+
+def _directed_step(g: np.ndarray, sign: int, g_min: Any, g_max: Any, law: int, coef: Any,
+                   scale: Any) -> np.ndarray:
+    """Signed mean conductance change of one pulse in direction `sign` at state g."""
     span = g_max - g_min
-    c_p, r_p = coef_p
-    c_d, r_d = coef_d
-    d_up = scale_p * (span * c_p - r_p * (g - g_min))
-    d_dn = -scale_d * (span * c_d - r_d * (g_max - g))
-    return np.where(up, d_up, d_dn)
+    if law == 0:
+        c, r = coef
+        if sign > 0:
+            return scale * (span * c - r * (g - g_min))
+        return -scale * (span * c - r * (g_max - g))
+    return sign * scale * span * _spline_rate((g - g_min) / span, coef)
+
+
+def _mean_step(g: np.ndarray, up: np.ndarray, g_min: Any, g_max: Any, law: int, coef_p: Any,
+               coef_d: Any, scale_p: Any, scale_d: Any) -> np.ndarray:
+    """Signed mean conductance change of one pulse (up: potentiating) at state g."""
+    if np.all(up):
+        return _directed_step(g, 1, g_min, g_max, law, coef_p, scale_p) + 0.0 * up
+    if not np.any(up):
+        return _directed_step(g, -1, g_min, g_max, law, coef_d, scale_d) + 0.0 * up
+    return np.where(up, _directed_step(g, 1, g_min, g_max, law, coef_p, scale_p),
+                    _directed_step(g, -1, g_min, g_max, law, coef_d, scale_d))
 
 
 def _direction(direction: Any) -> int:
@@ -125,6 +178,9 @@ class PulseModel:
     rho_level: float = 0.0
     d2d: dict[str, float] = field(default_factory=dict)
     unit: str = "S"
+    law: int = 0
+    fp: tuple[float, ...] = ()
+    fd: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (*MEAN_PARAMETERS, *C2C_KEYS):
@@ -147,13 +203,32 @@ class PulseModel:
                 raise CircuitnnError(f"pulse model: device_to_device.{key} must be >= 0")
             clean[key] = v
         self.d2d = clean
-        self._coef_p = _coefficients(self.nu_p, self.pmax_p)
-        self._coef_d = _coefficients(self.nu_d, self.pmax_d)
+        if isinstance(self.law, bool) or self.law not in LAWS:
+            raise CircuitnnError(f"pulse model: law must be one of {sorted(LAWS)} "
+                                 f"({', '.join(LAWS.values())}), got {self.law!r}")
+        self.law = int(self.law)
+        try:
+            self.fp, self.fd = tuple(self.fp), tuple(self.fd)
+        except TypeError:
+            raise CircuitnnError("pulse model: fp and fd must be sequences of knot values"
+                                 ) from None
+        if self.law == 0:
+            self._coef_p: Any = _coefficients(self.nu_p, self.pmax_p)
+            self._coef_d: Any = _coefficients(self.nu_d, self.pmax_d)
+        else:
+            self._coef_p = _spline_coefficients("fp", self.fp)
+            self._coef_d = _spline_coefficients("fd", self.fd)
+            self.fp = tuple(float(v) for v in self.fp)
+            self.fd = tuple(float(v) for v in self.fd)
 
     # ----------------------------------------------------------------- cards
     @classmethod
     def from_card(cls, card: ModelCard) -> PulseModel:
-        """Build the model from a `pulse-update` card (parameters + variation statistics)."""
+        """Build the model from a `pulse-update` card (parameters + variation statistics).
+
+        Cards without a `law` parameter use the exponential law (law 0); law 1 (spline) reads
+        the knot values fp_0, fp_1, ... and fd_0, fd_1, ...
+        """
         if card.model != MODEL_NAME:
             raise CircuitnnError(f"card model is {card.model!r}, expected {MODEL_NAME!r}")
         values = card.values()
@@ -164,8 +239,22 @@ class PulseModel:
         d2d = card.variation.get("device_to_device", {})
         if not isinstance(c2c, Mapping) or not isinstance(d2d, Mapping):
             raise CircuitnnError("pulse-update card: variation entries must be objects")
-        kwargs = {k: values[k] for k in MEAN_PARAMETERS}
+        kwargs: dict[str, Any] = {k: values[k] for k in MEAN_PARAMETERS}
         kwargs.update({k: c2c.get(k, 0.0) for k in C2C_KEYS})
+        law = values.get("law", 0.0)
+        if law not in LAWS:
+            raise CircuitnnError(f"pulse-update card: law must be one of {sorted(LAWS)}, "
+                                 f"got {law!r}")
+        kwargs["law"] = int(law)
+        if law == 1:
+            for tag in ("fp", "fd"):
+                index = {k: k[len(tag) + 1:] for k in values if k.startswith(f"{tag}_")}
+                if not all(v.isdigit() for v in index.values()) or \
+                        sorted(int(v) for v in index.values()) != list(range(len(index))):
+                    raise CircuitnnError(f"pulse-update card: knot parameters {sorted(index)} "
+                                         f"must be {tag}_0, {tag}_1, ... without gaps")
+                knots = [values[f"{tag}_{i}"] for i in range(len(index))]
+                kwargs[tag] = tuple(knots)
         return cls(**kwargs, d2d={k: d2d.get(k, 0.0) for k in D2D_KEYS},
                    unit=card.parameters["g_min"].unit or "S")
 
@@ -175,8 +264,20 @@ class PulseModel:
         stderr = stderr or {}
         out = {}
         for name, (unit, text) in MEAN_PARAMETERS.items():
+            if self.law != 0 and name.startswith(("pmax", "nu")):
+                text += " (exponential law; not used: law = 1)"
             out[name] = Parameter(float(getattr(self, name)), unit or self.unit,
                                   stderr.get(name), text)
+        out["law"] = Parameter(float(self.law), "", None,
+                               "mean step law: 0 = exponential (NeuroSim), 1 = spline "
+                               "(PCHIP of log step over uniform knots of the normalised state)")
+        if self.law == 1:
+            for tag, word in (("fp", "SET"), ("fd", "RESET")):
+                knots = getattr(self, tag)
+                for i, v in enumerate(knots):
+                    name = f"{tag}_{i}"
+                    out[name] = Parameter(v, "1/pulse", stderr.get(name),
+                                          f"mean {word} step / window at u = {i}/{len(knots) - 1}")
         return out
 
     def variation(self) -> dict[str, dict[str, float]]:
@@ -212,7 +313,7 @@ class PulseModel:
         up = sign > 0
         shape = np.broadcast_shapes(g.shape, up.shape)
         g_min, g_max, s_p, s_d = self._devices(shape, devices)
-        return _mean_step(g, up, g_min, g_max, self._coef_p, self._coef_d, s_p, s_d)
+        return _mean_step(g, up, g_min, g_max, self.law, self._coef_p, self._coef_d, s_p, s_d)
 
     def step_std(self, g: Any, direction: Any, devices: Mapping[str, Any] | None = None
                  ) -> np.ndarray:
@@ -276,6 +377,14 @@ class PulseModel:
         out = np.empty((n + 1, *g.shape))
         g = self.step(g, 0, None, devices)
         out[0] = g
+        if rng is None:  # noise-free: the same update as `step`, without its per-call checks
+            g_min, g_max, s_p, s_d = self._devices(g.shape, devices)
+            coef, scale = (self._coef_p, s_p) if sign > 0 else (self._coef_d, s_d)
+            for k in range(n):
+                dg = _directed_step(g, sign, g_min, g_max, self.law, coef, scale)
+                g = np.minimum(np.maximum(g + dg, g_min), g_max)
+                out[k + 1] = g
+            return out
         for k in range(n):
             g = self.step(g, sign, rng, devices)
             out[k + 1] = g

@@ -8,7 +8,12 @@ Steps, all on real measured ramps:
    variation of the bounds.
 2. Mean law: per direction, lmfit least squares over every measured point; each model ramp
    starts at its own measured first read plus one fitted start offset shared by the ramps of
-   that direction (absorbs read noise of the first point of a single ramp).
+   that direction (absorbs read noise of the first point of a single ramp). Both laws of
+   `circuitnn.devices.pulse` are fitted: the exponential law (2 parameters per direction) and
+   the spline law with K in SPLINE_KNOTS knots per direction (K by minimum BIC, started from
+   the fitted exponential law). Choice (one law per dataset): the exponential law if it meets
+   the target (mean-ramp max deviation <= TARGET_DEV of the range in both directions), for
+   parsimony; otherwise the law with the smaller worst-direction deviation.
 3. Noise: see `_noise` (accumulating update noise vs non-accumulating level noise, separated
    by how the variance of summed residual steps grows with the number of steps).
 4. Check: the model's mean ramp against the measured mean ramp, and the measured step-to-step
@@ -27,7 +32,6 @@ from typing import Any
 
 import lmfit
 import numpy as np
-from scipy.optimize import nnls
 
 import circuitnn
 from circuitnn.devices.card import ModelCard
@@ -36,7 +40,11 @@ from circuitnn.errors import CircuitnnError
 
 PULSE_DATASETS = ("taox-pulse", "reram-pulse-gong")
 TAOX_READ_VOLTAGE = 0.1  # V, from the dataset's SOURCE.md
-SMOOTH_WINDOW = 21  # pulses: running mean that stands in for the mean of a single ramp
+SMOOTH_WINDOW = 21  # pulses: running mean of a single ramp, reported for comparison only
+MEAN_BLOCK = 100  # pulses: block means that stand in for the mean of a single ramp
+SPLINE_KNOTS = (6, 8, 10, 12)  # knot counts tried for the spline law (per direction)
+TARGET_DEV = 0.05  # mean-ramp target: max deviation / conductance range
+MAX_NFEV = 400  # residual evaluations per lmfit fit (bounds the slow spline fits of Gong)
 SPREAD_WINDOW = 51  # pulses: running mean of dG removed before the spread of a single ramp
 MIN_RAMP = 3
 
@@ -196,13 +204,46 @@ def _running_mean(x: np.ndarray, window: int) -> np.ndarray:
     return (c[w:] - c[:-w]) / w
 
 
+def _block(n: int) -> int:
+    return max(1, min(MEAN_BLOCK, n // 5))
+
+
 def mean_ramp(ramps: np.ndarray) -> np.ndarray:
-    """The measured mean ramp: mean over ramps up to the shortest one; a single ramp is
-    replaced by its centred running mean over SMOOTH_WINDOW pulses."""
+    """The measured mean ramp (an estimate of E[G] vs pulse number).
+
+    >= 3 ramps: the mean over ramps at each pulse, up to the shortest ramp. Fewer (Gong: one
+    long ramp per direction): the means over consecutive non-overlapping blocks of
+    B = MEAN_BLOCK pulses (at most a fifth of the ramp; an incomplete last block is dropped),
+    located at the block centres (`mean_ramp_pulses`). Why blocks of 100: a single ramp's reads
+    carry level noise (sigma_level ~ 0.14, pulse-to-pulse correlation rho ~ 0.4 for Gong), and
+    a block mean keeps a read-noise standard error of sigma_level * sqrt((1 + rho) / ((1 -
+    rho) B)), about 1% of Gong's range at B = 100 but 2.2% at B = 21, where the maximum over
+    the ~50 windows of a 1000-pulse ramp reaches ~5% from read noise alone; the mean law is
+    about the ramp's trend, not its read noise. What no averaging within one ramp removes is
+    the accumulated update noise (a random walk): the mean ramp of one ramp is one realisation.
+    """
     n = int(_lengths(ramps).min())
     if ramps.shape[1] >= 3:
         return ramps[:n].mean(axis=1)
-    return _running_mean(ramps[:n].mean(axis=1)[:, None], SMOOTH_WINDOW)[:, 0]
+    b = _block(n)
+    x = ramps[:n].mean(axis=1)
+    return x[: n // b * b].reshape(n // b, b).mean(axis=1)
+
+
+def mean_ramp_pulses(ramps: np.ndarray) -> np.ndarray:
+    """Pulse numbers (row indices, may be fractional) of the points of `mean_ramp(ramps)`."""
+    n = int(_lengths(ramps).min())
+    if ramps.shape[1] >= 3:
+        return np.arange(n, dtype=float)
+    b = _block(n)
+    return np.arange(n // b) * b + (b - 1) / 2
+
+
+def monotone_bound(curve: np.ndarray, sign: int) -> float:
+    """Smallest max deviation any monotone (in direction `sign`) sequence can have from
+    `curve`: half the largest fall (rise for sign < 0) of the curve."""
+    y = sign * np.asarray(curve, float)
+    return float(np.max(np.maximum.accumulate(y) - y) / 2)
 
 
 def step_spread(ramps: np.ndarray) -> float:
@@ -235,28 +276,72 @@ def _simulate_like(model: PulseModel, ramps: np.ndarray, direction: int, offset:
 
 
 # ------------------------------------------------------------------- fitting
-def _fit_direction(ramps: np.ndarray, direction: int, g_min: float, g_max: float, unit: str
-                   ) -> lmfit.minimizer.MinimizerResult:
+def _fit_direction(ramps: np.ndarray, direction: int, g_min: float, g_max: float, unit: str,
+                   knots: np.ndarray | None = None) -> lmfit.minimizer.MinimizerResult:
+    """lmfit least squares of one direction's mean law over every read: the exponential law
+    (params pmax, nu) or, with `knots` (initial knot values), the spline law (params lf_i =
+    log of the knot values); plus the start offset (fraction of the range)."""
     span = g_max - g_min
     mask = ~np.isnan(ramps)
     tag = "p" if direction > 0 else "d"
     fixed = {"g_min": g_min, "g_max": g_max}
+    k = 0 if knots is None else len(knots)
+
+    def model_of(p: lmfit.Parameters) -> PulseModel:
+        if k:
+            f = tuple(math.exp(p[f"lf_{i}"].value) for i in range(k))
+            return _model(dict(fixed, pmax_p=1.0, nu_p=0.0, pmax_d=1.0, nu_d=0.0), unit,
+                          law=1, fp=f, fd=f)
+        return _model(dict(fixed, pmax_p=p["pmax"].value, nu_p=p["nu"].value,
+                           pmax_d=p["pmax"].value, nu_d=p["nu"].value), unit)
 
     def residual(p: lmfit.Parameters) -> np.ndarray:
-        vals = dict(fixed, pmax_p=p["pmax"].value, nu_p=p["nu"].value,
-                    pmax_d=p["pmax"].value, nu_d=p["nu"].value)
-        sim = _model(vals, unit).ramp(ramps[0] + p["offset"].value * span, ramps.shape[0] - 1,
-                                      direction)
+        sim = model_of(p).ramp(ramps[0] + p["offset"].value * span, ramps.shape[0] - 1,
+                               direction)
         return ((sim - ramps) / span)[mask]
 
     params = lmfit.Parameters()
-    params.add("pmax", value=float(_lengths(ramps).max()), min=1.0, max=1e6)
-    params.add("nu", value=0.0, min=-0.5, max=0.5)
+    if k:
+        for i, v in enumerate(knots):  # type: ignore[arg-type]
+            params.add(f"lf_{i}", value=math.log(max(float(v), 1e-6)), min=math.log(1e-8),
+                       max=0.0)
+    else:
+        params.add("pmax", value=float(_lengths(ramps).max()), min=1.0, max=1e6)
+        params.add("nu", value=0.0, min=-0.5, max=0.5)
     params.add("offset", value=0.0, min=-0.5, max=0.5)
-    result = lmfit.minimize(residual, params)
+    result = lmfit.minimize(residual, params, max_nfev=MAX_NFEV, ftol=1e-6, xtol=1e-6)
     if not result.success and result.nfev == 0:
         raise CircuitnnError(f"pulse fit ({tag}) failed: {result.message}")
     return result
+
+
+def _spline_knots(result: lmfit.minimizer.MinimizerResult) -> tuple[float, ...]:
+    k = sum(1 for name in result.params if name.startswith("lf_"))
+    return tuple(math.exp(result.params[f"lf_{i}"].value) for i in range(k))
+
+
+def _deterministic_dev(model: PulseModel, ramps: np.ndarray, sign: int, offset: float
+                       ) -> float:
+    """Max |model mean ramp - measured mean ramp| / range (noise-free model)."""
+    det = _simulate_like(model, ramps, sign, offset, None)
+    return float(np.max(np.abs(mean_ramp(det) - mean_ramp(ramps))) / (model.g_max - model.g_min))
+
+
+def _fit_spline(ramps: np.ndarray, sign: int, exp_model: PulseModel, unit: str,
+                knot_counts: tuple[int, ...] = SPLINE_KNOTS
+                ) -> tuple[lmfit.minimizer.MinimizerResult, dict[str, Any]]:
+    """Spline-law fit of one direction for each K in `knot_counts`; keeps the minimum BIC."""
+    span = exp_model.g_max - exp_model.g_min
+    tried, best = {}, None
+    for k in knot_counts:
+        grid = exp_model.g_min + span * np.linspace(0.0, 1.0, k)
+        init = np.abs(exp_model.mean_step(grid, sign)) / span  # start: the exponential law
+        res = _fit_direction(ramps, sign, exp_model.g_min, exp_model.g_max, unit, init)
+        tried[k] = {"bic": float(res.bic), "nfev": int(res.nfev)}
+        if best is None or res.bic < best.bic:
+            best = res
+    assert best is not None
+    return best, {"K": len(_spline_knots(best)), "tried": tried}
 
 
 def _lags(max_lag: int) -> np.ndarray:
@@ -381,10 +466,23 @@ def _quality(model: PulseModel, data: PulseData, offsets: dict[str, float], n_si
             null_dev.append(float(np.max(np.abs(mean_ramp(sim) - mean_ramp(det))) / span))
         simulated = float(np.mean(sims))
         rms = float(np.sqrt(np.nanmean((det - ramps) ** 2)) / span)
+        n = int(_lengths(ramps).min())
+        extra = {}
+        if ramps.shape[1] < 3:  # the finer running mean, for comparison (not the criterion)
+            rm_meas = _running_mean(ramps[:n].mean(axis=1)[:, None], SMOOTH_WINDOW)[:, 0]
+            rm_det = _running_mean(det[:n].mean(axis=1)[:, None], SMOOTH_WINDOW)[:, 0]
+            extra = {
+                f"running{SMOOTH_WINDOW}_max_dev_rel": float(np.max(np.abs(rm_det - rm_meas))
+                                                             / span),
+                f"running{SMOOTH_WINDOW}_monotone_bound_rel": monotone_bound(rm_meas, sign) / span,
+            }
         out[tag] = {
             "mean_ramp_max_dev_rel": float(dev.max() / span),
             "mean_ramp_definition": ("mean over ramps up to the shortest" if ramps.shape[1] >= 3
-                                     else f"single ramp, centred {SMOOTH_WINDOW}-pulse mean"),
+                                     else f"single ramp, means of non-overlapping "
+                                     f"{_block(n)}-pulse blocks"),
+            "mean_ramp_monotone_bound_rel": monotone_bound(mean_ramp(ramps), sign) / span,
+            **extra,
             "rms_dev_rel": rms,
             "mean_ramp_max_dev_rel_noisy_model_median": float(np.median(null_dev)),
             "mean_ramp_max_dev_rel_noisy_model_p95": float(np.percentile(null_dev, 95)),
@@ -396,8 +494,15 @@ def _quality(model: PulseModel, data: PulseData, offsets: dict[str, float], n_si
     return out
 
 
-def fit_pulse(data: PulseData, n_sim: int = 20, seed: int = 0) -> PulseFit:
-    """Fit bounds, mean law and noise to `data`; evaluate; return model, card and metrics."""
+def fit_pulse(data: PulseData, n_sim: int = 20, seed: int = 0,
+              spline_knots: tuple[int, ...] = SPLINE_KNOTS) -> PulseFit:
+    """Fit bounds, mean law and noise to `data`; evaluate; return model, card and metrics.
+
+    `spline_knots`: knot counts K tried for the spline law (each >= 2; minimum BIC kept).
+    """
+    if not spline_knots or any(isinstance(k, bool) or not isinstance(k, (int, np.integer))
+                               or k < 2 for k in spline_knots):
+        raise CircuitnnError(f"spline_knots must be whole numbers >= 2, got {spline_knots!r}")
     t0 = time.perf_counter()
     up_start, up_end = _end_levels(data.up)
     dn_start, dn_end = _end_levels(data.down)
@@ -412,17 +517,48 @@ def fit_pulse(data: PulseData, n_sim: int = 20, seed: int = 0) -> PulseFit:
     values = {"g_min": g_min, "g_max": g_max,
               "pmax_p": res_p.params["pmax"].value, "nu_p": res_p.params["nu"].value,
               "pmax_d": res_d.params["pmax"].value, "nu_d": res_d.params["nu"].value}
-    offsets = {"p": res_p.params["offset"].value * span, "d": res_d.params["offset"].value * span}
-    noise, diag = _noise(_model(values, data.unit), data)
+    exp_model = _model(values, data.unit)
+    exp_offsets = {"p": res_p.params["offset"].value * span,
+                   "d": res_d.params["offset"].value * span}
+    spl_p, info_p = _fit_spline(data.up, 1, exp_model, data.unit, tuple(spline_knots))
+    spl_d, info_d = _fit_spline(data.down, -1, exp_model, data.unit, tuple(spline_knots))
+    spl_model = _model(values, data.unit, law=1, fp=_spline_knots(spl_p),
+                       fd=_spline_knots(spl_d))
+    spl_offsets = {"p": spl_p.params["offset"].value * span,
+                   "d": spl_d.params["offset"].value * span}
+    laws: dict[str, Any] = {}
+    for name, mod, offs, fits in (("exponential", exp_model, exp_offsets, (res_p, res_d)),
+                                  ("spline", spl_model, spl_offsets, (spl_p, spl_d))):
+        laws[name] = {t: {"mean_ramp_max_dev_rel": _deterministic_dev(mod, r, sg, offs[t]),
+                          "bic": float(f.bic), "n_parameters": int(f.nvarys)}
+                      for t, r, sg, f in (("p", data.up, 1, fits[0]),
+                                          ("d", data.down, -1, fits[1]))}
+        laws[name]["worst_dev"] = max(laws[name][t]["mean_ramp_max_dev_rel"] for t in "pd")
+    laws["spline"]["knots"] = {"p": info_p, "d": info_d}
+    use_spline = (laws["exponential"]["worst_dev"] > TARGET_DEV
+                  and laws["spline"]["worst_dev"] < laws["exponential"]["worst_dev"])
+    chosen = "spline" if use_spline else "exponential"
+    offsets = spl_offsets if use_spline else exp_offsets
+    law_model = spl_model if use_spline else exp_model
+    noise, diag = _noise(law_model, data)
     d2d = _d2d(data, diag["scales"])
-    model = _model(values, data.unit, **noise, d2d=d2d)
+    model = _model(values, data.unit, **noise, d2d=d2d, law=law_model.law, fp=law_model.fp,
+                   fd=law_model.fd)
     fit_seconds = time.perf_counter() - t0
     metrics = _quality(model, data, offsets, n_sim, np.random.default_rng(seed))
     metrics["fit_seconds"] = fit_seconds
+    metrics["law"] = chosen
+    metrics["laws"] = laws
 
-    stderr = {"pmax_p": res_p.params["pmax"].stderr, "nu_p": res_p.params["nu"].stderr,
-              "pmax_d": res_d.params["pmax"].stderr, "nu_d": res_d.params["nu"].stderr,
-              "g_min": None, "g_max": None}
+    stderr: dict[str, Any] = {
+        "pmax_p": res_p.params["pmax"].stderr, "nu_p": res_p.params["nu"].stderr,
+        "pmax_d": res_d.params["pmax"].stderr, "nu_d": res_d.params["nu"].stderr,
+        "g_min": None, "g_max": None}
+    if use_spline:
+        for tag, res in (("fp", spl_p), ("fd", spl_d)):
+            for i, v in enumerate(_spline_knots(res)):  # stderr of f from that of log f
+                err = res.params[f"lf_{i}"].stderr
+                stderr[f"{tag}_{i}"] = None if err is None else v * err
     stderr = {k: (None if v is None or not math.isfinite(v) else float(v))
               for k, v in stderr.items()}
     variation = model.variation()
@@ -442,6 +578,12 @@ def fit_pulse(data: PulseData, n_sim: int = 20, seed: int = 0) -> PulseFit:
         "method": ("lmfit leastsq per direction over every measured read; each model ramp "
                    "starts at its measured first read plus a fitted shared offset; bounds = "
                    "envelope (min / max) of the ramps' end levels"),
+        "law": chosen,
+        "law_choice": (f"exponential if its mean-ramp max deviation <= {TARGET_DEV:g} of the "
+                       "range in both directions (parsimony), else the law with the smaller "
+                       "worst-direction deviation; spline K per direction by minimum BIC over "
+                       f"{list(spline_knots)}; noise re-estimated on the chosen law's residuals"),
+        "laws": laws,
         "n_points": {"p": int(np.sum(~np.isnan(data.up))), "d": int(np.sum(~np.isnan(data.down)))},
         "start_offset": offsets,
         "redchi": {"p": float(res_p.redchi), "d": float(res_d.redchi)},
@@ -456,8 +598,9 @@ def fit_pulse(data: PulseData, n_sim: int = 20, seed: int = 0) -> PulseFit:
         "circuitnn_version": circuitnn.__version__,
         "units": data.note,
     }
-    notes = ("Pulse-update model (NeuroSim exponential law, Chen et al. IEEE TCAD 2018); "
-             "p = potentiating/SET, d = depressing/RESET.")
+    notes = (f"Pulse-update model, {chosen} mean step law (law = {law_model.law}; exponential: "
+             "NeuroSim, Chen et al. IEEE TCAD 2018; spline: PCHIP of log step over uniform "
+             "knots of the normalised state); p = potentiating/SET, d = depressing/RESET.")
     if data.unit != "S":
         notes += f" Conductances in {data.unit} units: {data.note}."
     card = ModelCard(MODEL_NAME, model.card_parameters(stderr), provenance, fit_info,
@@ -484,16 +627,22 @@ def plot_pulse_fit(fit: PulseFit, path: str | Path, seed: int = 1) -> Path:
         ax.plot(x, ramps, color="0.75", lw=0.5)
         det = _simulate_like(model, ramps, sign, fit.offsets[tag], None)
         m_meas, m_mod = mean_ramp(ramps), mean_ramp(det)
-        x0 = (len(x) - len(m_meas)) // 2 if ramps.shape[1] < 3 else 0
-        xm = np.arange(len(m_meas)) + x0
-        ax.plot(xm, m_meas, color="k", lw=2, label="measured mean")
-        ax.plot(xm, m_mod, color="tab:red", lw=1.8, ls="--", label="model mean")
+        xm = mean_ramp_pulses(ramps)
+        if ramps.shape[1] < 3:
+            ax.plot(xm, m_meas, "ks-", lw=1.5, ms=5, label="measured block means")
+            ax.plot(x, det[:, 0], color="tab:red", lw=1.8, ls="--", label="model mean")
+            ax.plot(xm, m_mod, "o", color="tab:red", ms=4, label="model block means")
+        else:
+            ax.plot(xm, m_meas, color="k", lw=2, label="measured mean")
+            ax.plot(xm, m_mod, color="tab:red", lw=1.8, ls="--", label="model mean")
         noisy = model.ramp(ramps[0, 0] + fit.offsets[tag], ramps.shape[0] - 1, sign, rng,
                            read_noise=True)
         ax.plot(x, noisy, color="tab:blue", lw=0.7, label="model, noisy")
         q = fit.metrics[tag]
-        ax.set_title(f"{data.name}: {title}\nmean-ramp max dev {100 * q['mean_ramp_max_dev_rel']:.1f}"
-                     f"% of range, spread sim/meas {q['step_spread_ratio']:.2f}", fontsize=9)
+        dev = 100 * q["mean_ramp_max_dev_rel"]
+        ax.set_title(f"{data.name} ({fit.metrics['law']} law): {title}\n"
+                     f"mean-ramp max dev {dev:.1f}% of range, "
+                     f"spread sim/meas {q['step_spread_ratio']:.2f}", fontsize=9)
         ax.set_xlabel("pulse number")
         ax.set_ylabel(f"conductance ({data.unit})")
         ax.legend(fontsize=8)
@@ -542,7 +691,12 @@ def fit_pulse_cli_main(dataset: str, data_dir: str | Path | None = None,
 
 def summary_lines(fit: PulseFit) -> list[str]:
     """Human-readable fit-quality lines (for the CLI and the benchmark)."""
-    lines = [f"{fit.data.name}: fit {fit.metrics['fit_seconds']:.2f} s"]
+    laws = fit.metrics["laws"]
+    lines = [f"{fit.data.name}: fit {fit.metrics['fit_seconds']:.2f} s; law {fit.metrics['law']} "
+             f"(worst-direction mean-ramp dev: exponential "
+             f"{100 * laws['exponential']['worst_dev']:.2f}%, spline "
+             f"{100 * laws['spline']['worst_dev']:.2f}%, K p/d "
+             f"{laws['spline']['knots']['p']['K']}/{laws['spline']['knots']['d']['K']})"]
     for tag, name in (("p", "SET/up"), ("d", "RESET/down")):
         q = fit.metrics[tag]
         lines.append(

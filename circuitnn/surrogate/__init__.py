@@ -1,1 +1,16 @@
-"""circuitnn.surrogate"""
+"""circuitnn.surrogate: a fast physics-structured surrogate of 1T1R tile reads, calibrated to
+circuit solutions (nodal / ngspice). Importing it registers the "surrogate" read engine."""
+
+from circuitnn.surrogate.card import SurrogateCard, find_card
+from circuitnn.surrogate.engine import (
+    programmed,
+    read_surrogate,
+    register,
+    surrogate_read_with_grad,
+)
+from circuitnn.surrogate.model import SurrogateTile, program
+
+register()
+
+__all__ = ["SurrogateCard", "SurrogateTile", "find_card", "program", "programmed",
+           "read_surrogate", "register", "surrogate_read_with_grad"]

@@ -103,7 +103,7 @@ def start_local_cluster(n_workers: int = 2):
         n_workers=n_workers,
         processes=True,
         threads_per_worker=1,
-        dashboard_address=None,
+        dashboard_address=":0",  # a free port: never clash with another cluster
         silence_logs=logging.ERROR,
     )
 

@@ -1,0 +1,62 @@
+"""Benchmark: the `mcnn run` chain on the default data (stage times) and Chip.predict time per
+1,000 test images for each inference engine, plus the surrogate / ideal time ratio.
+
+    .venv/bin/python benchmarks/bench_mcnn.py [--engine surrogate|quantised] [--out DIR]
+
+Writes <results>/mcnn.json. Engines that are not available in this build are listed with the
+reason instead of a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from circuitnn.errors import CircuitnnError
+from circuitnn.io import write_json
+from circuitnn.mcnn import Chip
+from circuitnn.mcnn.run import RunConfig, run_chain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> dict:
+    """Run the chain (resuming), time inference per engine, write and return the results."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engine", default="surrogate")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mcnn_run"))
+    ap.add_argument("--n-images", type=int, default=1000)
+    ap.add_argument("--n-check", type=int, default=20)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    chain = run_chain(RunConfig(engine=args.engine, n_check=args.n_check), args.out)
+    wall = time.perf_counter() - t0
+    rep = chain.results["report"]
+    chip = Chip.load(args.out)
+    x = chain.data().x_test[:args.n_images]
+    infer = {}
+    for engine in ("ideal", "quantised", "surrogate"):
+        try:
+            t = time.perf_counter()
+            chip.predict(x, engine=engine)
+            infer[engine] = (time.perf_counter() - t) * 1000 / len(x)
+        except CircuitnnError as exc:
+            infer[engine] = f"unavailable: {exc}"
+    infer["ngspice"] = "not timed here (see report crosscheck_ngspice.seconds)"
+    ratio = (infer["surrogate"] / infer["ideal"] if isinstance(infer["surrogate"], float)
+             else None)
+    res = {"engine": args.engine, "chain_wall_s": wall, "computed_stages": chain.computed,
+           "stage_seconds": chain.timings, "inference_s_per_1000_images": infer,
+           "surrogate_over_ideal": ratio,
+           "accuracy": {k: rep[k] for k in ("software_test_accuracy", "quantized_test_accuracy",
+                                            "transfer_test_accuracy", "hybrid_test_accuracy")},
+           "three_group": rep["three_group"], "gops_per_w": rep["energy"]["gops_per_w"]}
+    write_json(ROOT / "benchmarks" / "results" / "mcnn.json", res)
+    for k, v in res.items():
+        print(f"{k}: {v}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The programmed chip: eight PEs of conductances plus the digital side, and its inference engines.
+
+Engines (how an array read is simulated):
+- "ideal": float product of the layer input with the chip's *effective* weights
+  (G+ - G-) / g_unit x layer scale (programming errors included; no input or ADC quantisation);
+- "quantised": 8-bit inputs applied bit-serially, ideal crossbar (I = V G), 8-bit ADC;
+- "surrogate", "nodal", "ngspice": as "quantised", but every 1-bit read of a PE is a circuit
+  read of the whole 128 x 16 PE (the block's rows driven, all other rows at 0 V, every cell's
+  programmed conductance present) by `circuitnn.tile.read(TileSpec(...), V, engine=...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from circuitnn.errors import CircuitnnError
+from circuitnn.io import load_npz, write_json, write_npz
+from circuitnn.network import cnn
+from circuitnn.network.engines import V_READ, bit_serial_matmul
+from circuitnn.network.mapping import Mapping, map_weights
+
+ENGINES = ("ideal", "quantised", "surrogate", "nodal", "ngspice")
+CIRCUIT_ENGINES = ("surrogate", "nodal", "ngspice")
+ColumnRead = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def check_engine(engine: str) -> str:
+    """Return `engine` if known, else raise CircuitnnError."""
+    if engine not in ENGINES:
+        raise CircuitnnError(f"unknown engine '{engine}' (choose from {', '.join(ENGINES)})")
+    return engine
+
+
+DEFAULT_TILE_CARD = Path(__file__).resolve().parents[2] / "device_models" / "stanford-pku-hfox.json"
+
+
+def _tile_reader(engine: str):
+    """`read(spec, V, engine=...)` of circuitnn.tile, with the surrogate engine registered."""
+    try:
+        from circuitnn.tile import ENGINES as TILE_ENGINES
+        from circuitnn.tile import read
+    except ImportError as exc:
+        raise CircuitnnError(f"engine '{engine}' needs circuitnn.tile.read ({exc})") from None
+    if engine == "surrogate" and engine not in TILE_ENGINES:
+        try:
+            from circuitnn.surrogate.engine import register
+        except ImportError as exc:
+            raise CircuitnnError(f"engine 'surrogate' is not available in this build ({exc})"
+                                 ) from None
+        register()
+    if engine not in TILE_ENGINES:
+        raise CircuitnnError(f"circuitnn.tile.read has no engine '{engine}'")
+    return read
+
+
+def circuit_column_read(engine: str, tile_options: dict[str, Any] | None = None) -> ColumnRead:
+    """A `column_read(V, G)` that runs a circuit read of the tile holding G.
+
+    tile_options: extra TileSpec fields (e.g. r_row, r_col); "device" may name a card file or
+    "ohmic" (default: the built-in card device_models/stanford-pku-hfox.json).
+    """
+    check_engine(engine)
+    try:
+        from circuitnn.devices.card import ModelCard
+        from circuitnn.tile.spec import TileSpec
+    except ImportError as exc:
+        raise CircuitnnError(f"engine '{engine}' needs circuitnn.tile (TileSpec), which is not "
+                             f"available in this build ({exc})") from None
+    read = _tile_reader(engine)
+    opts = dict(tile_options or {})
+    device = opts.pop("device", str(DEFAULT_TILE_CARD))
+    if device not in (None, "ohmic"):
+        if not Path(device).is_file():
+            raise CircuitnnError(f"tile device card not found: {device}")
+        opts["device"] = ModelCard.load(device)
+    lo, hi = 0.0, np.inf
+    if opts.get("device") is not None:
+        from circuitnn.devices import load_device
+
+        lo, hi = load_device(opts["device"]).g_range
+    specs: dict[bytes, Any] = {}
+
+    def column_read(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+        key = np.ascontiguousarray(g).tobytes()
+        spec = specs.get(key)
+        if spec is None:
+            if len(specs) > 64:
+                specs.clear()
+            try:
+                # the rare cells programmed outside the card's range (stuck, device-to-device
+                # bounds) are read at the nearest state the card can hold
+                spec = specs[key] = TileSpec(conductance=np.clip(g, lo * 1.001, hi * 0.999),
+                                             **opts)
+            except TypeError as exc:
+                raise CircuitnnError(f"bad tile option: {exc}") from None
+        out = read(spec, v, engine=engine)
+        return np.asarray(getattr(out, "currents", out), dtype=float)
+
+    return column_read
+
+
+@dataclass
+class ChipEngine:
+    """`matmul(layer, X, W)` for `cnn.forward`, through the chip's conductances.
+
+    `fc_conductances` (if given) overrides the FC PEs (hybrid training updates them).
+    `groups`: 1 = convolver group `group` takes the whole image; 3 = group g takes output rows
+    band g (top to bottom).
+    """
+
+    mapping: Mapping
+    conductances: np.ndarray
+    weight_scales: dict[str, float]
+    act_scales: dict[str, float]
+    g_unit: float
+    g_max: float
+    engine: str = "quantised"
+    groups: int = 1
+    group: int = 0
+    adc_bits: int | None = 8
+    adc_fraction: float = 0.5
+    v_read: float = V_READ
+    column_read: ColumnRead | None = None
+    pad_rows: int | None = None  # circuit engines: rows of the simulated PE (None = PE rows)
+    input_bits: int = 8
+    _eff: dict = field(default_factory=dict, repr=False)
+
+    def effective_weights(self, layer: str, group: int) -> np.ndarray:
+        """(G+ - G-) / g_unit x scale of a layer's blocks (the chip's weights as floats)."""
+        w = np.zeros(cnn.SHAPES[layer])
+        for p in self.mapping.of(layer, group):
+            g = self.conductances[p.pe, p.rows, p.cols]
+            w[p.w_rows, p.w_cols] = (g[:, 0::2] - g[:, 1::2]) / self.g_unit
+        return w * self.weight_scales[layer]
+
+    def _block(self, codes: np.ndarray, p) -> np.ndarray:
+        if self.engine not in CIRCUIT_ENGINES:
+            g = self.conductances[p.pe, p.rows, p.cols]
+            return bit_serial_matmul(
+                codes[:, p.w_rows], g[:, 0::2], g[:, 1::2], g_unit=self.g_unit,
+                v_read=self.v_read, adc_bits=self.adc_bits,
+                adc_range=self.adc_fraction * (p.rows.stop - p.rows.start) * self.v_read
+                * self.g_max, column_read=self.column_read, input_bits=self.input_bits)
+        # circuit engines: drive the block's rows of the full PE, the other rows at 0 V
+        g_pe = self.conductances[p.pe]
+        rows = self.pad_rows or g_pe.shape[0]
+        if rows > g_pe.shape[0]:  # a larger simulated array: extra rows at the low state
+            g_pe = np.vstack([g_pe, np.full((rows - g_pe.shape[0], g_pe.shape[1]),
+                                            g_pe.min())])
+        x = np.zeros((codes.shape[0], rows), np.int64)
+        x[:, p.rows] = codes[:, p.w_rows]
+        full = bit_serial_matmul(
+            x, g_pe[:, 0::2], g_pe[:, 1::2], g_unit=self.g_unit, v_read=self.v_read,
+            adc_bits=self.adc_bits, adc_range=self.adc_fraction * (p.rows.stop - p.rows.start)
+            * self.v_read * self.g_max, column_read=self.column_read,
+            input_bits=self.input_bits, chunk=4096)
+        return full[:, p.cols.start // 2:p.cols.stop // 2]
+
+    def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
+        if self.engine == "ideal":
+            key = (layer, group)
+            if key not in self._eff:
+                self._eff[key] = self.effective_weights(layer, group)
+            return x @ self._eff[key]
+        top = 2 ** self.input_bits - 1
+        codes = np.clip(np.rint(x / self.act_scales[layer]), 0, top).astype(np.int64)
+        lead = codes.shape[:-1]
+        flat = codes.reshape(-1, codes.shape[-1])
+        out = np.zeros((flat.shape[0], cnn.SHAPES[layer][1]))
+        for p in self.mapping.of(layer, group):
+            out[:, p.w_cols] += self._block(flat, p)
+        scale = self.act_scales[layer] * self.weight_scales[layer]
+        return out.reshape(lead + (out.shape[-1],)) * scale
+
+    def __call__(self, layer: str, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        if layer == "FC":
+            return self._run_group("FC", x, 0)
+        if self.groups == 1:
+            return self._run_group(layer, x, self.group)
+        bands = np.array_split(np.arange(x.shape[1]), self.groups)
+        return np.concatenate([self._run_group(layer, x[:, b], g)
+                               for g, b in enumerate(bands)], axis=1)
+
+
+def conv_features(engine: ChipEngine, images: np.ndarray, params: dict[str, np.ndarray],
+                  batch_size: int = 250, progress=None) -> np.ndarray:
+    """FC inputs (N, 192) of uint8 images after the hardware convolution layers."""
+    feats = []
+
+    def matmul(layer: str, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if layer == "FC":
+            feats.append(x.copy())
+            return np.zeros((x.shape[0], 10))
+        return engine(layer, x, w)
+
+    for i in range(0, len(images), batch_size):
+        cnn.forward(params, cnn.preprocess(images[i:i + batch_size]), matmul)
+        if progress is not None:
+            progress(min(batch_size, len(images) - i))
+    return np.concatenate(feats) if feats else np.zeros((0, 192))
+
+
+# ----------------------------------------------------------------------------- the chip
+@dataclass
+class Chip:
+    """A programmed chip after the `mcnn run` chain (conductances of all 8 PEs, digital side).
+
+    `conductances` holds the chip after single-group hybrid training; `conductances_three`
+    after three-group hybrid training (same convolution PEs, its own FC update).
+    """
+
+    params: dict[str, np.ndarray]  # ex-situ float parameters (C1, C3, FC, b_FC)
+    levels: dict[str, np.ndarray]  # quantised weight levels
+    weight_scales: dict[str, float]
+    act_scales: dict[str, float]
+    conductances: np.ndarray
+    conductances_three: np.ndarray
+    bias: np.ndarray
+    bias_three: np.ndarray
+    settings: dict[str, Any]
+    mapping: Mapping = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.mapping = map_weights({k: self.levels[k] for k in cnn.LAYERS},
+                                   int(self.settings.get("n_groups", 3)))
+
+    @property
+    def g_unit(self) -> float:
+        s = self.settings
+        return (s["g_max"] - s["g_min"]) / (s["device_levels"] - 1)
+
+    def engine(self, engine: str = "surrogate", groups: int = 1, group: int = 0,
+               conductances: np.ndarray | None = None, column_read: ColumnRead | None = None,
+               tile_options: dict[str, Any] | None = None, **kw: Any) -> ChipEngine:
+        """A ChipEngine on this chip's (or the given) conductances."""
+        check_engine(engine)
+        if groups not in (1, 3) or not 0 <= group < 3:
+            raise CircuitnnError(f"groups must be 1 or 3 and group 0..2 (got {groups}, {group})")
+        if conductances is None:
+            conductances = self.conductances if groups == 1 else self.conductances_three
+        if column_read is None and engine in CIRCUIT_ENGINES:
+            opts = dict(self.settings.get("tile_options", {}))
+            opts.update(tile_options or {})
+            column_read = circuit_column_read(engine, opts)
+        s = self.settings
+        return ChipEngine(self.mapping, conductances, self.weight_scales, self.act_scales,
+                          self.g_unit, s["g_max"], engine=engine, groups=groups, group=group,
+                          adc_bits=kw.pop("adc_bits", s.get("adc_bits", 8)),
+                          adc_fraction=s.get("adc_fraction", 0.5), v_read=s.get("v_read",
+                                                                               V_READ),
+                          column_read=column_read, **kw)
+
+    def predict(self, images: np.ndarray, engine: str = "surrogate", groups: int = 1,
+                batch_size: int = 500) -> np.ndarray:
+        """Predicted labels (N,) for uint8 images (N, 28, 28) through the hardware."""
+        images = np.asarray(images)
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise CircuitnnError(f"images must have shape (N, 28, 28), got {images.shape}")
+        if images.dtype != np.uint8:
+            raise CircuitnnError(f"images must be uint8 pixels 0..255, got dtype {images.dtype}")
+        eng = self.engine(engine, groups)
+        bias = self.bias if groups == 1 else self.bias_three
+        p = dict(self.params, b_FC=bias)
+        return cnn.predict(p, images, eng, batch_size)
+
+    # --------------------------------------------------------------- persistence
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write DIR/chip.npz and DIR/chip.json (atomically)."""
+        out = Path(out_dir)
+        arrays = {f"param_{k}": v for k, v in self.params.items()}
+        arrays.update({f"level_{k}": v for k, v in self.levels.items()})
+        write_npz(out / "chip.npz", conductances=self.conductances,
+                  conductances_three=self.conductances_three, bias=self.bias,
+                  bias_three=self.bias_three, **arrays)
+        write_json(out / "chip.json", {"weight_scales": self.weight_scales,
+                                       "act_scales": self.act_scales,
+                                       "settings": self.settings})
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike) -> Chip:
+        """Load a chip written by `mcnn run --out DIR` (or `Chip.save`)."""
+        out = Path(out_dir)
+        npz, meta = out / "chip.npz", out / "chip.json"
+        if not npz.is_file() or not meta.is_file():
+            raise CircuitnnError(f"{out}: no programmed chip (chip.npz / chip.json missing; run "
+                                 "`circuitnn mcnn run --out DIR` first)")
+        try:
+            arr = load_npz(npz)
+            info = json.loads(meta.read_text())
+            params = {k[6:]: arr[k] for k in arr if k.startswith("param_")}
+            levels = {k[6:]: arr[k] for k in arr if k.startswith("level_")}
+            cnn.check_params(params)
+            return cls(params, levels, {k: float(v) for k, v in info["weight_scales"].items()},
+                       {k: float(v) for k, v in info["act_scales"].items()},
+                       arr["conductances"], arr["conductances_three"], arr["bias"],
+                       arr["bias_three"], info["settings"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise CircuitnnError(f"{out}: cannot read the chip state: {exc}") from exc

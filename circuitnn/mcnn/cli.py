@@ -1,0 +1,124 @@
+"""`circuitnn mcnn run` and `circuitnn mcnn sweep`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from circuitnn.errors import CircuitnnError
+
+
+def _tile_options(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        opts = json.loads(text)
+    except ValueError as exc:
+        raise CircuitnnError(f"--tile-options must be a JSON object: {exc}") from None
+    if not isinstance(opts, dict):
+        raise CircuitnnError("--tile-options must be a JSON object, e.g. '{\"r_wire\": 1.0}'")
+    return opts
+
+
+@click.group()
+def mcnn() -> None:
+    """The memristor CNN of Yao et al. (Nature 2020): transfer, hybrid training, sweeps."""
+
+
+@mcnn.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Output folder (checkpoints, report.json, report.md, figures, chip state).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every stage.")
+@click.option("--device", default=None, type=click.Path(dir_okay=False),
+              help="Pulse-update card (default device_models/taox-pulse.json).")
+@click.option("--engine", default="surrogate", show_default=True,
+              type=click.Choice(["ideal", "quantised", "surrogate", "nodal"]),
+              help="How array reads are simulated in the hardware stages.")
+@click.option("--epochs", default=30, show_default=True, type=int, help="Ex-situ epochs.")
+@click.option("--mnist-dir", default=None, type=click.Path(file_okay=False),
+              help="Folder of standard MNIST IDX files (default: embedded 5k subset).")
+@click.option("--n-test", default=1000, show_default=True, type=int,
+              help="Test images split from the 5k subset.")
+@click.option("--g-min", default=6.0, show_default=True, type=float, help="Tile g_min (uS).")
+@click.option("--g-max", default=24.0, show_default=True, type=float, help="Tile g_max (uS).")
+@click.option("--tolerance", default=0.5, show_default=True, type=float,
+              help="Write-verify tolerance (uS).")
+@click.option("--max-pulses", default=400, show_default=True, type=int,
+              help="Write-verify pulse budget per cell.")
+@click.option("--yield", "cell_yield", default=0.995, show_default=True, type=float,
+              help="Fraction of working (not stuck) cells.")
+@click.option("--variation", default=1.0, show_default=True, type=float,
+              help="Multiplier of the card's device-to-device spreads.")
+@click.option("--adc-bits", default=8, show_default=True, type=int, help="ADC resolution.")
+@click.option("--hybrid-batches", default=300, show_default=True, type=int,
+              help="Mini-batches of in-situ FC training.")
+@click.option("--hybrid-lr", default=0.05, show_default=True, type=float,
+              help="Learning rate of hybrid training.")
+@click.option("--threshold", default=0.25, show_default=True, type=float,
+              help="Update threshold of hybrid training (uS).")
+@click.option("--n-check", default=20, show_default=True, type=int,
+              help="Test images in the ngspice cross-check (0 = skip).")
+@click.option("--tile-options", default=None,
+              help="JSON object of extra TileSpec fields for the circuit engines.")
+@click.option("--figures-dir", default=None, type=click.Path(file_okay=False),
+              help="Where copies of the main figures go (default: the repository's figures/; "
+                   "'' for none).")
+@click.option("--quick", is_flag=True, help="Small, fast settings (tests, smoke runs).")
+def run(out: str, seed: int, device: str | None, engine: str, epochs: int,
+        mnist_dir: str | None, n_test: int, g_min: float, g_max: float, tolerance: float,
+        max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
+        hybrid_batches: int, hybrid_lr: float, threshold: float, n_check: int,
+        tile_options: str | None, figures_dir: str | None, quick: bool) -> None:
+    """Run the whole chain into --out (resuming finished stages) and write the report."""
+    from circuitnn.mcnn.run import RunConfig, run_chain
+
+    if device is not None and not Path(device).is_file():
+        raise CircuitnnError(f"device card not found: {device}")
+    kw = dict(seed=seed, device=device, engine=engine, mnist_dir=mnist_dir, n_test=n_test,
+              g_min=g_min * 1e-6, g_max=g_max * 1e-6, tolerance=tolerance * 1e-6,
+              cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
+              hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
+              tile_options=_tile_options(tile_options), figures_dir=figures_dir)
+    defaults = {"epochs": (epochs, 30), "hybrid_batches": (hybrid_batches, 300),
+                "n_check": (n_check, 20), "max_pulses": (max_pulses, 400)}
+    if quick:
+        cfg = RunConfig.quick(**kw, **{k: v for k, (v, d) in defaults.items() if v != d})
+    else:
+        cfg = RunConfig(**kw, **{k: v for k, (v, _) in defaults.items()})
+    chain = run_chain(cfg, out)
+    rep = chain.results["report"]
+    click.echo(f"software {rep['software_test_accuracy']:.4f}  quantised "
+               f"{rep['quantized_test_accuracy']:.4f}  transfer {rep['transfer_test_accuracy']:.4f}"
+               f"  hybrid {rep['hybrid_test_accuracy']:.4f}  three groups "
+               f"{rep['three_group']['test_accuracy_before']:.4f} -> "
+               f"{rep['three_group']['test_accuracy_after']:.4f}")
+    click.echo(f"stages computed: {', '.join(chain.computed) or 'none (all loaded)'}; "
+               f"report: {Path(out) / 'report.md'}")
+
+
+@mcnn.command()
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False),
+              help="Folder of a finished `mcnn run` (its trained network is reused).")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output folder (default RUN_DIR/sweep).")
+@click.option("--engine", default="surrogate", show_default=True,
+              type=click.Choice(["quantised", "surrogate", "nodal"]),
+              help="Circuit engine for the wire-resistance and array-size axes.")
+@click.option("--n-images", default=300, show_default=True, type=int,
+              help="Test images per point.")
+@click.option("--axes", default="wire,size,variation,adc,window", show_default=True,
+              help="Comma-separated axes to sweep.")
+def sweep(run_dir: str, out: str | None, engine: str, n_images: int, axes: str) -> None:
+    """Accuracy under circuit effects vs wire resistance, array size, device variation,
+    ADC bits and conductance window (after transfer, one convolver group)."""
+    from circuitnn.mcnn.sweep import run_sweep
+
+    res = run_sweep(run_dir, out, engine=engine, n_images=n_images,
+                    axes=[a.strip() for a in axes.split(",") if a.strip()])
+    for axis, pts in res["axes"].items():
+        vals = ", ".join(f"{p['value']:g}: {p['accuracy']:.3f}" if p.get("accuracy") is not None
+                         else f"{p['value']:g}: n/a" for p in pts)
+        click.echo(f"{axis}: {vals}")
+    click.echo(f"figure: {res['figure']}")

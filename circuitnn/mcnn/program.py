@@ -1,0 +1,192 @@
+"""Weight transfer: closed-loop write-verify programming of every cell with the pulse-update model.
+
+Device model: a fitted `pulse-update` card (default `device_models/taox-pulse.json`, the TaOx
+ramps of CrossSim read at 0.1 V; when that file is missing the same fit is made in memory from
+the measured data). The TaOx window (about 1.6-2.5 mS at 0.1 V) does not match the array's
+read window, so the card is mapped *linearly by relative position* onto the tile window
+[g_min, g_max] (default 2-20 uS): a state at fraction u of the card's window becomes
+g_min + u (g_max - g_min). Pulse counts (pmax) and nonlinearities (nu) are unchanged; every
+conductance-valued noise term (additive update noise, level noise, device-to-device g_min/g_max
+spread) is multiplied by the same factor (g_max - g_min) / (card span); relative step-scale
+spreads are unchanged.
+
+Programming loop (Yao et al. 2020 used closed-loop write-verify; details are this project's
+choice): every device starts at its own (device-to-device varied) low bound, then up to
+`max_pulses` times: read with the card's level noise, and, where |read - target| > tolerance,
+apply one SET (read below target) or RESET (above) pulse through the pulse model with its
+cycle-to-cycle noise. A fraction 1 - yield of the cells is stuck (half at the device's low
+bound, half at its high bound) and ignores pulses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from circuitnn.devices.card import ModelCard
+from circuitnn.devices.pulse import PulseModel
+from circuitnn.errors import CircuitnnError
+from circuitnn.io import save_figure
+
+DEFAULT_CARD = Path(__file__).resolve().parents[2] / "device_models" / "taox-pulse.json"
+
+
+@dataclass
+class ProgramConfig:
+    """Write-verify settings (tolerance in siemens; yield = fraction of working cells)."""
+
+    tolerance: float = 0.5e-6
+    max_pulses: int = 400
+    cell_yield: float = 0.995
+    variation_scale: float = 1.0  # multiplies the card's device-to-device spreads
+
+    def check(self) -> None:
+        """Raise CircuitnnError on impossible values."""
+        if not self.tolerance > 0:
+            raise CircuitnnError(f"write-verify tolerance must be > 0 S, got {self.tolerance}")
+        if self.max_pulses < 1:
+            raise CircuitnnError(f"pulse budget must be >= 1, got {self.max_pulses}")
+        if not 0 < self.cell_yield <= 1:
+            raise CircuitnnError(f"cell yield must be in (0, 1], got {self.cell_yield}")
+        if self.variation_scale < 0:
+            raise CircuitnnError(f"variation scale must be >= 0, got {self.variation_scale}")
+
+
+@dataclass
+class ProgramResult:
+    """Programmed state of every cell and how it got there."""
+
+    conductance: np.ndarray  # true state after programming (S)
+    target: np.ndarray
+    pulses: np.ndarray  # pulses applied per cell
+    stuck: np.ndarray  # bool
+    converged: np.ndarray  # bool: last verify read within tolerance
+    devices: dict[str, np.ndarray]
+
+    @property
+    def error(self) -> np.ndarray:
+        """Programmed minus target conductance (S)."""
+        return self.conductance - self.target
+
+    def summary(self, mask: np.ndarray | None = None) -> dict[str, float]:
+        """Error statistics (uS) and pulse counts over the cells in `mask` (default all)."""
+        m = np.ones(self.target.shape, bool) if mask is None else mask
+        e = self.error[m] * 1e6
+        p = self.pulses[m]
+        return {"n_cells": int(m.sum()), "error_mean_uS": float(e.mean()),
+                "error_std_uS": float(e.std()), "error_abs_p95_uS": float(np.percentile(
+                    np.abs(e), 95)), "error_abs_max_uS": float(np.abs(e).max()),
+                "pulses_mean": float(p.mean()), "pulses_max": int(p.max()),
+                "pulses_total": int(p.sum()), "stuck_cells": int(self.stuck[m].sum()),
+                "not_converged": int((~self.converged[m]).sum())}
+
+
+def load_pulse_model(card: str | os.PathLike | None = None) -> tuple[PulseModel, str]:
+    """The pulse model of a card file (None: the default TaOx card, fitted in memory from the
+    measured data if the card file is missing). Returns (model, description of the source)."""
+    if card is None and DEFAULT_CARD.is_file():
+        card = DEFAULT_CARD
+    if card is None:
+        from circuitnn.fitting.pulse import fit_pulse, load_pulse_dataset
+
+        fit = fit_pulse(load_pulse_dataset("taox-pulse"), n_sim=2)
+        return fit.model, "taox-pulse (fitted in memory: device_models/taox-pulse.json missing)"
+    path = Path(card)
+    if not path.is_file():
+        raise CircuitnnError(f"device card not found: {path}")
+    model_card = ModelCard.load(path)
+    if model_card.model != "pulse-update":
+        raise CircuitnnError(f"{path}: device card model is '{model_card.model}', the weight "
+                             "transfer needs a 'pulse-update' card (see circuitnn fit-pulse)")
+    return PulseModel.from_card(model_card), str(path)
+
+
+def scale_model(model: PulseModel, g_min: float, g_max: float,
+                variation_scale: float = 1.0) -> PulseModel:
+    """Map a pulse model linearly (relative position) onto the window [g_min, g_max]; the
+    device-to-device spreads are also multiplied by `variation_scale`."""
+    if not 0 <= g_min < g_max:
+        raise CircuitnnError(f"conductance window needs 0 <= g_min < g_max, got {g_min}, {g_max}")
+    k = (g_max - g_min) / (model.g_max - model.g_min)
+    d2d = dict(model.d2d)
+    d2d["g_min_std"] *= k * variation_scale
+    d2d["g_max_std"] *= k * variation_scale
+    d2d["scale_p_std"] *= variation_scale
+    d2d["scale_d_std"] *= variation_scale
+    return dataclasses.replace(
+        model, g_min=g_min, g_max=g_max, sigma_add_p=model.sigma_add_p * k,
+        sigma_add_d=model.sigma_add_d * k, sigma_level=model.sigma_level * k, d2d=d2d, unit="S")
+
+
+def write_verify(target: np.ndarray, model: PulseModel, rng: np.random.Generator,
+                 config: ProgramConfig | None = None, progress=None) -> ProgramResult:
+    """Program every cell of `target` (S, any shape) by write-verify; see the module text."""
+    cfg = config or ProgramConfig()
+    cfg.check()
+    target = np.asarray(target, float)
+    devices = model.sample_devices(target.shape, rng)
+    devices["g_min"] = np.maximum(devices["g_min"], 0.1 * model.g_min)  # no negative bounds
+    devices["g_max"] = np.maximum(devices["g_max"], devices["g_min"] + 0.05 * (
+        model.g_max - model.g_min))
+    g = devices["g_min"].copy()
+    stuck = rng.random(target.shape) > cfg.cell_yield
+    stuck_high = rng.random(target.shape) < 0.5
+    g[stuck & stuck_high] = devices["g_max"][stuck & stuck_high]
+    pulses = np.zeros(target.shape, np.int64)
+    converged = np.zeros(target.shape, bool)
+    for _ in range(cfg.max_pulses):
+        err = model.read(g, rng) - target
+        converged = np.abs(err) <= cfg.tolerance
+        need = ~converged & ~stuck
+        if not need.any():
+            break
+        direction = np.where(need, np.where(err < 0, 1, -1), 0)
+        g = np.where(need, model.step(g, direction, rng, devices), g)
+        pulses += need
+        if progress is not None:
+            progress(int(need.sum()))
+    else:
+        converged = np.abs(model.read(g, rng) - target) <= cfg.tolerance
+    return ProgramResult(g, target, pulses, stuck, converged, devices)
+
+
+def update_pulses(g: np.ndarray, pulses: np.ndarray, model: PulseModel,
+                  devices: dict[str, np.ndarray], stuck: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Apply signed open-loop pulse counts to cells (stuck cells do not move); returns new G."""
+    moved = model.step(g, np.where(stuck, 0, pulses), rng, devices)
+    return np.where(stuck | (pulses == 0), g, moved)
+
+
+def plot_transfer(result: ProgramResult, mask: np.ndarray, error_path: str | os.PathLike,
+                  pulses_path: str | os.PathLike, tolerance: float) -> None:
+    """Histograms of the programming error (uS) and of the pulse counts of the used cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e = result.error[mask] * 1e6
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(e, bins=120, color="tab:blue")
+    ax.axvline(-tolerance * 1e6, color="k", ls="--", lw=0.8)
+    ax.axvline(tolerance * 1e6, color="k", ls="--", lw=0.8, label="tolerance")
+    ax.set_yscale("log")
+    ax.set_xlabel("programmed - target conductance (uS)")
+    ax.set_ylabel("cells")
+    ax.set_title(f"write-verify error, {e.size} cells ({int(result.stuck[mask].sum())} stuck)",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    save_figure(fig, error_path)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    p = result.pulses[mask]
+    ax.hist(p, bins=np.arange(0, p.max() + 6, 5), color="tab:orange")
+    ax.set_yscale("log")
+    ax.set_xlabel("programming pulses per cell")
+    ax.set_ylabel("cells")
+    ax.set_title(f"pulse counts: mean {p.mean():.1f}, max {p.max()}", fontsize=9)
+    save_figure(fig, pulses_path)

@@ -1,0 +1,153 @@
+"""Accuracy under circuit effects: test accuracy after weight transfer (one convolver group, no
+hybrid training) vs wire resistance, simulated array size, device variation, ADC bits and
+conductance window, reusing the trained network of a finished `mcnn run`.
+
+Axes: "wire" (ohms per wire segment, r_row = r_col; circuit engine), "size" (rows of the
+simulated PE: the block sits in an array of that many rows, extra rows at the low state;
+circuit engine), "variation" (multiplier of the card's device-to-device spreads, re-programmed
+by write-verify), "adc" (ADC bits), "window" (g_max in uS with the run's g_min, re-programmed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from circuitnn.errors import CircuitnnError
+from circuitnn.io import save_figure, write_json
+from circuitnn.mcnn.chip import CIRCUIT_ENGINES, check_engine
+from circuitnn.mcnn.program import ProgramConfig, scale_model, write_verify
+from circuitnn.network import cnn
+from circuitnn.network.mapping import map_weights, pe_conductances
+
+AXES = {"wire": [0.0, 1.0, 2.0, 5.0, 10.0, 20.0],
+        "size": [128, 256, 512, 1024],
+        "variation": [0.0, 1.0, 3.0, 10.0, 30.0],
+        "adc": [3, 4, 5, 6, 8, 10],
+        "window": [12.0, 24.0, 48.0, 96.0]}
+LABELS = {"wire": "wire resistance per segment (ohm)", "size": "array rows",
+          "variation": "device-to-device spread (x card)", "adc": "ADC bits",
+          "window": "g_max (uS), g_min fixed"}
+
+
+def _chain(run_dir: Path):
+    from circuitnn.mcnn.run import Chain, RunConfig
+
+    rep = run_dir / "report.json"
+    if not rep.is_file():
+        raise CircuitnnError(f"{run_dir}: no finished run (report.json missing); run "
+                             "`circuitnn mcnn run --out DIR` first")
+    cfg_dict = json.loads(rep.read_text())["config"]
+    names = {f.name for f in fields(RunConfig)}
+    cfg = RunConfig(**{k: v for k, v in cfg_dict.items() if k in names})
+    chain = Chain(cfg, run_dir, progress=False)
+    chain.run(until="transfer")  # loads the checkpoints
+    return chain
+
+
+def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+              engine: str = "surrogate", n_images: int = 300,
+              axes: list[str] | None = None, values: dict[str, list] | None = None) -> dict:
+    """Run the sweep; writes OUT/sweep.json and OUT/accuracy_sweep.png; returns the results."""
+    check_engine(engine)
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "sweep"
+    axes = axes or list(AXES)
+    bad = [a for a in axes if a not in AXES]
+    if bad:
+        raise CircuitnnError(f"unknown sweep axes {bad}; choose from {', '.join(AXES)}")
+    if n_images < 1:
+        raise CircuitnnError(f"--n-images must be >= 1, got {n_images}")
+    values = {**AXES, **(values or {})}
+    chain = _chain(run_dir)
+    cfg = chain.cfg
+    d = chain.data()
+    x, y = d.x_test[:n_images], d.y_test[:n_images]
+    g_prog = chain.npz("transfer.npz")["conductance"]
+    q = chain.npz("quantised.npz")
+    mapping = map_weights({k: q[f"level_{k}"] for k in cnn.LAYERS}, 3)
+    card_model = chain.pulse_model()[0]
+
+    def acc(g: np.ndarray, settings: dict | None = None, **kw) -> float:
+        chip = chain.chip(conductances=g)
+        chip.settings.update(settings or {})
+        eng = chip.engine(engine, 1, **kw)
+        return float(np.mean(cnn.predict(dict(chip.params, b_FC=chip.bias), x, eng) == y))
+
+    def reprogram(g_max: float, variation: float) -> np.ndarray:
+        target = pe_conductances(mapping, cfg.device_levels, cfg.g_min, g_max)
+        model = scale_model(card_model, cfg.g_min, g_max, variation)
+        pcfg = ProgramConfig(cfg.tolerance, cfg.max_pulses, cfg.cell_yield, variation)
+        return write_verify(target, model, np.random.default_rng([cfg.seed, 99]),
+                            pcfg).conductance
+
+    results: dict[str, list] = {}
+    total = sum(len(values[a]) for a in axes)
+    with tqdm(total=total, desc="accuracy sweep", leave=False) as bar:
+        for axis in axes:
+            pts = []
+            for v in values[axis]:
+                point = {"value": float(v), "accuracy": None}
+                try:
+                    if axis in ("wire", "size") and engine not in CIRCUIT_ENGINES:
+                        raise CircuitnnError(f"axis '{axis}' needs a circuit engine")
+                    if axis == "wire":
+                        point["accuracy"] = acc(g_prog, tile_options={"r_row": float(v),
+                                                                      "r_col": float(v)})
+                    elif axis == "size":
+                        point["accuracy"] = acc(g_prog, pad_rows=int(v))
+                    elif axis == "variation":
+                        point["accuracy"] = acc(reprogram(cfg.g_max, float(v)))
+                    elif axis == "adc":
+                        point["accuracy"] = acc(g_prog, adc_bits=int(v))
+                    else:
+                        gm = float(v) * 1e-6
+                        point["accuracy"] = acc(reprogram(gm, cfg.variation_scale),
+                                                {"g_max": gm})
+                except CircuitnnError as exc:
+                    point["reason"] = str(exc)
+                pts.append(point)
+                bar.update(1)
+            results[axis] = pts
+    fig_path = out / "accuracy_sweep.png"
+    _plot(results, fig_path, engine)
+    res = {"engine": engine, "n_images": len(y), "run_dir": str(run_dir), "axes": results,
+           "figure": str(fig_path)}
+    write_json(out / "sweep.json", res)
+    from circuitnn.mcnn.run import REPO_FIGURES
+
+    if cfg.figures_dir != "":
+        dest = Path(cfg.figures_dir) if cfg.figures_dir else REPO_FIGURES
+        _plot(results, dest / "mcnn_accuracy_sweep.png", engine)
+    return res
+
+
+def _plot(results: dict[str, list], path: Path, engine: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
+    for ax, (axis, pts) in zip(axes[0], results.items(), strict=True):
+        xs = [p["value"] for p in pts if p["accuracy"] is not None]
+        ys = [100 * p["accuracy"] for p in pts if p["accuracy"] is not None]
+        if xs:
+            ax.plot(xs, ys, "o-")
+        else:
+            ax.text(0.5, 0.5, "not available\n(needs a circuit engine)", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_xlabel(LABELS[axis], fontsize=8)
+        if axis in ("size", "window"):
+            ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy after transfer (%)")
+    fig.suptitle(f"accuracy under circuit effects ({engine} engine)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)

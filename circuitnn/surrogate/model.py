@@ -1,0 +1,227 @@
+"""The surrogate of a 1T1R tile read: a physics-structured expansion at near-matmul cost.
+
+A read of inputs V (batch, rows) gives column currents
+
+    I = y0 + V @ A1 + V^2 @ A2 + V^3 @ A3 + (V @ P + V^2 @ P2) * (V @ Q)
+
+(powers and * element-wise). Derivation, in the wire resistance to first order around the exact
+linear tile:
+
+* y0 + V @ A1 is the tile with every cell replaced by its small-signal conductance
+  p1 = f'(0), solved exactly (all IR drop, sneak paths, driver and sense; `LinearNetwork`);
+* each cell's nonlinearity n_ij(v) = f_ij(v) - p1 v (device I-V in series with the transistor,
+  cubic fit p2 v^2 + p3 v^3) is evaluated at the input voltage of its row: V^2 @ p2 + V^3 @ p3;
+* the IR drop d_ij that a cell sees changes its nonlinear current by -n'_ij(V_i) d_ij. Its own-row
+  part (row line, self-heating of the column line by the cell itself) depends on V_i alone and is
+  folded into A2, A3 per cell; the part caused by the other rows of a column is a bilinear form
+  sum_i sum_k n'_ij(V_i) K_j[i, k] g_kj V_k with K_j the column line's resistance kernel,
+  whose leading eigen-pair lambda_j phi_j carries almost all of it (a smooth ladder kernel):
+  (V @ P + V^2 @ P2) * (V @ Q) with P = -2 p2 lambda phi, P2 = -3 p3 lambda phi, Q = g_chord phi.
+
+Four global factors theta = (nl, row, diag, bil) scale the nonlinear terms (1 = pure first
+order); each is a + b_row r_row + b_col r_col, calibrated against circuit solutions
+(`circuitnn.surrogate.calibrate`), so that they absorb the second-order terms, which grow with
+the wire resistance. Binary inputs (0 or v_read per line) collapse the powers, so a
+read is one (batch, rows) @ (rows, 3 cols) product plus (batch, cols) work.
+
+All matrices are computed once per programmed tile (`program`); `SurrogateTile.vjp` gives
+gradients with respect to the inputs and the conductances (through that per-tile computation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from circuitnn.surrogate import physics as ph
+from circuitnn.tile.nodal import assemble_network
+from circuitnn.tile.spec import TileSpec
+
+THETA_NAMES = ("nl", "row", "diag", "bil")
+UNIT_THETA = {k: 1.0 for k in THETA_NAMES}
+_REL_EPS = 1e-6  # relative conductance step for the per-cell derivative of the cell curves
+
+
+@dataclass
+class _Parts:
+    """Theta-independent per-tile pieces."""
+
+    cc: ph.CellCurves
+    lin: ph.LinearNetwork
+    lam_phi: np.ndarray  # (R, C) lambda_j phi_ij
+    phi: np.ndarray  # (R, C)
+    diag: np.ndarray  # (R, C) column kernel diagonal minus its rank-1 part
+    kr: np.ndarray  # (R, C, C) row kernels
+    rho: np.ndarray  # (R, C, S) own-row IR drop of each cell's row at each sample voltage
+    rho_lin: np.ndarray  # (R, C, S) the same with small-signal cells
+    hr: np.ndarray  # (2, R, C) own-row correction coefficients (v^2, v^3)
+    hd: np.ndarray  # (2, R, C) own-node column correction coefficients
+
+
+def resolve_theta(theta: dict | None, spec: TileSpec) -> dict[str, float]:
+    """Effective factors for a spec: each entry is a number or [a, b_row, b_col]."""
+    if theta is None:
+        return dict(UNIT_THETA)
+    out = {}
+    for k in THETA_NAMES:
+        t = theta[k]
+        if isinstance(t, (list, tuple, np.ndarray)):
+            out[k] = float(t[0] + t[1] * spec.r_row + t[2] * spec.r_col)
+        else:
+            out[k] = float(t)
+    return out
+
+
+def _parts(spec: TileSpec) -> _Parts:
+    net = assemble_network(spec)
+    cc = ph.cell_curves(spec)
+    lin = ph.LinearNetwork(spec, cc.p1, net)
+    kc, kr = ph.line_kernels(spec, net)
+    lam, phi = ph.top_eigen(kc)  # (C,), (C, R)
+    phi = phi.T
+    diag = np.diagonal(kc, axis1=1, axis2=2).T - lam * phi ** 2
+    vs = cc.vs
+    rho = np.einsum("rcd,rds->rcs", kr, cc.f)
+    rho_lin = np.einsum("rcd,rd->rc", kr, cc.p1)[..., None] * vs
+    h_row = cc.df * rho - cc.p1[..., None] * rho_lin
+    h_diag = diag[..., None] * (cc.df * cc.gch[..., None] - cc.p1[..., None] ** 2) * vs
+    return _Parts(cc, lin, lam * phi, phi, diag, kr, rho, rho_lin,
+                  ph.fit23(vs, h_row), ph.fit23(vs, h_diag))
+
+
+class SurrogateTile:
+    """A programmed tile: the surrogate's matrices for one conductance pattern and spec."""
+
+    def __init__(self, spec: TileSpec, theta: dict[str, float] | None = None,
+                 parts: _Parts | None = None) -> None:
+        self.spec = spec
+        self.theta = resolve_theta(theta, spec)
+        self.parts = parts or _parts(spec)
+        self.v_read = float(spec.v_read)
+        self._build()
+
+    def _build(self) -> None:
+        p, t = self.parts, self.theta
+        cc = p.cc
+        cols = self.spec.cols
+        self.y0 = p.lin.y0
+        self.a1 = p.lin.a1
+        self.a2 = t["nl"] * cc.p2 - t["row"] * p.hr[0] - t["diag"] * p.hd[0]
+        self.a3 = t["nl"] * cc.p3 - t["row"] * p.hr[1] - t["diag"] * p.hd[1]
+        self.p = -t["bil"] * 2.0 * cc.p2 * p.lam_phi
+        self.p2 = -t["bil"] * 3.0 * cc.p3 * p.lam_phi
+        self.q = cc.gch * p.phi
+        self.m1 = np.ascontiguousarray(np.concatenate([self.a1, self.p, self.q], axis=1))
+        self.m2 = np.ascontiguousarray(np.concatenate([self.a2, self.p2], axis=1))
+        vr = self.v_read
+        self.m_bin = np.ascontiguousarray(np.concatenate(
+            [self.a1 + vr * self.a2 + vr * vr * self.a3, self.p + vr * self.p2, self.q], axis=1))
+        self._c = cols
+
+    # --- reads -----------------------------------------------------------------------------
+    def is_binary(self, v: np.ndarray) -> bool:
+        """True when every input is 0 or v_read (bit-serial slots)."""
+        return bool(np.all((v == 0.0) | (v == self.v_read)))
+
+    def read(self, v: np.ndarray, binary: bool | None = None) -> np.ndarray:
+        """Column currents (batch, cols) in A for inputs v (batch, rows) in V (no checks)."""
+        c = self._c
+        if binary is None:
+            binary = self.is_binary(v)
+        if binary:
+            x = v @ self.m_bin
+            out = x[:, :c] * 1.0
+            out += x[:, c:2 * c] * x[:, 2 * c:]
+        else:
+            x = v @ self.m1
+            v2 = v * v
+            x2 = v2 @ self.m2
+            v2 *= v
+            out = x[:, :c] + x2[:, :c]
+            out += v2 @ self.a3
+            out += (x[:, c:2 * c] + x2[:, c:]) * x[:, 2 * c:]
+        if np.any(self.y0):
+            out += self.y0
+        return out
+
+    def terms(self, v: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The fixed part y0 + V @ A1 and each theta's term at theta = 1 (for calibration)."""
+        p, cc = self.parts, self.parts.cc
+        v2 = v * v
+        v3 = v2 * v
+        base = self.y0 + v @ self.a1
+        out = {
+            "nl": v2 @ cc.p2 + v3 @ cc.p3,
+            "row": -(v2 @ p.hr[0] + v3 @ p.hr[1]),
+            "diag": -(v2 @ p.hd[0] + v3 @ p.hd[1]),
+            "bil": (v @ (-2.0 * cc.p2 * p.lam_phi) + v2 @ (-3.0 * cc.p3 * p.lam_phi))
+            * (v @ self.q),
+        }
+        return base, out
+
+    # --- gradients -------------------------------------------------------------------------
+    def vjp(self, v: np.ndarray, d_out: np.ndarray, wrt_g: bool = True
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(dL/dV, dL/dG) for dL/dI = d_out (batch, cols) at inputs v (batch, rows).
+
+        dL/dG goes through the whole per-tile computation (linear network by its adjoint, the
+        per-cell curves by a finite difference of each cell's own series circuit).
+        """
+        v = np.asarray(v, dtype=float)
+        g = np.asarray(d_out, dtype=float)
+        v2 = v * v
+        v3 = v2 * v
+        a = v @ self.p + v2 @ self.p2
+        b = v @ self.q
+        gb = g * b
+        ga = g * a
+        dv = (g @ self.a1.T + 2 * v * (g @ self.a2.T) + 3 * v2 * (g @ self.a3.T)
+              + gb @ self.p.T + 2 * v * (gb @ self.p2.T) + ga @ self.q.T)
+        if not wrt_g:
+            return dv, None
+        d = {"a1": v.T @ g, "a2": v2.T @ g, "a3": v3.T @ g, "p": v.T @ gb, "p2": v2.T @ gb,
+             "q": v.T @ ga, "y0": g.sum(axis=0)}
+        return dv, self._vjp_g(d)
+
+    def _vjp_g(self, d: dict[str, np.ndarray]) -> np.ndarray:
+        p, t, cc = self.parts, self.theta, self.parts.cc
+        vs = cc.vs
+        d_p1 = p.lin.vjp_p1(d["a1"], d["y0"])
+        d_p2 = t["nl"] * d["a2"] - t["bil"] * 2.0 * p.lam_phi * d["p"]
+        d_p3 = t["nl"] * d["a3"] - t["bil"] * 3.0 * p.lam_phi * d["p2"]
+        d_gch = p.phi * d["q"]
+        d_a23 = np.stack([d["a2"], d["a3"]])
+        dh_row = ph.fit23_adjoint(vs, -t["row"] * d_a23)
+        dh_diag = ph.fit23_adjoint(vs, -t["diag"] * d_a23)
+        # h_row = df * rho - p1 * rho_lin
+        d_df = dh_row * p.rho
+        d_rho = dh_row * cc.df
+        d_p1 -= np.sum(dh_row * p.rho_lin, axis=-1)
+        d_rho_lin = -dh_row * cc.p1[..., None]
+        d_f = np.einsum("rcd,rcs->rds", p.kr, d_rho)
+        d_p1 += np.einsum("rcd,rc->rd", p.kr, np.sum(d_rho_lin * vs, axis=-1))
+        # h_diag = diag * (df * gch - p1^2) * vs
+        w = dh_diag * p.diag[..., None] * vs
+        d_df += w * cc.gch[..., None]
+        d_gch += np.sum(w * cc.df, axis=-1)
+        d_p1 -= 2.0 * cc.p1 * np.sum(w, axis=-1)
+        # per-cell curves depend on each cell's own conductance only
+        g0 = self.spec.conductance
+        h = _REL_EPS * g0
+        lo, hi = self.spec.device_model.g_range if self.spec.device is not None else (0, np.inf)
+        up = np.minimum(g0 + h, hi)
+        dn = np.maximum(g0 - h, lo)
+        c_up = ph.cell_curves(self.spec, up)
+        c_dn = ph.cell_curves(self.spec, dn)
+        span = up - dn
+        grad = np.zeros_like(g0)
+        for name, dq in (("p1", d_p1), ("p2", d_p2), ("p3", d_p3), ("gch", d_gch)):
+            grad += dq * (getattr(c_up, name) - getattr(c_dn, name)) / span
+        grad += np.sum(d_f * (c_up.f - c_dn.f) + d_df * (c_up.df - c_dn.df), axis=-1) / span
+        return grad
+
+
+def program(spec: TileSpec, theta: dict[str, float] | None = None) -> SurrogateTile:
+    """Compute the surrogate's matrices for a tile (once per conductance pattern)."""
+    return SurrogateTile(spec, theta)

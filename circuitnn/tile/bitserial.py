@@ -1,0 +1,191 @@
+"""Bit-serial reads of a tile: 8-bit inputs as 8 binary pulse slots, shift-and-add of the outputs.
+
+As in the reference hardware (Yao et al., Nature 2020): an unsigned `bits`-bit input code x_i of
+row i is applied as `bits` time slots; in slot k (k = 0 is the least significant bit) row i is
+driven at v_read if bit k of x_i is 1 and at 0 V otherwise. The column currents I_k of each slot
+are (optionally) digitised, then combined by shift-and-add: out = sum_k 2^k I_k (amperes,
+weighted by the code). For a linear tile (passive ohmic cells, resistive wires) superposition
+makes this exactly the column current of one analog read at V = x * v_read; nonlinear cells (the
+HfOx card's sinh I-V, the access transistor) break that equality, and bit-serial reads avoid the
+nonlinearity because every slot uses only 0 V or v_read.
+
+ADC (optional, per slot): uniform, `bits` bits on [0, full_scale] amperes, rounding to the
+nearest code and saturating at both ends (currents below 0 read as 0, above full scale as full
+scale); the reconstructed current code * full_scale / (2^bits - 1) enters the shift-and-add.
+This is the network layer's ADC model (`circuitnn.network.engines.adc_convert`).
+
+Two forms: `bitserial_read` (DC: all slots of all vectors in ONE `read` call, batch*bits input
+vectors) and `bitserial_transient` (ngspice: the slots as PWL sources in one transient of a
+small tile, column currents sampled in the middle of each slot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from circuitnn.errors import CircuitnnError
+from circuitnn.spice import fmt, run_netlist
+from circuitnn.tile import netlist as tnl
+from circuitnn.tile.spec import TileSpec, check_inputs
+
+MAX_BITS = 16
+
+
+@dataclass(frozen=True)
+class ADC:
+    """Uniform saturating ADC: `bits` bits on [0, full_scale] amperes (module doc)."""
+
+    bits: int = 8
+    full_scale: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not (
+                1 <= self.bits <= 24):
+            raise CircuitnnError(f"ADC bits must be an integer in 1..24, got {self.bits!r}")
+        fs = self.full_scale
+        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not (
+                np.isfinite(fs) and fs > 0):
+            raise CircuitnnError(f"ADC full_scale must be a positive current in A, got {fs!r}")
+
+    @property
+    def lsb(self) -> float:
+        """Current of one code step (A)."""
+        return self.full_scale / (2 ** self.bits - 1)
+
+    def __call__(self, current: np.ndarray) -> np.ndarray:
+        """Digitise and reconstruct currents (A)."""
+        from circuitnn.network.engines import adc_convert
+
+        return adc_convert(np.asarray(current, dtype=float), self.bits, float(self.full_scale))
+
+
+@dataclass
+class BitSerialResult:
+    """slots: (batch, bits, cols) column currents per slot (after the ADC, if any);
+    raw_slots: the same before the ADC; output: (batch, cols) shift-and-add sum_k 2^k I_k."""
+
+    slots: np.ndarray
+    raw_slots: np.ndarray
+    output: np.ndarray
+    t: np.ndarray | None = field(default=None, repr=False)
+    waveforms: np.ndarray | None = field(default=None, repr=False)
+
+
+def check_codes(x, rows: int, bits: int = 8) -> np.ndarray:
+    """Validate input codes: integers in 0..2^bits-1, shape (batch, rows) or (rows,)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
+        raise CircuitnnError(f"bits must be an integer in 1..{MAX_BITS}, got {bits!r}")
+    if isinstance(x, str):
+        raise CircuitnnError("input codes must be an integer array, not a string")
+    a = np.asarray(x)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[1] != rows or a.shape[0] < 1:
+        raise CircuitnnError(f"input codes must have shape (batch, {rows}), got {np.shape(x)}")
+    if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        a = a.astype(np.int64)
+    if a.dtype.kind not in "iu":
+        raise CircuitnnError(f"input codes must be integers, got dtype {a.dtype}")
+    if a.min() < 0 or a.max() > 2 ** bits - 1:
+        raise CircuitnnError(f"input codes must lie in 0..{2 ** bits - 1}, got "
+                             f"{int(a.min())}..{int(a.max())}")
+    return a.astype(np.int64)
+
+
+def bit_planes(codes: np.ndarray, bits: int = 8) -> np.ndarray:
+    """(batch, bits, rows) 0/1 floats: plane k holds bit k (LSB first) of each code."""
+    codes = np.asarray(codes, dtype=np.int64)
+    k = np.arange(bits)
+    return ((codes[:, None, :] >> k[None, :, None]) & 1).astype(float)
+
+
+def shift_add(slots: np.ndarray) -> np.ndarray:
+    """sum_k 2^k slots[:, k, :] for (batch, bits, cols) slot outputs."""
+    slots = np.asarray(slots, dtype=float)
+    return np.tensordot(slots, 2.0 ** np.arange(slots.shape[1]), axes=([1], [0]))
+
+
+def _finish(raw: np.ndarray, adc: ADC | None, **extra) -> BitSerialResult:
+    if adc is not None and not isinstance(adc, ADC):
+        raise CircuitnnError("adc must be an ADC or None")
+    slots = raw if adc is None else adc(raw)
+    return BitSerialResult(slots, raw, shift_add(slots), **extra)
+
+
+def bitserial_read(spec: TileSpec, x, *, bits: int = 8, engine: str = "ngspice",
+                   adc: ADC | None = None) -> BitSerialResult:
+    """Bit-serial DC read of input codes x (batch, rows); all slots in one `read` call."""
+    from circuitnn.tile.read import read
+
+    codes = check_codes(x, spec.rows, bits)
+    planes = bit_planes(codes, bits)  # (batch, bits, rows)
+    v = planes.reshape(-1, spec.rows) * spec.v_read
+    cur = np.asarray(read(spec, v, engine=engine), dtype=float)
+    if cur.shape != (v.shape[0], spec.cols):
+        raise CircuitnnError(f"read returned shape {cur.shape}, expected {(v.shape[0], spec.cols)}")
+    return _finish(cur.reshape(codes.shape[0], bits, spec.cols), adc)
+
+
+def slot_waveform(levels: np.ndarray, slot: float, edge: float) -> tuple[np.ndarray, np.ndarray]:
+    """PWL corners of a sequence of slot levels (n,): each level held for `slot` seconds, with
+    linear transitions of `edge` seconds at slot boundaries; starts and ends at 0 V."""
+    t: list[float] = [0.0]
+    v: list[float] = [0.0]
+    for n, lv in enumerate(np.asarray(levels, dtype=float)):
+        t0 = n * slot
+        t += [t0 + edge, t0 + slot - edge]
+        v += [lv, lv]
+    t.append(len(levels) * slot)
+    v.append(0.0)
+    return np.array(t), np.array(v)
+
+
+def bitserial_netlist(spec: TileSpec, x, *, bits: int = 8, slot: float = 50e-9,
+                      edge: float = 1e-9, dt: float | None = None) -> str:
+    """Transient netlist: the slots of every input vector one after another as PWL row drivers
+    (vector b's slot k is time slot b * bits + k). Cells are static (a read does not switch)."""
+    from circuitnn.devices.subckt import pwl_source
+
+    codes = check_codes(x, spec.rows, bits)
+    for name, val in (("slot", slot), ("edge", edge)):
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not (
+                np.isfinite(val) and 0 < val <= 1e-3):
+            raise CircuitnnError(f"{name} must be a time in (0, 1 ms], got {val!r}")
+    if not 2 * edge < slot:
+        raise CircuitnnError(f"slot ({slot:g} s) must be longer than two edges ({edge:g} s)")
+    dt = slot / 10 if dt is None else dt
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt <= slot:
+        raise CircuitnnError(f"dt must be a time in (0, slot], got {dt!r}")
+    v = bit_planes(codes, bits).reshape(-1, spec.rows) * spec.v_read
+    v, _ = check_inputs(spec, v)  # range, disturb and passive row-mask handling
+    lines = [f"* circuitnn bit-serial transient read, {codes.shape[0]} vector(s) x {bits} slots",
+             *tnl.circuit_lines(spec), "* row drivers: one slot after another"]
+    for i in range(spec.rows):
+        t, w = slot_waveform(v[:, i], slot, edge)
+        lines.append(pwl_source(f"in{i}", tnl.driver_node(spec, i), "0", t, w))
+    lines += [tnl.options_line(spec),
+              f".tran {fmt(dt)} {fmt(v.shape[0] * slot)} 0 {fmt(dt)}",
+              ".save " + " ".join(tnl.output_vectors(spec)), ".end"]
+    return "\n".join(lines) + "\n"
+
+
+def bitserial_transient(spec: TileSpec, x, *, bits: int = 8, slot: float = 50e-9,
+                        edge: float = 1e-9, dt: float | None = None, adc: ADC | None = None,
+                        backend: str = "subprocess", timeout: float = 300) -> BitSerialResult:
+    """Bit-serial read as one ngspice transient; currents sampled in the middle of each slot.
+
+    The result also carries the time axis `t` and the column-current waveforms (time, cols).
+    """
+    codes = check_codes(x, spec.rows, bits)
+    text = bitserial_netlist(spec, codes, bits=bits, slot=slot, edge=edge, dt=dt)
+    plot = run_netlist(text, backend=backend, timeout=timeout,
+                       name="bit-serial transient").plot("Transient")
+    t = plot.data["time"].real
+    wave = np.stack([plot.data[name].real for name in tnl.output_vectors(spec)], axis=1)
+    wave = tnl.outputs_to_current(spec, wave)
+    n = codes.shape[0] * bits
+    mid = (np.arange(n) + 0.5) * slot
+    sampled = np.stack([np.interp(mid, t, wave[:, j]) for j in range(spec.cols)], axis=1)
+    return _finish(sampled.reshape(codes.shape[0], bits, spec.cols), adc, t=t, waveforms=wave)

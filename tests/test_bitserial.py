@@ -1,0 +1,126 @@
+"""Bit-serial reads: slots, shift-and-add, ADC, and the ngspice transient form vs the DC form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from circuitnn.devices import builtin_card
+from circuitnn.errors import CircuitnnError
+from circuitnn.tile.bitserial import (
+    ADC,
+    bit_planes,
+    bitserial_netlist,
+    bitserial_read,
+    bitserial_transient,
+    check_codes,
+    shift_add,
+)
+from circuitnn.tile.read import read
+from circuitnn.tile.spec import TileSpec
+
+RNG = np.random.default_rng(7)
+G_CARD = RNG.uniform(10e-6, 100e-6, (4, 4))
+X = RNG.integers(0, 256, (3, 4))
+X[0] = [255, 0, 128, 1]
+
+
+def card_tile(**kw) -> TileSpec:
+    return TileSpec(conductance=G_CARD, device=builtin_card(), **kw)
+
+
+def test_bit_planes_reconstruct_codes():
+    planes = bit_planes(X)
+    assert planes.shape == (3, 8, 4) and set(np.unique(planes)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(shift_add(planes), X)
+    np.testing.assert_array_equal(planes[0, :, 0], np.ones(8))
+    np.testing.assert_array_equal(planes[0, :, 3], [1, 0, 0, 0, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("engine", ["nodal", "ngspice"])
+def test_linear_tile_bitserial_equals_analog_read(engine):
+    spec = TileSpec(conductance=RNG.uniform(10e-6, 100e-6, (5, 3)), cell="passive",
+                    r_row=5.0, r_col=5.0)
+    x = RNG.integers(0, 256, (4, 5))
+    res = bitserial_read(spec, x, engine=engine)
+    assert res.slots.shape == (4, 8, 3)
+    # superposition: sum_k 2^k I(bit_k v_read) = I(x v_read) = 255 I(x v_read / 255)
+    analog = 255 * read(spec, x * spec.v_read / 255, engine="nodal")
+    np.testing.assert_allclose(res.output, analog, rtol=1e-9)
+
+
+def test_nonlinear_tile_bitserial_differs_from_analog_read():
+    spec = card_tile()
+    res = bitserial_read(spec, X, engine="nodal")
+    analog = 255 * read(spec, X * spec.v_read / 255, engine="nodal")
+    rel = np.abs(res.output - analog) / np.abs(res.output)
+    assert rel.max() > 0.02  # sinh I-V + transistor: analog low-voltage read is not linear
+    # every slot uses only 0 V or v_read: each slot equals the read of its bit plane
+    k = 7
+    v = bit_planes(X)[:, k, :] * spec.v_read
+    np.testing.assert_allclose(res.slots[:, k, :], read(spec, v, engine="nodal"), rtol=1e-9)
+
+
+def test_transient_slots_agree_with_dc_read():
+    spec = card_tile()
+    dc = bitserial_read(spec, X, engine="ngspice")
+    tr = bitserial_transient(spec, X, slot=50e-9, edge=1e-9)
+    scale = np.max(np.abs(dc.slots))
+    assert np.max(np.abs(tr.slots - dc.slots)) < 1e-6 * scale
+    np.testing.assert_allclose(tr.output, dc.output, rtol=1e-6)
+    # one continuous pulsed waveform: starts at 0 A, peaks at the largest slot current
+    assert tr.waveforms.shape[1] == 4 and tr.t[-1] == pytest.approx(3 * 8 * 50e-9)
+    assert np.all(np.abs(tr.waveforms[0]) < 1e-9 * scale)
+    assert np.max(tr.waveforms) == pytest.approx(scale, rel=1e-6)
+
+
+def test_adc_quantises_and_saturates():
+    spec = card_tile()
+    raw = bitserial_read(spec, X, engine="nodal")
+    fs = 0.5 * raw.raw_slots.max()
+    adc = ADC(bits=4, full_scale=fs)
+    q = bitserial_read(spec, X, engine="nodal", adc=adc)
+    np.testing.assert_allclose(q.raw_slots, raw.raw_slots)
+    codes = q.slots / adc.lsb
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-9)
+    assert q.slots.max() == pytest.approx(fs)  # saturated at full scale
+    inside = raw.raw_slots < fs
+    assert np.all(np.abs(q.slots - raw.raw_slots)[inside] <= adc.lsb / 2 + 1e-15)
+    np.testing.assert_allclose(q.output, shift_add(q.slots))
+    assert not np.allclose(q.output, raw.output)
+    # a fine ADC with ample range is close to no ADC
+    fine = bitserial_read(spec, X, engine="nodal",
+                          adc=ADC(bits=16, full_scale=2 * raw.raw_slots.max()))
+    np.testing.assert_allclose(fine.output, raw.output, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "x, bits, match",
+    [
+        ([[1, 2, 3, -1]], 8, "0..255"),
+        ([[1, 2, 3, 256]], 8, "0..255"),
+        ([[1, 2, 3, 16]], 4, "0..15"),
+        ([[0.5, 2, 3, 4]], 8, "integers"),
+        ([[1, 2, 3]], 8, "shape"),
+        ("1234", 8, "not a string"),
+        ([[1, 2, 3, 4]], 0, "bits must be"),
+    ],
+)
+def test_bad_codes(x, bits, match):
+    with pytest.raises(CircuitnnError, match=match):
+        check_codes(x, 4, bits)
+
+
+def test_bad_adc_and_timing():
+    with pytest.raises(CircuitnnError, match="ADC bits"):
+        ADC(bits=0)
+    with pytest.raises(CircuitnnError, match="full_scale"):
+        ADC(full_scale=-1e-6)
+    with pytest.raises(CircuitnnError, match="adc must be"):
+        bitserial_read(card_tile(), X, engine="nodal", adc=8)
+    with pytest.raises(CircuitnnError, match="two edges"):
+        bitserial_netlist(card_tile(), X, slot=2e-9, edge=1e-9)
+    with pytest.raises(CircuitnnError, match="slot must be"):
+        bitserial_netlist(card_tile(), X, slot=float("inf"))
+    with pytest.raises(CircuitnnError, match="dt must be"):
+        bitserial_netlist(card_tile(), X, dt=1.0)

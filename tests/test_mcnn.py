@@ -1,0 +1,127 @@
+"""The memristor-CNN chain: a --quick run, resume, Chip round trip, write-verify, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from circuitnn.cli import main
+from circuitnn.errors import CircuitnnError
+from circuitnn.mcnn import Chip
+from circuitnn.mcnn.chip import circuit_column_read
+from circuitnn.mcnn.program import ProgramConfig, load_pulse_model, scale_model, write_verify
+from circuitnn.network.data import load_dataset
+
+QUICK = ["mcnn", "run", "--quick", "--engine", "quantised", "--n-check", "0"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mcnn")
+    main(QUICK + ["--out", str(out), "--figures-dir", str(out / "figs")])
+    return out
+
+
+def test_quick_run_report(run_dir):
+    rep = json.loads((run_dir / "report.json").read_text())
+    for key in ("software_test_accuracy", "quantized_test_accuracy", "transfer_test_accuracy",
+                "hybrid_test_accuracy", "three_group", "energy", "data"):
+        assert key in rep
+    assert rep["software_test_accuracy"] > 0.85
+    assert abs(rep["quantized_test_accuracy"] - rep["software_test_accuracy"]) < 0.05
+    assert rep["transfer_test_accuracy"] > 0.8
+    # hybrid training must not make the training set worse by more than noise
+    assert rep["train_error_after_hybrid"] <= rep["train_error_before_hybrid"] + 0.02
+    tg = rep["three_group"]
+    assert set(tg["per_group_test_error_before"]) == {"G1", "G2", "G3"}
+    tr = rep["transfer"]["all_used_cells"]
+    assert tr["error_std_uS"] > 0.01 and tr["pulses_mean"] > 1  # non-trivial transfer
+    assert rep["data"]["n_train_used"] == 800 and rep["data"]["n_test_used"] == 200
+    assert 100 < rep["energy"]["gops_per_w"] < 1e6
+    assert len(rep["hybrid_training"]["batch_accuracy_single"]) == 30
+    for name in ("report.md", "transfer_error_hist.png", "transfer_pulse_hist.png",
+                 "hybrid_accuracy.png", "chip.npz", "figs/mcnn_hybrid_accuracy.png"):
+        assert (run_dir / name).is_file(), name
+    md = (run_dir / "report.md").read_text()
+    assert "95.07%" in md and "96.19%" in md and "93.86%" in md
+
+
+def test_resume_recomputes_only_deleted_stage(run_dir, capsys):
+    (run_dir / "stages" / "energy.json").unlink()
+    capsys.readouterr()
+    main(QUICK + ["--out", str(run_dir), "--figures-dir", str(run_dir / "figs")])
+    out = capsys.readouterr().out
+    assert "stages computed: energy" in out and "exsitu" not in out.split("computed:")[1]
+
+
+def test_chip_round_trip(run_dir):
+    chip = Chip.load(run_dir)
+    d = load_dataset(n_test=1000)
+    x = d.x_test[:40]
+    labels = chip.predict(x, engine="quantised")
+    assert labels.shape == (40,) and labels.dtype.kind in "iu"
+    assert np.mean(labels == d.y_test[:40]) > 0.8
+    assert chip.predict(x, engine="ideal", groups=3).shape == (40,)
+    with pytest.raises(CircuitnnError, match="uint8"):
+        chip.predict(x.astype(float), engine="quantised")
+    with pytest.raises(CircuitnnError, match="shape"):
+        chip.predict(x[:, :27], engine="quantised")
+    with pytest.raises(CircuitnnError, match="unknown engine"):
+        chip.predict(x, engine="magic")
+
+
+def test_write_verify_statistics():
+    card, _ = load_pulse_model()
+    model = scale_model(card, 6e-6, 24e-6)
+    target = np.full((40, 50), 15e-6)
+    res = write_verify(target, model, np.random.default_rng(1),
+                       ProgramConfig(tolerance=0.5e-6, max_pulses=400, cell_yield=0.95))
+    ok = res.converged & ~res.stuck
+    assert np.all(np.abs(res.error[ok]) < 0.5e-6 + 5 * model.sigma_level)
+    assert 0.02 < res.stuck.mean() < 0.09
+    assert 40 < res.pulses[ok].mean() < 200  # about pmax * 9/18 pulses from g_min
+    assert res.summary()["stuck_cells"] == int(res.stuck.sum())
+
+
+def test_nodal_column_read_matches_ohmic_crossbar():
+    g = np.random.default_rng(0).uniform(6e-6, 24e-6, (6, 4))
+    read = circuit_column_read("nodal", {"device": "ohmic", "cell": "passive", "r_row": 0.0,
+                                         "r_col": 0.0})
+    v = np.random.default_rng(1).integers(0, 2, (5, 6)) * 0.2
+    assert np.allclose(read(v, g), v @ g, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "bogus"], "Invalid value"),
+    (["--yield", "1.5"], "yield"),
+    (["--device", "/nonexistent/card.json"], "not found"),
+    (["--epochs", "0"], "epochs"),
+    (["--tile-options", "[1]"], "JSON object"),
+])
+def test_bad_options_one_line(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(QUICK + ["--out", str(tmp_path / "o")] + args)
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_missing_chip_and_sweep_errors(tmp_path, capsys):
+    with pytest.raises(CircuitnnError, match="no programmed chip"):
+        Chip.load(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["mcnn", "sweep", "--run-dir", str(tmp_path)])
+    assert "report.json missing" in capsys.readouterr().err
+
+
+def test_sweep_quantised_axes(run_dir):
+    from circuitnn.mcnn.sweep import run_sweep
+
+    res = run_sweep(run_dir, run_dir / "sw", engine="quantised", n_images=40,
+                    axes=["adc", "wire"], values={"adc": [2, 8], "wire": [1.0]})
+    adc = res["axes"]["adc"]
+    assert adc[1]["accuracy"] > adc[0]["accuracy"]
+    assert res["axes"]["wire"][0]["accuracy"] is None  # needs a circuit engine
+    assert (run_dir / "sw" / "accuracy_sweep.png").is_file()

@@ -1,0 +1,171 @@
+"""Tile reads: ngspice and the nodal solver agree; netlists are deterministic; bad input fails."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from circuitnn.devices import builtin_card
+from circuitnn.errors import CircuitnnError
+from circuitnn.spice import ngspice_available, read_raw
+from circuitnn.tile import ENGINES, TIA, TileSpec, read, register_engine
+from circuitnn.tile.netlist import output_vectors, read_netlist
+
+pytestmark = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
+ROOT = Path(__file__).resolve().parents[1]
+CARD = builtin_card()
+
+
+def _g(shape, seed=0):
+    return np.random.default_rng(seed).uniform(5e-6, 20e-6, shape)
+
+
+def _v(batch, rows, seed=1):
+    return np.random.default_rng(seed).uniform(0, 0.2, (batch, rows))
+
+
+def _agree(spec, v, rtol):
+    a = read(spec, v, engine="ngspice")
+    b = read(spec, v, engine="nodal")
+    assert a.shape == b.shape == (v.shape[0], spec.cols)
+    np.testing.assert_allclose(b, a, rtol=rtol, atol=0)
+    return a
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (16, 16)])
+@pytest.mark.parametrize("cell", ["passive", "1t1r"])
+def test_ohmic_tiles_agree_1e9(shape, cell):
+    spec = TileSpec(_g(shape), cell=cell, device=None, r_row=2.5, r_col=1.5)
+    _agree(spec, _v(3, shape[0]), 1e-9)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (16, 16)])
+def test_1t1r_card_tiles_agree_1e6(shape):
+    _agree(TileSpec(_g(shape, 2), device=CARD), _v(4, shape[0], 3), 1e-6)
+
+
+def test_reference_128x16_agrees_1e6():
+    spec = TileSpec(_g((128, 16), 4), device=CARD)
+    v = np.vstack([np.full(128, 0.2), _v(1, 128, 5)])
+    i = _agree(spec, v, 1e-6)
+    ideal = v @ spec.conductance
+    assert np.all(i < ideal) and np.all(i > 0.8 * ideal)
+
+
+def test_driver_resistance_merged_wires_and_negative_inputs_agree():
+    spec = TileSpec(_g((5, 3), 6), device=CARD, r_driver=50.0, r_row=0.0, r_col=3.0,
+                    r_wl=0.0)
+    _agree(spec, np.array([[0.2, -0.2, 0.1, 0.0, -0.05]]), 1e-6)
+
+
+def test_passive_vs_1t1r():
+    g = _g((8, 4), 7)
+    v = np.full((1, 8), 0.2)
+    p = read(TileSpec(g, cell="passive", device=CARD), v, engine="ngspice")
+    t = read(TileSpec(g, cell="1t1r", device=CARD), v, engine="ngspice")
+    # the access transistor (~0.94 kOhm on) in series with 50-200 kOhm cells costs a few %
+    ratio = t / p
+    assert np.all(ratio < 1) and np.all(ratio > 0.97)
+
+
+def test_row_mask_in_both_engines():
+    g = _g((6, 3), 8)
+    mask = np.array([True, False, True, True, False, True])
+    spec = TileSpec(g, device=CARD, row_mask=mask)
+    v = np.full((1, 6), 0.2)
+    masked = _agree(spec, v, 1e-6)
+    only = read(TileSpec(g[mask], device=CARD), v[:, mask], engine="nodal")
+    np.testing.assert_allclose(masked, only, rtol=1e-4)  # off rows carry ~0 (gmin) current
+
+
+def test_tia_in_both_engines():
+    tia = TIA(gain=2e3, r_f=2e3, v_offset=2e-3)
+    spec = TileSpec(_g((4, 4), 9), device=CARD, sense="tia", tia=tia)
+    i = _agree(spec, _v(2, 4, 10), 1e-6)
+    ideal = read(TileSpec(_g((4, 4), 9), device=CARD), _v(2, 4, 10), engine="nodal")
+    # offset: -V_os / R_f = -1 uA, plus ~2 mV less across each cell (column lines lifted)
+    assert np.all(np.abs(i - (ideal - 1e-6)) < 0.04 * ideal)
+
+
+def test_netlist_is_deterministic_and_validated():
+    spec = TileSpec(_g((3, 2)), device=CARD)
+    v = _v(2, 3)
+    a = read_netlist(spec, v)
+    assert a == read_netlist(TileSpec(_g((3, 2)), device=CARD), v.copy())
+    assert ".save i(vs0) i(vs1)" in a and ".dc Vbatch_idx 0 1 1" in a
+    with pytest.raises(CircuitnnError, match="title"):
+        read_netlist(spec, v, title="x\n.control\nshell rm -rf /")
+
+
+def test_example_netlists_run_with_plain_ngspice(tmp_path):
+    sp = importlib.util.spec_from_file_location("examples", ROOT / "netlists" / "generate.py")
+    mod = importlib.util.module_from_spec(sp)
+    sp.loader.exec_module(mod)
+    for name, (spec, v) in mod.examples().items():
+        path = ROOT / "netlists" / f"{name}.cir"
+        text = path.read_text()
+        assert text == read_netlist(spec, v, title=name), f"{path} is stale: rerun generate.py"
+        raw = tmp_path / f"{name}.raw"
+        proc = subprocess.run(["ngspice", "-b", "-r", str(raw), str(path)], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-500:]
+        plot = next(p for p in read_raw(raw) if p.plotname.lower().startswith("dc"))
+        got = np.stack([plot.data[k].real for k in output_vectors(spec)], axis=1)
+        rtol = 1e-9 if spec.device is None else 1e-6
+        np.testing.assert_allclose(read(spec, v, engine="nodal"), got, rtol=rtol, atol=1e-18)
+
+
+def test_engine_registry():
+    spec = TileSpec(_g((2, 2)), cell="passive")
+    register_engine("ideal_test", lambda s, v: v @ s.conductance)
+    try:
+        np.testing.assert_allclose(read(spec, [0.1, 0.2], engine="ideal_test"),
+                                   np.array([0.1, 0.2]) @ spec.conductance)
+    finally:
+        ENGINES.pop("ideal_test")
+    with pytest.raises(CircuitnnError, match="unknown engine 'spice'"):
+        read(spec, [0.1, 0.2], engine="spice")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"conductance": np.ones(3)}, "2-D"),
+    ({"conductance": np.array([[1e-5, -1e-5]])}, "finite and > 0"),
+    ({"conductance": np.array([[1e-5, np.nan]])}, "finite and > 0"),
+    ({"conductance": np.array([[1e-5, 0.0]])}, "finite and > 0"),
+    ({"conductance": np.array([[1e-5, 1.0]]), "device": CARD}, "outside the card's range"),
+    ({"conductance": np.array([[1e-5]]), "cell": "2t2r"}, "unknown cell"),
+    ({"conductance": np.array([[1e-5]]), "r_row": -1.0}, "r_row"),
+    ({"conductance": np.array([[1e-5]]), "r_col": np.inf}, "r_col"),
+    ({"conductance": np.array([[1e-5]]), "row_mask": np.array([1, 1])}, "row_mask"),
+    ({"conductance": np.array([[1e-5]]), "sense": "adc"}, "unknown sense"),
+    ({"conductance": np.array([[1e-5]]), "v_gate": 9.0}, "v_gate"),
+])
+def test_bad_specs(kwargs, match):
+    with pytest.raises(CircuitnnError, match=match):
+        TileSpec(**kwargs)
+
+
+@pytest.mark.parametrize("engine", ["ngspice", "nodal"])
+@pytest.mark.parametrize("v, match", [
+    (np.zeros((2, 3)), "shape"),
+    (np.zeros((2, 2, 2)), "shape"),
+    (np.array([[0.1, np.nan]]), "not finite"),
+    (np.array([[0.1, np.inf]]), "not finite"),
+    (np.array([[0.1, 6.0]]), "within"),
+    (np.array([[0.1, 1.5]]), "switching threshold"),
+    ("0.1,0.2", "not a string"),
+])
+def test_bad_inputs(engine, v, match):
+    spec = TileSpec(np.array([[1e-5], [2e-5]]), device=CARD)
+    with pytest.raises(CircuitnnError, match=match):
+        read(spec, v, engine=engine)
+
+
+def test_disturb_threshold_from_card():
+    spec = TileSpec(np.array([[1e-5]]), device=CARD)
+    assert 0.5 < spec.disturb_voltage < 1.5  # Stanford-PKU: field threshold F_min
+    assert TileSpec(np.array([[1e-5]])).disturb_voltage == np.inf
