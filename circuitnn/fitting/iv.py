@@ -407,16 +407,15 @@ def fit_iv(
 
     t1 = time.perf_counter()
     result = _refine(prob, x0, pol, st)
+    # trust-region least squares never ends worse than its start
     x = np.array([result.params[var].value for var in prob.var_names])
-    # keep the search result if refinement made it worse (it should not)
-    if prob.nrmse_matrix(x, pol, st.substeps_refine).mean() > prob.nrmse_matrix(
-        x0, pol, st.substeps_refine
-    ).mean():
-        x = x0
     seconds["refine"] = time.perf_counter() - t1
 
     names = [s.name for s in sweeps]
-    e_fit = prob.nrmse_matrix(x, pol, st.substeps_refine)[0]
+    # per-sweep NRMSE at the refinement's substeps, from lmfit's final residual vector
+    bounds = np.cumsum([0] + [s.n for s in sweeps])
+    e_fit = np.array([math.sqrt(float(np.sum(result.residual[a:b] ** 2)))
+                      for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
     pred = [p[0] for p in prob.predict(x, pol, st.substeps_check)]
     with np.errstate(all="ignore"):
         e_chk = np.array([float(nrmse(p, s.i)) for p, s in zip(pred, sweeps, strict=True)])
