@@ -1,6 +1,6 @@
-"""Draw figures/tile_wire_convention.png and figures/ir_drop_128x16.png (nodal solver).
+"""Tile figures: the wire convention and the IR-drop pattern of a 128 x 16 tile (nodal solver).
 
-Run: .venv/bin/python benchmarks/figures_tile.py
+Run: .venv/bin/python -m circuitnn.tile.figures  (writes into figures/)
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from circuitnn.io import save_figure  # noqa: E402
 from circuitnn.tile import TileSpec  # noqa: E402
 from circuitnn.tile.nodal import NodalSolver  # noqa: E402
 
-FIG = Path(__file__).resolve().parents[1] / "figures"
+FIG = Path(__file__).resolve().parents[2] / "figures"
 
 
-def wire_convention() -> None:
+def wire_convention(path: str | Path = FIG / "tile_wire_convention.png") -> Path:
+    """Draw the row/column wire convention of a tile."""
     rows, cols = 3, 3
     fig, ax = plt.subplots(figsize=(7.5, 6))
     ax.set_axis_off()
@@ -60,10 +61,11 @@ def wire_convention() -> None:
             "r_wl per segment).", fontsize=8.5, va="bottom")
     ax.set_xlim(0, 8.5)
     ax.set_ylim(0.5, 10.6)
-    save_figure(fig, FIG / "tile_wire_convention.png")
+    return save_figure(fig, path)
 
 
-def ir_drop() -> None:
+def ir_drop(path: str | Path = FIG / "ir_drop_128x16.png") -> dict[str, float]:
+    """Draw the IR-drop pattern of the default 128 x 16 tile; returns its summary numbers."""
     g = np.random.default_rng(2020).uniform(5e-6, 20e-6, (128, 16))
     spec = TileSpec(g, device=builtin_card())
     sol = NodalSolver(spec)
@@ -90,13 +92,15 @@ def ir_drop() -> None:
     fig.colorbar(im2, ax=axs[2])
     fig.suptitle("128 x 16 1T1R tile, built-in HfOx card, G ~ U(5, 20) uS, r_row = r_col = "
                  "2 ohm, W/L = 0.5/0.13 um, V_gate = 1.2 V (nodal solver)", fontsize=9)
-    save_figure(fig, FIG / "ir_drop_128x16.png")
-    print(f"column error: {100 * np.min((i - ideal) / ideal):.2f} .. "
-          f"{100 * np.max((i - ideal) / ideal):.2f} %; cell deficit "
-          f"{1e3 * np.min(spec.v_read - v_cell):.1f} .. {1e3 * np.max(spec.v_read - v_cell):.1f}"
-          " mV")
+    save_figure(fig, path)
+    err = (i - ideal) / ideal
+    deficit = spec.v_read - v_cell
+    return {"column_error_min_pct": 100 * float(err.min()),
+            "column_error_max_pct": 100 * float(err.max()),
+            "cell_deficit_min_mV": 1e3 * float(deficit.min()),
+            "cell_deficit_max_mV": 1e3 * float(deficit.max())}
 
 
 if __name__ == "__main__":
     wire_convention()
-    ir_drop()
+    print(ir_drop())
