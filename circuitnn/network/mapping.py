@@ -39,8 +39,8 @@ from circuitnn.io import save_figure
 
 N_PES, PE_ROWS, PE_COLS = 8, 128, 16
 DEVICE_LEVELS = 8
-DEFAULT_G_MIN = 2e-6  # S (open parameter: project choice)
-DEFAULT_G_MAX = 20e-6  # S (open parameter: project choice)
+DEFAULT_G_MIN = 6e-6  # S (open parameter: project choice, inside the built-in card's range)
+DEFAULT_G_MAX = 24e-6  # S (open parameter: project choice)
 LAYER_SHAPES = {"C1": (9, 8), "C3": (72, 12), "FC": (192, 10)}
 
 

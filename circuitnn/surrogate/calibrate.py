@@ -11,6 +11,8 @@ fitted by `scipy.optimize.least_squares` on currents relative to each tile's RMS
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +86,7 @@ def draw_inputs(rng: np.random.Generator, n: int, rows: int, v_read: float) -> n
 
 def tile_task(engine: str, seed: int, rows: int, cols: int, pattern: str, g_lo: float,
               g_hi: float, r_lo: float, r_hi: float, n_vectors: int, card: dict,
-              spec_kwargs: dict) -> dict[str, np.ndarray]:
+              spec_kwargs: dict, timeout: float = 600.0) -> dict[str, np.ndarray]:
     """One drawn tile read by `engine` (a sweep task; top level so Dask can ship it)."""
     from circuitnn.tile.read import read
 
@@ -94,24 +96,29 @@ def tile_task(engine: str, seed: int, rows: int, cols: int, pattern: str, g_lo: 
     spec = TileSpec(g, device=ModelCard.from_json(card), r_row=float(r[0]), r_col=float(r[1]),
                     **spec_kwargs)
     v = draw_inputs(rng, n_vectors, rows, float(spec.v_read))
-    return {"G": g, "V": v, "I": read(spec, v, engine=engine), "r": r}
+    opts = {"timeout": timeout} if engine == "ngspice" else {}
+    return {"G": g, "V": v, "I": read(spec, v, engine=engine, **opts), "r": r}
 
 
 def generate(tiles: TileSet, card: ModelCard, n_tiles: int, seed: int, out_dir: str | Path,
              engine: str = "nodal", scheduler: Any = None, n_workers: int = 2,
-             progress: bool = True) -> list[dict[str, np.ndarray]]:
-    """Draw and solve `n_tiles` tiles on Dask (resumable in `out_dir`)."""
+             progress: bool = True, timeout: float = 600.0) -> list[dict[str, np.ndarray]]:
+    """Draw and solve `n_tiles` tiles on Dask (resumable in `out_dir`; the file names carry a
+    digest of the settings, so a changed setting is never served from an old file)."""
     from circuitnn.tile.sweep import run_sweep
 
     g_lo, g_hi = tiles.conductance_range(card)
+    digest = hashlib.blake2b(json.dumps(
+        [g_lo, g_hi, list(tiles.r_range), tiles.n_vectors, tiles.spec_kwargs, card.to_json()],
+        sort_keys=True, default=str).encode(), digest_size=4).hexdigest()
     tasks = []
     for k in range(n_tiles):
         s = seed * 100_003 + k
-        tasks.append((f"{engine}-{tiles.rows}x{tiles.cols}-s{s}", dict(
+        tasks.append((f"{engine}-{tiles.rows}x{tiles.cols}-s{s}-{digest}", dict(
             engine=engine, seed=s, rows=tiles.rows, cols=tiles.cols,
             pattern=PATTERNS[k % len(PATTERNS)], g_lo=g_lo, g_hi=g_hi,
             r_lo=tiles.r_range[0], r_hi=tiles.r_range[1], n_vectors=tiles.n_vectors,
-            card=card.to_json(), spec_kwargs=dict(tiles.spec_kwargs))))
+            card=card.to_json(), spec_kwargs=dict(tiles.spec_kwargs), timeout=timeout)))
     res = run_sweep(tasks, tile_task, out_dir=out_dir, scheduler=scheduler,
                     n_workers=n_workers, progress=progress, desc=f"{engine} tiles")
     return [res[k] for k, _ in tasks]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard, builtin_card
+from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR, ModelCard, builtin_card
 from circuitnn.errors import CircuitnnError
 
 
@@ -77,7 +77,7 @@ def surrogate() -> None:
               help="fresh tiles read by ngspice as a check (0: none)")
 @click.option("--seed", type=int, default=1, show_default=True, help="random seed")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="card path (default device_models/surrogate-<model>-<rows>x<cols>.json)")
+              help="card path (default device_models/surrogate-<device card>-<rows>x<cols>.json)")
 def fit(rows, cols, r_min, r_max, vectors, g_min, g_max, device, work_dir, workers, scheduler,
         tiles, check_tiles, seed, out) -> None:
     """Generate nodal/ngspice solutions of network-like tiles on Dask, fit the surrogate's
@@ -88,7 +88,8 @@ def fit(rows, cols, r_min, r_max, vectors, g_min, g_max, device, work_dir, worke
         raise CircuitnnError("--tiles must be >= 1 and --check-tiles >= 0")
     card, card_file = _card(device)
     ts = _tiles(rows, cols, r_min, r_max, vectors, g_min, g_max)
-    out = out or DEVICE_MODELS_DIR / f"surrogate-{card.model}-{rows}x{cols}.json"
+    stem = Path(device).stem if device else Path(BUILTIN_CARD).stem
+    out = out or DEVICE_MODELS_DIR / f"surrogate-{stem}-{rows}x{cols}.json"
     sc = calibrate(ts, out, work_dir, card, card_file, tiles, check_tiles, seed, scheduler,
                    workers)
     click.echo(f"wrote {out}")

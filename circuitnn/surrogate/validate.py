@@ -30,7 +30,7 @@ def passes(m: dict[str, float]) -> bool:
 def validate(sc: SurrogateCard, tiles: TileSet, work_dir: str | Path, n_tiles: int = 3,
              card: ModelCard | None = None, engine: str = "ngspice", seed: int = VALIDATION_SEED,
              scheduler: Any = None, n_workers: int = 2, plot: str | Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, timeout: float = 600.0) -> dict[str, Any]:
     """Metrics of the surrogate (and of the ideal product) against `engine` on fresh tiles.
 
     The tiles need not lie in the card's domain (that is how its limits are charted): the
@@ -40,7 +40,7 @@ def validate(sc: SurrogateCard, tiles: TileSet, work_dir: str | Path, n_tiles: i
         raise CircuitnnError("validation needs at least one tile")
     card = card or builtin_card()
     samples = generate(tiles, card, n_tiles, seed, Path(work_dir), engine, scheduler,
-                       n_workers, progress)
+                       n_workers, progress, timeout)
     from circuitnn.surrogate.calibrate import spec_of
 
     in_domain = all(sc.why_not(spec_of(s, card, tiles.spec_kwargs)) is None for s in samples)

@@ -66,6 +66,8 @@ def read(spec: TileSpec, V, engine: str = "ngspice", **options) -> np.ndarray:
     """
     if not isinstance(spec, TileSpec):
         raise CircuitnnError("spec must be a TileSpec")
+    if engine == "surrogate" and engine not in ENGINES:
+        import circuitnn.surrogate  # noqa: F401  (registers the engine on import)
     if engine not in ENGINES:
         raise CircuitnnError(f"unknown engine {engine!r}; known: {', '.join(sorted(ENGINES))}")
     v, single = check_inputs(spec, V)
