@@ -60,50 +60,85 @@ def _tile_reader(engine: str):
     return read
 
 
-def circuit_column_read(engine: str, tile_options: dict[str, Any] | None = None) -> ColumnRead:
+class CircuitRead:
+    """`column_read(V, G)` that runs a circuit read of the tile holding G (a whole PE).
+
+    Tile specs are cached by conductances. For the surrogate engine, `tile(G)` gives the
+    programmed `SurrogateTile` (checked once against the card and the read voltage), which
+    `ChipEngine` reads directly in its bit-serial slots.
+    """
+
+    def __init__(self, engine: str, tile_options: dict[str, Any] | None = None) -> None:
+        check_engine(engine)
+        try:
+            from circuitnn.devices.card import ModelCard
+            from circuitnn.tile.spec import TileSpec
+        except ImportError as exc:
+            raise CircuitnnError(f"engine '{engine}' needs circuitnn.tile (TileSpec), which is "
+                                 f"not available in this build ({exc})") from None
+        self.engine, self._tile_spec = engine, TileSpec
+        self._read = _tile_reader(engine)
+        opts = dict(tile_options or {})
+        device = opts.pop("device", str(DEFAULT_TILE_CARD))
+        if device not in (None, "ohmic"):
+            if not Path(device).is_file():
+                raise CircuitnnError(f"tile device card not found: {device}")
+            opts["device"] = ModelCard.load(device)
+        self.lo, self.hi = 0.0, np.inf
+        if opts.get("device") is not None:
+            from circuitnn.devices import load_device
+
+            self.lo, self.hi = load_device(opts["device"]).g_range
+        self.opts = opts
+        self._specs: dict[bytes, Any] = {}
+        self._tiles: dict[bytes, Any] = {}
+
+    def spec(self, g: np.ndarray):
+        """The TileSpec of conductances g (cached)."""
+        key = np.ascontiguousarray(g).tobytes()
+        spec = self._specs.get(key)
+        if spec is None:
+            if len(self._specs) > 64:
+                self._specs.clear()
+            try:
+                # the rare cells programmed outside the card's range (stuck, device-to-device
+                # bounds) are read at the nearest state the card can hold
+                spec = self._specs[key] = self._tile_spec(
+                    conductance=np.clip(g, self.lo * 1.001, self.hi * 0.999), **self.opts)
+            except TypeError as exc:
+                raise CircuitnnError(f"bad tile option: {exc}") from None
+        return spec
+
+    def tile(self, g: np.ndarray, v_read: float):
+        """The programmed SurrogateTile of g, validated once: the card must cover the tile and
+        a read with every row at v_read must pass `circuitnn.tile.read`'s input checks."""
+        if self.engine != "surrogate":
+            raise CircuitnnError(f"engine '{self.engine}' has no programmed surrogate tile")
+        key = np.ascontiguousarray(g).tobytes()
+        tile = self._tiles.get(key)
+        if tile is None:
+            from circuitnn.surrogate.engine import programmed
+
+            spec = self.spec(g)
+            self._read(spec, np.full((1, spec.rows), v_read), engine="surrogate")
+            tile = programmed(spec)[0]
+            if len(self._tiles) > 32:
+                self._tiles.clear()
+            self._tiles[key] = tile
+        return tile
+
+    def __call__(self, v: np.ndarray, g: np.ndarray) -> np.ndarray:
+        out = self._read(self.spec(g), v, engine=self.engine)
+        return np.asarray(getattr(out, "currents", out), dtype=float)
+
+
+def circuit_column_read(engine: str, tile_options: dict[str, Any] | None = None) -> CircuitRead:
     """A `column_read(V, G)` that runs a circuit read of the tile holding G.
 
     tile_options: extra TileSpec fields (e.g. r_row, r_col); "device" may name a card file or
     "ohmic" (default: the built-in card device_models/stanford-pku-hfox.json).
     """
-    check_engine(engine)
-    try:
-        from circuitnn.devices.card import ModelCard
-        from circuitnn.tile.spec import TileSpec
-    except ImportError as exc:
-        raise CircuitnnError(f"engine '{engine}' needs circuitnn.tile (TileSpec), which is not "
-                             f"available in this build ({exc})") from None
-    read = _tile_reader(engine)
-    opts = dict(tile_options or {})
-    device = opts.pop("device", str(DEFAULT_TILE_CARD))
-    if device not in (None, "ohmic"):
-        if not Path(device).is_file():
-            raise CircuitnnError(f"tile device card not found: {device}")
-        opts["device"] = ModelCard.load(device)
-    lo, hi = 0.0, np.inf
-    if opts.get("device") is not None:
-        from circuitnn.devices import load_device
-
-        lo, hi = load_device(opts["device"]).g_range
-    specs: dict[bytes, Any] = {}
-
-    def column_read(v: np.ndarray, g: np.ndarray) -> np.ndarray:
-        key = np.ascontiguousarray(g).tobytes()
-        spec = specs.get(key)
-        if spec is None:
-            if len(specs) > 64:
-                specs.clear()
-            try:
-                # the rare cells programmed outside the card's range (stuck, device-to-device
-                # bounds) are read at the nearest state the card can hold
-                spec = specs[key] = TileSpec(conductance=np.clip(g, lo * 1.001, hi * 0.999),
-                                             **opts)
-            except TypeError as exc:
-                raise CircuitnnError(f"bad tile option: {exc}") from None
-        out = read(spec, v, engine=engine)
-        return np.asarray(getattr(out, "currents", out), dtype=float)
-
-    return column_read
+    return CircuitRead(engine, tile_options)
 
 
 @dataclass
@@ -130,6 +165,7 @@ class ChipEngine:
     column_read: ColumnRead | None = None
     pad_rows: int | None = None  # circuit engines: rows of the simulated PE (None = PE rows)
     input_bits: int = 8
+    counter: Any = None  # an energy.EnergyCounter recording every block read
     _eff: dict = field(default_factory=dict, repr=False)
 
     def effective_weights(self, layer: str, group: int) -> np.ndarray:
@@ -140,28 +176,47 @@ class ChipEngine:
             w[p.w_rows, p.w_cols] = (g[:, 0::2] - g[:, 1::2]) / self.g_unit
         return w * self.weight_scales[layer]
 
-    def _block(self, codes: np.ndarray, p) -> np.ndarray:
-        if self.engine not in CIRCUIT_ENGINES:
-            g = self.conductances[p.pe, p.rows, p.cols]
-            return bit_serial_matmul(
-                codes[:, p.w_rows], g[:, 0::2], g[:, 1::2], g_unit=self.g_unit,
-                v_read=self.v_read, adc_bits=self.adc_bits,
-                adc_range=self.adc_fraction * (p.rows.stop - p.rows.start) * self.v_read
-                * self.g_max, column_read=self.column_read, input_bits=self.input_bits)
-        # circuit engines: drive the block's rows of the full PE, the other rows at 0 V
-        g_pe = self.conductances[p.pe]
+    def _pe_conductances(self, pe: int) -> np.ndarray:
+        """The whole simulated PE (pad_rows: a larger array, extra rows at the low state)."""
+        g_pe = self.conductances[pe]
         rows = self.pad_rows or g_pe.shape[0]
-        if rows > g_pe.shape[0]:  # a larger simulated array: extra rows at the low state
+        if rows > g_pe.shape[0]:
             g_pe = np.vstack([g_pe, np.full((rows - g_pe.shape[0], g_pe.shape[1]),
                                             g_pe.min())])
-        x = np.zeros((codes.shape[0], rows), np.int64)
-        x[:, p.rows] = codes[:, p.w_rows]
-        full = bit_serial_matmul(
-            x, g_pe[:, 0::2], g_pe[:, 1::2], g_unit=self.g_unit, v_read=self.v_read,
+        return g_pe
+
+    def _block_read(self, p) -> ColumnRead | None:
+        """The column read of one block: V (slots, block rows), G block -> block currents."""
+        if self.engine not in CIRCUIT_ENGINES:
+            return self.column_read
+        g_pe = self._pe_conductances(p.pe)
+        if isinstance(self.column_read, CircuitRead) and self.column_read.engine == "surrogate":
+            from circuitnn.surrogate.engine import read_driven_rows
+
+            tile = self.column_read.tile(g_pe, self.v_read)  # inputs are exactly 0 / v_read
+            return lambda v, g: read_driven_rows(tile, v, p.rows, p.cols)
+        inner = self.column_read
+        if inner is None:
+            raise CircuitnnError(f"engine '{self.engine}' needs a column read")
+
+        def read(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+            # the full PE: the block's rows driven, all other rows at 0 V
+            full = np.zeros((v.shape[0], g_pe.shape[0]))
+            full[:, p.rows] = v
+            return inner(full, g_pe)[:, p.cols]
+
+        return read
+
+    def _block(self, codes: np.ndarray, p) -> np.ndarray:
+        g = self.conductances[p.pe, p.rows, p.cols]
+        read = self._block_read(p)
+        if self.counter is not None:
+            read = self.counter.wrap(read)
+        return bit_serial_matmul(
+            codes[:, p.w_rows], g[:, 0::2], g[:, 1::2], g_unit=self.g_unit, v_read=self.v_read,
             adc_bits=self.adc_bits, adc_range=self.adc_fraction * (p.rows.stop - p.rows.start)
-            * self.v_read * self.g_max, column_read=self.column_read,
-            input_bits=self.input_bits, chunk=4096)
-        return full[:, p.cols.start // 2:p.cols.stop // 2]
+            * self.v_read * self.g_max, column_read=read, input_bits=self.input_bits,
+            chunk=4096 if self.engine in ("nodal", "ngspice") else 8192)
 
     def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
         if self.engine == "ideal":

@@ -46,7 +46,12 @@ def reference_reconstruction() -> float:
 
 @dataclass
 class EnergyCounter:
-    """Wraps a column read; accumulates cycles and energy terms of every 1-bit read."""
+    """Accumulates cycles and energy terms of every 1-bit block read.
+
+    `wrap(read)` gives a column read that records each call; `ChipEngine(counter=...)` wraps the
+    read of every weight block with it (for circuit engines, the block's currents from a read of
+    the whole PE). Calling the counter itself is a recorded read through `inner` (default I = V G).
+    """
 
     inner: object = None
     v_read: float = V_READ
@@ -54,9 +59,9 @@ class EnergyCounter:
                                                   "sample_hold": 0.0, "adc": 0.0,
                                                   "shift_add": 0.0, "conversions": 0})
 
-    def __call__(self, v: np.ndarray, g: np.ndarray) -> np.ndarray:
-        cur = v @ g if self.inner is None else np.asarray(self.inner(v, g), float)
-        n, cols = v.shape[0], g.shape[1]
+    def record(self, v: np.ndarray, cur: np.ndarray) -> None:
+        """Add the reads v (cycles, block rows) -> currents cur (cycles, block columns)."""
+        n, cols = v.shape[0], cur.shape[1]
         rows = int(np.count_nonzero(np.any(v != 0, axis=0))) or v.shape[1]
         t = self.totals
         t["cycles"] += n
@@ -66,7 +71,18 @@ class EnergyCounter:
         t["adc"] += n * (cols // 2) * E_ADC
         t["shift_add"] += n * (cols // 2) * E_ADD
         t["conversions"] += n * (cols // 2)
-        return cur
+
+    def wrap(self, read=None):
+        """A column read (v, g) -> currents through `read` (None: I = V G) that records."""
+        def counted(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+            cur = v @ g if read is None else np.asarray(read(v, g), float)
+            self.record(v, cur)
+            return cur
+
+        return counted
+
+    def __call__(self, v: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return self.wrap(self.inner)(v, g)
 
 
 def summarise(counter: EnergyCounter, n_images: int) -> dict:

@@ -184,7 +184,21 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
 def _crosscheck_text(cc: dict) -> str:
     if cc.get("status") != "done":
         return f"Not run: {cc.get('reason', cc.get('status'))}."
-    return (f"{cc['images']} test images, layer {cc['layer']}: max deviation of ngspice from "
+    text = (f"{cc['images']} test images, layer {cc['layer']}: max deviation of ngspice from "
             f"the surrogate {100 * cc['max_rel_deviation']:.3f}% of the largest output "
             f"({'within' if cc['within_1_percent'] else 'NOT within'} 1%); class decisions "
             f"{'agree on every image' if cc['class_decisions_agree'] else 'DIFFER'}.")
+    for layer, c in cc.get("conv_sample", {}).items():
+        text += (f" {layer}: {c['patches']} sampled patches, max deviation "
+                 f"{100 * c['max_rel_deviation']:.3f}% "
+                 f"({'within' if c['within_1_percent'] else 'NOT within'} 1%).")
+    cur = cc.get("column_currents")
+    if cur:
+        text += (f" Raw column currents of {cur['reads']} full-PE reads (PE {cur['pe']}): "
+                 f"max deviation {100 * cur['max_rel_deviation']:.3f}% of the largest current, "
+                 f"{100 * cur['differential_max_rel_deviation']:.3f}% of the largest G+ - G- "
+                 "difference; the layer outputs are differences of bit-serial, ADC-rounded "
+                 "currents, so the surrogate's read error is magnified there.")
+    if "scope" in cc:
+        text += f" Scope: {cc['scope']}; {cc.get('seconds', 0):.0f} s."
+    return text

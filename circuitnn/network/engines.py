@@ -96,8 +96,12 @@ def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarr
     weights = (2.0 ** shifts)
     out = np.empty((x.shape[0], outs))
     for s in range(0, x.shape[0], chunk):
-        xb = x[s:s + chunk].astype(np.int64)
-        bits = (xb[None, :, :] >> shifts[:, None, None]) & 1  # (slots, b, rows)
+        xb = x[s:s + chunk]
+        if input_bits <= 8:  # bit planes of uint8 codes, (slots, b, rows)
+            bits = np.unpackbits(xb.astype(np.uint8)[None], axis=0, count=input_bits,
+                                 bitorder="little")
+        else:
+            bits = (xb.astype(np.int64)[None, :, :] >> shifts[:, None, None]) & 1
         v = bits.reshape(-1, rows) * v_read
         cur = np.asarray(read(v, g), dtype=float)
         if cur.shape != (v.shape[0], 2 * outs):
