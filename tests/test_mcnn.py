@@ -143,8 +143,8 @@ def test_surrogate_engine_reads_whole_pe_and_counts_energy(run_dir):
         full[:, p.rows] = v
         want = read(eng.column_read.spec(g_pe), full, engine="surrogate")[:, p.cols]
         assert np.array_equal(eng._block_read(p)(v, None), want)
-    # energy through the surrogate (full-PE reads) vs the ideal crossbar: same cycles,
-    # array energy within a few percent
+    # energy through the surrogate (full-PE reads) vs the ideal crossbar: same cycles; the
+    # circuit's wire, transistor and device nonlinearity lower the array current somewhat
     x = load_dataset(n_test=1000).x_test[:2]
     counts = {}
     for name in ("surrogate", "quantised"):
@@ -153,7 +153,7 @@ def test_surrogate_engine_reads_whole_pe_and_counts_energy(run_dir):
         counts[name] = (counter.totals, labels)
     s, q = counts["surrogate"][0], counts["quantised"][0]
     assert s["cycles"] == q["cycles"] > 0 and s["conversions"] == q["conversions"]
-    assert abs(s["array"] / q["array"] - 1) < 0.05
+    assert 0.7 < s["array"] / q["array"] < 1.0
     assert np.array_equal(counts["surrogate"][1], chip.predict(x))
 
 
@@ -161,3 +161,15 @@ def cnn_predict(chip, engine, x):
     from circuitnn.network import cnn
 
     return cnn.predict(dict(chip.params, b_FC=chip.bias), x, engine)
+
+
+def test_ngspice_crosscheck(run_dir, capsys):
+    capsys.readouterr()
+    main(QUICK[:-1] + ["2", "--out", str(run_dir), "--figures-dir", str(run_dir / "figs")])
+    assert "stages computed: crosscheck, report" in capsys.readouterr().out
+    cc = json.loads((run_dir / "report.json").read_text())["crosscheck_ngspice"]
+    assert cc["status"] == "done" and cc["images"] == 2 and cc["class_decisions_agree"]
+    assert cc["column_currents"]["max_rel_deviation"] < 0.01  # surrogate vs ngspice reads
+    assert cc["max_rel_deviation"] < 0.2
+    assert {k: v["patches"] for k, v in cc["conv_sample"].items()} == {"C1": 4, "C3": 4}
+    assert "ngspice cross-check" in (run_dir / "report.md").read_text()
