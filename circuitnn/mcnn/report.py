@@ -185,9 +185,16 @@ def _crosscheck_text(cc: dict) -> str:
     if cc.get("status") != "done":
         return f"Not run: {cc.get('reason', cc.get('status'))}."
     text = (f"{cc['images']} test images, layer {cc['layer']}: max deviation of ngspice from "
-            f"the surrogate {100 * cc['max_rel_deviation']:.3f}% of the largest output "
-            f"({'within' if cc['within_1_percent'] else 'NOT within'} 1%); class decisions "
+            f"the surrogate {100 * cc['max_rel_deviation']:.3f}% of the largest output before "
+            f"the ADC ({'within' if cc['within_1_percent'] else 'NOT within'} 1%); class "
+            f"decisions through the full path (ADC included) "
             f"{'agree on every image' if cc['class_decisions_agree'] else 'DIFFER'}.")
+    if "max_rel_deviation_after_adc" in cc:
+        text += (f" After the 8-bit ADC the outputs differ by up to "
+                 f"{100 * cc['max_rel_deviation_after_adc']:.2f}%: the ADC step (full scale / "
+                 "255 per slot, weighted up to 2^7 by shift-and-add) is larger than the read "
+                 "differences, so currents that differ by a fraction of a step round to "
+                 "different codes; the comparison is therefore made before the ADC.")
     for layer, c in cc.get("conv_sample", {}).items():
         text += (f" {layer}: {c['patches']} sampled patches, max deviation "
                  f"{100 * c['max_rel_deviation']:.3f}% "
@@ -197,8 +204,7 @@ def _crosscheck_text(cc: dict) -> str:
         text += (f" Raw column currents of {cur['reads']} full-PE reads (PE {cur['pe']}): "
                  f"max deviation {100 * cur['max_rel_deviation']:.3f}% of the largest current, "
                  f"{100 * cur['differential_max_rel_deviation']:.3f}% of the largest G+ - G- "
-                 "difference; the layer outputs are differences of bit-serial, ADC-rounded "
-                 "currents, so the surrogate's read error is magnified there.")
+                 "difference.")
     if "scope" in cc:
         text += f" Scope: {cc['scope']}; {cc.get('seconds', 0):.0f} s."
     return text

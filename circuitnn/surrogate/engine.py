@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from circuitnn.errors import CircuitnnError
 from circuitnn.surrogate.card import SurrogateCard, find_card, fit_hint
 from circuitnn.surrogate.model import SurrogateTile
+from circuitnn.surrogate.physics import settings_key
 from circuitnn.tile.spec import TileSpec
 
 CACHE_SIZE = 16
@@ -24,11 +24,7 @@ _CACHE: OrderedDict[tuple, tuple[SurrogateTile, SurrogateCard]] = OrderedDict()
 
 def _key(spec: TileSpec, card: str | Path | None) -> tuple:
     h = hashlib.blake2b(np.ascontiguousarray(spec.conductance).tobytes(), digest_size=16)
-    dev = None if spec.device is None else repr(spec.device.values())
-    mask = None if spec.row_mask is None else spec.row_mask.tobytes()
-    return (h.hexdigest(), spec.shape, spec.cell, dev, spec.r_row, spec.r_col, spec.r_wl,
-            spec.r_driver, spec.v_gate, repr(asdict(spec.transistor)), spec.sense,
-            repr(asdict(spec.tia)), mask, spec.gmin, spec.v_read, str(card))
+    return (h.hexdigest(), settings_key(spec), str(card))
 
 
 def programmed(spec: TileSpec, card: str | Path | SurrogateCard | None = None

@@ -73,14 +73,29 @@ def resolve_theta(theta: dict | None, spec: TileSpec) -> dict[str, float]:
     return out
 
 
+_WIRES: dict[tuple, tuple[np.ndarray, ...]] = {}  # wire-only pieces per spec settings
+
+
+def _wire_parts(spec: TileSpec, net) -> tuple[np.ndarray, ...]:
+    """Line kernels and the column kernels' leading eigen-pairs: they depend on the wires only,
+    not on the conductances, so they are computed once per spec settings."""
+    key = ph.settings_key(spec)
+    if key not in _WIRES:
+        if len(_WIRES) > 8:
+            _WIRES.clear()
+        kc, kr = ph.line_kernels(spec, net)
+        lam, phi = ph.top_eigen(kc)  # (C,), (C, R)
+        phi = phi.T
+        diag = np.diagonal(kc, axis1=1, axis2=2).T - lam * phi ** 2
+        _WIRES[key] = (kr, lam, phi, diag)
+    return _WIRES[key]
+
+
 def _parts(spec: TileSpec) -> _Parts:
     net = assemble_network(spec)
     cc = ph.cell_curves(spec)
     lin = ph.LinearNetwork(spec, cc.p1, net)
-    kc, kr = ph.line_kernels(spec, net)
-    lam, phi = ph.top_eigen(kc)  # (C,), (C, R)
-    phi = phi.T
-    diag = np.diagonal(kc, axis1=1, axis2=2).T - lam * phi ** 2
+    kr, lam, phi, diag = _wire_parts(spec, net)
     vs = cc.vs
     rho = np.einsum("rcd,rds->rcs", kr, cc.f)
     rho_lin = np.einsum("rcd,rd->rc", kr, cc.p1)[..., None] * vs

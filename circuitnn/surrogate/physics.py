@@ -15,7 +15,8 @@ read. The circuit is `circuitnn.tile.nodal`'s (same node space, same cell equati
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -46,18 +47,60 @@ def _fit23(vs: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(np.stack([vs ** 2, vs ** 3], axis=1))
 
 
+def settings_key(spec: TileSpec) -> tuple:
+    """Everything of a spec except its conductances (hashable)."""
+    dev = None if spec.device is None else repr(spec.device.values())
+    mask = None if spec.row_mask is None else spec.row_mask.tobytes()
+    return (spec.shape, spec.cell, dev, spec.r_row, spec.r_col, spec.r_wl, spec.r_driver,
+            spec.v_gate, repr(asdict(spec.transistor)), spec.sense, repr(asdict(spec.tia)), mask,
+            spec.gmin, spec.v_read)
+
+
+# the last sampled tile per settings: re-programming a tile (hybrid training) re-samples only the
+# cells whose conductance changed
+_LAST: OrderedDict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+_LAST_SIZE = 8
+
+
+def _sample(spec: TileSpec, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every cell's current and slope at the sample voltages: (R, C, S) each."""
+    grid = np.concatenate([vs, vs + _H, vs - _H])
+    cur = _currents(CellModel(spec), spec, grid)
+    s = len(vs)
+    return cur[..., :s], (cur[..., s:2 * s] - cur[..., 2 * s:]) / (2 * _H)
+
+
+def _sample_incremental(spec: TileSpec, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    key = settings_key(spec)
+    g = spec.conductance
+    prev = _LAST.get(key)
+    if prev is not None and spec.row_mask is None:
+        g0, f0, df0 = prev
+        changed = g != g0
+        if not changed.any():
+            return f0, df0
+        if changed.mean() < 0.5:  # cells are independent: sample the changed ones only
+            sub = spec.with_(conductance=g[changed][None, :])
+            fs, dfs = _sample(sub, vs)
+            f, df = f0.copy(), df0.copy()
+            f[changed], df[changed] = fs[0], dfs[0]
+            _LAST[key] = (g.copy(), f, df)
+            _LAST.move_to_end(key)
+            return f, df
+    f, df = _sample(spec, vs)
+    _LAST[key] = (g.copy(), f, df)
+    while len(_LAST) > _LAST_SIZE:
+        _LAST.popitem(last=False)
+    return f, df
+
+
 def cell_curves(spec: TileSpec, conductance: np.ndarray | None = None) -> CellCurves:
     """Sample every cell's series I-V on [0, v_read] (optionally for other conductances)."""
     if conductance is not None:
         spec = spec.with_(conductance=conductance)
-    cells = CellModel(spec)
     vr = float(spec.v_read)
     vs = np.linspace(0.0, vr, N_SAMPLES)
-    grid = np.concatenate([vs, vs + _H, vs - _H])
-    cur = _currents(cells, spec, grid)
-    s = N_SAMPLES
-    f = cur[..., :s]
-    df = (cur[..., s:2 * s] - cur[..., 2 * s:]) / (2 * _H)
+    f, df = _sample_incremental(spec, vs)
     p1 = df[..., 0]
     resid = f - p1[..., None] * vs
     c = np.einsum("ks,rcs->krc", _fit23(vs), resid)
