@@ -27,7 +27,7 @@ def _run(args: list[str]) -> None:
 @click.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo's cards, manifests and the CNN run.")
-@click.option("--fit-maxiter", default=80, show_default=True, type=click.IntRange(1, 10000),
+@click.option("--fit-maxiter", default=100, show_default=True, type=click.IntRange(1, 10000),
               help="Generations of the global search in the I-V fits.")
 @click.option("--skip-fits", is_flag=True, help="Skip the device-fitting stage.")
 @click.option("--skip-mcnn", is_flag=True, help="Skip the memristor-CNN chain.")
