@@ -25,11 +25,13 @@ from circuitnn.mcnn.program import ProgramConfig, scale_model, write_verify
 from circuitnn.network import cnn
 from circuitnn.network.mapping import map_weights, pe_conductances
 
-AXES = {"wire": [0.0, 1.0, 2.0, 5.0, 10.0, 20.0],
-        "size": [128, 256, 512, 1024],
+# Defaults stay inside the shipped surrogate cards (128 x 16 and 256 x 16 rows, 0-3 ohm per
+# segment, 4.95-25 uS); points outside a card's domain are refused and reported, not guessed.
+AXES = {"wire": [0.0, 0.5, 1.0, 2.0, 3.0],
+        "size": [128, 256],
         "variation": [0.0, 1.0, 3.0, 10.0, 30.0],
         "adc": [3, 4, 5, 6, 8, 10],
-        "window": [12.0, 24.0, 48.0, 96.0]}
+        "window": [12.0, 18.0, 24.0]}
 LABELS = {"wire": "wire resistance per segment (ohm)", "size": "array rows",
           "variation": "device-to-device spread (x card)", "adc": "ADC bits",
           "window": "g_max (uS), g_min fixed"}
@@ -115,7 +117,7 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                 bar.update(1)
             results[axis] = pts
     fig_path = out / "accuracy_sweep.png"
-    _plot(results, fig_path, engine)
+    _plot(results, fig_path, engine, len(y))
     res = {"engine": engine, "n_images": len(y), "run_dir": str(run_dir), "axes": results,
            "figure": str(fig_path)}
     write_json(out / "sweep.json", res)
@@ -123,11 +125,12 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
 
     if cfg.figures_dir != "":
         dest = Path(cfg.figures_dir) if cfg.figures_dir else REPO_FIGURES
-        _plot(results, dest / "mcnn_accuracy_sweep.png", engine)
+        _plot(results, dest / "mcnn_accuracy_sweep.png", engine, len(y))
     return res
 
 
-def _plot(results: dict[str, list], path: Path, engine: str) -> None:
+def _plot(results: dict[str, list], path: Path, engine: str, n_images: int) -> None:
+    """One panel per axis; error bars are the binomial standard error of the accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +142,9 @@ def _plot(results: dict[str, list], path: Path, engine: str) -> None:
         xs = [p["value"] for p in pts if p["accuracy"] is not None]
         ys = [100 * p["accuracy"] for p in pts if p["accuracy"] is not None]
         if xs:
-            ax.plot(xs, ys, "o-")
+            err = [100 * np.sqrt(max(y / 100 * (1 - y / 100), 0) / n_images) for y in ys]
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3)
+            ax.set_ylim(max(0.0, min(ys) - 5), 100)
         else:
             ax.text(0.5, 0.5, "not available\n(needs a circuit engine)", ha="center",
                     va="center", transform=ax.transAxes, fontsize=8)
@@ -148,6 +153,7 @@ def _plot(results: dict[str, list], path: Path, engine: str) -> None:
             ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy after transfer (%)")
-    fig.suptitle(f"accuracy under circuit effects ({engine} engine)", fontsize=9)
+    fig.suptitle(f"accuracy under circuit effects ({engine} engine, {n_images} test images, "
+                 "+-1 binomial s.e.)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
