@@ -25,8 +25,10 @@ from circuitnn.mcnn.program import ProgramConfig, scale_model, write_verify
 from circuitnn.network import cnn
 from circuitnn.network.mapping import map_weights, pe_conductances
 
-# Defaults stay inside the shipped surrogate cards (128 x 16 and 256 x 16 rows, 0-3 ohm per
-# segment, 4.95-25 uS); points outside a card's domain are refused and reported, not guessed.
+# Defaults stay inside the shipped surrogate card (128 x 16, 0-3 ohm per segment, 4.95-40 uS)
+# except size 256, which needs a card of its own (`circuitnn surrogate fit --rows 256`; at 2 ohm
+# per segment a 256-row tile has more IR drop than the surrogate is valid for): points outside a
+# card's domain are refused and reported (sweep.json), not guessed.
 AXES = {"wire": [0.0, 0.5, 1.0, 2.0, 3.0],
         "size": [128, 256],
         "variation": [0.0, 1.0, 3.0, 10.0, 30.0],
