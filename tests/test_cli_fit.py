@@ -180,7 +180,7 @@ def test_several_devices_one_card_each_with_spread(tmp_path, start_card, capsys)
         f'[[sweep]]\nfile = "{BIPOLAR}"\ncolumns = [0, 1]\ncurrent_unit = "A"\n'
         f'frequency_hz = 1\ndevice = "{d}"\n' for d in ("A", "B")))
     code, out, err = run(["fit", str(manifest), "--model", "vteam", "--start", str(start_card),
-                          "--max-nfev", "2", "--out", str(tmp_path / "{device}.json"),
+                          "--max-nfev", "10", "--out", str(tmp_path / "{device}.json"),
                           "--figure", str(tmp_path / "{device}.png"), "--json"], capsys)
     assert code == 0, err
     obj = json.loads(out)

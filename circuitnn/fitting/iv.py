@@ -73,8 +73,8 @@ class FitSettings:
     seed: int = 0
     warmup_periods: int = 2
     substeps_search: int = 2  # RK4 substeps per sample during the global search
-    substeps_refine: int = 4  # during the lmfit refinement
-    substeps_check: int = 8  # for the final check (4x the search)
+    substeps_refine: int = 8  # lmfit refinement: fine enough not to fit integration error
+    substeps_check: int = 16  # for the final check (2x the refinement)
     max_nfev: int = 60  # lmfit residual evaluations (the Jacobian is extra, vectorised)
     polarities: tuple[float, ...] = (1.0, -1.0)
     start: dict[str, float] | None = None  # skip the global search, refine from these values

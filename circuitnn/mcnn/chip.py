@@ -7,13 +7,14 @@ Engines (how an array read is simulated):
 - "surrogate", "nodal", "ngspice": as "quantised", but every 1-bit read of a PE is a circuit
   read of the whole 128 x 16 PE (the block's rows driven, all other rows at 0 V, every cell's
   programmed conductance present) by `circuitnn.tile.read(TileSpec(...), V, engine=...)`.
+All run through `circuitnn.network.engines.ChipEngine`; this module supplies the circuit reads
+(`circuit_column_read`, `surrogate_block_read`) and the chip's stored state.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,11 @@ import numpy as np
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz
 from circuitnn.network import cnn
-from circuitnn.network.engines import V_READ, bit_serial_matmul
-from circuitnn.network.mapping import Mapping, map_weights
+from circuitnn.network.engines import V_READ, ChipEngine, ColumnRead
+from circuitnn.network.mapping import Mapping, Placement, map_weights
 
 ENGINES = ("ideal", "quantised", "surrogate", "nodal", "ngspice")
 CIRCUIT_ENGINES = ("surrogate", "nodal", "ngspice")
-ColumnRead = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def check_engine(engine: str) -> str:
@@ -65,7 +65,7 @@ class CircuitRead:
 
     Tile specs are cached by conductances. For the surrogate engine, `tile(G)` gives the
     programmed `SurrogateTile` (checked once against the card and the read voltage), which
-    `ChipEngine` reads directly in its bit-serial slots.
+    `surrogate_block_read` reads directly in the engine's bit-serial slots.
     """
 
     def __init__(self, engine: str, tile_options: dict[str, Any] | None = None) -> None:
@@ -141,107 +141,16 @@ def circuit_column_read(engine: str, tile_options: dict[str, Any] | None = None)
     return CircuitRead(engine, tile_options)
 
 
-@dataclass
-class ChipEngine:
-    """`matmul(layer, X, W)` for `cnn.forward`, through the chip's conductances.
+def surrogate_block_read(engine: ChipEngine, p: Placement) -> ColumnRead | None:
+    """`ChipEngine.block_read` hook: with a surrogate `CircuitRead`, the fast bit-serial path
+    (the programmed tile of the whole PE, read with only block p's rows driven); else None."""
+    read = engine.column_read
+    if not (isinstance(read, CircuitRead) and read.engine == "surrogate"):
+        return None
+    from circuitnn.surrogate.engine import read_driven_rows
 
-    `fc_conductances` (if given) overrides the FC PEs (hybrid training updates them).
-    `groups`: 1 = convolver group `group` takes the whole image; 3 = group g takes output rows
-    band g (top to bottom).
-    """
-
-    mapping: Mapping
-    conductances: np.ndarray
-    weight_scales: dict[str, float]
-    act_scales: dict[str, float]
-    g_unit: float
-    g_max: float
-    engine: str = "quantised"
-    groups: int = 1
-    group: int = 0
-    adc_bits: int | None = 8
-    adc_fraction: float = 0.5
-    v_read: float = V_READ
-    column_read: ColumnRead | None = None
-    pad_rows: int | None = None  # circuit engines: rows of the simulated PE (None = PE rows)
-    input_bits: int = 8
-    counter: Any = None  # an energy.EnergyCounter recording every block read
-    _eff: dict = field(default_factory=dict, repr=False)
-
-    def effective_weights(self, layer: str, group: int) -> np.ndarray:
-        """(G+ - G-) / g_unit x scale of a layer's blocks (the chip's weights as floats)."""
-        w = np.zeros(cnn.SHAPES[layer])
-        for p in self.mapping.of(layer, group):
-            g = self.conductances[p.pe, p.rows, p.cols]
-            w[p.w_rows, p.w_cols] = (g[:, 0::2] - g[:, 1::2]) / self.g_unit
-        return w * self.weight_scales[layer]
-
-    def _pe_conductances(self, pe: int) -> np.ndarray:
-        """The whole simulated PE (pad_rows: a larger array, extra rows at the low state)."""
-        g_pe = self.conductances[pe]
-        rows = self.pad_rows or g_pe.shape[0]
-        if rows > g_pe.shape[0]:
-            g_pe = np.vstack([g_pe, np.full((rows - g_pe.shape[0], g_pe.shape[1]),
-                                            g_pe.min())])
-        return g_pe
-
-    def _block_read(self, p) -> ColumnRead | None:
-        """The column read of one block: V (slots, block rows), G block -> block currents."""
-        if self.engine not in CIRCUIT_ENGINES:
-            return self.column_read
-        g_pe = self._pe_conductances(p.pe)
-        if isinstance(self.column_read, CircuitRead) and self.column_read.engine == "surrogate":
-            from circuitnn.surrogate.engine import read_driven_rows
-
-            tile = self.column_read.tile(g_pe, self.v_read)  # inputs are exactly 0 / v_read
-            return lambda v, g: read_driven_rows(tile, v, p.rows, p.cols)
-        inner = self.column_read
-        if inner is None:
-            raise CircuitnnError(f"engine '{self.engine}' needs a column read")
-
-        def read(v: np.ndarray, g: np.ndarray) -> np.ndarray:
-            # the full PE: the block's rows driven, all other rows at 0 V
-            full = np.zeros((v.shape[0], g_pe.shape[0]))
-            full[:, p.rows] = v
-            return inner(full, g_pe)[:, p.cols]
-
-        return read
-
-    def _block(self, codes: np.ndarray, p) -> np.ndarray:
-        g = self.conductances[p.pe, p.rows, p.cols]
-        read = self._block_read(p)
-        if self.counter is not None:
-            read = self.counter.wrap(read)
-        return bit_serial_matmul(
-            codes[:, p.w_rows], g[:, 0::2], g[:, 1::2], g_unit=self.g_unit, v_read=self.v_read,
-            adc_bits=self.adc_bits, adc_range=self.adc_fraction * (p.rows.stop - p.rows.start)
-            * self.v_read * self.g_max, column_read=read, input_bits=self.input_bits,
-            chunk=4096 if self.engine in ("nodal", "ngspice") else 8192)
-
-    def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
-        if self.engine == "ideal":
-            key = (layer, group)
-            if key not in self._eff:
-                self._eff[key] = self.effective_weights(layer, group)
-            return x @ self._eff[key]
-        top = 2 ** self.input_bits - 1
-        codes = np.clip(np.rint(x / self.act_scales[layer]), 0, top).astype(np.int64)
-        lead = codes.shape[:-1]
-        flat = codes.reshape(-1, codes.shape[-1])
-        out = np.zeros((flat.shape[0], cnn.SHAPES[layer][1]))
-        for p in self.mapping.of(layer, group):
-            out[:, p.w_cols] += self._block(flat, p)
-        scale = self.act_scales[layer] * self.weight_scales[layer]
-        return out.reshape(lead + (out.shape[-1],)) * scale
-
-    def __call__(self, layer: str, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-        if layer == "FC":
-            return self._run_group("FC", x, 0)
-        if self.groups == 1:
-            return self._run_group(layer, x, self.group)
-        bands = np.array_split(np.arange(x.shape[1]), self.groups)
-        return np.concatenate([self._run_group(layer, x[:, b], g)
-                               for g, b in enumerate(bands)], axis=1)
+    tile = read.tile(engine._pe_conductances(p.pe), engine.v_read)  # inputs are 0 / v_read
+    return lambda v, g: read_driven_rows(tile, v, p.rows, p.cols)
 
 
 def conv_features(engine: ChipEngine, images: np.ndarray, params: dict[str, np.ndarray],
@@ -304,13 +213,15 @@ class Chip:
             opts = dict(self.settings.get("tile_options", {}))
             opts.update(tile_options or {})
             column_read = circuit_column_read(engine, opts)
-        s = self.settings
+        s, circuit = self.settings, engine in CIRCUIT_ENGINES
         return ChipEngine(self.mapping, conductances, self.weight_scales, self.act_scales,
                           self.g_unit, s["g_max"], engine=engine, groups=groups, group=group,
                           adc_bits=kw.pop("adc_bits", s.get("adc_bits", 8)),
                           adc_fraction=s.get("adc_fraction", 0.5), v_read=s.get("v_read",
                                                                                V_READ),
-                          column_read=column_read, **kw)
+                          column_read=column_read, full_pe=circuit,
+                          block_read=surrogate_block_read if circuit else None,
+                          chunk=4096 if engine in ("nodal", "ngspice") else 8192, **kw)
 
     def predict(self, images: np.ndarray, engine: str = "surrogate", groups: int = 1,
                 batch_size: int = 500) -> np.ndarray:

@@ -22,9 +22,9 @@ import numpy as np
 
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.errors import CircuitnnError
-from circuitnn.mcnn.chip import ChipEngine
 from circuitnn.mcnn.program import update_pulses
 from circuitnn.network import cnn
+from circuitnn.network.engines import ChipEngine
 from circuitnn.network.mapping import Mapping
 
 

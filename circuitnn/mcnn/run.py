@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz, write_text
-from circuitnn.mcnn.chip import CIRCUIT_ENGINES, Chip, ChipEngine, check_engine, conv_features
+from circuitnn.mcnn.chip import CIRCUIT_ENGINES, Chip, check_engine, conv_features
 from circuitnn.mcnn.energy import EnergyCounter, summarise
 from circuitnn.mcnn.hybrid import HybridConfig, plot_hybrid, train_fc
 from circuitnn.mcnn.program import (
@@ -38,7 +38,7 @@ from circuitnn.mcnn.program import (
 )
 from circuitnn.network import cnn
 from circuitnn.network.data import load_dataset
-from circuitnn.network.engines import calibrate_activation_scales
+from circuitnn.network.engines import ChipEngine, calibrate_activation_scales
 from circuitnn.network.mapping import (
     conductance_unit,
     describe_mapping,
