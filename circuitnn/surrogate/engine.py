@@ -83,21 +83,5 @@ def register() -> None:
 
 def read_driven_rows(tile: SurrogateTile, v: np.ndarray, rows: slice,
                      cols: slice | None = None) -> np.ndarray:
-    """Bit-serial read of a programmed tile with only `rows` driven, the other rows at 0 V.
-
-    v: (batch, rows.stop - rows.start), every entry exactly 0 or the tile's v_read (not
-    checked: callers validate once, e.g. with `read` on one vector). Returns the currents of
-    `cols` (default all). Equals `tile.read(V_full, binary=True)[:, cols]` with V_full the inputs
-    zero-padded to all rows, up to floating-point rounding (the zero rows are skipped).
-    """
-    c = tile._c
-    cs = range(c)[cols] if cols is not None else range(c)
-    idx = np.r_[cs, c + np.asarray(cs), 2 * c + np.asarray(cs)]
-    m = tile.m_bin[rows][:, idx]
-    x = v @ m
-    n = len(cs)
-    out = x[:, :n] * 1.0
-    out += x[:, n:2 * n] * x[:, 2 * n:]
-    if np.any(tile.y0):
-        out += tile.y0[cs.start:cs.stop:cs.step]
-    return out
+    """`tile.read_driven_rows(v, rows, cols)`: bit-serial read with only `rows` driven."""
+    return tile.read_driven_rows(v, rows, cols)

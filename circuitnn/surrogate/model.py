@@ -160,6 +160,25 @@ class SurrogateTile:
             out += self.y0
         return out
 
+    def read_driven_rows(self, v: np.ndarray, rows: slice, cols: slice | None = None
+                         ) -> np.ndarray:
+        """Bit-serial read with only `rows` driven and the other rows at 0 V (no checks).
+
+        v: (batch, rows.stop - rows.start), every entry exactly 0 or v_read. Returns the currents
+        of `cols` (default all): `read(V_full, binary=True)[:, cols]` with V_full the inputs
+        zero-padded to all rows, up to floating-point rounding (the zero rows are skipped).
+        """
+        c = self._c
+        cs = range(c)[cols] if cols is not None else range(c)
+        idx = np.r_[cs, c + np.asarray(cs), 2 * c + np.asarray(cs)]
+        x = v @ self.m_bin[rows][:, idx]
+        n = len(cs)
+        out = x[:, :n] * 1.0
+        out += x[:, n:2 * n] * x[:, 2 * n:]
+        if np.any(self.y0):
+            out += self.y0[cs.start:cs.stop:cs.step]
+        return out
+
     def terms(self, v: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The fixed part y0 + V @ A1 and each theta's term at theta = 1 (for calibration)."""
         p, cc = self.parts, self.parts.cc
