@@ -21,11 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR, load_device
+from circuitnn.devices.card import ModelCard
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz
 from circuitnn.network import cnn
 from circuitnn.network.engines import V_READ, ChipEngine, ColumnRead
 from circuitnn.network.mapping import Mapping, Placement, map_weights
+from circuitnn.tile import read
+from circuitnn.tile.spec import TileSpec
 
 ENGINES = ("ideal", "quantised", "surrogate", "nodal", "ngspice")
 CIRCUIT_ENGINES = ("surrogate", "nodal", "ngspice")
@@ -38,26 +42,7 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-DEFAULT_TILE_CARD = Path(__file__).resolve().parents[2] / "device_models" / "stanford-pku-hfox.json"
-
-
-def _tile_reader(engine: str):
-    """`read(spec, V, engine=...)` of circuitnn.tile, with the surrogate engine registered."""
-    try:
-        from circuitnn.tile import ENGINES as TILE_ENGINES
-        from circuitnn.tile import read
-    except ImportError as exc:
-        raise CircuitnnError(f"engine '{engine}' needs circuitnn.tile.read ({exc})") from None
-    if engine == "surrogate" and engine not in TILE_ENGINES:
-        try:
-            from circuitnn.surrogate.engine import register
-        except ImportError as exc:
-            raise CircuitnnError(f"engine 'surrogate' is not available in this build ({exc})"
-                                 ) from None
-        register()
-    if engine not in TILE_ENGINES:
-        raise CircuitnnError(f"circuitnn.tile.read has no engine '{engine}'")
-    return read
+DEFAULT_TILE_CARD = DEVICE_MODELS_DIR / BUILTIN_CARD
 
 
 class CircuitRead:
@@ -70,14 +55,7 @@ class CircuitRead:
 
     def __init__(self, engine: str, tile_options: dict[str, Any] | None = None) -> None:
         check_engine(engine)
-        try:
-            from circuitnn.devices.card import ModelCard
-            from circuitnn.tile.spec import TileSpec
-        except ImportError as exc:
-            raise CircuitnnError(f"engine '{engine}' needs circuitnn.tile (TileSpec), which is "
-                                 f"not available in this build ({exc})") from None
-        self.engine, self._tile_spec = engine, TileSpec
-        self._read = _tile_reader(engine)
+        self.engine, self._tile_spec, self._read = engine, TileSpec, read
         opts = dict(tile_options or {})
         device = opts.pop("device", str(DEFAULT_TILE_CARD))
         if device not in (None, "ohmic"):
@@ -86,8 +64,6 @@ class CircuitRead:
             opts["device"] = ModelCard.load(device)
         self.lo, self.hi = 0.0, np.inf
         if opts.get("device") is not None:
-            from circuitnn.devices import load_device
-
             self.lo, self.hi = load_device(opts["device"]).g_range
         self.opts = opts
         self._specs: dict[bytes, Any] = {}
