@@ -20,6 +20,7 @@ import csv
 import math
 import os
 import re
+import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,11 +29,6 @@ from typing import Any
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli backport
-    import tomli as tomllib  # type: ignore[no-redef]
 
 #: current unit name -> factor to amperes
 CURRENT_UNITS: dict[str, float] = {"A": 1.0, "mA": 1e-3, "uA": 1e-6, "nA": 1e-9}
