@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.device import Device, Trace
 from circuitnn.devices.models import MODELS, CompactModel, get_model
 
-DEVICE_MODELS_DIR = Path(__file__).resolve().parents[2] / "device_models"
+#: folder of the shipped cards (the package `circuitnn.device_models`; a wheel installs it unpacked)
+DEVICE_MODELS_DIR = Path(str(resources.files("circuitnn.device_models")))
 BUILTIN_CARD = "stanford-pku-hfox.json"
 
 

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from circuitnn.devices import DEVICE_MODELS_DIR
 from circuitnn.devices.card import ModelCard
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure
 
-DEFAULT_CARD = Path(__file__).resolve().parents[2] / "device_models" / "taox-pulse.json"
+DEFAULT_CARD = DEVICE_MODELS_DIR / "taox-pulse.json"
 
 
 @dataclass
