@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.reference import REF
 
 
 def _tile_options(text: str | None) -> dict:
@@ -41,30 +42,35 @@ def mcnn() -> None:
               help="Folder of standard MNIST IDX files (default: embedded 5k subset).")
 @click.option("--n-test", default=1000, show_default=True, type=int,
               help="Test images split from the 5k subset.")
-@click.option("--g-min", default=6.0, show_default=True, type=float, help="Tile g_min (uS).")
-@click.option("--g-max", default=24.0, show_default=True, type=float, help="Tile g_max (uS).")
-@click.option("--tolerance", default=0.5, show_default=True, type=float,
+@click.option("--g-min", default=REF.choices.g_min * 1e6, show_default=True, type=float,
+              help="Tile g_min (uS).")
+@click.option("--g-max", default=REF.choices.g_max * 1e6, show_default=True, type=float,
+              help="Tile g_max (uS).")
+@click.option("--tolerance", default=REF.choices.write_tolerance * 1e6, show_default=True,
+              type=float,
               help="Write-verify tolerance (uS).")
-@click.option("--max-pulses", default=400, show_default=True, type=int,
+@click.option("--max-pulses", default=REF.choices.max_pulses, show_default=True, type=int,
               help="Write-verify pulse budget per cell.")
-@click.option("--yield", "cell_yield", default=0.995, show_default=True, type=float,
+@click.option("--yield", "cell_yield", default=REF.choices.cell_yield, show_default=True,
+              type=float,
               help="Fraction of working (not stuck) cells.")
 @click.option("--variation", default=1.0, show_default=True, type=float,
               help="Multiplier of the card's device-to-device spreads.")
-@click.option("--adc-bits", default=8, show_default=True, type=int, help="ADC resolution.")
-@click.option("--hybrid-batches", default=300, show_default=True, type=int,
+@click.option("--adc-bits", default=REF.hardware.adc_bits, show_default=True, type=int,
+              help="ADC resolution.")
+@click.option("--hybrid-batches", default=REF.hybrid.batches, show_default=True, type=int,
               help="Mini-batches of in-situ FC training.")
-@click.option("--hybrid-lr", default=0.05, show_default=True, type=float,
+@click.option("--hybrid-lr", default=REF.choices.hybrid_lr, show_default=True, type=float,
               help="Learning rate of hybrid training.")
-@click.option("--threshold", default=0.25, show_default=True, type=float,
+@click.option("--threshold", default=REF.choices.hybrid_threshold * 1e6, show_default=True,
+              type=float,
               help="Update threshold of hybrid training (uS).")
 @click.option("--n-check", default=20, show_default=True, type=int,
               help="Test images in the ngspice cross-check (0 = skip).")
 @click.option("--tile-options", default=None,
               help="JSON object of extra TileSpec fields for the circuit engines.")
 @click.option("--figures-dir", default=None, type=click.Path(file_okay=False),
-              help="Where copies of the main figures go (default: the repository's figures/; "
-                   "'' for none).")
+              help="Also copy the main figures into this folder (default: none).")
 @click.option("--quick", is_flag=True, help="Small, fast settings (tests, smoke runs).")
 def run(out: str, seed: int, device: str | None, engine: str, epochs: int,
         mnist_dir: str | None, n_test: int, g_min: float, g_max: float, tolerance: float,
@@ -81,8 +87,8 @@ def run(out: str, seed: int, device: str | None, engine: str, epochs: int,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
               tile_options=_tile_options(tile_options), figures_dir=figures_dir)
-    defaults = {"epochs": (epochs, 30), "hybrid_batches": (hybrid_batches, 300),
-                "n_check": (n_check, 20), "max_pulses": (max_pulses, 400)}
+    defaults = {"epochs": (epochs, 30), "hybrid_batches": (hybrid_batches, REF.hybrid.batches),
+                "n_check": (n_check, 20), "max_pulses": (max_pulses, REF.choices.max_pulses)}
     if quick:
         cfg = RunConfig.quick(**kw, **{k: v for k, (v, d) in defaults.items() if v != d})
     else:

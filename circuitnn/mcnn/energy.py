@@ -4,9 +4,9 @@ Array: every 1-bit read cycle of a PE block dissipates E = v_read * sum_j I_j * 
 column currents I_j from the engine's column read (the simulated currents) and t_pulse = 50 ns.
 
 Periphery constants (Yao et al., Nature 577, 641 (2020), efficiency estimate; marked
-*unconfirmed* in /work/shared/reference/yao2020-mcnn.md because they come from secondary
-summaries of the paper's Methods): per 1-bit cycle of a 128 x 128 macro 0.91 pJ in the array,
-1.72 pJ in drivers and multiplexers, 19.2 pJ in sample-and-hold; 2.55 pJ per 8-bit ADC
+*unconfirmed* in the reference preset `circuitnn/reference_yao2020.toml` because they come
+from secondary summaries of the paper's Methods): per 1-bit cycle of a 128 x 128 macro 0.91 pJ
+in the array, 1.72 pJ in drivers and multiplexers, 19.2 pJ in sample-and-hold; 2.55 pJ per 8-bit ADC
 conversion. Read in this way (one conversion per differential output per cycle, 64 per cycle),
 they give 2 x 128 x 64 ops / (8 x (0.91 + 1.72 + 19.2 + 64 x 2.55) pJ) = 11,069 GOP/s/W, close
 to the paper's 11,014 GOP/s/W, which supports this reading. Our blocks are smaller than a
@@ -25,15 +25,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from circuitnn.network.engines import V_READ
+from circuitnn.reference import REF
 
-T_PULSE = 50e-9  # s, read pulse width (Yao et al. 2020, unconfirmed)
-MACRO = 128  # rows and columns of the reference macro of the constants
-E_ARRAY_REF = 0.91e-12  # J per 1-bit cycle of a 128 x 128 macro (reference, for comparison)
-E_DRIVERS = 1.72e-12  # J per 1-bit cycle, 128 driven rows
-E_SH = 19.2e-12  # J per 1-bit cycle, 128 sensed columns
-E_ADC = 2.55e-12  # J per 8-bit conversion
-E_ADD = 0.05e-12  # J per 16-bit add (Horowitz, ISSCC 2014, 45 nm, interpolated)
-REFERENCE_GOPS_PER_W = 11014.0
+T_PULSE = REF.hardware.read_pulse_s  # s, read pulse width
+MACRO = REF.energy.macro  # rows and columns of the reference macro of the constants
+E_ARRAY_REF = REF.energy.array_j  # J per 1-bit cycle of the macro (reference, for comparison)
+E_DRIVERS = REF.energy.drivers_j  # J per 1-bit cycle, 128 driven rows
+E_SH = REF.energy.sample_hold_j  # J per 1-bit cycle, 128 sensed columns
+E_ADC = REF.energy.adc_j  # J per 8-bit conversion
+E_ADD = REF.energy.add_j  # J per 16-bit add (Horowitz, ISSCC 2014, 45 nm, interpolated)
+REFERENCE_GOPS_PER_W = REF.published.gops_per_w
 MACS_PER_INFERENCE = 26 * 26 * 9 * 8 + 11 * 11 * 72 * 12 + 192 * 10  # 155,136
 
 

@@ -26,16 +26,17 @@ from circuitnn.mcnn.program import update_pulses
 from circuitnn.network import cnn
 from circuitnn.network.engines import ChipEngine
 from circuitnn.network.mapping import Mapping
+from circuitnn.reference import REF
 
 
 @dataclass
 class HybridConfig:
     """In-situ FC training settings."""
 
-    batches: int = 300
-    batch_size: int = 100
-    lr: float = 0.05
-    threshold: float = 0.25e-6  # S
+    batches: int = REF.hybrid.batches
+    batch_size: int = REF.hybrid.batch_size
+    lr: float = REF.choices.hybrid_lr
+    threshold: float = REF.choices.hybrid_threshold  # S
     max_pulses: int = 16
     bias_lr: float = 0.05
     eval_every: int = 10

@@ -6,20 +6,10 @@ import os
 from typing import Any
 
 from circuitnn.io import write_text
+from circuitnn.reference import REF
 
-# Yao et al., Nature 577, 641 (2020), MNIST, 10,000 test images (see the reference md)
-REFERENCE = {
-    "software_test_accuracy": 0.9799,
-    "transfer_test_accuracy": 0.9507,
-    "hybrid_test_accuracy": 0.9619,
-    "train_error_before": 0.0482,
-    "train_error_after": 0.0321,
-    "three_group_before": 0.9386,
-    "three_group_after": 0.9583,
-    "per_group_error_before": {"G1": 0.0479, "G2": 0.0660, "G3": 0.0620},
-    "per_group_error_after": {"G1": 0.0341, "G2": 0.0486, "G3": 0.0386},
-    "gops_per_w": 11014.0,
-}
+# Yao et al., Nature 577, 641 (2020), MNIST, 10,000 test images (the reference preset)
+REFERENCE = REF.published.as_dict()
 
 
 def build_report(chain: Any) -> dict:

@@ -46,11 +46,11 @@ from circuitnn.network.mapping import (
     pe_conductances,
     plot_mapping,
 )
+from circuitnn.reference import REF
 from circuitnn.training import exsitu
 
 STAGES = ("data", "exsitu", "quantise", "mapping", "transfer", "eval_transfer", "hybrid",
           "eval_hybrid", "energy", "crosscheck", "report")
-REPO_FIGURES = Path(__file__).resolve().parents[2] / "figures"
 
 
 @dataclass
@@ -64,25 +64,25 @@ class RunConfig:
     n_test_limit: int | None = None
     epochs: int = 30
     device: str | None = None  # pulse-update card; None = device_models/taox-pulse.json
-    g_min: float = 6e-6  # S, project choice: inside the built-in tile card's range
-    g_max: float = 24e-6
-    device_levels: int = 8
-    tolerance: float = 0.5e-6
-    max_pulses: int = 400
-    cell_yield: float = 0.995
+    g_min: float = REF.choices.g_min  # S, project choice: inside the built-in card's range
+    g_max: float = REF.choices.g_max
+    device_levels: int = REF.hardware.device_levels
+    tolerance: float = REF.choices.write_tolerance
+    max_pulses: int = REF.choices.max_pulses
+    cell_yield: float = REF.choices.cell_yield
     variation_scale: float = 1.0
     engine: str = "surrogate"
-    adc_bits: int = 8
-    adc_fraction: float = 0.5
-    hybrid_batches: int = 300
-    hybrid_batch_size: int = 100
-    hybrid_lr: float = 0.05
-    hybrid_threshold: float = 0.25e-6
+    adc_bits: int = REF.hardware.adc_bits
+    adc_fraction: float = REF.choices.adc_fraction
+    hybrid_batches: int = REF.hybrid.batches
+    hybrid_batch_size: int = REF.hybrid.batch_size
+    hybrid_lr: float = REF.choices.hybrid_lr
+    hybrid_threshold: float = REF.choices.hybrid_threshold
     n_energy: int = 100
     n_check: int = 20
     n_check_patches: int = 2  # convolution patches per image in the ngspice cross-check
     tile_options: dict[str, Any] = field(default_factory=dict)
-    figures_dir: str | None = None  # copies of the main figures ("" = none; None = repo figures)
+    figures_dir: str | None = None  # copies of the main figures (None = none)
 
     def check(self) -> None:
         """Raise CircuitnnError for options that cannot work."""
@@ -511,9 +511,9 @@ class Chain:
 
     def _copy_figures(self) -> None:
         target = self.cfg.figures_dir
-        if target == "":
+        if not target:
             return
-        dest = Path(target) if target is not None else REPO_FIGURES
+        dest = Path(target)
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("transfer_error_hist.png", "transfer_pulse_hist.png",
                      "hybrid_accuracy.png"):

@@ -123,11 +123,8 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     res = {"engine": engine, "n_images": len(y), "run_dir": str(run_dir), "axes": results,
            "figure": str(fig_path)}
     write_json(out / "sweep.json", res)
-    from circuitnn.mcnn.run import REPO_FIGURES
-
-    if cfg.figures_dir != "":
-        dest = Path(cfg.figures_dir) if cfg.figures_dir else REPO_FIGURES
-        _plot(results, dest / "mcnn_accuracy_sweep.png", engine, len(y))
+    if cfg.figures_dir:
+        _plot(results, Path(cfg.figures_dir) / "mcnn_accuracy_sweep.png", engine, len(y))
     return res
 
 

@@ -46,10 +46,11 @@ from circuitnn.network.mapping import (
     map_weights,
     pe_conductances,
 )
+from circuitnn.reference import REF
 from circuitnn.training.exsitu import quantise_params
 
 ColumnRead = Callable[[np.ndarray, np.ndarray], np.ndarray]
-V_READ = 0.2  # V, read voltage of the reference hardware (Yao et al. 2020)
+V_READ = REF.hardware.v_read  # V, read voltage of the reference hardware
 ENGINES = ("ideal", "quantised")
 
 

@@ -36,11 +36,12 @@ import numpy as np
 
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure
+from circuitnn.reference import REF
 
-N_PES, PE_ROWS, PE_COLS = 8, 128, 16
-DEVICE_LEVELS = 8
-DEFAULT_G_MIN = 6e-6  # S (open parameter: project choice, inside the built-in card's range)
-DEFAULT_G_MAX = 24e-6  # S (open parameter: project choice)
+N_PES, PE_ROWS, PE_COLS = REF.hardware.n_pes, REF.hardware.pe_rows, REF.hardware.pe_cols
+DEVICE_LEVELS = REF.hardware.device_levels
+DEFAULT_G_MIN = REF.choices.g_min  # S (open: project choice, inside the built-in card's range)
+DEFAULT_G_MAX = REF.choices.g_max  # S (open parameter: project choice)
 LAYER_SHAPES = {"C1": (9, 8), "C3": (72, 12), "FC": (192, 10)}
 
 

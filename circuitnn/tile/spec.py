@@ -35,11 +35,12 @@ import numpy as np
 
 from circuitnn.devices import Device, ModelCard, load_device
 from circuitnn.errors import CircuitnnError
+from circuitnn.reference import REF
 
 CELLS = ("1t1r", "passive")
 SENSES = ("ideal", "tia")
 V_MAX = 5.0  # V: largest input magnitude accepted by any read
-DEFAULT_V_READ = 0.2  # V: used for ohmic cells (Yao et al. 2020 read voltage)
+DEFAULT_V_READ = REF.hardware.v_read  # V: used for ohmic cells (the reference read voltage)
 MAX_CELLS = 1 << 20
 
 

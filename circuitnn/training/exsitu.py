@@ -24,8 +24,9 @@ from tqdm import tqdm
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_npz
 from circuitnn.network import cnn
+from circuitnn.reference import REF
 
-WEIGHT_LEVELS = 7  # levels -7..+7
+WEIGHT_LEVELS = REF.hardware.weight_levels  # levels -7..+7
 
 
 @dataclass
