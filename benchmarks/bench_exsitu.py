@@ -19,7 +19,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from circuitnn.io import write_json  # noqa: E402
-from circuitnn.network import cnn, engines, mapping  # noqa: E402
+from circuitnn.network import cnn, engines, mapping, quantise  # noqa: E402
 from circuitnn.network.data import load_dataset  # noqa: E402
 from circuitnn.training import exsitu  # noqa: E402
 
@@ -43,12 +43,12 @@ def main() -> dict:
     params = res.params
     xt, yt = data.x_test, data.y_test
 
-    q, scales = exsitu.quantise_params(params)
+    q, scales = quantise.quantise_params(params)
     acc = {"software_float": cnn.accuracy(params, xt, yt),
-           "quantised_weights_15_levels": cnn.accuracy(exsitu.dequantise(params, q, scales),
+           "quantised_weights_15_levels": cnn.accuracy(quantise.dequantise(params, q, scales),
                                                        xt, yt),
-           "quantised_max_rule": cnn.accuracy(exsitu.dequantise(
-               params, *exsitu.quantise_params(params, "max")), xt, yt)}
+           "quantised_max_rule": cnn.accuracy(quantise.dequantise(
+               params, *quantise.quantise_params(params, "max")), xt, yt)}
     calib = data.x_train[:500]
     timings = {"train_s": round(train_s, 2)}
     for name, kw in (("quantised_8bit_act_no_adc", dict(adc_bits=None)),

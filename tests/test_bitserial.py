@@ -7,7 +7,7 @@ import pytest
 
 from circuitnn.devices import builtin_card
 from circuitnn.errors import CircuitnnError
-from circuitnn.tile.bitserial import (
+from circuitnn.periphery import (
     ADC,
     bit_planes,
     bitserial_netlist,

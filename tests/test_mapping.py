@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from circuitnn import periphery as P
 from circuitnn.errors import CircuitnnError
-from circuitnn.network import cnn
+from circuitnn.network import cnn, quantise
 from circuitnn.network import engines as E
 from circuitnn.network import mapping as M
 from circuitnn.network.data import load_dataset
@@ -97,18 +98,18 @@ def test_bit_serial_many_bit_adc_equals_float_matmul():
     w = rng.integers(-7, 8, (72, 12))
     gp, gm = M.weights_to_conductance(w)
     unit = M.conductance_unit()
-    exact = E.bit_serial_matmul(x, gp, gm, g_unit=unit, adc_bits=None)
+    exact = P.bit_serial_matmul(x, gp, gm, g_unit=unit, adc_bits=None)
     assert np.allclose(exact, x @ w, atol=1e-6)
-    fine = E.bit_serial_matmul(x, gp, gm, g_unit=unit, adc_bits=24, chunk=7)
+    fine = P.bit_serial_matmul(x, gp, gm, g_unit=unit, adc_bits=24, chunk=7)
     # 24-bit step over a 288 uA range ~ 3e-5 weight levels per slot: error < 0.01 after 8 slots
     assert np.allclose(fine, x @ w, atol=0.01)
-    coarse = E.bit_serial_matmul(x, gp, gm, g_unit=unit, adc_bits=4)
+    coarse = P.bit_serial_matmul(x, gp, gm, g_unit=unit, adc_bits=4)
     assert np.abs(coarse - x @ w).max() > np.abs(fine - x @ w).max()
 
 
 def test_adc_saturates_and_rounds():
     i = np.array([-1.0, 0.0, 0.26, 0.5, 2.0])
-    out = E.adc_convert(i, 2, 0.9)  # codes 0..3, step 0.3
+    out = P.adc_convert(i, 2, 0.9)  # codes 0..3, step 0.3
     assert np.allclose(out, [0.0, 0.0, 0.3, 0.6, 0.9])
 
 
@@ -123,26 +124,26 @@ def test_column_read_is_pluggable():
         assert set(np.unique(v)) <= {0.0, 0.2}
         return 0.9 * (v @ g)
 
-    y = E.bit_serial_matmul(x, gp, gm, g_unit=M.conductance_unit(), adc_bits=None,
+    y = P.bit_serial_matmul(x, gp, gm, g_unit=M.conductance_unit(), adc_bits=None,
                             column_read=lossy)
-    ref = E.bit_serial_matmul(x, gp, gm, g_unit=M.conductance_unit(), adc_bits=None)
+    ref = P.bit_serial_matmul(x, gp, gm, g_unit=M.conductance_unit(), adc_bits=None)
     assert calls == [((80, 9), (9, 16))] and np.allclose(y, 0.9 * ref)
     with pytest.raises(CircuitnnError, match="column_read"):
-        E.bit_serial_matmul(x, gp, gm, g_unit=1e-6, column_read=lambda v, g: v)
+        P.bit_serial_matmul(x, gp, gm, g_unit=1e-6, column_read=lambda v, g: v)
 
 
 def test_bit_serial_bad_inputs():
     gp, gm = M.weights_to_conductance(np.zeros((4, 2), int))
     with pytest.raises(CircuitnnError, match="integers"):
-        E.bit_serial_matmul(np.full((2, 4), 0.5), gp, gm, g_unit=1e-6)
+        P.bit_serial_matmul(np.full((2, 4), 0.5), gp, gm, g_unit=1e-6)
     with pytest.raises(CircuitnnError, match="integers"):
-        E.bit_serial_matmul(np.full((2, 4), 256), gp, gm, g_unit=1e-6)
+        P.bit_serial_matmul(np.full((2, 4), 256), gp, gm, g_unit=1e-6)
     with pytest.raises(CircuitnnError, match="match"):
-        E.bit_serial_matmul(np.zeros((2, 5), int), gp, gm, g_unit=1e-6)
+        P.bit_serial_matmul(np.zeros((2, 5), int), gp, gm, g_unit=1e-6)
     with pytest.raises(CircuitnnError):
-        E.bit_serial_matmul(np.zeros((2, 4), int), gp, gm, g_unit=0.0)
+        P.bit_serial_matmul(np.zeros((2, 4), int), gp, gm, g_unit=0.0)
     with pytest.raises(CircuitnnError, match="ADC"):
-        E.adc_convert(np.zeros(3), 0, 1.0)
+        P.adc_convert(np.zeros(3), 0, 1.0)
 
 
 # ----------------------------------------------------------------------------- engines
@@ -159,7 +160,7 @@ def trained():
 def test_quantised_engine_without_adc_is_exact_integer_arithmetic(trained):
     data, params = trained
     eng = E.build_engine(params, data.x_train[:100], adc_bits=None, n_groups=1)
-    q, scales = exsitu.quantise_params(params)
+    q, scales = quantise.quantise_params(params)
     x = np.random.default_rng(0).random((4, 11, 11, 72)) * 3
     codes = eng.quantise_input("C3", x)
     assert codes.max() <= 255 and codes.min() >= 0

@@ -9,7 +9,7 @@ import pytest
 
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_npz
-from circuitnn.network import cnn
+from circuitnn.network import cnn, quantise
 from circuitnn.network.data import (
     ENV_MNIST_DIR,
     MNIST_FILES,
@@ -225,9 +225,9 @@ def test_short_training_beats_chance(data):
     assert res.history["test_acc"][-1] > 0.6  # chance is 0.1
     again = exsitu.train(data.x_train[:800], data.y_train[:800], cfg, progress=False)
     assert np.array_equal(again.params["C3"], res.params["C3"])  # seeded
-    q, scales = exsitu.quantise_params(res.params)
+    q, scales = quantise.quantise_params(res.params)
     assert all(np.abs(q[k]).max() <= 7 and q[k].dtype == np.int8 for k in q)
-    deq = exsitu.dequantise(res.params, q, scales)
+    deq = quantise.dequantise(res.params, q, scales)
     assert cnn.accuracy(deq, data.x_test[:300], data.y_test[:300]) > 0.5
 
 
@@ -241,17 +241,17 @@ def test_random_shift_keeps_ink():
 
 def test_quantisation_rules():
     w = np.linspace(-1, 1, 201)
-    assert exsitu.weight_scale(w, "max") == pytest.approx(1 / 7)
-    assert exsitu.weight_scale(w, "percentile", 50) == pytest.approx(0.5 / 7)
+    assert quantise.weight_scale(w, "max") == pytest.approx(1 / 7)
+    assert quantise.weight_scale(w, "percentile", 50) == pytest.approx(0.5 / 7)
     p = cnn.init_params(0)
-    q, s = exsitu.quantise_params(p, "max")
+    q, s = quantise.quantise_params(p, "max")
     assert np.abs(q["C3"]).max() == 7
     assert np.max(np.abs(q["C3"] * s["C3"] - p["C3"])) <= s["C3"] / 2 + 1e-12
     for bad in (dict(rule="median"), dict(rule="percentile", percentile=0)):
         with pytest.raises(CircuitnnError):
-            exsitu.weight_scale(w, **bad)
+            quantise.weight_scale(w, **bad)
     with pytest.raises(CircuitnnError, match="zero"):
-        exsitu.weight_scale(np.zeros(5))
+        quantise.weight_scale(np.zeros(5))
 
 
 def test_params_npz_round_trip_and_errors(tmp_path):

@@ -26,21 +26,10 @@ from circuitnn.devices.card import ModelCard
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz
 from circuitnn.network import cnn
-from circuitnn.network.engines import V_READ, ChipEngine, ColumnRead
+from circuitnn.network.engines import V_READ, ChipEngine, ColumnRead, check_engine
 from circuitnn.network.mapping import Mapping, Placement, map_weights
-from circuitnn.tile import read
+from circuitnn.tile import CIRCUIT_ENGINES, read
 from circuitnn.tile.spec import TileSpec
-
-ENGINES = ("ideal", "quantised", "surrogate", "nodal", "ngspice")
-CIRCUIT_ENGINES = ("surrogate", "nodal", "ngspice")
-
-
-def check_engine(engine: str) -> str:
-    """Return `engine` if known, else raise CircuitnnError."""
-    if engine not in ENGINES:
-        raise CircuitnnError(f"unknown engine '{engine}' (choose from {', '.join(ENGINES)})")
-    return engine
-
 
 DEFAULT_TILE_CARD = DEVICE_MODELS_DIR / BUILTIN_CARD
 

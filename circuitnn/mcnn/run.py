@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz, write_text
-from circuitnn.mcnn.chip import CIRCUIT_ENGINES, Chip, check_engine, conv_features
+from circuitnn.mcnn.chip import Chip, conv_features
 from circuitnn.mcnn.energy import EnergyCounter, summarise
 from circuitnn.mcnn.hybrid import HybridConfig, plot_hybrid, train_fc
 from circuitnn.mcnn.program import (
@@ -36,9 +36,9 @@ from circuitnn.mcnn.program import (
     scale_model,
     write_verify,
 )
-from circuitnn.network import cnn
+from circuitnn.network import cnn, quantise
 from circuitnn.network.data import load_dataset
-from circuitnn.network.engines import ChipEngine, calibrate_activation_scales
+from circuitnn.network.engines import ChipEngine, calibrate_activation_scales, check_engine
 from circuitnn.network.mapping import (
     conductance_unit,
     describe_mapping,
@@ -47,6 +47,7 @@ from circuitnn.network.mapping import (
     plot_mapping,
 )
 from circuitnn.reference import REF
+from circuitnn.tile import CIRCUIT_ENGINES
 from circuitnn.training import exsitu
 
 STAGES = ("data", "exsitu", "quantise", "mapping", "transfer", "eval_transfer", "hybrid",
@@ -270,7 +271,7 @@ class Chain:
     def stage_quantise(self) -> dict:
         d = self.data()
         params = self.npz("exsitu.npz")
-        q, scales = exsitu.quantise_params(params)
+        q, scales = quantise.quantise_params(params)
         act = calibrate_activation_scales(params, d.x_train[:500])
         write_npz(self.out / "quantised.npz", **{f"level_{k}": v for k, v in q.items()})
         self.results["quantise"] = {"weight_scales": scales, "act_scales": act}
@@ -279,7 +280,7 @@ class Chain:
         target = pe_conductances(mapping, c.device_levels, c.g_min, c.g_max)
         chip = self.chip(conductances=target)
         eng = chip.engine("quantised", 1)
-        weights_only = cnn.accuracy(exsitu.dequantise(params, q, scales), d.x_test, d.y_test)
+        weights_only = cnn.accuracy(quantise.dequantise(params, q, scales), d.x_test, d.y_test)
         acc = cnn.accuracy(chip.params, d.x_test, d.y_test, eng)
         return {"weight_scales": scales, "act_scales": act,
                 "quantized_weights_only_test_accuracy": weights_only,

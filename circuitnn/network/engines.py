@@ -1,17 +1,12 @@
 """Hardware-style inference engines for the CNN's three array products, in numbers only.
 
-`bit_serial_matmul` models one array read as in Yao et al. (2020): 8-bit input codes are applied
-as 8 binary time slots (bit k -> v_read or 0 V on the input line); in each slot the column
-currents come from a pluggable `column_read(V, G)` (default the ideal V @ G; the circuit engines
-"surrogate" and "ngspice" plug in here), are digitised by an ADC, shifted by k and summed; the G-
-column of each pair is subtracted from the G+ column, and the result is rescaled to
-(input code x weight level) units.
+Every weight block is read by `circuitnn.periphery.bit_serial_matmul` (8-bit input codes as 8
+binary slots, a pluggable `column_read(V, G)` per slot: the ideal V @ G or a circuit engine, the
+ADC, shift-and-add, G+ minus G- columns), rescaled to (input code x weight level) units.
 
-ADC model: uniform, `adc_bits` bits, range [0, full_scale] with rounding to the nearest code and
-saturation at both ends. Default full scale: the current of all the block's rows at v_read
-through g_max cells, times `adc_fraction` (default 0.5: a fraction < 1 trades saturation of
-rare large currents for a finer step; below ~0.2 the g_min baseline of the G- cells saturates
-the ADC and accuracy collapses).
+ADC full scale: the current of all the block's rows at v_read through g_max cells, times
+`adc_fraction` (default 0.5: a fraction < 1 trades saturation of rare large currents for a finer
+step; below ~0.2 the g_min baseline of the G- cells saturates the ADC and accuracy collapses).
 
 Activation quantisation: each layer's input is turned into 8-bit codes with a per-layer scale:
 C1 inputs are pixels/255, so the scale is exactly 1/255 (codes = the original pixels); C3 and FC
@@ -46,77 +41,23 @@ from circuitnn.network.mapping import (
     map_weights,
     pe_conductances,
 )
+from circuitnn.network.quantise import quantise_params
+from circuitnn.periphery.bitserial import ColumnRead, bit_serial_matmul
 from circuitnn.reference import REF
-from circuitnn.training.exsitu import quantise_params
+from circuitnn.tile.read import CIRCUIT_ENGINES
 
-ColumnRead = Callable[[np.ndarray, np.ndarray], np.ndarray]
 V_READ = REF.hardware.v_read  # V, read voltage of the reference hardware
-ENGINES = ("ideal", "quantised")
+#: every network inference engine: "ideal" (float effective weights), "quantised" (bit-serial
+#: periphery over the ideal crossbar I = V G), and the tile's circuit engines under the same
+#: periphery (names from the one tile-engine registry, `circuitnn.tile.read.ENGINES`)
+ENGINES = ("ideal", "quantised", *CIRCUIT_ENGINES)
 
 
-def ideal_column_read(v: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Ideal crossbar: column currents I = V @ G (A), V (batch, rows) in volts, G (rows, cols)."""
-    return v @ g
-
-
-def adc_convert(current: np.ndarray, bits: int, full_scale: float) -> np.ndarray:
-    """Uniform ADC on [0, full_scale]: round to the nearest of 2**bits codes, saturating; returns
-    the reconstructed current."""
-    if bits < 1 or full_scale <= 0:
-        raise CircuitnnError(f"ADC needs bits >= 1 and full scale > 0 (got {bits}, {full_scale})")
-    top = 2 ** bits - 1
-    lsb = full_scale / top
-    return np.clip(np.rint(current / lsb), 0, top) * lsb
-
-
-def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarray, *,
-                      g_unit: float, v_read: float = V_READ, adc_bits: int | None = 8,
-                      adc_range: float | None = None, column_read: ColumnRead | None = None,
-                      input_bits: int = 8, chunk: int = 16384) -> np.ndarray:
-    """Bit-serial differential array product, ~ x_codes @ ((G+ - G-) / g_unit).
-
-    x_codes: integer inputs (batch, rows) in 0..2**input_bits-1. g_plus, g_minus: (rows, outs)
-    in siemens; they are interleaved as columns (G+, G-, G+, ...) before `column_read`, which
-    gets all slots of a chunk at once, V (slots*batch, rows). adc_bits None = no ADC;
-    adc_range = ADC full scale in amperes (None: rows * v_read * max G, which never saturates
-    on an ideal array). Returns float (batch, outs) in code x level units.
-    """
-    x = np.asarray(x_codes)
-    gp, gm = np.asarray(g_plus, float), np.asarray(g_minus, float)
-    if x.ndim != 2 or gp.ndim != 2 or gp.shape != gm.shape or x.shape[1] != gp.shape[0]:
-        raise CircuitnnError(f"bit_serial_matmul: inputs {x.shape} do not match conductances "
-                             f"{gp.shape} / {gm.shape}")
-    if not np.issubdtype(x.dtype, np.integer) or (x.size and (x.min() < 0
-                                                              or x.max() >= 2 ** input_bits)):
-        raise CircuitnnError(f"bit_serial_matmul: inputs must be integers in "
-                             f"0..{2 ** input_bits - 1}")
-    if g_unit <= 0 or v_read <= 0:
-        raise CircuitnnError("bit_serial_matmul: g_unit and v_read must be positive")
-    read = column_read or ideal_column_read
-    rows, outs = gp.shape
-    g = np.empty((rows, 2 * outs))
-    g[:, 0::2], g[:, 1::2] = gp, gm
-    full_scale = adc_range if adc_range is not None else rows * v_read * g.max()
-    shifts = np.arange(input_bits)
-    weights = (2.0 ** shifts)
-    out = np.empty((x.shape[0], outs))
-    for s in range(0, x.shape[0], chunk):
-        xb = x[s:s + chunk]
-        if input_bits <= 8:  # bit planes of uint8 codes, (slots, b, rows)
-            bits = np.unpackbits(xb.astype(np.uint8)[None], axis=0, count=input_bits,
-                                 bitorder="little")
-        else:
-            bits = (xb.astype(np.int64)[None, :, :] >> shifts[:, None, None]) & 1
-        v = bits.reshape(-1, rows) * v_read
-        cur = np.asarray(read(v, g), dtype=float)
-        if cur.shape != (v.shape[0], 2 * outs):
-            raise CircuitnnError(f"column_read returned shape {cur.shape}, expected "
-                                 f"{(v.shape[0], 2 * outs)}")
-        if adc_bits is not None:
-            cur = adc_convert(cur, adc_bits, full_scale)
-        acc = np.tensordot(weights, cur.reshape(input_bits, len(xb), 2 * outs), axes=1)
-        out[s:s + chunk] = (acc[:, 0::2] - acc[:, 1::2]) / (v_read * g_unit)
-    return out
+def check_engine(engine: str) -> str:
+    """Return `engine` if it is a network engine, else raise CircuitnnError."""
+    if engine not in ENGINES:
+        raise CircuitnnError(f"unknown engine '{engine}' (choose from {', '.join(ENGINES)})")
+    return engine
 
 
 def calibrate_activation_scales(params: dict[str, np.ndarray], images: np.ndarray,
@@ -266,7 +207,7 @@ def build_engine(params: dict[str, np.ndarray], calib_images: np.ndarray | None 
     if kind == "ideal":
         return cnn.default_matmul
     if kind != "quantised":
-        raise CircuitnnError(f"unknown engine '{kind}' (choose from {', '.join(ENGINES)})")
+        raise CircuitnnError(f"unknown engine '{kind}' (choose from ideal, quantised)")
     if calib_images is None or len(calib_images) == 0:
         raise CircuitnnError("the quantised engine needs calibration images")
     if not 0 < adc_fraction <= 1:

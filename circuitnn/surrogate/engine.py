@@ -74,13 +74,6 @@ def surrogate_read_with_grad(spec: TileSpec, v, d_out, card: str | Path | None =
     return tile.read(v), d_v, d_g
 
 
-def register() -> None:
-    """Register "surrogate" in `circuitnn.tile.read`'s engine registry."""
-    from circuitnn.tile.read import register_engine
-
-    register_engine("surrogate", read_surrogate)
-
-
 def read_driven_rows(tile: SurrogateTile, v: np.ndarray, rows: slice,
                      cols: slice | None = None) -> np.ndarray:
     """`tile.read_driven_rows(v, rows, cols)`: bit-serial read with only `rows` driven."""

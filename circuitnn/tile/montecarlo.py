@@ -179,10 +179,9 @@ def monte_carlo_read(spec: TileSpec, inputs, n: int, *, out_dir: str | Path,
     if not isinstance(spec, TileSpec):
         raise CircuitnnError(f"spec must be a TileSpec, got {type(spec).__name__}")
     _check_seed_n(n, seed)
-    from circuitnn.tile.read import ENGINES
+    from circuitnn.tile.read import check_engine
 
-    if engine not in ENGINES:
-        raise CircuitnnError(f"unknown engine {engine!r}; known: {', '.join(sorted(ENGINES))}")
+    check_engine(engine)
     var = variation_of(spec, variation)
     v, _ = check_inputs(spec, inputs)
     out = Path(out_dir)

@@ -382,10 +382,9 @@ def write_verify(spec: TileSpec, row: int, col: int, g_target: float, *, tol: fl
         _volts(val, name)
     for name, val in (("set_gate_step", set_gate_step), ("reset_step", reset_step)):
         _volts(val, name, allow_zero=True)
-    from circuitnn.tile.read import ENGINES
+    from circuitnn.tile.read import check_engine
 
-    if engine not in ENGINES:
-        raise CircuitnnError(f"unknown engine {engine!r}; known: {', '.join(sorted(ENGINES))}")
+    check_engine(engine)
     s = initial_states(spec, states)
     g = measure_cell(spec, row, col, s, engine=engine, measure=measure)
     dev = spec.device_model

@@ -1,12 +1,20 @@
-"""`read`: column currents of a tile for a batch of input vectors, through a pluggable engine.
+"""`read`: column currents of a tile for a batch of input vectors, through a named engine.
 
-Engines live in `ENGINES` (name -> function(spec, V, **options) -> I); `register_engine` adds
-one (e.g. a surrogate) without editing this module. Built in: "ngspice" (one batched DC run of
-the netlist from `circuitnn.tile.netlist`) and "nodal" (`circuitnn.tile.nodal`).
+`ENGINES` is the one registry of tile-read engines: each name maps to the function that
+implements it, written as "module:function" and imported on first use. This module therefore
+imports no engine (the surrogate lives a layer above the tile), and nothing registers itself by
+being imported. Every engine function takes (spec, V, **options) with V validated to
+(batch, rows) volts and returns (batch, cols) amperes.
+
+- "ideal": the ideal crossbar I = V G (no wires, no access device, ohmic cells of G);
+- "nodal": our exact DC solver of the tile's circuit (`circuitnn.tile.nodal`);
+- "ngspice": one batched DC run of the tile's netlist (`circuitnn.tile.netlist`);
+- "surrogate": the fitted behavioural tile model (`circuitnn.surrogate`).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import numpy as np
@@ -15,17 +23,32 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.tile.spec import TileSpec, check_inputs
 
 Engine = Callable[..., np.ndarray]
-ENGINES: dict[str, Engine] = {}
+ENGINES: dict[str, str] = {
+    "ideal": "circuitnn.tile.read:read_ideal",
+    "nodal": "circuitnn.tile.read:read_nodal",
+    "ngspice": "circuitnn.tile.read:read_ngspice",
+    "surrogate": "circuitnn.surrogate.engine:read_surrogate",
+}
+#: engines that simulate the tile's circuit (wires, access transistors, device I-V)
+CIRCUIT_ENGINES = ("surrogate", "nodal", "ngspice")
 
 
-def register_engine(name: str, fn: Engine) -> None:
-    """Make `fn(spec, V, **options) -> I` available as read(..., engine=name).
+def check_engine(engine: str) -> str:
+    """Return `engine` if it names a tile-read engine, else raise CircuitnnError."""
+    if engine not in ENGINES:
+        raise CircuitnnError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+    return engine
 
-    V arrives validated with shape (batch, rows); fn returns (batch, cols) amperes.
-    """
-    if not isinstance(name, str) or not name:
-        raise CircuitnnError("engine name must be a non-empty string")
-    ENGINES[name] = fn
+
+def engine_function(engine: str) -> Engine:
+    """The function behind an engine name (imported on first use)."""
+    module, attr = ENGINES[check_engine(engine)].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def read_ideal(spec: TileSpec, v: np.ndarray) -> np.ndarray:
+    """Ideal crossbar: I = V @ G."""
+    return v @ spec.conductance
 
 
 def read_ngspice(spec: TileSpec, v: np.ndarray, backend: str = "subprocess",
@@ -54,24 +77,17 @@ def read_nodal(spec: TileSpec, v: np.ndarray, **options) -> np.ndarray:
     return NodalSolver(spec).solve(v, **options)
 
 
-register_engine("ngspice", read_ngspice)
-register_engine("nodal", read_nodal)
-
-
 def read(spec: TileSpec, V, engine: str = "ngspice", **options) -> np.ndarray:
     """Read a tile: V (batch, rows) volts -> I (batch, cols) amperes (a (rows,) V gives (cols,)).
 
-    engine: a name in ENGINES ("ngspice", "nodal", ...); options go to the engine (ngspice:
-    backend, timeout; nodal: tol, max_iter). Bad inputs raise CircuitnnError.
+    engine: a name in ENGINES; options go to the engine (ngspice: backend, timeout; nodal: tol,
+    max_iter; surrogate: card). Bad inputs raise CircuitnnError.
     """
     if not isinstance(spec, TileSpec):
         raise CircuitnnError("spec must be a TileSpec")
-    if engine == "surrogate" and engine not in ENGINES:
-        import circuitnn.surrogate  # noqa: F401  (registers the engine on import)
-    if engine not in ENGINES:
-        raise CircuitnnError(f"unknown engine {engine!r}; known: {', '.join(sorted(ENGINES))}")
+    fn = engine_function(engine)
     v, single = check_inputs(spec, V)
-    out = np.asarray(ENGINES[engine](spec, v, **options), dtype=float)
+    out = np.asarray(fn(spec, v, **options), dtype=float)
     if out.shape != (v.shape[0], spec.cols):
         raise CircuitnnError(f"engine {engine!r} returned shape {out.shape}, expected "
                              f"{(v.shape[0], spec.cols)}")

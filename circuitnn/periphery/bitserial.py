@@ -1,64 +1,40 @@
-"""Bit-serial reads of a tile: 8-bit inputs as 8 binary pulse slots, shift-and-add of the outputs.
+"""Bit-serial reads: 8-bit inputs as 8 binary pulse slots, and shift-and-add of the outputs.
 
 As in the reference hardware (Yao et al., Nature 2020): an unsigned `bits`-bit input code x_i of
 row i is applied as `bits` time slots; in slot k (k = 0 is the least significant bit) row i is
-driven at v_read if bit k of x_i is 1 and at 0 V otherwise. The column currents I_k of each slot
-are (optionally) digitised, then combined by shift-and-add: out = sum_k 2^k I_k (amperes,
-weighted by the code). For a linear tile (passive ohmic cells, resistive wires) superposition
-makes this exactly the column current of one analog read at V = x * v_read; nonlinear cells (the
-HfOx card's sinh I-V, the access transistor) break that equality, and bit-serial reads avoid the
-nonlinearity because every slot uses only 0 V or v_read.
+driven at v_read if bit k of x_i is 1 and at 0 V otherwise (the DAC is this 1-bit slicing). The
+column currents I_k of each slot are digitised by the ADC (`circuitnn.periphery.adc`), then
+combined by shift-and-add: out = sum_k 2^k I_k. For a linear tile superposition makes this
+exactly one analog read at V = x * v_read; nonlinear cells (the HfOx card's sinh I-V, the access
+transistor) break that equality, and bit-serial reads avoid the nonlinearity because every slot
+uses only 0 V or v_read.
 
-ADC (optional, per slot): uniform, `bits` bits on [0, full_scale] amperes, rounding to the
-nearest code and saturating at both ends (currents below 0 read as 0, above full scale as full
-scale); the reconstructed current code * full_scale / (2^bits - 1) enters the shift-and-add.
-This is the network layer's ADC model (`circuitnn.network.engines.adc_convert`).
-
-Two forms: `bitserial_read` (DC: all slots of all vectors in ONE `read` call, batch*bits input
-vectors) and `bitserial_transient` (ngspice: the slots as PWL sources in one transient of a
-small tile, column currents sampled in the middle of each slot).
+One decomposition serves everything: `bit_planes` slices codes, `shift_add` recombines.
+- `bit_serial_matmul`: a differential array product (G+ and G- columns) through any
+  `column_read(V, G)`, as the network engines run every weight block;
+- `bitserial_read`: the slots of a tile through `circuitnn.tile.read` (all slots in ONE call);
+- `bitserial_transient`: the slots as PWL sources in one ngspice transient of a small tile,
+  column currents sampled in the middle of each slot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.periphery.adc import ADC, adc_convert
+from circuitnn.reference import REF
 from circuitnn.spice import fmt, run_netlist
 from circuitnn.tile import netlist as tnl
+from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec, check_inputs
 
 MAX_BITS = 16
-
-
-@dataclass(frozen=True)
-class ADC:
-    """Uniform saturating ADC: `bits` bits on [0, full_scale] amperes (module doc)."""
-
-    bits: int = 8
-    full_scale: float = 1e-4
-
-    def __post_init__(self) -> None:
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not (
-                1 <= self.bits <= 24):
-            raise CircuitnnError(f"ADC bits must be an integer in 1..24, got {self.bits!r}")
-        fs = self.full_scale
-        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not (
-                np.isfinite(fs) and fs > 0):
-            raise CircuitnnError(f"ADC full_scale must be a positive current in A, got {fs!r}")
-
-    @property
-    def lsb(self) -> float:
-        """Current of one code step (A)."""
-        return self.full_scale / (2 ** self.bits - 1)
-
-    def __call__(self, current: np.ndarray) -> np.ndarray:
-        """Digitise and reconstruct currents (A)."""
-        from circuitnn.network.engines import adc_convert
-
-        return adc_convert(np.asarray(current, dtype=float), self.bits, float(self.full_scale))
+INPUT_BITS = REF.hardware.input_bits
+ColumnRead = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -73,7 +49,7 @@ class BitSerialResult:
     waveforms: np.ndarray | None = field(default=None, repr=False)
 
 
-def check_codes(x, rows: int, bits: int = 8) -> np.ndarray:
+def check_codes(x, rows: int, bits: int = INPUT_BITS) -> np.ndarray:
     """Validate input codes: integers in 0..2^bits-1, shape (batch, rows) or (rows,)."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
         raise CircuitnnError(f"bits must be an integer in 1..{MAX_BITS}, got {bits!r}")
@@ -94,17 +70,69 @@ def check_codes(x, rows: int, bits: int = 8) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def bit_planes(codes: np.ndarray, bits: int = 8) -> np.ndarray:
-    """(batch, bits, rows) 0/1 floats: plane k holds bit k (LSB first) of each code."""
-    codes = np.asarray(codes, dtype=np.int64)
+def bit_planes(codes: np.ndarray, bits: int = INPUT_BITS) -> np.ndarray:
+    """(batch, bits, rows) uint8 0/1: plane k holds bit k (LSB first) of each code."""
+    codes = np.asarray(codes)
+    if bits <= 8:
+        return np.unpackbits(codes.astype(np.uint8)[:, None, :], axis=1, count=bits,
+                             bitorder="little")
     k = np.arange(bits)
-    return ((codes[:, None, :] >> k[None, :, None]) & 1).astype(float)
+    return ((codes.astype(np.int64)[:, None, :] >> k[None, :, None]) & 1).astype(np.uint8)
 
 
 def shift_add(slots: np.ndarray) -> np.ndarray:
     """sum_k 2^k slots[:, k, :] for (batch, bits, cols) slot outputs."""
     slots = np.asarray(slots, dtype=float)
     return np.tensordot(slots, 2.0 ** np.arange(slots.shape[1]), axes=([1], [0]))
+
+
+def ideal_column_read(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Ideal crossbar: column currents I = V @ G (A), V (batch, rows) in volts, G (rows, cols)."""
+    return v @ g
+
+
+def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarray, *,
+                      g_unit: float, v_read: float = REF.hardware.v_read,
+                      adc_bits: int | None = REF.hardware.adc_bits,
+                      adc_range: float | None = None, column_read: ColumnRead | None = None,
+                      input_bits: int = INPUT_BITS, chunk: int = 16384) -> np.ndarray:
+    """Bit-serial differential array product, ~ x_codes @ ((G+ - G-) / g_unit).
+
+    x_codes: integer inputs (batch, rows) in 0..2**input_bits-1. g_plus, g_minus: (rows, outs)
+    in siemens; they are interleaved as columns (G+, G-, G+, ...) before `column_read`, which
+    gets all slots of a chunk at once, V (slots*batch, rows). adc_bits None = no ADC;
+    adc_range = ADC full scale in amperes (None: rows * v_read * max G, which never saturates
+    on an ideal array). Returns float (batch, outs) in code x level units.
+    """
+    x = np.asarray(x_codes)
+    gp, gm = np.asarray(g_plus, float), np.asarray(g_minus, float)
+    if x.ndim != 2 or gp.ndim != 2 or gp.shape != gm.shape or x.shape[1] != gp.shape[0]:
+        raise CircuitnnError(f"bit_serial_matmul: inputs {x.shape} do not match conductances "
+                             f"{gp.shape} / {gm.shape}")
+    if not np.issubdtype(x.dtype, np.integer) or (x.size and (x.min() < 0
+                                                              or x.max() >= 2 ** input_bits)):
+        raise CircuitnnError(f"bit_serial_matmul: inputs must be integers in "
+                             f"0..{2 ** input_bits - 1}")
+    if g_unit <= 0 or v_read <= 0:
+        raise CircuitnnError("bit_serial_matmul: g_unit and v_read must be positive")
+    read_cols = column_read or ideal_column_read
+    rows, outs = gp.shape
+    g = np.empty((rows, 2 * outs))
+    g[:, 0::2], g[:, 1::2] = gp, gm
+    full_scale = adc_range if adc_range is not None else rows * v_read * g.max()
+    out = np.empty((x.shape[0], outs))
+    for s in range(0, x.shape[0], chunk):
+        xb = x[s:s + chunk]
+        v = bit_planes(xb, input_bits).transpose(1, 0, 2).reshape(-1, rows) * v_read
+        cur = np.asarray(read_cols(v, g), dtype=float)
+        if cur.shape != (v.shape[0], 2 * outs):
+            raise CircuitnnError(f"column_read returned shape {cur.shape}, expected "
+                                 f"{(v.shape[0], 2 * outs)}")
+        if adc_bits is not None:
+            cur = adc_convert(cur, adc_bits, full_scale)
+        acc = shift_add(cur.reshape(input_bits, len(xb), 2 * outs).transpose(1, 0, 2))
+        out[s:s + chunk] = (acc[:, 0::2] - acc[:, 1::2]) / (v_read * g_unit)
+    return out
 
 
 def _finish(raw: np.ndarray, adc: ADC | None, **extra) -> BitSerialResult:
@@ -114,11 +142,9 @@ def _finish(raw: np.ndarray, adc: ADC | None, **extra) -> BitSerialResult:
     return BitSerialResult(slots, raw, shift_add(slots), **extra)
 
 
-def bitserial_read(spec: TileSpec, x, *, bits: int = 8, engine: str = "ngspice",
+def bitserial_read(spec: TileSpec, x, *, bits: int = INPUT_BITS, engine: str = "ngspice",
                    adc: ADC | None = None) -> BitSerialResult:
     """Bit-serial DC read of input codes x (batch, rows); all slots in one `read` call."""
-    from circuitnn.tile.read import read
-
     codes = check_codes(x, spec.rows, bits)
     planes = bit_planes(codes, bits)  # (batch, bits, rows)
     v = planes.reshape(-1, spec.rows) * spec.v_read
@@ -142,7 +168,8 @@ def slot_waveform(levels: np.ndarray, slot: float, edge: float) -> tuple[np.ndar
     return np.array(t), np.array(v)
 
 
-def bitserial_netlist(spec: TileSpec, x, *, bits: int = 8, slot: float = 50e-9,
+def bitserial_netlist(spec: TileSpec, x, *, bits: int = INPUT_BITS,
+                      slot: float = REF.hardware.read_pulse_s,
                       edge: float = 1e-9, dt: float | None = None) -> str:
     """Transient netlist: the slots of every input vector one after another as PWL row drivers
     (vector b's slot k is time slot b * bits + k). Cells are static (a read does not switch)."""
@@ -171,7 +198,8 @@ def bitserial_netlist(spec: TileSpec, x, *, bits: int = 8, slot: float = 50e-9,
     return "\n".join(lines) + "\n"
 
 
-def bitserial_transient(spec: TileSpec, x, *, bits: int = 8, slot: float = 50e-9,
+def bitserial_transient(spec: TileSpec, x, *, bits: int = INPUT_BITS,
+                        slot: float = REF.hardware.read_pulse_s,
                         edge: float = 1e-9, dt: float | None = None, adc: ADC | None = None,
                         backend: str = "subprocess", timeout: float = 300) -> BitSerialResult:
     """Bit-serial read as one ngspice transient; currents sampled in the middle of each slot.
