@@ -25,7 +25,7 @@ import numpy as np
 
 from circuitnn.devices import builtin_card
 from circuitnn.io import save_figure, write_json
-from circuitnn.tile.program import program_pulse, write_verify
+from circuitnn.tile.program import program_pulse, write_verify_cell
 from circuitnn.tile.spec import TileSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ def figure(path: Path) -> None:
     # (d) write-verify toward two targets
     d = ax[1, 1]
     for g0, tgt, col in ((20e-6, 80e-6, "C0"), (150e-6, 40e-6, "C1")):
-        w = write_verify(tile(4, g0), 1, 2, tgt, tol=0.05, max_pulses=25)
+        w = write_verify_cell(tile(4, g0), 1, 2, tgt, tol=0.05, max_pulses=25)
         k = np.arange(w.g_trace.size)
         d.plot(k, w.g_trace * 1e6, "-", color=col, alpha=0.6)
         kinds = np.array(["start", *w.kinds])

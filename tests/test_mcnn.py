@@ -11,8 +11,8 @@ from circuitnn.cli import main
 from circuitnn.errors import CircuitnnError
 from circuitnn.mcnn import Chip
 from circuitnn.mcnn.chip import circuit_column_read
-from circuitnn.mcnn.program import ProgramConfig, load_pulse_model, scale_model, write_verify
 from circuitnn.network.data import load_dataset
+from circuitnn.training.transfer import ProgramConfig, load_pulse_model, scale_model, write_verify
 
 QUICK = ["mcnn", "run", "--quick", "--engine", "quantised", "--n-check", "0"]
 

@@ -11,7 +11,7 @@ from circuitnn.tile.program import (
     measure_cell,
     program_netlist,
     program_pulse,
-    write_verify,
+    write_verify_cell,
 )
 from circuitnn.tile.spec import TileSpec
 
@@ -98,7 +98,7 @@ def test_time_step_and_netlist_content():
 
 def test_write_verify_set_and_reset_reach_targets():
     spec = tile(20e-6)
-    up = write_verify(spec, 2, 1, 60e-6, tol=0.05, max_pulses=20)
+    up = write_verify_cell(spec, 2, 1, 60e-6, tol=0.05, max_pulses=20)
     assert up.success and 1 < up.n_pulses <= 20
     assert abs(up.g_trace[-1] - 60e-6) <= 0.05 * 60e-6
     assert up.g_trace.size == up.n_pulses + 1 and up.kinds.count("set") >= 3
@@ -108,7 +108,7 @@ def test_write_verify_set_and_reset_reach_targets():
     np.testing.assert_allclose(g_nodal, up.g_trace[-1], rtol=1e-5)
     # the measured (cell) conductance is below the device's own: the transistor is in series
     assert up.g_trace[-1] < up.g_device[-1]
-    down = write_verify(tile(150e-6), 0, 0, 40e-6, tol=0.05, max_pulses=20, engine="nodal")
+    down = write_verify_cell(tile(150e-6), 0, 0, 40e-6, tol=0.05, max_pulses=20, engine="nodal")
     assert down.success and down.kinds[0] == "reset"
     assert abs(down.g_trace[-1] - 40e-6) <= 0.05 * 40e-6
 
@@ -116,10 +116,10 @@ def test_write_verify_set_and_reset_reach_targets():
 def test_write_verify_reports_failure_for_unreachable_target():
     spec = tile(20e-6, shape=(2, 2))
     g_max = spec.device_model.g_range[1]
-    res = write_verify(spec, 0, 0, 2 * g_max, tol=0.02, max_pulses=3, measure="device")
+    res = write_verify_cell(spec, 0, 0, 2 * g_max, tol=0.02, max_pulses=3, measure="device")
     assert not res.success and res.n_pulses == 3 and res.kinds == ["set"] * 3
     assert res.g_trace[-1] < 2 * g_max * 0.98
-    done = write_verify(spec, 0, 0, 20e-6, tol=0.05, measure="device")
+    done = write_verify_cell(spec, 0, 0, 20e-6, tol=0.05, measure="device")
     assert done.success and done.n_pulses == 0  # already within tolerance
 
 
@@ -154,7 +154,7 @@ def test_bad_write_verify_inputs():
                       ({"set_gate": 0.0}, "set_gate"), ({"engine": "spectre"}, "unknown engine")]:
         args = {"g_target": 30e-6, **kw}
         with pytest.raises(CircuitnnError, match=match):
-            write_verify(spec, 0, 0, **args)
+            write_verify_cell(spec, 0, 0, **args)
 
 
 def test_passive_tile_set_has_no_compliance():

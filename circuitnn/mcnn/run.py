@@ -28,14 +28,6 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz, write_text
 from circuitnn.mcnn.chip import Chip, conv_features
 from circuitnn.mcnn.energy import EnergyCounter, summarise
-from circuitnn.mcnn.hybrid import HybridConfig, plot_hybrid, train_fc
-from circuitnn.mcnn.program import (
-    ProgramConfig,
-    load_pulse_model,
-    plot_transfer,
-    scale_model,
-    write_verify,
-)
 from circuitnn.network import cnn, quantise
 from circuitnn.network.data import load_dataset
 from circuitnn.network.engines import ChipEngine, calibrate_activation_scales, check_engine
@@ -49,6 +41,14 @@ from circuitnn.network.mapping import (
 from circuitnn.reference import REF
 from circuitnn.tile import CIRCUIT_ENGINES
 from circuitnn.training import exsitu
+from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_fc
+from circuitnn.training.transfer import (
+    ProgramConfig,
+    load_pulse_model,
+    plot_transfer,
+    scale_model,
+    write_verify,
+)
 
 STAGES = ("data", "exsitu", "quantise", "mapping", "transfer", "eval_transfer", "hybrid",
           "eval_hybrid", "energy", "crosscheck", "report")

@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure, write_json
-from circuitnn.mcnn.program import ProgramConfig, scale_model, write_verify
 from circuitnn.network import cnn
 from circuitnn.network.engines import check_engine
 from circuitnn.network.mapping import map_weights, pe_conductances
 from circuitnn.tile import CIRCUIT_ENGINES
+from circuitnn.training.transfer import ProgramConfig, scale_model, write_verify
 
 # Defaults stay inside the shipped surrogate card (128 x 16, 0-3 ohm per segment, 4.95-40 uS)
 # except size 256, which needs a card of its own (`circuitnn surrogate fit --rows 256`; at 2 ohm

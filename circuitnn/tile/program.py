@@ -28,8 +28,10 @@ The pulse waveform: 0 V for `edge`, a linear rise over `edge`, `width` at full a
 linear fall over `edge`, and `edge` of rest (default 5 ns edges, 50 ns width: the identical
 50 ns SET/RESET pulse trains reported for the reference hardware, Yao et al., Nature 2020).
 
-Write-verify (`write_verify`): closed-loop programming of one cell, pulse then read back, as in
-the reference hardware: SET pulses while the read-back conductance is below the tolerance band
+Cell-level write-verify (`write_verify_cell`, the circuit-accurate special case of the
+array-level `circuitnn.training.transfer.write_verify`, which programs whole arrays through a
+fitted pulse-update law): closed-loop programming of one cell, pulse then read back, as in the
+reference hardware: SET pulses while the read-back conductance is below the tolerance band
 and RESET pulses while it is above; incremental step programming ramps the SET gate voltage
 (compliance) by `set_gate_step` and the RESET amplitude by `reset_step` on consecutive pulses of
 the same kind, and restarts both ramps when the direction changes. Each pulse is a full ngspice
@@ -47,6 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.reference import REF
 from circuitnn.spice import fmt, run_netlist
 from circuitnn.tile import netlist as tnl
 from circuitnn.tile.spec import V_MAX, TileSpec
@@ -209,8 +212,9 @@ def _tile_lines(pspec: TileSpec, s0: np.ndarray, dyn: np.ndarray) -> list[str]:
 
 def program_netlist(spec: TileSpec, row: int, col: int, *, kind: str = "set",
                     v_pulse: float | None = None, v_gate: float | None = None,
-                    width: float = 50e-9, edge: float = 5e-9, dt: float = 2e-9,
-                    inhibit: str = "half", states=None, dynamic: str = "cross") -> str:
+                    width: float = REF.hardware.program_pulse_s, edge: float = 5e-9,
+                    dt: float = 2e-9, inhibit: str = "half", states=None,
+                    dynamic: str = "cross") -> str:
     """Transient netlist of one SET or RESET pulse on cell (row, col) (scheme: module doc).
 
     The tile circuit is `circuitnn.tile.netlist.circuit_lines(spec)` with the sense sources
@@ -261,8 +265,9 @@ def program_netlist(spec: TileSpec, row: int, col: int, *, kind: str = "set",
 
 def program_pulse(spec: TileSpec, row: int, col: int, *, kind: str = "set",
                   v_pulse: float | None = None, v_gate: float | None = None,
-                  width: float = 50e-9, edge: float = 5e-9, dt: float = 2e-9,
-                  inhibit: str = "half", states=None, dynamic: str = "cross",
+                  width: float = REF.hardware.program_pulse_s, edge: float = 5e-9,
+                  dt: float = 2e-9, inhibit: str = "half", states=None,
+                  dynamic: str = "cross",
                   backend: str = "subprocess", timeout: float = 300) -> PulseResult:
     """Simulate one SET/RESET pulse on cell (row, col) in ngspice (scheme: module doc).
 
@@ -306,7 +311,7 @@ def program_pulse(spec: TileSpec, row: int, col: int, *, kind: str = "set",
 # --- write-verify -----------------------------------------------------------------------------
 @dataclass
 class WriteVerifyResult:
-    """Outcome of `write_verify`: success, pulses used, and the traces.
+    """Outcome of `write_verify_cell`: success, pulses used, and the traces.
 
     g_trace: (n_pulses + 1,) measured conductance before each pulse and after the last;
     g_device: the selected device's own read conductance at the same moments; kinds, v_pulses,
@@ -354,13 +359,14 @@ def measure_cell(spec: TileSpec, row: int, col: int, states=None, *, engine: str
     return float(cur[0, col] / spec.v_read)
 
 
-def write_verify(spec: TileSpec, row: int, col: int, g_target: float, *, tol: float = 0.05,
-                 max_pulses: int = 20, engine: str = "ngspice", measure: str = "read",
-                 states=None, v_set: float = 2.0, set_gate: float = 1.0,
-                 set_gate_step: float = 0.1, v_reset: float = 1.4, reset_step: float = 0.1,
-                 reset_gate: float = 3.5, width: float = 50e-9, edge: float = 5e-9,
-                 dt: float = 2e-9, inhibit: str = "half", dynamic: str = "cross",
-                 backend: str = "subprocess") -> WriteVerifyResult:
+def write_verify_cell(spec: TileSpec, row: int, col: int, g_target: float, *,
+                      tol: float = 0.05, max_pulses: int = 20, engine: str = "ngspice",
+                      measure: str = "read", states=None, v_set: float = 2.0,
+                      set_gate: float = 1.0, set_gate_step: float = 0.1, v_reset: float = 1.4,
+                      reset_step: float = 0.1, reset_gate: float = 3.5,
+                      width: float = REF.hardware.program_pulse_s, edge: float = 5e-9,
+                      dt: float = 2e-9, inhibit: str = "half", dynamic: str = "cross",
+                      backend: str = "subprocess") -> WriteVerifyResult:
     """Closed-loop programming of cell (row, col) to `g_target` siemens (module doc).
 
     Stops when |G - g_target| <= tol * g_target (success) or after `max_pulses` pulses.

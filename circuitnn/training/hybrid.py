@@ -22,11 +22,11 @@ import numpy as np
 
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.errors import CircuitnnError
-from circuitnn.mcnn.program import update_pulses
 from circuitnn.network import cnn
 from circuitnn.network.engines import ChipEngine
 from circuitnn.network.mapping import Mapping
 from circuitnn.reference import REF
+from circuitnn.training.transfer import update_pulses
 
 
 @dataclass

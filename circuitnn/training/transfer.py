@@ -1,5 +1,8 @@
 """Weight transfer: closed-loop write-verify programming of every cell with the pulse-update model.
 
+This is the one array-level write-verify; `circuitnn.tile.program.write_verify_cell` is the
+circuit-level version of one cell (each pulse an ngspice transient of the tile).
+
 Device model: a fitted `pulse-update` card (default `device_models/taox-pulse.json`, the TaOx
 ramps of CrossSim read at 0.1 V; when that file is missing the same fit is made in memory from
 the measured data). The TaOx window (about 1.6-2.5 mS at 0.1 V) does not match the array's
