@@ -3,13 +3,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup ngspice lint bench
+.PHONY: demo test figures setup ngspice lint bench
 
 demo: setup
 	$(VENV)/bin/circuitnn demo
 
 test: setup
 	$(PY) -m pytest -q
+
+# refresh the curated figures in figures/ from a demo run (the only command that writes there)
+figures: setup
+	$(VENV)/bin/circuitnn demo --figures-dir figures
 
 setup: ngspice $(VENV)/.installed
 

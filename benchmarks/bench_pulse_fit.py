@@ -1,7 +1,8 @@
 """Benchmark: fit the pulse-update model to both real pulse datasets; print time and quality.
 
 Run from the repository root: `.venv/bin/python benchmarks/bench_pulse_fit.py [--write]`.
-With --write it also (re)writes device_models/<name>.json and figures/pulse_fit_<dataset>.png.
+With --write it also writes runs/fit-pulse/<name>.json and pulse_fit_<dataset>.png (copy them
+into device_models/ and figures/ to ship them).
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from circuitnn.periphery import (
 from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec
 
+pytestmark = pytest.mark.ngspice
+
 RNG = np.random.default_rng(7)
 G_CARD = RNG.uniform(10e-6, 100e-6, (4, 4))
 X = RNG.integers(0, 256, (3, 4))

@@ -14,6 +14,8 @@ from circuitnn.cli import main
 from circuitnn.datasets import dataset_path
 from circuitnn.devices import Device, ModelCard
 
+pytestmark = pytest.mark.measured
+
 REPO = Path(__file__).resolve().parents[1]
 KNOWM_1K = dataset_path("knowm-wsdc-iv") / "5k_0.8V_1000Hz_M1" / "memristor.csv"
 BIPOLAR = dataset_path("bipolar-loop") / "bipolar_loop.txt"

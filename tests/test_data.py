@@ -27,6 +27,8 @@ from circuitnn.fitting.data import (
     sweep_from_args,
 )
 
+pytestmark = pytest.mark.measured
+
 KNOWM = Path(__file__).resolve().parents[1].parent / "shared" / "measured" / "knowm-wsdc-iv"
 
 

@@ -7,6 +7,8 @@ from circuitnn.devices import Device, ModelCard, builtin_card, load_device
 from circuitnn.devices.subckt import simulate_ngspice, subckt
 from circuitnn.errors import CircuitnnError
 
+pytestmark = pytest.mark.ngspice
+
 
 def nrmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - b) ** 2)) / np.ptp(b))

@@ -20,6 +20,8 @@ from circuitnn.fitting.iv import (
     nrmse,
 )
 
+pytestmark = pytest.mark.measured
+
 # Good starting points found by the full search (benchmarks/bench_fit_iv.py); the tests refine
 # from them with a few lmfit steps instead of repeating the global search.
 KNOWM_M1_YAKOPCIC = {

@@ -14,13 +14,15 @@ from circuitnn.mcnn.chip import circuit_column_read
 from circuitnn.network.data import load_dataset
 from circuitnn.training.transfer import ProgramConfig, load_pulse_model, scale_model, write_verify
 
+pytestmark = pytest.mark.ngspice
+
 QUICK = ["mcnn", "run", "--quick", "--engine", "quantised", "--n-check", "0"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("mcnn")
-    main(QUICK + ["--out", str(out), "--figures-dir", str(out / "figs")])
+    main(QUICK + ["--out", str(out)])
     return out
 
 
@@ -42,7 +44,7 @@ def test_quick_run_report(run_dir):
     assert 100 < rep["energy"]["gops_per_w"] < 1e6
     assert len(rep["hybrid_training"]["batch_accuracy_single"]) == 30
     for name in ("report.md", "transfer_error_hist.png", "transfer_pulse_hist.png",
-                 "hybrid_accuracy.png", "chip.npz", "figs/mcnn_hybrid_accuracy.png"):
+                 "hybrid_accuracy.png", "chip.npz"):
         assert (run_dir / name).is_file(), name
     md = (run_dir / "report.md").read_text()
     assert "95.07%" in md and "96.19%" in md and "93.86%" in md
@@ -51,7 +53,7 @@ def test_quick_run_report(run_dir):
 def test_resume_recomputes_only_deleted_stage(run_dir, capsys):
     (run_dir / "stages" / "energy.json").unlink()
     capsys.readouterr()
-    main(QUICK + ["--out", str(run_dir), "--figures-dir", str(run_dir / "figs")])
+    main(QUICK + ["--out", str(run_dir)])
     out = capsys.readouterr().out
     assert "stages computed: energy" in out and "exsitu" not in out.split("computed:")[1]
 
@@ -167,7 +169,7 @@ def cnn_predict(chip, engine, x):
 
 def test_ngspice_crosscheck(run_dir, capsys):
     capsys.readouterr()
-    main(QUICK[:-1] + ["2", "--out", str(run_dir), "--figures-dir", str(run_dir / "figs")])
+    main(QUICK[:-1] + ["2", "--out", str(run_dir)])
     assert "stages computed: crosscheck, report" in capsys.readouterr().out
     cc = json.loads((run_dir / "report.json").read_text())["crosscheck_ngspice"]
     assert cc["status"] == "done" and cc["images"] == 2 and cc["class_decisions_agree"]

@@ -16,6 +16,8 @@ from circuitnn.fitting.pulse import (
     step_spread,
 )
 
+pytestmark = pytest.mark.measured
+
 
 @pytest.fixture(scope="module")
 def taox_fit():

@@ -25,6 +25,8 @@ from circuitnn.spice import (
     with_options,
 )
 
+pytestmark = pytest.mark.ngspice
+
 pytestmark = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 
 BACKENDS = ["subprocess", "shared"]

@@ -17,6 +17,8 @@ from circuitnn.surrogate.validate import TARGETS, validate
 from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec
 
+pytestmark = pytest.mark.ngspice
+
 SHIPPED = DEVICE_MODELS_DIR / "surrogate-stanford-pku-hfox-128x16.json"
 
 

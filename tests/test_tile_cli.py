@@ -12,6 +12,8 @@ from circuitnn.io import load_npz
 from circuitnn.spice import ngspice_available
 from circuitnn.tile import TileSpec, read
 
+pytestmark = pytest.mark.ngspice
+
 pytestmark = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 
 

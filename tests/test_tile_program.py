@@ -15,6 +15,8 @@ from circuitnn.tile.program import (
 )
 from circuitnn.tile.spec import TileSpec
 
+pytestmark = [pytest.mark.ngspice, pytest.mark.measured]
+
 CARD = builtin_card()
 
 

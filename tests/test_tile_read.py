@@ -15,6 +15,8 @@ from circuitnn.spice import ngspice_available, read_raw
 from circuitnn.tile import ENGINES, TIA, TileSpec, read
 from circuitnn.tile.netlist import output_vectors, read_netlist
 
+pytestmark = pytest.mark.ngspice
+
 pytestmark = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 ROOT = Path(__file__).resolve().parents[1]
 CARD = builtin_card()

@@ -172,9 +172,9 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Folder of the dataset (default: the registered measured-data folder).")
 @click.option("--out", default=None,
-              help="Card path (default device_models/<taox-pulse|gong-pulse>.json).")
+              help="Card path (default runs/fit-pulse/<taox-pulse|gong-pulse>.json).")
 @click.option("--figure", default=None,
-              help="Figure path (default figures/pulse_fit_<dataset>.png).")
+              help="Figure path (default runs/fit-pulse/pulse_fit_<dataset>.png).")
 @click.option("--n-sim", type=click.IntRange(1, 10000), default=20, show_default=True,
               help="Noisy simulations used to check the noise model.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")

@@ -672,16 +672,16 @@ def fit_pulse_cli_main(dataset: str, data_dir: str | Path | None = None,
                        n_sim: int = 20, seed: int = 0) -> PulseFit:
     """What `circuitnn fit-pulse` does: load, fit, write the card and figure; returns the fit.
 
-    `card_out` defaults to device_models/<short>-pulse.json, `figure` to
-    figures/pulse_fit_<dataset>.png (both relative to the working folder); pass "" to skip.
+    `card_out` defaults to runs/fit-pulse/<short>.json, `figure` to
+    runs/fit-pulse/pulse_fit_<dataset>.png (both relative to the working folder); "" skips.
     """
     data = load_pulse_dataset(dataset, data_dir)
     fit = fit_pulse(data, n_sim=n_sim, seed=seed)
     short = {"taox-pulse": "taox-pulse", "reram-pulse-gong": "gong-pulse"}[dataset]
     if card_out is None:
-        card_out = Path("device_models") / f"{short}.json"
+        card_out = Path("runs") / "fit-pulse" / f"{short}.json"
     if figure is None:
-        figure = Path("figures") / f"pulse_fit_{dataset}.png"
+        figure = Path("runs") / "fit-pulse" / f"pulse_fit_{dataset}.png"
     if card_out != "":
         fit.card.save(card_out)
     if figure != "":

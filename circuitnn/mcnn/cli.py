@@ -69,14 +69,12 @@ def mcnn() -> None:
               help="Test images in the ngspice cross-check (0 = skip).")
 @click.option("--tile-options", default=None,
               help="JSON object of extra TileSpec fields for the circuit engines.")
-@click.option("--figures-dir", default=None, type=click.Path(file_okay=False),
-              help="Also copy the main figures into this folder (default: none).")
 @click.option("--quick", is_flag=True, help="Small, fast settings (tests, smoke runs).")
 def run(out: str, seed: int, device: str | None, engine: str, epochs: int,
         mnist_dir: str | None, n_test: int, g_min: float, g_max: float, tolerance: float,
         max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
         hybrid_batches: int, hybrid_lr: float, threshold: float, n_check: int,
-        tile_options: str | None, figures_dir: str | None, quick: bool) -> None:
+        tile_options: str | None, quick: bool) -> None:
     """Run the whole chain into --out (resuming finished stages) and write the report."""
     from circuitnn.mcnn.run import RunConfig, run_chain
 
@@ -86,7 +84,7 @@ def run(out: str, seed: int, device: str | None, engine: str, epochs: int,
               g_min=g_min * 1e-6, g_max=g_max * 1e-6, tolerance=tolerance * 1e-6,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
-              tile_options=_tile_options(tile_options), figures_dir=figures_dir)
+              tile_options=_tile_options(tile_options))
     defaults = {"epochs": (epochs, 30), "hybrid_batches": (hybrid_batches, REF.hybrid.batches),
                 "n_check": (n_check, 20), "max_pulses": (max_pulses, REF.choices.max_pulses)}
     if quick:

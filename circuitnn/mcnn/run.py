@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +81,6 @@ class RunConfig:
     n_check: int = 20
     n_check_patches: int = 2  # convolution patches per image in the ngspice cross-check
     tile_options: dict[str, Any] = field(default_factory=dict)
-    figures_dir: str | None = None  # copies of the main figures (None = none)
 
     def check(self) -> None:
         """Raise CircuitnnError for options that cannot work."""
@@ -507,22 +504,7 @@ class Chain:
         report = build_report(self)
         write_json(self.out / "report.json", report)
         write_report_md(report, self.out / "report.md")
-        self._copy_figures()
         return report
-
-    def _copy_figures(self) -> None:
-        target = self.cfg.figures_dir
-        if not target:
-            return
-        dest = Path(target)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("transfer_error_hist.png", "transfer_pulse_hist.png",
-                     "hybrid_accuracy.png"):
-            src = self.out / name
-            if src.is_file():
-                tmp = dest / f".{name}.tmp"
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dest / f"mcnn_{name}")
 
 
 def run_chain(cfg: RunConfig, out: str | os.PathLike, progress: bool = True,
@@ -532,5 +514,3 @@ def run_chain(cfg: RunConfig, out: str | os.PathLike, progress: bool = True,
     chain.run(until)
     return chain
 
-
-Callback = Callable[[int], Any]

@@ -124,8 +124,6 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     res = {"engine": engine, "n_images": len(y), "run_dir": str(run_dir), "axes": results,
            "figure": str(fig_path)}
     write_json(out / "sweep.json", res)
-    if cfg.figures_dir:
-        _plot(results, Path(cfg.figures_dir) / "mcnn_accuracy_sweep.png", engine, len(y))
     return res
 
 

@@ -1,6 +1,6 @@
 """Tile figures: the wire convention and the IR-drop pattern of a 128 x 16 tile (nodal solver).
 
-Run: .venv/bin/python -m circuitnn.tile.figures  (writes into figures/)
+`circuitnn demo` draws them into its output folder (`make figures` refreshes figures/).
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ from circuitnn.io import save_figure  # noqa: E402
 from circuitnn.tile import TileSpec  # noqa: E402
 from circuitnn.tile.nodal import NodalSolver  # noqa: E402
 
-FIG = Path(__file__).resolve().parents[2] / "figures"
 
-
-def wire_convention(path: str | Path = FIG / "tile_wire_convention.png") -> Path:
+def wire_convention(path: str | Path) -> Path:
     """Draw the row/column wire convention of a tile."""
     rows, cols = 3, 3
     fig, ax = plt.subplots(figsize=(7.5, 6))
@@ -64,7 +62,7 @@ def wire_convention(path: str | Path = FIG / "tile_wire_convention.png") -> Path
     return save_figure(fig, path)
 
 
-def ir_drop(path: str | Path = FIG / "ir_drop_128x16.png") -> dict[str, float]:
+def ir_drop(path: str | Path) -> dict[str, float]:
     """Draw the IR-drop pattern of the default 128 x 16 tile; returns its summary numbers."""
     g = np.random.default_rng(2020).uniform(5e-6, 20e-6, (128, 16))
     spec = TileSpec(g, device=builtin_card())
@@ -99,8 +97,3 @@ def ir_drop(path: str | Path = FIG / "ir_drop_128x16.png") -> dict[str, float]:
             "column_error_max_pct": 100 * float(err.max()),
             "cell_deficit_min_mV": 1e3 * float(deficit.min()),
             "cell_deficit_max_mV": 1e3 * float(deficit.max())}
-
-
-if __name__ == "__main__":
-    wire_convention()
-    print(ir_drop())

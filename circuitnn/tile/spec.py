@@ -83,11 +83,6 @@ class Transistor:
         """KP W / L (A/V^2)."""
         return self.kp * self.w / self.l
 
-    def r_on(self, v_gs: float) -> float:
-        """Small-signal on-resistance at V_DS = 0 (ohm); inf when off."""
-        vov = v_gs - self.vto
-        return math.inf if vov <= 0 else 1.0 / (self.beta * vov)
-
 
 @dataclass(frozen=True)
 class TIA:
