@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -27,6 +29,19 @@ def square_task(x: float, calls_dir: str, fail: bool = False) -> dict[str, np.nd
     if fail:
         raise ValueError(f"task {x:g} failed on purpose")
     return {"y": np.array([x, x * x]), "pid": np.array(os.getpid())}
+
+
+def crashing_task(x: float, calls_dir: str, out_dir: str) -> dict[str, np.ndarray]:
+    """Task x = 3 waits until x0..x2 are saved, then kills its own worker process (once)."""
+    marker = Path(calls_dir, "crashed")
+    if x == 3 and not marker.exists():
+        for _ in range(600):
+            if all(Path(out_dir, f"x{i}.npz").exists() for i in range(3)):
+                break
+            time.sleep(0.05)
+        marker.write_text("")
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-run
+    return {"y": np.array([x, x * x])}
 
 
 def _tasks(xs, calls_dir, fail=()):
@@ -198,3 +213,21 @@ def test_bad_monte_carlo_inputs(tmp_path):
         monte_carlo_read(MC_SPEC, np.zeros((2, 5)), 1, out_dir=tmp_path)
     with pytest.raises(CircuitnnError, match="spec must be"):
         sample_tiles("tile", 1)
+
+
+def test_killed_worker_loses_no_finished_result(tmp_path):
+    calls, out = tmp_path / "calls", tmp_path / "out"
+    calls.mkdir()
+    tasks = [(f"x{i}", {"x": float(i), "calls_dir": str(calls), "out_dir": str(out)})
+             for i in range(4)]
+    try:  # Dask may reschedule the killed task on a restarted worker, or give up on it
+        run_sweep(tasks, crashing_task, out_dir=out, n_workers=2, progress=False)
+    except CircuitnnError as exc:
+        assert "x3" in str(exc)
+    assert (calls / "crashed").exists()  # a worker really died mid-run
+    saved = {p.stem: load_npz(p)["y"] for p in out.glob("*.npz")}
+    assert {"x0", "x1", "x2"} <= set(saved)  # what finished before the crash was kept
+    again = run_sweep(tasks, crashing_task, out_dir=out, n_workers=1, progress=False)
+    assert set(again.loaded) >= {"x0", "x1", "x2"} and set(again.computed) <= {"x3"}
+    for i in range(4):
+        np.testing.assert_array_equal(again[f"x{i}"]["y"], [i, i * i])

@@ -42,6 +42,7 @@ SENSES = ("ideal", "tia")
 V_MAX = 5.0  # V: largest input magnitude accepted by any read
 DEFAULT_V_READ = REF.hardware.v_read  # V: used for ohmic cells (the reference read voltage)
 MAX_CELLS = 1 << 20
+R_MIN, R_MAX = 1e-6, 1e9  # ohm: non-zero wire and driver resistances outside this are refused
 
 
 def _positive(x: float, what: str, allow_zero: bool = False) -> float:
@@ -159,8 +160,12 @@ class TileSpec:
         if not isinstance(self.tia, TIA):
             raise CircuitnnError("tia must be a TIA")
         for name in ("r_row", "r_col", "r_wl", "r_driver"):
-            _positive(getattr(self, name), name, allow_zero=True)
-        _positive(self.gmin, "gmin", allow_zero=True)
+            r = _positive(getattr(self, name), name, allow_zero=True)
+            if r != 0 and not R_MIN <= r <= R_MAX:
+                raise CircuitnnError(f"{name} must be 0 (ideal wire) or in [{R_MIN:g}, "
+                                     f"{R_MAX:g}] ohm, got {r!r}")
+        if _positive(self.gmin, "gmin", allow_zero=True) > 1e-6:
+            raise CircuitnnError(f"gmin must be at most 1e-6 S (a junction leak), got {self.gmin}")
         v_gate = _finite(self.v_gate, "v_gate")
         if abs(v_gate) > V_MAX:
             raise CircuitnnError(f"v_gate must be within +-{V_MAX} V, got {v_gate}")
