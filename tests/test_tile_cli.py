@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 
 from circuitnn.io import load_npz
-from circuitnn.spice import ngspice_available
 from circuitnn.tile import TileSpec, read
 
 pytestmark = pytest.mark.ngspice
-
-pytestmark = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -50,14 +47,16 @@ def test_netlist_writes_runnable_file(files):
     assert proc.returncode == 0
 
 
-@pytest.mark.parametrize("engine", ["ngspice", "nodal"])
-def test_simulate_npz_and_csv(files, engine):
+@pytest.mark.parametrize("engine, backend", [("ngspice", "subprocess"), ("ngspice", "shared"),
+                                             ("nodal", "subprocess")])
+def test_simulate_npz_and_csv(files, engine, backend):
     tmp, g, v = files
     card = tmp / "card.json"
     from circuitnn.devices import builtin_card
     builtin_card().save(card)
     out = run("simulate", "--conductance", str(tmp / "g.csv"), "--inputs", str(tmp / "v.csv"),
-              "--card", str(card), "--engine", engine, "--out", str(tmp / "r.npz"))
+              "--card", str(card), "--engine", engine, "--backend", backend,
+              "--out", str(tmp / "r.npz"))
     assert out.returncode == 0, out.stderr
     res = load_npz(tmp / "r.npz")
     expect = read(TileSpec(g, device=builtin_card()), v, engine="nodal")

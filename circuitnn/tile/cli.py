@@ -95,11 +95,15 @@ def netlist(conductance, card, cell, r_row, r_col, inputs, out) -> None:
 @_apply(_common)
 @click.option("--inputs", required=True, type=click.Path(dir_okay=False),
               help="(batch, rows) input volts (.npy or .csv).")
-@click.option("--engine", type=click.Choice(["ngspice", "nodal"]), default="ngspice",
-              show_default=True, help="Read engine.")
+@click.option("--engine", type=click.Choice(["ngspice", "nodal", "surrogate", "ideal"]),
+              default="ngspice", show_default=True, help="Read engine.")
+@click.option("--backend", type=click.Choice(["subprocess", "shared"]), default="subprocess",
+              show_default=True,
+              help="How ngspice runs: the `ngspice -b` executable, or libngspice in a worker "
+                   "process through PySpice's shared mode (engine ngspice only).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Result: .npz (arrays I, V) or .csv (one row of column currents per vector).")
-def simulate(conductance, card, cell, r_row, r_col, inputs, engine, out) -> None:
+def simulate(conductance, card, cell, r_row, r_col, inputs, engine, backend, out) -> None:
     """Read a tile: column currents (A) for each input vector, written to OUT."""
     from tqdm import tqdm
 
@@ -109,10 +113,13 @@ def simulate(conductance, card, cell, r_row, r_col, inputs, engine, out) -> None
     suffix = Path(out).suffix.lower()
     if suffix not in (".npz", ".csv"):
         raise CircuitnnError(f"{out}: output must end in .npz or .csv")
+    if backend != "subprocess" and engine != "ngspice":
+        raise CircuitnnError(f"--backend {backend} applies to --engine ngspice only")
     spec = _spec(conductance, card, cell, r_row, r_col)
     v = _inputs(inputs, spec)
     with tqdm(total=1, desc=f"{engine} read", unit="run", disable=None) as bar:
-        current = read(spec, v, engine=engine)
+        options = {"backend": backend} if engine == "ngspice" else {}
+        current = read(spec, v, engine=engine, **options)
         bar.update(1)
     if suffix == ".npz":
         write_npz(out, I=current, V=v)
