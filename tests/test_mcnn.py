@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from circuitnn.cli import main
+from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.mcnn import Chip
 from circuitnn.mcnn.chip import circuit_column_read
-from circuitnn.mcnn.program import ProgramConfig, load_pulse_model, scale_model, write_verify
+from circuitnn.mcnn.program import ProgramConfig, load_pulse_model, write_verify
 from circuitnn.network.data import load_dataset
 
 QUICK = ["mcnn", "run", "--quick", "--engine", "quantised", "--n-check", "0"]

@@ -48,6 +48,7 @@ from the card's statistics (normal, with the standard deviations on the card).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -407,3 +408,27 @@ class PulseModel:
         scale_p = np.maximum(1.0 + self.d2d["scale_p_std"] * rng.standard_normal(shape), 0.05)
         scale_d = np.maximum(1.0 + self.d2d["scale_d_std"] * rng.standard_normal(shape), 0.05)
         return {"g_min": g_min, "g_max": g_max, "scale_p": scale_p, "scale_d": scale_d}
+
+
+def scale_model(model: PulseModel, g_min: float, g_max: float,
+                variation_scale: float = 1.0) -> PulseModel:
+    """The pulse model mapped linearly by relative position onto the window [g_min, g_max] (S).
+
+    A state at fraction u of the card's window becomes g_min + u (g_max - g_min). Pulse counts
+    (pmax), nonlinearities (nu, or the spline knots, which are per window) are unchanged; every
+    conductance-valued noise term (additive update noise, level noise, device-to-device
+    g_min/g_max spread) is multiplied by the span ratio k = (g_max - g_min) / (card span);
+    relative step-scale spreads are unchanged. All device-to-device spreads are also
+    multiplied by `variation_scale`.
+    """
+    if not 0 <= g_min < g_max:
+        raise CircuitnnError(f"conductance window needs 0 <= g_min < g_max, got {g_min}, {g_max}")
+    k = (g_max - g_min) / (model.g_max - model.g_min)
+    d2d = dict(model.d2d)
+    d2d["g_min_std"] *= k * variation_scale
+    d2d["g_max_std"] *= k * variation_scale
+    d2d["scale_p_std"] *= variation_scale
+    d2d["scale_d_std"] *= variation_scale
+    return dataclasses.replace(
+        model, g_min=g_min, g_max=g_max, sigma_add_p=model.sigma_add_p * k,
+        sigma_add_d=model.sigma_add_d * k, sigma_level=model.sigma_level * k, d2d=d2d, unit="S")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz, write_text
 from circuitnn.mcnn.chip import CIRCUIT_ENGINES, Chip, check_engine, conv_features
@@ -33,7 +34,6 @@ from circuitnn.mcnn.program import (
     ProgramConfig,
     load_pulse_model,
     plot_transfer,
-    scale_model,
     write_verify,
 )
 from circuitnn.network import cnn

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure, write_json
 from circuitnn.mcnn.chip import CIRCUIT_ENGINES, check_engine
-from circuitnn.mcnn.program import ProgramConfig, scale_model, write_verify
+from circuitnn.mcnn.program import ProgramConfig, write_verify
 from circuitnn.network import cnn
 from circuitnn.network.mapping import map_weights, pe_conductances
 
