@@ -89,6 +89,20 @@ class OperatingPoint:
                                  f"{self.v_read:g} V ({self.window_rule})")
         return self.window
 
+    @classmethod
+    def from_json(cls, model: str, obj: dict[str, Any]) -> OperatingPoint:
+        """Back from `to_json` (a card's `operating` record)."""
+        def num(x: float | None) -> float:
+            return math.inf if x is None else float(x)
+
+        thr = obj["thresholds_V"]
+        window = obj["window_S"]
+        return cls(model, float(obj["v_read"]), str(obj["v_read_rule"]),
+                   (num(thr["positive"]), num(thr["negative"])),
+                   (float(obj["g_range_S"][0]), float(obj["g_range_S"][1])),
+                   None if window is None else (float(window[0]), float(window[1])),
+                   str(obj["window_rule"]), dict(obj["read_disturb"]))
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (inf as null)."""
         def num(x: float) -> float | None:
@@ -300,6 +314,18 @@ def parameters_hash(card: ModelCard) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _trusted(card: ModelCard) -> bool:
+    """True when the card's `operating` record is whole and made for its current parameters."""
+    rec = card.operating
+    if rec.get("parameters_sha256") != parameters_hash(card):
+        return False
+    try:
+        op = OperatingPoint.from_json(card.model, rec)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return False
+    return op.v_read == card.values().get("v_read")
+
+
 def with_operating_point(card: ModelCard, where: str = "card", fresh: bool = False
                          ) -> ModelCard:
     """The card with a safe v_read and its `operating` record.
@@ -309,7 +335,7 @@ def with_operating_point(card: ModelCard, where: str = "card", fresh: bool = Fal
     written into a copy: v_read (parameter) and the record with how it was chosen. `fresh`: a
     new fit, whose v_read starts from the reference's rather than the card's.
     """
-    if not fresh and card.operating.get("parameters_sha256") == parameters_hash(card):
+    if not fresh and _trusted(card):
         return card
     op = operating_point(card, where=where, fresh=fresh)
     params = dict(card.parameters)
