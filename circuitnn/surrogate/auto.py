@@ -177,7 +177,7 @@ def surrogate_for(card: ModelCard, rows: int, cols: int,
                 f"automatic surrogate for {card_name} ({rows}x{cols}, r {r_lo:g}-{r_hi:g} ohm, "
                 f"G {g_lo * 1e6:.4g}-{g_hi * 1e6:.4g} uS) fails validation against ngspice: RMS "
                 f"error {val['rms_error']:.2%} of the RMS current > {MAX_RMS_ERROR:.0%}; read "
-                "with engine 'nodal' or narrow the wire range or window")
+                "this tile with engine 'nodal' or 'ngspice'")
         sc.fit["validation"] = val
         sc.provenance["automatic"] = {"cache_key": key, "identity": identity}
         sc.save(path)
