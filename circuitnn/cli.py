@@ -15,6 +15,7 @@ COMMANDS = {
     "fit": "circuitnn.fitting.cli:fit",
     "fit-pulse": "circuitnn.fitting.cli:fit_pulse",
     "demo": "circuitnn.demo:demo",
+    "device": "circuitnn.devices.cli:device",
     "netlist": "circuitnn.tile.cli:netlist",
     "simulate": "circuitnn.tile.cli:simulate",
     "surrogate": "circuitnn.surrogate.cli:surrogate",

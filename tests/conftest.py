@@ -1,10 +1,26 @@
-"""Shared test set-up: tests that need ngspice or the shared measured data carry the markers
-`ngspice` / `measured` and skip, with the reason, where that is absent (CI has both)."""
+"""Test-wide set-up: a private user cache, so no test reads or fills the real one; tests that
+need ngspice or the shared measured data carry the markers `ngspice` / `measured` and skip, with
+the reason, where that is absent (CI has both)."""
+
+from __future__ import annotations
+
+import os
 
 import pytest
 
 from circuitnn.errors import CircuitnnError
 from circuitnn.spice.runner import ngspice_available
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    old = os.environ.get("CIRCUITNN_CACHE")
+    os.environ["CIRCUITNN_CACHE"] = str(tmp_path_factory.mktemp("circuitnn-cache"))
+    yield
+    if old is None:
+        del os.environ["CIRCUITNN_CACHE"]
+    else:
+        os.environ["CIRCUITNN_CACHE"] = old
 
 
 def _measured_missing() -> str | None:

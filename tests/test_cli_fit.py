@@ -59,6 +59,10 @@ def test_quick_form_json_card_and_figure(tmp_path, start_card, capsys) -> None:
     assert card.model == "vteam" and card.values()["polarity"] == -1.0
     assert card.fit["nrmse"] == pytest.approx(obj["nrmse"])
     assert card.provenance["data"][0]["public_source"]["dataset"] == "bipolar-loop"
+    # the card carries its safe read voltage and how it was chosen (circuitnn.devices.operating)
+    op = card.operating
+    assert op["v_read"] == card.values()["v_read"] <= 0.5 * min(op["thresholds_V"].values())
+    assert "reference's 0.2 V" in op["v_read_rule"] and op["read_disturb"]["passes"]
     assert fig_path.read_bytes()[:4] == b"\x89PNG"
 
 

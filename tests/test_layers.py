@@ -7,7 +7,7 @@ PKG = Path(__file__).resolve().parents[1] / "circuitnn"
 
 # lowest first; a module may import its own layer and any lower one
 LAYERS = [
-    {"errors", "io", "reference", "datasets"},
+    {"errors", "io", "reference", "datasets", "cache"},
     {"spice"},
     {"devices"},
     {"tile"},

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from circuitnn.cli import main
+from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.mcnn import Chip
 from circuitnn.mcnn.chip import circuit_column_read
 from circuitnn.network.data import load_dataset
-from circuitnn.training.transfer import ProgramConfig, load_pulse_model, scale_model, write_verify
+from circuitnn.training.transfer import ProgramConfig, load_pulse_model, write_verify
 
 pytestmark = pytest.mark.ngspice
 

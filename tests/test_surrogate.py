@@ -26,7 +26,7 @@ SHIPPED = DEVICE_MODELS_DIR / "surrogate-stanford-pku-hfox-128x16.json"
 def small_card(tmp_path_factory):
     """A surrogate calibrated in the test for 16 x 8 tiles (nodal data on Dask)."""
     work = tmp_path_factory.mktemp("sur")
-    tiles = TileSet(rows=16, cols=8, r_range=(0.0, 3.0), n_vectors=24)
+    tiles = TileSet(rows=16, cols=8, r_range=(0.0, 3.0), g_range=(5e-6, 25e-6), n_vectors=24)
     card = calibrate(tiles, work / "surrogate-test-16x8.json", work / "data", n_tiles=4,
                      n_check=0, seed=3, progress=False)
     return card, tiles, work

@@ -16,7 +16,8 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_json
 
 SCHEMA = "circuitnn.card/1"
-_TOP_KEYS = {"schema", "model", "parameters", "provenance", "fit", "variation", "notes"}
+_TOP_KEYS = {"schema", "model", "parameters", "provenance", "fit", "variation", "operating",
+             "notes"}
 
 
 @dataclass
@@ -47,6 +48,8 @@ class ModelCard:
     fit: dict[str, Any] = field(default_factory=dict)
     variation: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    #: how the read voltage and window were chosen (`circuitnn.devices.operating`); I-V cards
+    operating: dict[str, Any] = field(default_factory=dict)
 
     def values(self) -> dict[str, float]:
         """Parameter name -> value (SI units as given on the card)."""
@@ -61,6 +64,8 @@ class ModelCard:
             "fit": self.fit,
             "variation": self.variation,
         }
+        if self.operating:
+            out["operating"] = self.operating
         if self.notes:
             out["notes"] = self.notes
         return out
@@ -101,11 +106,12 @@ class ModelCard:
             params[name] = Parameter(float(value), str(p.get("unit", "")),
                                      None if stderr is None else float(stderr),
                                      str(p.get("description", "")))
-        for key in ("provenance", "fit", "variation"):
+        for key in ("provenance", "fit", "variation", "operating"):
             if not isinstance(obj.get(key, {}), dict):
                 raise CircuitnnError(f"{where}: '{key}' must be an object")
         return cls(model, params, dict(obj.get("provenance", {})), dict(obj.get("fit", {})),
-                   dict(obj.get("variation", {})), str(obj.get("notes", "")))
+                   dict(obj.get("variation", {})), str(obj.get("notes", "")),
+                   dict(obj.get("operating", {})))
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:

@@ -48,6 +48,7 @@ from the card's statistics (normal, with the standard deviations on the card).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -407,3 +408,81 @@ class PulseModel:
         scale_p = np.maximum(1.0 + self.d2d["scale_p_std"] * rng.standard_normal(shape), 0.05)
         scale_d = np.maximum(1.0 + self.d2d["scale_d_std"] * rng.standard_normal(shape), 0.05)
         return {"g_min": g_min, "g_max": g_max, "scale_p": scale_p, "scale_d": scale_d}
+
+
+def scale_model(model: PulseModel, g_min: float, g_max: float,
+                variation_scale: float = 1.0) -> PulseModel:
+    """The pulse model mapped linearly by relative position onto the window [g_min, g_max] (S).
+
+    A state at fraction u of the card's window becomes g_min + u (g_max - g_min). Pulse counts
+    (pmax), nonlinearities (nu, or the spline knots, which are per window) are unchanged; every
+    conductance-valued noise term (additive update noise, level noise, device-to-device
+    g_min/g_max spread) is multiplied by the span ratio k = (g_max - g_min) / (card span);
+    relative step-scale spreads are unchanged. All device-to-device spreads are also
+    multiplied by `variation_scale`.
+    """
+    if not 0 <= g_min < g_max:
+        raise CircuitnnError(f"conductance window needs 0 <= g_min < g_max, got {g_min}, {g_max}")
+    k = (g_max - g_min) / (model.g_max - model.g_min)
+    d2d = dict(model.d2d)
+    d2d["g_min_std"] *= k * variation_scale
+    d2d["g_max_std"] *= k * variation_scale
+    d2d["scale_p_std"] *= variation_scale
+    d2d["scale_d_std"] *= variation_scale
+    return dataclasses.replace(
+        model, g_min=g_min, g_max=g_max, sigma_add_p=model.sigma_add_p * k,
+        sigma_add_d=model.sigma_add_d * k, sigma_level=model.sigma_level * k, d2d=d2d, unit="S")
+
+
+TRAVERSE_TOLERANCE = 0.01  # a ramp has traversed the window within this fraction of its span
+MAX_RAMP_PULSES = 1_000_000
+
+
+def _traverse(model: PulseModel, sign: int) -> tuple[int | None, float | None]:
+    """(pulses from one bound to within TRAVERSE_TOLERANCE of the other, or None if not within
+    MAX_RAMP_PULSES; largest deviation of the normalised mean ramp from a straight line)."""
+    span = model.g_max - model.g_min
+    start, far = (model.g_min, model.g_max) if sign > 0 else (model.g_max, model.g_min)
+    path, chunk = [np.array([start])], 256
+    done = 0
+    while done < MAX_RAMP_PULSES:
+        r = model.ramp(path[-1][-1], chunk, sign)[1:]
+        path.append(r)
+        done += chunk
+        if abs(far - r[-1]) <= TRAVERSE_TOLERANCE * span:
+            break
+        chunk *= 2
+    g = np.concatenate(path)
+    reached = np.nonzero(np.abs(far - g) <= TRAVERSE_TOLERANCE * span)[0]
+    if reached.size == 0:
+        return None, None
+    n = int(reached[0])
+    u = np.abs(g[:n + 1] - start) / span
+    return n, float(np.max(np.abs(u - np.arange(n + 1) / max(n, 1))))
+
+
+def pulse_response(model: PulseModel) -> dict[str, Any]:
+    """What a pulse law does across its window (from a card, or later derived from an I-V card).
+
+    Per direction: pulses to traverse the window (noise-free mean law, from one bound to within
+    TRAVERSE_TOLERANCE of the span of the other), nonlinearity (largest deviation of the
+    normalised mean ramp from a straight line between its ends, in fractions of the window;
+    0 = linear) and step noise (standard deviation of one pulse's update over its mean, at the
+    middle of the window). Also the level noise and device-to-device spreads in fractions of the
+    window (step scales: relative).
+    """
+    span = model.g_max - model.g_min
+    mid = 0.5 * (model.g_min + model.g_max)
+    out: dict[str, Any] = {"law": LAWS[model.law], "window": [model.g_min, model.g_max],
+                           "unit": model.unit}
+    for sign, name in ((1, "set"), (-1, "reset")):
+        n, nonlinearity = _traverse(model, sign)
+        mean = float(model.mean_step(mid, sign))
+        out[name] = {"pulses": n, "nonlinearity": nonlinearity,
+                     "step_noise": float(model.step_std(mid, sign)) / abs(mean) if mean else None}
+    out["level_noise"] = model.sigma_level / span
+    out["device_to_device"] = {"g_min": model.d2d["g_min_std"] / span,
+                               "g_max": model.d2d["g_max_std"] / span,
+                               "scale_p": model.d2d["scale_p_std"],
+                               "scale_d": model.d2d["scale_d_std"]}
+    return out

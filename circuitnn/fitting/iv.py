@@ -37,6 +37,7 @@ import circuitnn
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.device import Device
 from circuitnn.devices.models import CompactModel, ParamSpec, get_model
+from circuitnn.devices.operating import with_operating_point
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.data import Sweep
 
@@ -581,8 +582,9 @@ def make_card(fit: IVFit, manifest: str | None = None,
     variation: dict[str, Any] = {"residuals_per_sweep": fit.residual_stats}
     if spread:
         variation["device_to_device"] = spread
-    return ModelCard(fit.model, params, provenance, quality, variation,
+    card = ModelCard(fit.model, params, provenance, quality, variation,
                      notes=f"Fitted to measured I-V sweeps of device {fit.device}.")
+    return with_operating_point(card, f"fit of device {fit.device}", fresh=True)
 
 
 def fit_summary(fit: IVFit) -> dict[str, Any]:

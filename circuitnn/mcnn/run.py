@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz, write_text
 from circuitnn.mcnn.chip import Chip, conv_features
@@ -44,7 +45,6 @@ from circuitnn.training.transfer import (
     ProgramConfig,
     load_pulse_model,
     plot_transfer,
-    scale_model,
     write_verify,
 )
 

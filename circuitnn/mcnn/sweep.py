@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure, write_json
 from circuitnn.network import cnn
 from circuitnn.network.engines import check_engine
 from circuitnn.network.mapping import map_weights, pe_conductances
 from circuitnn.tile import CIRCUIT_ENGINES
-from circuitnn.training.transfer import ProgramConfig, scale_model, write_verify
+from circuitnn.training.transfer import ProgramConfig, write_verify
 
 # Defaults stay inside the shipped surrogate card (128 x 16, 0-3 ohm per segment, 4.95-40 uS)
 # except size 256, which needs a card of its own (`circuitnn surrogate fit --rows 256`; at 2 ohm

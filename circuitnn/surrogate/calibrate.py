@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from circuitnn.devices import ModelCard, builtin_card, load_device
+from circuitnn.devices import ModelCard, builtin_card, operating_point, with_operating_point
 from circuitnn.errors import CircuitnnError
 from circuitnn.surrogate.card import SurrogateCard, device_hash, fixed_settings
 from circuitnn.surrogate.model import THETA_NAMES, SurrogateTile, _parts
 from circuitnn.tile.spec import TileSpec
 
 PATTERNS = ("uniform", "levels", "high")
-DEFAULT_G_MAX = 25e-6  # S
 
 
 @dataclass
@@ -38,15 +37,17 @@ class TileSet:
     rows: int = 128
     cols: int = 16
     r_range: tuple[float, float] = (0.0, 3.0)  # ohm per segment, r_row and r_col drawn in it
-    g_range: tuple[float, float] | None = None  # S; None: device minimum .. DEFAULT_G_MAX
+    g_range: tuple[float, float] | None = None  # S; None: the device card's default window
     n_vectors: int = 48
     spec_kwargs: dict[str, Any] = field(default_factory=dict)  # other TileSpec settings
 
     def conductance_range(self, card: ModelCard) -> tuple[float, float]:
+        """The conductance range of the tiles: `g_range`, else the card's default programmable
+        window at the read voltage (`circuitnn.devices.operating`)."""
         if self.g_range is not None:
             return self.g_range
-        lo = load_device(card).g_range[0]
-        return lo * (1 + 1e-6), DEFAULT_G_MAX
+        op = operating_point(card, v_read=self.spec_kwargs.get("v_read"), where="device card")
+        return op.require_window("device card")
 
 
 def draw_conductances(rng: np.random.Generator, shape: tuple[int, int], pattern: str,
@@ -192,12 +193,11 @@ def evaluate(samples: list[dict[str, np.ndarray]], card: ModelCard, spec_kwargs:
     return metrics(p, t, i), p, t, i
 
 
-def calibrate(tiles: TileSet, out: str | Path, work_dir: str | Path, card: ModelCard | None = None,
-              card_file: str = "builtin", n_tiles: int = 24, n_check: int = 2, seed: int = 1,
-              scheduler: Any = None, n_workers: int = 2, progress: bool = True
-              ) -> SurrogateCard:
-    """Generate data, fit theta, check against ngspice on fresh tiles, write the card."""
-    card = card or builtin_card()
+def build(tiles: TileSet, work_dir: str | Path, card: ModelCard | None = None,
+          card_file: str = "builtin", n_tiles: int = 24, n_check: int = 2, seed: int = 1,
+          scheduler: Any = None, n_workers: int = 2, progress: bool = True) -> SurrogateCard:
+    """Generate data, fit theta, check against ngspice on fresh tiles; the card, not saved."""
+    card = with_operating_point(card or builtin_card(), card_file)
     work = Path(work_dir)
     train = generate(tiles, card, n_tiles, seed, work / "train", "nodal", scheduler,
                      n_workers, progress)
@@ -228,6 +228,15 @@ def calibrate(tiles: TileSet, out: str | Path, work_dir: str | Path, card: Model
         "model": "first-order IR-drop expansion around the exact small-signal tile "
                  "(circuitnn.surrogate.model)",
     }
-    sc = SurrogateCard(theta, domain, prov, fit)
+    return SurrogateCard(theta, domain, prov, fit)
+
+
+def calibrate(tiles: TileSet, out: str | Path, work_dir: str | Path, card: ModelCard | None = None,
+              card_file: str = "builtin", n_tiles: int = 24, n_check: int = 2, seed: int = 1,
+              scheduler: Any = None, n_workers: int = 2, progress: bool = True
+              ) -> SurrogateCard:
+    """`build` a card and write it to `out` (atomically)."""
+    sc = build(tiles, work_dir, card, card_file, n_tiles, n_check, seed, scheduler, n_workers,
+               progress)
     sc.save(out)
     return sc

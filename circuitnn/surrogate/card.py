@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from circuitnn.cache import cache_dir
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_json
@@ -23,6 +24,7 @@ from circuitnn.tile.spec import TileSpec
 
 SCHEMA = "circuitnn.surrogate/1"
 CARD_GLOB = "surrogate-*.json"
+CACHE_SUB = "surrogate"  # sub-folder of the user cache holding calibrated cards
 _REL = 1e-9
 
 
@@ -153,15 +155,23 @@ def fit_hint(spec: TileSpec) -> str:
             f"--r-max {max(spec.r_row, spec.r_col, 0.5):g}` (see --help for the other settings)")
 
 
+def card_folders() -> list[Path]:
+    """Where surrogate cards are looked for: the shipped folder, then the user cache."""
+    return [DEVICE_MODELS_DIR, cache_dir(CACHE_SUB, create=False)]
+
+
 def find_card(spec: TileSpec, cards_dir: str | Path | None = None) -> SurrogateCard:
-    """The first card under `cards_dir` (default device_models/) covering `spec`."""
-    folder = Path(cards_dir) if cards_dir is not None else DEVICE_MODELS_DIR
+    """The first card covering `spec` under `cards_dir`, by default in the shipped folder
+    (device_models/) and then the user cache (where `circuitnn.surrogate.auto` puts cards)."""
+    folders = [Path(cards_dir)] if cards_dir is not None else card_folders()
     reasons = []
-    for path in sorted(folder.glob(CARD_GLOB)):
-        card = SurrogateCard.load(path)
-        why = card.why_not(spec)
-        if why is None:
-            return card
-        reasons.append(f"{path.name}: {why}")
-    detail = "; ".join(reasons[:2]) if reasons else f"no {CARD_GLOB} in {folder}"
+    for folder in folders:
+        for path in sorted(folder.glob(CARD_GLOB)) if folder.is_dir() else []:
+            card = SurrogateCard.load(path)
+            why = card.why_not(spec)
+            if why is None:
+                return card
+            reasons.append(f"{path.name}: {why}")
+    where = " or ".join(str(f) for f in folders)
+    detail = "; ".join(reasons[:2]) if reasons else f"no {CARD_GLOB} in {where}"
     raise CircuitnnError(f"no calibrated surrogate covers this tile ({detail}); {fit_hint(spec)}")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR, ModelCard, builtin_card
+from circuitnn.cache import cache_dir
+from circuitnn.devices import BUILTIN_CARD, ModelCard, builtin_card
 from circuitnn.errors import CircuitnnError
 
 
@@ -45,13 +46,14 @@ _common = [
     click.option("--vectors", type=int, default=48, show_default=True,
                  help="input vectors per tile"),
     click.option("--g-min", type=float, default=None,
-                 help="smallest conductance (S); default: the device's minimum"),
-    click.option("--g-max", type=float, default=None, help="largest conductance (S); "
-                 "default 25e-6"),
+                 help="smallest conductance (S); default: the device card's default window"),
+    click.option("--g-max", type=float, default=None,
+                 help="largest conductance (S); default: the device card's default window"),
     click.option("--device", "device", type=click.Path(dir_okay=False), default=None,
                  help="device model card (default: the built-in card)"),
-    click.option("--work-dir", type=click.Path(file_okay=False), default=".surrogate-work",
-                 show_default=True, help="where solved tiles are kept (resumable)"),
+    click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+                 help="where solved tiles are kept (resumable; default: a folder in the user "
+                 "cache, $CIRCUITNN_CACHE or ~/.cache/circuitnn)"),
     click.option("--workers", type=int, default=2, show_default=True,
                  help="Dask worker processes"),
     click.option("--scheduler", default=None, help="address of an existing Dask scheduler"),
@@ -77,20 +79,23 @@ def surrogate() -> None:
               help="fresh tiles read by ngspice as a check (0: none)")
 @click.option("--seed", type=int, default=1, show_default=True, help="random seed")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="card path (default device_models/surrogate-<device card>-<rows>x<cols>.json)")
+              help="card path (default: surrogate-<device card>-<rows>x<cols>.json in the user "
+              "cache's surrogate/ folder, where reads find it)")
 def fit(rows, cols, r_min, r_max, vectors, g_min, g_max, device, work_dir, workers, scheduler,
         tiles, check_tiles, seed, out) -> None:
     """Generate nodal/ngspice solutions of network-like tiles on Dask, fit the surrogate's
     factors and write a surrogate card (JSON, with domain, provenance and fit errors)."""
     from circuitnn.surrogate.calibrate import calibrate
+    from circuitnn.surrogate.card import CACHE_SUB
 
     if tiles < 1 or check_tiles < 0:
         raise CircuitnnError("--tiles must be >= 1 and --check-tiles >= 0")
     card, card_file = _card(device)
     ts = _tiles(rows, cols, r_min, r_max, vectors, g_min, g_max)
     stem = Path(device).stem if device else Path(BUILTIN_CARD).stem
-    out = out or DEVICE_MODELS_DIR / f"surrogate-{stem}-{rows}x{cols}.json"
-    sc = calibrate(ts, out, work_dir, card, card_file, tiles, check_tiles, seed, scheduler,
+    out = out or cache_dir(CACHE_SUB) / f"surrogate-{stem}-{rows}x{cols}.json"
+    work = work_dir or cache_dir(CACHE_SUB) / f"work-{stem}-{rows}x{cols}"
+    sc = calibrate(ts, out, work, card, card_file, tiles, check_tiles, seed, scheduler,
                    workers)
     click.echo(f"wrote {out}")
     click.echo(json.dumps({"theta": sc.theta, "fit": sc.fit}, indent=2))
@@ -109,12 +114,13 @@ def validate_cmd(rows, cols, r_min, r_max, vectors, g_min, g_max, device, work_d
                  scheduler, card_path, tiles, engine, plot) -> None:
     """Compare a surrogate card with ngspice on freshly drawn tiles (targets: RMS <= 0.5%,
     max <= 2% of the RMS current, >= 95% of the ideal-vs-ngspice deviation captured)."""
-    from circuitnn.surrogate.card import SurrogateCard
+    from circuitnn.surrogate.card import CACHE_SUB, SurrogateCard
     from circuitnn.surrogate.validate import validate
 
     sc = SurrogateCard.load(card_path)
     card, _ = _card(device)
     ts = _tiles(rows, cols, r_min, r_max, vectors, g_min, g_max)
-    res = validate(sc, ts, Path(work_dir) / "validate", tiles, card, engine, scheduler=scheduler,
+    work = Path(work_dir) if work_dir else cache_dir(CACHE_SUB) / "work-validate"
+    res = validate(sc, ts, work, tiles, card, engine, scheduler=scheduler,
                    n_workers=workers, plot=plot)
     click.echo(json.dumps(res, indent=2))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from circuitnn.devices import ModelCard, builtin_card
+from circuitnn.devices import ModelCard, builtin_card, with_operating_point
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure
 from circuitnn.surrogate.calibrate import TileSet, evaluate, generate
@@ -38,7 +38,7 @@ def validate(sc: SurrogateCard, tiles: TileSet, work_dir: str | Path, n_tiles: i
     """
     if n_tiles < 1:
         raise CircuitnnError("validation needs at least one tile")
-    card = card or builtin_card()
+    card = with_operating_point(card or builtin_card())
     samples = generate(tiles, card, n_tiles, seed, Path(work_dir), engine, scheduler,
                        n_workers, progress, timeout)
     from circuitnn.surrogate.calibrate import spec_of

@@ -33,13 +33,13 @@ from functools import cached_property
 
 import numpy as np
 
-from circuitnn.devices import Device, ModelCard, load_device
+from circuitnn.devices import Device, ModelCard, load_device, with_operating_point
+from circuitnn.devices.operating import V_MAX, switching_thresholds
 from circuitnn.errors import CircuitnnError
 from circuitnn.reference import REF
 
 CELLS = ("1t1r", "passive")
 SENSES = ("ideal", "tia")
-V_MAX = 5.0  # V: largest input magnitude accepted by any read
 DEFAULT_V_READ = REF.hardware.v_read  # V: used for ohmic cells (the reference read voltage)
 MAX_CELLS = 1 << 20
 R_MIN, R_MAX = 1e-6, 1e9  # ohm: non-zero wire and driver resistances outside this are refused
@@ -113,7 +113,8 @@ class TileSpec:
     r_driver: driver output resistance; v_gate: word-line drive of selected rows; row_mask:
     (rows,) booleans, False turns a row off (1T1R: word line at 0 V; passive: input at 0 V);
     sense: "ideal" (virtual ground) or "tia"; gmin: ngspice's junction gmin (S), used by both
-    engines; v_read: defaults to the card's, else 0.2 V.
+    engines; v_read: defaults to the card's, else 0.2 V. A card without an operating record
+    is replaced by a copy with its safe v_read (`circuitnn.devices.operating`).
     """
 
     conductance: np.ndarray
@@ -180,20 +181,22 @@ class TileSpec:
             m.setflags(write=False)
             object.__setattr__(self, "row_mask", m)
         if self.device is not None:
-            dev = self.device_model  # builds and checks the card
-            lo, hi = dev.g_range
-            out = (g < lo * (1 - 1e-9)) | (g > hi * (1 + 1e-9))
-            if out.any():
-                i, j = np.argwhere(out)[0]
-                raise CircuitnnError(
-                    f"conductance of cell ({i}, {j}) = {g[i, j]:.4g} S is outside the card's "
-                    f"range [{lo:.4g}, {hi:.4g}] S at v_read = {dev.v_read:g} V")
+            object.__setattr__(self, "device", with_operating_point(self.device, "tile device"))
         vr = self.v_read
         if vr is None:
             vr = self.device_model.v_read if self.device is not None else DEFAULT_V_READ
         vr = _finite(vr, "v_read")
         if vr == 0 or abs(vr) > V_MAX:
             raise CircuitnnError(f"v_read must be non-zero and within +-{V_MAX} V, got {vr}")
+        if self.device is not None:
+            dev = self.device_model
+            lo, hi = sorted(float(x) for x in np.abs(dev.conductance(np.stack(dev.bounds()), vr)))
+            out = (g < lo * (1 - 1e-9)) | (g > hi * (1 + 1e-9))
+            if out.any():
+                i, j = np.argwhere(out)[0]
+                raise CircuitnnError(
+                    f"conductance of cell ({i}, {j}) = {g[i, j]:.4g} S is outside the card's "
+                    f"range [{lo:.4g}, {hi:.4g}] S at v_read = {vr:g} V")
         object.__setattr__(self, "v_read", vr)
 
     # --- derived quantities --------------------------------------------------------------
@@ -241,19 +244,14 @@ class TileSpec:
     def disturb_voltage(self) -> float:
         """Smallest |device voltage| (V) at which any cell's state would move (inf if none).
 
-        Found on a 1 mV grid up to V_MAX from the card's rate equation at the tile's extreme
-        and quartile states; reads are refused at or above it (a read must not switch cells).
+        `circuitnn.devices.operating.switching_thresholds` at the tile's extreme and quartile
+        states; reads are refused at or above it (a read must not switch cells).
         """
         dev = self.device_model
         if dev is None:
             return math.inf
-        s = np.quantile(np.ravel(self.states), [0, 0.25, 0.5, 0.75, 1.0])
-        v = np.arange(1, int(round(V_MAX * 1000)) + 1) * 1e-3
-        vv = np.concatenate([v, -v])[:, None]
-        moving = np.any(dev.rate(vv, s[None, :]) != 0, axis=1)
-        if not moving.any():
-            return math.inf
-        return float(np.min(np.abs(vv[moving, 0])))
+        return min(switching_thresholds(dev, np.quantile(np.ravel(self.states),
+                                                         [0, 0.25, 0.5, 0.75, 1.0])))
 
     def with_(self, **changes) -> TileSpec:
         """A copy with some fields changed (validated again)."""

@@ -7,11 +7,7 @@ Device model: a fitted `pulse-update` card (default `device_models/taox-pulse.js
 ramps of CrossSim read at 0.1 V; when that file is missing the same fit is made in memory from
 the measured data). The TaOx window (about 1.6-2.5 mS at 0.1 V) does not match the array's
 read window, so the card is mapped *linearly by relative position* onto the tile window
-[g_min, g_max] (default 2-20 uS): a state at fraction u of the card's window becomes
-g_min + u (g_max - g_min). Pulse counts (pmax) and nonlinearities (nu) are unchanged; every
-conductance-valued noise term (additive update noise, level noise, device-to-device g_min/g_max
-spread) is multiplied by the same factor (g_max - g_min) / (card span); relative step-scale
-spreads are unchanged.
+[g_min, g_max] (default 2-20 uS) by `circuitnn.devices.pulse.scale_model`.
 
 Programming loop (Yao et al. 2020 used closed-loop write-verify; details are this project's
 choice): every device starts at its own (device-to-device varied) low bound, then up to
@@ -23,7 +19,6 @@ bound, half at its high bound) and ignores pulses.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,23 +102,6 @@ def load_pulse_model(card: str | os.PathLike | None = None) -> tuple[PulseModel,
         raise CircuitnnError(f"{path}: device card model is '{model_card.model}', the weight "
                              "transfer needs a 'pulse-update' card (see circuitnn fit-pulse)")
     return PulseModel.from_card(model_card), str(path)
-
-
-def scale_model(model: PulseModel, g_min: float, g_max: float,
-                variation_scale: float = 1.0) -> PulseModel:
-    """Map a pulse model linearly (relative position) onto the window [g_min, g_max]; the
-    device-to-device spreads are also multiplied by `variation_scale`."""
-    if not 0 <= g_min < g_max:
-        raise CircuitnnError(f"conductance window needs 0 <= g_min < g_max, got {g_min}, {g_max}")
-    k = (g_max - g_min) / (model.g_max - model.g_min)
-    d2d = dict(model.d2d)
-    d2d["g_min_std"] *= k * variation_scale
-    d2d["g_max_std"] *= k * variation_scale
-    d2d["scale_p_std"] *= variation_scale
-    d2d["scale_d_std"] *= variation_scale
-    return dataclasses.replace(
-        model, g_min=g_min, g_max=g_max, sigma_add_p=model.sigma_add_p * k,
-        sigma_add_d=model.sigma_add_d * k, sigma_level=model.sigma_level * k, d2d=d2d, unit="S")
 
 
 def write_verify(target: np.ndarray, model: PulseModel, rng: np.random.Generator,

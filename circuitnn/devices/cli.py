@@ -1,0 +1,103 @@
+"""`circuitnn device check`: what a device engineer wants to know before using a device."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from circuitnn.errors import CircuitnnError
+
+
+def _window(g_min_us: float | None, g_max_us: float | None) -> tuple[float, float] | None:
+    if g_min_us is None and g_max_us is None:
+        return None
+    if g_min_us is None or g_max_us is None:
+        raise CircuitnnError("give both --g-min-uS and --g-max-uS (or neither)")
+    return g_min_us * 1e-6, g_max_us * 1e-6
+
+
+def _text(r: dict[str, Any]) -> list[str]:
+    op = r["operating"]
+    thr = op["thresholds_V"]
+
+    def volts(x: float | None) -> str:
+        return "none up to 5 V" if x is None else f"{x:.4g} V"
+
+    def ratio(x: float | None) -> str:
+        return "inf (low state open)" if x is None else f"{x:.3g}"
+
+    lo, hi = op["g_range_S"]
+    src = r["source"]
+    origin = src.get("published")
+    if origin is None:
+        quality = "" if src.get("nrmse") is None else f", NRMSE {src['nrmse']:.3f}"
+        origin = (f"fitted to device {src.get('device')} "
+                  f"({', '.join(src.get('datasets', [])) or 'measured data'}{quality})")
+    lines = [
+        f"device card: {r['iv_card']['path']}",
+        f"  model: {r['iv_card']['model']} ({r['citation']})",
+        f"  source: {origin}",
+        f"  v_read: {op['v_read']:g} V ({op['source']}): {op['v_read_rule']}",
+        f"  switching thresholds: +{volts(thr['positive'])} / -{volts(thr['negative'])}",
+        f"  g_range at v_read: [{lo * 1e6:.4g}, {hi * 1e6:.4g}] uS, on/off {ratio(op['on_off'])}",
+    ]
+    w = r["g_window"]
+    lines.append(f"  window: [{w[0] * 1e6:.4g}, {w[1] * 1e6:.4g}] uS, on/off "
+                 f"{w[1] / w[0]:.3g} ({op['window_rule']})")
+    d = op["read_disturb"]
+    lines.append(f"  read disturb: drift {d['drift']:.3g} after {d['reads']:,} reads of "
+                 f"{d['pulse_width_s'] * 1e9:g} ns at {d['v_read']:g} V (limit "
+                 f"{d['limit']:.0%}): {'pass' if d['passes'] else 'FAIL'}")
+    pr = r["pulse_response"]
+    if pr is not None:
+        lines.append(f"pulse card: {r['pulse']['path']} ({pr['law']} law, mapped onto the window "
+                     f"x{r['pulse']['pulse_scale']:.3g})")
+        for name in ("set", "reset"):
+            p = pr[name]
+            n = "not within 1e6 pulses" if p["pulses"] is None else f"{p['pulses']} pulses"
+            nl = "" if p["nonlinearity"] is None else f", nonlinearity {p['nonlinearity']:.3f}"
+            noise = "n/a" if p["step_noise"] is None else f"{p['step_noise']:.3g}"
+            lines.append(f"  {name.upper()}: {n} to traverse the window{nl}, step noise "
+                         f"{noise} of the mean step")
+        dd = pr["device_to_device"]
+        lines.append(f"  level noise {pr['level_noise']:.3g} of the window; device-to-device: "
+                     f"g_min {dd['g_min']:.3g}, g_max {dd['g_max']:.3g} of the window, step "
+                     f"scales {dd['scale_p']:.3g} / {dd['scale_d']:.3g}")
+    return lines
+
+
+@click.group()
+def device() -> None:
+    """Devices: an I-V compact card (read physics) and its pulse-update card (programming)."""
+
+
+@device.command("check")
+@click.argument("card", type=click.Path(dir_okay=False))
+@click.option("--pulse-card", default=None, type=click.Path(dir_okay=False),
+              help="Pulse-update card of the same device (see circuitnn fit-pulse).")
+@click.option("--v-read", type=float, default=None,
+              help="Read voltage (V) to check instead of the card's safe one.")
+@click.option("--g-min-uS", "g_min_us", type=float, default=None,
+              help="Window low end (uS) instead of the default rule.")
+@click.option("--g-max-uS", "g_max_us", type=float, default=None,
+              help="Window high end (uS) instead of the default rule.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def check(card: str, pulse_card: str | None, v_read: float | None, g_min_us: float | None,
+          g_max_us: float | None, as_json: bool) -> None:
+    """Check a device before using it: model and source, the safe read voltage and why,
+    switching thresholds, conductance range and programmable window at v_read, on/off ratio,
+    read-disturb drift after 10^6 reads, and with --pulse-card the pulse response (pulses to
+    traverse the window each way, nonlinearity, noise). CARD is an I-V card (circuitnn fit);
+    a card without an operating record gets one computed (see circuitnn.devices.operating).
+    """
+    from circuitnn.devices.profile import DeviceProfile
+
+    profile = DeviceProfile.load(card, pulse_card, v_read, _window(g_min_us, g_max_us))
+    report = profile.report()
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for line in _text(report):
+        click.echo(line)
