@@ -175,26 +175,34 @@ class Lines:
         """Prepare solves of (I + K diag(d)) u = w - K c on every line, for loads d (S)."""
         dv = self.view(d)
         n = dv.shape[self.axis]
-        if self.r == 0 or n == 1:
-            return LineSolve(self, dv, dv.sum(self.axis, keepdims=True))
+        if self.r == 0 or n == 1:  # every node at one voltage: u = w - r0 sum(x) / (1 + r0 sum(d))
+            return LineSolve(self, dv, -self.r0 / (1.0 + self.r0 * dv.sum(self.axis,
+                                                                           keepdims=True)))
         # a Riccati sweep from the far end: alpha_j, the admittance of the line beyond segment j
-        # (loads included); 1 / (1 + r alpha_j) = s_j, the attenuation across segment j, and
-        # q_j = prod_{l > j} s_l
+        # (loads included), as u = r alpha; 1 / (1 + u_j) = s_j is the attenuation across
+        # segment j and q_j = prod_{l > j} s_l
         idx = [self.at(j) for j in range(n)]
-        alpha = np.empty(dv.shape)
+        u = self.r * dv
         q = np.empty(dv.shape)
-        t = np.empty(alpha[idx[0]].shape)
-        alpha[idx[-1]] = dv[idx[-1]]
         q[idx[-1]] = 1.0
+        t = np.empty(u[idx[0]].shape)
         for j in range(n - 1, 0, -1):
-            np.multiply(alpha[idx[j]], self.r, out=t)
-            t += 1.0
-            np.divide(alpha[idx[j]], t, out=alpha[idx[j - 1]])
-            alpha[idx[j - 1]] += dv[idx[j - 1]]
+            np.add(u[idx[j]], 1.0, out=t)
+            u[idx[j - 1]] += u[idx[j]] / t
             np.divide(q[idx[j]], t, out=q[idx[j - 1]])
-        if float(np.min(q[idx[0]])) > 1e-280:  # the closed form stays within range
-            return LineSolve(self, dv, alpha[self.at(slice(0, 1))], q=q, p=1.0 / q)
-        return LineSolve(self, dv, None, s=1.0 / (1.0 + self.r * alpha), alpha=alpha)
+        alpha = u / self.r
+        alpha0 = alpha[self.at(slice(0, 1))]
+        q0 = q[self.at(slice(0, 1))]
+        if float(np.min(q0)) > 1e-150:  # the closed form stays within range
+            qq = np.empty(q.shape)  # -r q_{l-1} q_l
+            np.multiply(q[self.at(slice(1, None))], q[self.at(slice(None, -1))],
+                        out=qq[self.at(slice(1, None))])
+            qq *= -self.r
+            qq[idx[0]] = 0.0
+            return LineSolve(self, dv, -self.r0 * q0 * q0 / (1.0 + self.r0 * alpha0), qq=qq,
+                             p=1.0 / q)
+        return LineSolve(self, dv, -self.r0 / (1.0 + self.r0 * alpha0),
+                         s=1.0 / (1.0 + self.r * alpha))
 
 
 @dataclass
@@ -205,38 +213,37 @@ class LineSolve:
 
     With x = d w + c: beta_j = x_j + s_{j+1} beta_{j+1} (the current drawn beyond segment j
     with node j held at its w), e_0 = -r0 beta_0 / (1 + r0 alpha_0), e_j = s_j (e_{j-1} -
-    r beta_j), u = w + e. Summed in closed form with cumulative sums (p = 1 / q: e_j = p_j (q_0
-    e_0 - r sum_{l=1..j} q_{l-1} beta_l)), or swept node by node where the attenuation along a
-    line leaves the floating-point range of that form.
+    r beta_j), u = w + e. Summed in closed form with cumulative sums: with p = 1 / q and
+    T = tails(p x), beta = q T and e_j = p_j (q_0 e_0 - r sum_{l=1..j} q_{l-1} q_l T_l); or swept
+    node by node where the attenuation along a line leaves the range of that form.
     """
 
     lines: Lines
     d: np.ndarray
-    alpha0: np.ndarray | None  # admittance seen by the lead
-    q: np.ndarray | None = None
+    lead: np.ndarray  # closed form: -r0 q_0^2 / (1 + r0 alpha_0); else -r0 / (1 + r0 alpha_0)
+    qq: np.ndarray | None = None  # -r q_{l-1} q_l (0 at l = 0)
     p: np.ndarray | None = None
-    s: np.ndarray | None = None  # for the sweep
-    alpha: np.ndarray | None = None
+    s: np.ndarray | None = None  # attenuation per segment, for the sweep
 
     def __call__(self, w: np.ndarray | None, c: np.ndarray) -> np.ndarray:
         ln = self.lines
-        ax, at = ln.axis, ln.at
+        ax = ln.axis
         wv = None if w is None else ln.view(w)
         x = ln.view(c) if wv is None else self.d * wv + ln.view(c)
         if self.s is not None:
             e = self._sweep(x)
-        elif self.q is None:  # one node per line, or no resistance along it
-            e = -ln.r0 * x.sum(ax, keepdims=True) / (1.0 + ln.r0 * self.alpha0)
+        elif self.p is None:  # one node per line, or no resistance along it
+            e = self.lead * x.sum(ax, keepdims=True)
         else:
-            beta = self.q * ln.tails(self.p * x)
-            e0 = -ln.r0 / (1.0 + ln.r0 * self.alpha0) * beta[at(slice(0, 1))]
-            beta[at(slice(1, None))] *= self.q[at(slice(None, -1))]
-            beta[at(0)] = 0.0
-            e = np.cumsum(beta, ax)
-            e *= -ln.r
-            e += e0 * self.q[at(slice(0, 1))]
+            t = ln.tails(self.p * x)
+            e0 = self.lead * t[ln.at(slice(0, 1))]
+            t *= self.qq
+            e = np.cumsum(t, ax, out=t)
+            e += e0
             e *= self.p
-        return ln.view(e if wv is None else wv + e)
+        if wv is not None:
+            e = e + wv
+        return ln.view(e)
 
     def _sweep(self, x: np.ndarray) -> np.ndarray:
         ln, s = self.lines, self.s
@@ -245,7 +252,7 @@ class LineSolve:
         for j in range(len(idx) - 1, 0, -1):
             beta[idx[j - 1]] += s[idx[j]] * beta[idx[j]]
         e = np.empty(beta.shape)
-        e[idx[0]] = -ln.r0 * beta[idx[0]] / (1.0 + ln.r0 * self.alpha[idx[0]])
+        e[idx[0]] = self.lead[idx[0]] * beta[idx[0]]
         for j in range(1, len(idx)):
             e[idx[j]] = s[idx[j]] * (e[idx[j - 1]] - ln.r * beta[idx[j]])
         return e
@@ -253,19 +260,26 @@ class LineSolve:
 
 # --- batched GMRES ----------------------------------------------------------------------------
 def _gmres(apply, b: np.ndarray, rtol: float, restart: int = 30,
-           max_cycles: int = 20) -> np.ndarray:
-    """Solve apply(u) = b for each row of b (batch, n) by GMRES(restart), to a residual of at
-    most rtol |b| per row (or until `max_cycles` restarts have run)."""
-    nb = b.shape[0]
-    m = min(restart, b.shape[1])
+           max_cycles: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Solve A u = b for each row of b (batch, n) by GMRES(restart), to a residual of at most
+    rtol |b| per row (or until `max_cycles` restarts have run).
+
+    apply(u) returns (A u, L u) for some other linear map L; returns (u, L u), L u combined from
+    the same calls.
+    """
+    nb, n = b.shape
+    m = min(restart, n)
     u = np.zeros_like(b)
+    lu = None
     target = rtol * np.linalg.norm(b, axis=1)
     r = b
     for _ in range(max_cycles):
         beta = np.linalg.norm(r, axis=1)
         if np.all(beta <= target):
             break
-        basis = [r / np.where(beta > 0, beta, 1.0)[:, None]]
+        v = np.empty((m + 1, nb, n))
+        sides = []
+        v[0] = r / np.where(beta > 0, beta, 1.0)[:, None]
         h = np.zeros((nb, m, m))  # the Hessenberg matrix, made triangular by Givens rotations
         cs = np.ones((nb, m))
         sn = np.zeros((nb, m))
@@ -273,15 +287,16 @@ def _gmres(apply, b: np.ndarray, rtol: float, restart: int = 30,
         g[:, 0] = beta
         k = 0
         while k < m:
-            w = apply(basis[k])
-            vk = np.stack(basis)
+            w, side = apply(v[k])
+            sides.append(side)
+            vk = v[:k + 1]
             col = np.einsum("kbn,bn->bk", vk, w)
-            w = w - np.einsum("kbn,bk->bn", vk, col)
+            w -= np.einsum("kbn,bk->bn", vk, col)
             again = np.einsum("kbn,bn->bk", vk, w)  # re-orthogonalise (CGS2)
-            w = w - np.einsum("kbn,bk->bn", vk, again)
+            w -= np.einsum("kbn,bk->bn", vk, again)
             col += again
             hn = np.linalg.norm(w, axis=1)
-            basis.append(w / np.where(hn > 0, hn, 1.0)[:, None])
+            np.divide(w, np.where(hn > 0, hn, 1.0)[:, None], out=v[k + 1])
             for i in range(k):  # the earlier rotations
                 a, c = col[:, i].copy(), col[:, i + 1]
                 col[:, i] = cs[:, i] * a + sn[:, i] * c
@@ -302,11 +317,16 @@ def _gmres(apply, b: np.ndarray, rtol: float, restart: int = 30,
             rhs = g[:, i] - np.einsum("bj,bj->b", h[:, i, i + 1:k], y[:, i + 1:])
             d = h[:, i, i]
             y[:, i] = np.where(d != 0, rhs / np.where(d != 0, d, 1.0), 0.0)
-        u = u + np.einsum("kbn,bk->bn", np.stack(basis[:k]), y)
+        u = u + np.einsum("kbn,bk->bn", v[:k], y)
+        step = sum(s_ * y[:, i].reshape((nb,) + (1,) * (s_.ndim - 1)) for i, s_ in
+                   enumerate(sides))
+        lu = step if lu is None else lu + step
         if np.all(np.abs(g[:, k]) <= target):
             break
-        r = b - apply(u)
-    return u
+        r = b - apply(u)[0]
+    if lu is None:  # b = 0
+        lu = apply(u)[1]
+    return u, lu
 
 
 # --- the solver -------------------------------------------------------------------------------
@@ -356,8 +376,8 @@ class NodalSolver:
         else:
             self.r_tia, self.v_sense = 0.0, 0.0
         self.cols = Lines(spec.r_col + self.r_tia, spec.r_col, -2)
-        self.chunk = chunk or max(1, (1 << 16) // (spec.rows * spec.cols))
-        self.gmres_rtol = 1e-6  # per Newton step: the step's own error is this much smaller
+        self.chunk = chunk or max(1, 32_768 // (spec.rows * spec.cols))  # vectors at once
+        self.gmres_rtol = 1e-4  # per Newton step: the step's own error is this much smaller
 
     @cached_property
     def net(self) -> Network:
@@ -382,7 +402,35 @@ class NodalSolver:
                           (a / dd, -q / dd, f_m / dd))
         return lin
 
-    def _step(self, v, x, y, lin: _Linear, rtol: float) -> tuple[np.ndarray, np.ndarray]:
+    @cached_property
+    def _chord(self) -> tuple[np.ndarray, LineSolve, LineSolve]:
+        """Every cell as its read chord conductance (the memristor's G in series with the
+        transistor's V_DS = 0 conductance), and the line solves of that linear tile."""
+        c = self.cells
+        g = c.g
+        if self.spec.cell == "1t1r":
+            g_on = c.beta * np.maximum(c.gate - c.vto, 0.0)
+            g = g * g_on / (g + g_on)
+        return g, self.rows.factor(g), self.cols.factor(g)
+
+    def _start(self, v: np.ndarray):
+        """Newton's first iterate: the chord tile solved (to 1e-3: Newton corrects the rest; its
+        line solves shared by all vectors), the internal nodes on each cell's divider."""
+        g, row, col = self._chord
+        c = self.cells
+        shape = (v.shape[0],) + self.spec.shape
+        x = np.broadcast_to(v[..., None], shape)
+        y = np.full(shape, self.v_sense)
+        i = g * (x - y)
+        dx, dy = self._step(v, x, y, _Linear(i, i, g, -g, g, -g, 0.0, 0.0), 1e-3, row, col)
+        x, y = x + dx, y + dy
+        if self.spec.cell == "passive":
+            return x, None, y
+        g_on = c.beta * np.maximum(c.gate - c.vto, 0.0)
+        return x, (c.g * x + g_on * y) / (c.g + g_on + c.gmin), y
+
+    def _step(self, v, x, y, lin: _Linear, rtol: float, row: LineSolve | None = None,
+              col: LineSolve | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Solve the Newton system for (dx, dy), the line residuals folded in.
 
         Rows: dx = R(V - x; draw + c_t + gty dy), columns: dy = C(V_t - y; -(inj + c_b + gbx dx))
@@ -392,27 +440,21 @@ class NodalSolver:
         """
         shape = x.shape
         nb = shape[0]
-        row = self.rows.factor(lin.gtt)
-        col = self.cols.factor(-lin.gby)
+        row = row or self.rows.factor(lin.gtt)
+        col = col or self.cols.factor(-lin.gby)
         dy0 = col(self.v_sense - y, -(lin.inj + lin.c_b))
         dx0 = row(v[..., None] - x, lin.draw + lin.c_t + lin.gty * dy0)
 
         def apply(u):
             u = u.reshape(shape)
-            return (u + row(None, lin.gty * col(None, lin.gbx * u))).reshape(nb, -1)
+            side = col(None, lin.gbx * u)  # the column lines' response
+            return (u + row(None, lin.gty * side)).reshape(nb, -1), side
 
-        dx = _gmres(apply, dx0.reshape(nb, -1), rtol).reshape(shape)
-        return dx, col(self.v_sense - y, -(lin.inj + lin.c_b + lin.gbx * dx))
+        dx, side = _gmres(apply, dx0.reshape(nb, -1), rtol)
+        return dx.reshape(shape), dy0 - side
 
     def _newton(self, v: np.ndarray, tol: float, max_iter: int) -> Solution:
-        spec, cells = self.spec, self.cells
-        shape = (v.shape[0],) + spec.shape
-        x = np.broadcast_to(v[..., None], shape).copy()
-        y = np.full(shape, self.v_sense)
-        m = None
-        if spec.cell == "1t1r":  # start from each cell's linear divider
-            g_on = cells.beta * np.maximum(cells.gate - cells.vto, 0.0)
-            m = (cells.g * x + g_on * y) / (cells.g + g_on + cells.gmin)
+        x, m, y = self._start(v)
         limit = tol * max(float(np.max(np.abs(v), initial=0.0)), abs(self.v_sense), 1e-3)
         step = prev = np.inf
         for _ in range(max_iter):

@@ -220,7 +220,9 @@ class TileSpec:
         dev = self.device_model
         if dev is None:
             return None
-        s = dev.state_for_conductance(self.conductance, self.v_read)
+        # one inversion per distinct conductance (programmed tiles often share levels)
+        levels, where = np.unique(self.conductance, return_inverse=True)
+        s = dev.state_for_conductance(levels, self.v_read)[where].reshape(self.shape)
         s.setflags(write=False)
         return s
 
@@ -248,11 +250,17 @@ class TileSpec:
             return math.inf
         s = np.quantile(np.ravel(self.states), [0, 0.25, 0.5, 0.75, 1.0])
         v = np.arange(1, int(round(V_MAX * 1000)) + 1) * 1e-3
-        vv = np.concatenate([v, -v])[:, None]
-        moving = np.any(dev.rate(vv, s[None, :]) != 0, axis=1)
-        if not moving.any():
-            return math.inf
-        return float(np.min(np.abs(vv[moving, 0])))
+        start = 0
+        for size in (128, 256, 512, 1024, len(v)):  # in increasing |v|: the first hit is it
+            block = v[start:start + size]
+            vv = np.concatenate([block, -block])[:, None]
+            moving = np.any(dev.rate(vv, s[None, :]) != 0, axis=1)
+            if moving.any():
+                return float(np.min(np.abs(vv[moving, 0])))
+            start += size
+            if start >= len(v):
+                break
+        return math.inf
 
     def with_(self, **changes) -> TileSpec:
         """A copy with some fields changed (validated again)."""
