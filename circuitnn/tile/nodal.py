@@ -16,16 +16,19 @@ its row's word-line drive whatever r_wl is; r_wl matters only in transients.
 
 Unknowns, per input vector: the row-line voltage x, the column-line voltage y and (1T1R) the
 internal node m of every cell. Each wire line is a chain from its source (row driver; column
-sense) whose voltages follow from the currents the cells draw through its resistance kernel
-K[j, k] = r0 + r min(j, k) (node 0 next to the source, r0 the lead, r per segment; zero
-resistances merge nodes and simply give r = 0), applied with two cumulative sums. Newton on
-x - V + K_row i_cell = 0, y - V_t - K_col i_cell = 0 and the cells' internal KCL: m is eliminated
-cell by cell, and the remaining linear system (identity plus the line kernels times the cells'
-2 x 2 conductances) is solved by batched GMRES, preconditioned by exact solves of every row line,
-then every column line, with their own cells' conductances (one block Gauss-Seidel sweep; each
-line solve is a Riccati sweep plus cumulative sums). The cells couple the lines only weakly, so
-a few GMRES steps per Newton step suffice; Newton stops when its step is below tol x max|V|,
-and the final currents take that last step into account to first order.
+sense): its voltages are the source's minus K times the currents the cells draw from it, with
+the line's resistance kernel K[j, k] = r0 + r min(j, k) (node 0 next to the source, r0 the
+lead, r per segment; zero resistances merge nodes and simply give r = 0, a known line r0 = 0).
+
+Newton on x = V - K_row i_draw, y = V_t + K_col i_inj and each cell's internal KCL. m is
+eliminated cell by cell, leaving every cell as a 2 x 2 conductance between its row and column
+node. The linear system is then reduced exactly to the row lines: each row (column) line is
+solved exactly with its own cells as loads (`LineSolve`: a Riccati sweep along the line, then
+cumulative sums), and what remains, the identity plus the weak coupling of row lines through
+the cells and column lines, is solved by batched GMRES in a few steps. Newton starts from the
+tile with every cell at its read chord conductance (one linear solve for the whole batch), stops
+when its step, or the error left after it at the observed rate of convergence, is below
+tol x max|V|, and the read currents take that last step into account to first order.
 """
 
 from __future__ import annotations
@@ -78,11 +81,6 @@ class CellModel:
         self.beta, self.vto, self.lam = t.beta, t.vto, t.lam
         self.gate = spec.gate_voltages[:, None]  # (rows, 1)
         self.gmin = spec.gmin
-
-    @property
-    def linear(self) -> bool:
-        """True when every cell is linear (passive ohmic)."""
-        return self.kind == "passive" and self.device is None
 
     def memristor(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Memristor current (A) at device voltage v and its derivative dI/dv (S)."""
@@ -162,15 +160,6 @@ class Lines:
         ax = self.axis
         return np.flip(np.cumsum(np.flip(u, ax), ax), ax)
 
-    def drop(self, i: np.ndarray) -> np.ndarray:
-        """K i: the voltage drop along every line caused by currents i drawn at its nodes."""
-        t = self.tails(self.view(i))
-        t0 = t[self.at(slice(0, 1))]
-        out = self.r0 * t0
-        if self.r:
-            out = out + self.r * (np.cumsum(t, self.axis) - t0)
-        return self.view(out)
-
     def factor(self, d: np.ndarray) -> LineSolve:
         """Prepare solves of (I + K diag(d)) u = w - K c on every line, for loads d (S)."""
         dv = self.view(d)
@@ -178,31 +167,33 @@ class Lines:
         if self.r == 0 or n == 1:  # every node at one voltage: u = w - r0 sum(x) / (1 + r0 sum(d))
             return LineSolve(self, dv, -self.r0 / (1.0 + self.r0 * dv.sum(self.axis,
                                                                            keepdims=True)))
-        # a Riccati sweep from the far end: alpha_j, the admittance of the line beyond segment j
-        # (loads included), as u = r alpha; 1 / (1 + u_j) = s_j is the attenuation across
-        # segment j and q_j = prod_{l > j} s_l
-        idx = [self.at(j) for j in range(n)]
-        u = self.r * dv
-        q = np.empty(dv.shape)
-        q[idx[-1]] = 1.0
-        t = np.empty(u[idx[0]].shape)
+        # a Riccati sweep from the far end, on a copy with the line axis first: alpha_j, the
+        # admittance of the line beyond segment j (loads included), as u = r alpha;
+        # 1 / (1 + u_j) = s_j is the attenuation across segment j and q_j = prod_{l > j} s_l
+        ax = self.axis
+        u = np.ascontiguousarray(np.moveaxis(dv, ax, 0)) * self.r
+        q = np.empty(u.shape)
+        q[-1] = 1.0
+        t = np.empty(u.shape[1:])
+        tmp = np.empty(u.shape[1:])
         for j in range(n - 1, 0, -1):
-            np.add(u[idx[j]], 1.0, out=t)
-            u[idx[j - 1]] += u[idx[j]] / t
-            np.divide(q[idx[j]], t, out=q[idx[j - 1]])
-        alpha = u / self.r
-        alpha0 = alpha[self.at(slice(0, 1))]
-        q0 = q[self.at(slice(0, 1))]
+            np.add(u[j], 1.0, out=t)
+            np.divide(u[j], t, out=tmp)
+            u[j - 1] += tmp
+            np.divide(q[j], t, out=q[j - 1])
+
+        def back(a: np.ndarray) -> np.ndarray:  # line axis first -> view layout, contiguous
+            return self.view(np.ascontiguousarray(self.view(np.moveaxis(a, 0, ax))))
+
+        lead = -self.r0 / (1.0 + self.r0 / self.r * np.expand_dims(u[0], ax))
+        q0 = np.expand_dims(q[0], ax)
         if float(np.min(q0)) > 1e-150:  # the closed form stays within range
             qq = np.empty(q.shape)  # -r q_{l-1} q_l
-            np.multiply(q[self.at(slice(1, None))], q[self.at(slice(None, -1))],
-                        out=qq[self.at(slice(1, None))])
+            qq[0] = 0.0
+            np.multiply(q[1:], q[:-1], out=qq[1:])
             qq *= -self.r
-            qq[idx[0]] = 0.0
-            return LineSolve(self, dv, -self.r0 * q0 * q0 / (1.0 + self.r0 * alpha0), qq=qq,
-                             p=1.0 / q)
-        return LineSolve(self, dv, -self.r0 / (1.0 + self.r0 * alpha0),
-                         s=1.0 / (1.0 + self.r * alpha))
+            return LineSolve(self, dv, lead * q0 * q0, qq=back(qq), p=back(1.0 / q))
+        return LineSolve(self, dv, lead, s=back(1.0 / (1.0 + u)))
 
 
 @dataclass
@@ -385,8 +376,8 @@ class NodalSolver:
         return assemble_network(self.spec)
 
     # -- Newton
-    def _linearise(self, v, x, m, y) -> _Linear:
-        """Line residuals and the cells' currents and 2 x 2 conductances, m eliminated."""
+    def _linearise(self, x, m, y) -> _Linear:
+        """The cells' currents and 2 x 2 conductances at (x, m, y), m eliminated."""
         cells = self.cells
         if m is None:
             i, a = cells.memristor(x - y)
@@ -458,7 +449,7 @@ class NodalSolver:
         limit = tol * max(float(np.max(np.abs(v), initial=0.0)), abs(self.v_sense), 1e-3)
         step = prev = np.inf
         for _ in range(max_iter):
-            lin = self._linearise(v, x, m, y)
+            lin = self._linearise(x, m, y)
             dx, dy = self._step(v, x, y, lin, self.gmres_rtol)
             dm = None if m is None else lin.elim[0] * dx + lin.elim[1] * dy + lin.elim[2]
             step = max(float(np.max(np.abs(d), initial=0.0)) for d in (dx, dy, dm)
@@ -498,15 +489,18 @@ class NodalSolver:
     def solve(self, inputs, tol: float = 1e-10, max_iter: int = 60) -> np.ndarray:
         """Column currents (batch, cols) in amperes for inputs (batch, rows) in volts.
 
-        Newton stops when its largest step falls below tol x max|V|.
+        Newton stops when its largest step, or the error left after it, is below tol x max|V|;
+        a solve that has not converged in max_iter iterations raises CircuitnnError.
         """
         v, single = check_inputs(self.spec, inputs)
+        _check_options(tol, max_iter)
         out = np.concatenate([s.currents for s in self._solve(v, tol, max_iter)])
         return out[0] if single else out
 
     def node_voltages(self, inputs, tol: float = 1e-10, max_iter: int = 60) -> np.ndarray:
         """(batch, n + nk) voltages of every node of `self.net` for inputs (batch, rows)."""
         v, _ = check_inputs(self.spec, inputs)
+        _check_options(tol, max_iter)
         net = self.net
         full = np.zeros((v.shape[0], net.n + net.nk))
         s = self._solve(v, tol, max_iter)
@@ -535,6 +529,13 @@ class NodalSolver:
         return self._outputs(inj.sum(axis=1))
 
 
+def _check_options(tol, max_iter) -> None:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise CircuitnnError(f"nodal tol must be a number in (0, 1), got {tol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise CircuitnnError(f"nodal max_iter must be an integer >= 1, got {max_iter!r}")
+
+
 # --- the full node space (for the surrogate's linear network and for figures) --------------------
 @dataclass
 class Network:
@@ -556,20 +557,6 @@ class Network:
     driver: np.ndarray  # (rows,) index of each row's source node (known)
     inp: np.ndarray  # (rows,) index of each input line's node just after the driver resistance
     sense: np.ndarray  # (cols,) index of each sense node
-
-    @property
-    def g_uu(self) -> sp.csr_matrix:
-        return self.lap[: self.n, : self.n]
-
-    @property
-    def g_uk(self) -> sp.csr_matrix:
-        return self.lap[: self.n, self.n:]
-
-    def known_values(self, v: np.ndarray) -> np.ndarray:
-        """(batch, nk) known node voltages for inputs v (batch, rows); others are 0 V."""
-        u = np.zeros((v.shape[0], self.nk))
-        u[:, self.driver - self.n] = v
-        return u
 
 
 def assemble_network(spec: TileSpec) -> Network:
