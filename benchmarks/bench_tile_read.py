@@ -1,13 +1,14 @@
 """Benchmark of tile reads: the nodal solver against ngspice, side by side in one run.
 
-Every case times `read(TileSpec(G, device=card), V, engine=...)` end to end for each engine
-(a fresh TileSpec each time, so the card's state inversion and read checks are included), the
-median of `--repeats` runs (one run where ngspice takes longer than 10 s), and checks that the
-two engines agree. Cases: 1T1R tiles of the built-in Stanford-PKU card (inputs 0 / 0.2 V) from
-4 x 4 to 64 x 64, 128 x 16 with 1 and 16 vectors, a 16 x 8 tile of the fitted Yakopcic card
-(inputs 0 / 0.05 V, below its ~0.12 V switching threshold), and 128 x 128 with the nodal solver
-alone (ngspice takes ~300 s there). Then the cost per vector of batched reads on 128 x 16 and
-the ngspice batching methods (pwl B-sources on a swept index vs a .control loop of alter + op).
+Each case builds its TileSpec once and times its preparation (the card's state inversion and
+switching threshold, cached on the spec and shared by both engines), then times
+`read(spec, V, engine=...)` for each engine: the median of `--repeats` runs (one run where a read
+takes longer than 10 s), with the agreement of the two engines. Cases: 1T1R tiles of the built-in
+Stanford-PKU card (inputs 0 / 0.2 V) from 4 x 4 to 64 x 64, 128 x 16 with 1 and 16 vectors, a
+16 x 8 tile of the fitted Yakopcic card (inputs 0 / 0.05 V, below its ~0.12 V switching
+threshold), and 128 x 128 with the nodal solver alone (ngspice takes ~300 s there). Then the cost
+per vector of batched reads on 128 x 16 and the ngspice batching methods (pwl B-sources on a
+swept index vs a .control loop of alter + op).
 
 Prints markdown tables and writes benchmarks/results/tile_read.json.
 Run: .venv/bin/python benchmarks/bench_tile_read.py [--quick] [--repeats N]
@@ -73,25 +74,33 @@ def inputs(rows: int, batch: int, v_read: float, seed: int = 1) -> np.ndarray:
     return v_read * np.random.default_rng(seed).integers(0, 2, (batch, rows))
 
 
-def timed_read(g: np.ndarray, card: ModelCard, v: np.ndarray, engine: str, repeats: int):
-    """(median seconds, currents) of end-to-end reads with a fresh TileSpec each time."""
+def prepared(g: np.ndarray, card: ModelCard) -> tuple[TileSpec, float]:
+    """A TileSpec with its cached card-dependent properties computed, and the time that took."""
+    t = time.perf_counter()
+    spec = TileSpec(g, device=card)
+    _ = spec.states, spec.disturb_voltage
+    return spec, time.perf_counter() - t
+
+
+def timed_read(spec: TileSpec, v: np.ndarray, engine: str, repeats: int):
+    """(median seconds, currents) of reads of a prepared tile."""
     times, out = [], None
     for _ in range(repeats):
         t = time.perf_counter()
-        out = read(TileSpec(g, device=card), v, engine=engine)
+        out = read(spec, v, engine=engine)
         times.append(time.perf_counter() - t)
         if times[-1] > SLOW:
             break
     return statistics.median(times), out
 
 
-def peak_memory_mb(g: np.ndarray, card: ModelCard, v: np.ndarray, engine: str) -> float:
+def peak_memory_mb(spec: TileSpec, v: np.ndarray, engine: str) -> float:
     """Peak memory of one read (MB): traced Python allocations (numpy included) for the nodal
     solver, the largest resident set of any ngspice child so far for ngspice."""
     if engine == "ngspice":
         return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     tracemalloc.start()
-    read(TileSpec(g, device=card), v, engine=engine)
+    read(spec, v, engine=engine)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak / 2**20
@@ -114,29 +123,39 @@ def machine() -> dict:
 def compare(repeats: int) -> list[dict]:
     rows = []
     for label, r, c, b, card_name, vr, with_ng in CASES:
-        card = card_of(card_name)
-        g, v = conductances(r, c), inputs(r, b, vr)
-        t_nd, i_nd = timed_read(g, card, v, "nodal", repeats)
-        row = {"case": label, "rows": r, "cols": c, "vectors": b, "nodal_s": t_nd,
-               "nodal_peak_mb": peak_memory_mb(g, card, v, "nodal")}
+        spec, t_prep = prepared(conductances(r, c), card_of(card_name))
+        v = inputs(r, b, vr)
+        t_nd, i_nd = timed_read(spec, v, "nodal", repeats)
+        row = {"case": label, "rows": r, "cols": c, "vectors": b, "spec_prep_s": t_prep,
+               "nodal_s": t_nd, "nodal_peak_mb": peak_memory_mb(spec, v, "nodal")}
         if with_ng:
-            t_ng, i_ng = timed_read(g, card, v, "ngspice", repeats)
+            t_ng, i_ng = timed_read(spec, v, "ngspice", repeats)
             row |= {"ngspice_s": t_ng, "ratio": t_ng / t_nd,
-                    "ngspice_peak_rss_mb": peak_memory_mb(g, card, v, "ngspice"),
+                    "ratio_with_prep": (t_ng + t_prep) / (t_nd + t_prep),
+                    "ngspice_peak_rss_mb": peak_memory_mb(spec, v, "ngspice"),
                     "max_rel_diff": float(np.max(np.abs(i_nd - i_ng) / np.abs(i_ng)))}
         rows.append(row)
         print(f"  {label}: {row}", file=sys.stderr)
     return rows
 
 
+def exponents(rows: list[dict]) -> dict:
+    """Fitted a in time ~ cells^a over the one-vector Stanford-PKU cases of both engines."""
+    sel = [r for r in rows if r["vectors"] == 1 and "ngspice_s" in r and "Yakopcic" not in
+           r["case"]]
+    cells = np.log([r["rows"] * r["cols"] for r in sel])
+    return {eng: float(np.polyfit(cells, np.log([r[f"{eng}_s"] for r in sel]), 1)[0])
+            for eng in ("ngspice", "nodal")}
+
+
 def batches(quick: bool) -> list[dict]:
-    card, g = builtin_card(), conductances(128, 16)
+    spec, _ = prepared(conductances(128, 16), builtin_card())
     out = []
     for b in BATCHES[:3] if quick else BATCHES:
         v = inputs(128, b, 0.2)
         row = {"vectors": b}
         for eng in ("ngspice", "nodal"):
-            row[f"{eng}_ms_per_vector"] = 1e3 * timed_read(g, card, v, eng, 1)[0] / b
+            row[f"{eng}_ms_per_vector"] = 1e3 * timed_read(spec, v, eng, 1)[0] / b
         out.append(row)
         print(f"  batch {b}: {row}", file=sys.stderr)
     return out
@@ -184,29 +203,34 @@ def main() -> None:
         for card in ("pku", "yakopcic"):
             read(TileSpec(conductances(4, 4), device=card_of(card)), inputs(4, 1, 0.05), engine=eng)
     cmp_rows = compare(args.repeats)
+    slopes = exponents(cmp_rows)
     batch_rows = batches(args.quick)
     methods = batching_methods(args.quick)
     info["load_average_end"] = os.getloadavg()
     write_json(OUT, {"machine": info, "command": " ".join(["benchmarks/bench_tile_read.py",
                                                            *sys.argv[1:]]),
-                     "nodal_vs_ngspice": cmp_rows, "batches_128x16": batch_rows,
+                     "nodal_vs_ngspice": cmp_rows, "exponent_vs_cells": slopes,
+                     "batches_128x16": batch_rows,
                      "ngspice_batching": methods})
 
     print(f"\nMachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, numpy "
           f"{info['numpy']}, scipy {info['scipy']}, {info['ngspice']}; load average "
           f"{info['load_average_start'][0]:.1f} -> {info['load_average_end'][0]:.1f}")
-    print("\n### Nodal vs ngspice, one read (median of runs, fresh TileSpec each run)\n")
-    print("| tile | vectors | ngspice (s) | nodal (s) | ngspice / nodal | max rel. difference "
-          "| peak MB ngspice / nodal |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n### Nodal vs ngspice, one read of a prepared tile (median of runs)\n")
+    print("| tile | vectors | ngspice (s) | nodal (s) | ngspice / nodal | tile preparation (s) "
+          "| ratio with preparation | max rel. difference | peak MB ngspice / nodal |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in cmp_rows:
         if "ngspice_s" in r:
             print(f"| {r['case']} | {r['vectors']} | {r['ngspice_s']:.3f} | {r['nodal_s']:.4f} | "
-                  f"{r['ratio']:.1f}x | {r['max_rel_diff']:.1e} | "
+                  f"{r['ratio']:.1f}x | {r['spec_prep_s']:.4f} | {r['ratio_with_prep']:.1f}x | "
+                  f"{r['max_rel_diff']:.1e} | "
                   f"{r['ngspice_peak_rss_mb']:.0f} / {r['nodal_peak_mb']:.1f} |")
         else:
-            print(f"| {r['case']} | {r['vectors']} | not run | {r['nodal_s']:.4f} | - | - "
-                  f"| - / {r['nodal_peak_mb']:.1f} |")
+            print(f"| {r['case']} | {r['vectors']} | not run | {r['nodal_s']:.4f} | - | "
+                  f"{r['spec_prep_s']:.4f} | - | - | - / {r['nodal_peak_mb']:.1f} |")
+    print(f"\ntime ~ cells^a over the one-vector cases from 4x4 to 128x16: ngspice a = "
+          f"{slopes['ngspice']:.2f}, nodal a = {slopes['nodal']:.2f}")
     print("\n### Cost per vector of batched reads, 128 x 16 tile\n")
     print("| batch | ngspice (ms/vector) | nodal (ms/vector) | ngspice / nodal |")
     print("|---|---|---|---|")

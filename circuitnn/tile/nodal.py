@@ -139,39 +139,32 @@ class Lines:
     """One family of identical wire lines (the rows, or the columns) of a tile.
 
     Each line is a chain: source - r0 - node 0 - r - node 1 - ... ; currents i drawn at its
-    nodes lower them by K i, K[j, k] = r0 + r min(j, k). Arrays are (..., rows, cols); rows are
-    fed at column 0 (`axis` -1), columns at their sense end past the last row (`axis` -2).
+    nodes lower them by K i, K[j, k] = r0 + r min(j, k). Tile arrays are (..., rows, cols); rows
+    are fed at column 0, columns at their sense end past the last row (`by_rows` False).
     """
 
     r0: float
     r: float
-    axis: int
+    by_rows: bool
 
-    def view(self, u: np.ndarray) -> np.ndarray:
-        """u with node 0 (the source end) first along `axis` (a view; its own inverse)."""
-        return u if self.axis == -1 else u[..., ::-1, :]
+    def lines(self, u: np.ndarray) -> np.ndarray:
+        """A tile array as (..., line, node) with node 0 at the source (a view)."""
+        return u if self.by_rows else np.swapaxes(u, -1, -2)[..., ::-1]
 
-    def at(self, k) -> tuple:
-        """Index k (or a slice) along the line axis."""
-        return (Ellipsis, k) if self.axis == -1 else (Ellipsis, k, slice(None))
-
-    def tails(self, u: np.ndarray) -> np.ndarray:
-        """t_j = sum_{k >= j} u_k along every line (view layout)."""
-        ax = self.axis
-        return np.flip(np.cumsum(np.flip(u, ax), ax), ax)
+    def tile(self, u: np.ndarray) -> np.ndarray:
+        """The inverse of `lines` (a view)."""
+        return u if self.by_rows else np.swapaxes(u[..., ::-1], -1, -2)
 
     def factor(self, d: np.ndarray) -> LineSolve:
         """Prepare solves of (I + K diag(d)) u = w - K c on every line, for loads d (S)."""
-        dv = self.view(d)
-        n = dv.shape[self.axis]
+        dl = np.ascontiguousarray(self.lines(d))
+        n = dl.shape[-1]
         if self.r == 0 or n == 1:  # every node at one voltage: u = w - r0 sum(x) / (1 + r0 sum(d))
-            return LineSolve(self, dv, -self.r0 / (1.0 + self.r0 * dv.sum(self.axis,
-                                                                           keepdims=True)))
-        # a Riccati sweep from the far end, on a copy with the line axis first: alpha_j, the
+            return LineSolve(self, dl, -self.r0 / (1.0 + self.r0 * dl.sum(-1, keepdims=True)))
+        # a Riccati sweep from the far end, on a copy with the node axis first: alpha_j, the
         # admittance of the line beyond segment j (loads included), as u = r alpha;
         # 1 / (1 + u_j) = s_j is the attenuation across segment j and q_j = prod_{l > j} s_l
-        ax = self.axis
-        u = np.ascontiguousarray(np.moveaxis(dv, ax, 0)) * self.r
+        u = np.ascontiguousarray(np.moveaxis(dl, -1, 0)) * self.r
         q = np.empty(u.shape)
         q[-1] = 1.0
         t = np.empty(u.shape[1:])
@@ -182,25 +175,25 @@ class Lines:
             u[j - 1] += tmp
             np.divide(q[j], t, out=q[j - 1])
 
-        def back(a: np.ndarray) -> np.ndarray:  # line axis first -> view layout, contiguous
-            return self.view(np.ascontiguousarray(self.view(np.moveaxis(a, 0, ax))))
+        def back(a: np.ndarray) -> np.ndarray:  # node axis last again, contiguous
+            return np.ascontiguousarray(np.moveaxis(a, 0, -1))
 
-        lead = -self.r0 / (1.0 + self.r0 / self.r * np.expand_dims(u[0], ax))
-        q0 = np.expand_dims(q[0], ax)
+        lead = -self.r0 / (1.0 + self.r0 / self.r * u[0][..., None])
+        q0 = q[0][..., None]
         if float(np.min(q0)) > 1e-150:  # the closed form stays within range
             qq = np.empty(q.shape)  # -r q_{l-1} q_l
             qq[0] = 0.0
             np.multiply(q[1:], q[:-1], out=qq[1:])
             qq *= -self.r
-            return LineSolve(self, dv, lead * q0 * q0, qq=back(qq), p=back(1.0 / q))
-        return LineSolve(self, dv, lead, s=back(1.0 / (1.0 + u)))
+            return LineSolve(self, dl, lead * q0 * q0, qq=back(qq), p=back(1.0 / q))
+        return LineSolve(self, dl, lead, s=back(1.0 / (1.0 + u)))
 
 
 @dataclass
 class LineSolve:
     """Solves of (I + K diag(d)) u = w - K c along every line of a family (`Lines.factor`):
     the voltages u of lines with open-circuit voltages w, loads d and extra currents c drawn.
-    Arrays in the family's view layout (node 0 first).
+    Its arrays are (..., line, node), contiguous.
 
     With x = d w + c: beta_j = x_j + s_{j+1} beta_{j+1} (the current drawn beyond segment j
     with node j held at its w), e_0 = -r0 beta_0 / (1 + r0 alpha_0), e_j = s_j (e_{j-1} -
@@ -217,35 +210,35 @@ class LineSolve:
     s: np.ndarray | None = None  # attenuation per segment, for the sweep
 
     def __call__(self, w: np.ndarray | None, c: np.ndarray) -> np.ndarray:
+        """u (a tile array) for w (a tile array, or None for 0) and c (a tile array)."""
         ln = self.lines
-        ax = ln.axis
-        wv = None if w is None else ln.view(w)
-        x = ln.view(c) if wv is None else self.d * wv + ln.view(c)
+        x = np.ascontiguousarray(ln.lines(c))
+        if w is not None:
+            x += self.d * ln.lines(w)
         if self.s is not None:
             e = self._sweep(x)
         elif self.p is None:  # one node per line, or no resistance along it
-            e = self.lead * x.sum(ax, keepdims=True)
+            e = self.lead * x.sum(-1, keepdims=True)
         else:
-            t = ln.tails(self.p * x)
-            e0 = self.lead * t[ln.at(slice(0, 1))]
+            x *= self.p
+            t = np.cumsum(x[..., ::-1], -1)[..., ::-1]  # tails: t_j = sum_{k >= j} p_k x_k
+            e0 = self.lead * t[..., :1]
             t *= self.qq
-            e = np.cumsum(t, ax, out=t)
+            e = np.cumsum(t, -1, out=t)
             e += e0
             e *= self.p
-        if wv is not None:
-            e = e + wv
-        return ln.view(e)
+        e = ln.tile(e)
+        return e if w is None else w + e
 
     def _sweep(self, x: np.ndarray) -> np.ndarray:
-        ln, s = self.lines, self.s
-        idx = [ln.at(j) for j in range(x.shape[ln.axis])]
-        beta = np.array(x, dtype=float)
-        for j in range(len(idx) - 1, 0, -1):
-            beta[idx[j - 1]] += s[idx[j]] * beta[idx[j]]
+        r, s = self.lines.r, self.s
+        beta = x.copy()
+        for j in range(x.shape[-1] - 1, 0, -1):
+            beta[..., j - 1] += s[..., j] * beta[..., j]
         e = np.empty(beta.shape)
-        e[idx[0]] = self.lead[idx[0]] * beta[idx[0]]
-        for j in range(1, len(idx)):
-            e[idx[j]] = s[idx[j]] * (e[idx[j - 1]] - ln.r * beta[idx[j]])
+        e[..., 0] = self.lead[..., 0] * beta[..., 0]
+        for j in range(1, x.shape[-1]):
+            e[..., j] = s[..., j] * (e[..., j - 1] - r * beta[..., j])
         return e
 
 
@@ -359,14 +352,14 @@ class NodalSolver:
     def __init__(self, spec: TileSpec, chunk: int | None = None) -> None:
         self.spec = spec
         self.cells = CellModel(spec)
-        self.rows = Lines(spec.r_driver + spec.r_row, spec.r_row, -1)
+        self.rows = Lines(spec.r_driver + spec.r_row, spec.r_row, True)
         if spec.sense == "tia":
             t = spec.tia
             self.r_tia = t.r_f / (1 + t.gain)  # the TIA seen from its column
             self.v_sense = t.gain * t.v_offset / (1 + t.gain)
         else:
             self.r_tia, self.v_sense = 0.0, 0.0
-        self.cols = Lines(spec.r_col + self.r_tia, spec.r_col, -2)
+        self.cols = Lines(spec.r_col + self.r_tia, spec.r_col, False)
         self.chunk = chunk or max(1, 32_768 // (spec.rows * spec.cols))  # vectors at once
         self.gmres_rtol = 1e-4  # per Newton step: the step's own error is this much smaller
 
