@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from circuitnn.devices import builtin_card
 from circuitnn.errors import CircuitnnError
@@ -131,3 +133,105 @@ def test_bad_solver_inputs():
     spec = TileSpec(np.full((2, 2), 1e-5), cell="passive")
     with pytest.raises(CircuitnnError, match="shape"):
         NodalSolver(spec).solve(np.zeros((1, 3)))
+
+
+def _direct_linear_read(spec, v):
+    """Reference for ohmic passive tiles: the full node network solved by a sparse direct LU."""
+    net = assemble_network(spec)
+    n, total = net.n, net.n + net.nk
+    g = spec.conductance.ravel()
+    a, b = net.top, net.bot
+    lap = (net.lap + sp.csr_matrix((np.concatenate([g, g, -g, -g]), (
+        np.concatenate([a, b, a, b]), np.concatenate([a, b, b, a]))), shape=(total, total))).tocsr()
+    known = np.zeros((v.shape[0], net.nk))
+    known[:, net.driver - n] = v
+    rhs = -(lap[:n, n:] @ known.T) - net.i_const[:n, None]
+    x = np.concatenate([np.atleast_2d(spla.spsolve(lap[:n, :n].tocsc(), rhs).T)
+                        .reshape(v.shape[0], n), known], axis=1)
+    if spec.sense == "ideal":
+        return (g * (x[:, a] - x[:, b])).reshape(v.shape[0], *spec.shape).sum(axis=1)
+    t = spec.tia
+    return -t.gain * (t.v_offset - x[:, net.sense]) / t.r_f
+
+
+TIA1 = TIA(gain=1e3, r_f=1e3, v_offset=1e-3)
+
+
+@pytest.mark.parametrize("shape, g_range, kw", [
+    ((12, 9), (1e-5, 1e-4), dict(r_row=2.0, r_col=3.0)),
+    ((12, 9), (1e-5, 1e-4), dict(r_row=0.0, r_col=3.0, r_driver=10.0)),
+    ((12, 9), (1e-5, 1e-4), dict(r_row=2.0, r_col=0.0, sense="tia", tia=TIA1)),
+    ((12, 9), (1e-5, 1e-4), dict(r_row=2.0, r_col=5.0, r_driver=7.0, sense="tia", tia=TIA1)),
+    ((12, 9), (1e-5, 1e-4), dict(r_row=0.0, r_col=0.0, r_driver=3.0, sense="tia", tia=TIA1)),
+    ((40, 40), (1e-4, 1e-3), dict(r_row=50.0, r_col=50.0)),  # IR drop of the order of V
+    ((1, 300), (1e-3, 1e-2), dict(r_row=1e5, r_col=1.0)),  # lines far beyond the closed form
+    ((300, 2), (1e-3, 1e-2), dict(r_row=1.0, r_col=1e4)),
+])
+def test_linear_tiles_match_a_direct_sparse_solve(shape, g_range, kw):
+    rng = np.random.default_rng(12)
+    spec = TileSpec(rng.uniform(*g_range, shape), cell="passive", **kw)
+    v = rng.uniform(-0.2, 0.2, (3, shape[0]))
+    ref = _direct_linear_read(spec, v)
+    # relative to the tile's current scale: mixed-sign inputs leave some columns near zero, and
+    # along the extreme lines the currents fall by ~1e3 per cell
+    np.testing.assert_allclose(read(spec, v, engine="nodal"), ref, rtol=1e-10,
+                               atol=1e-10 * np.max(np.abs(ref)))
+
+
+def test_extreme_lines_use_the_node_by_node_sweep():
+    spec = TileSpec(np.full((1, 300), 1e-2), cell="passive", r_row=1e5)
+    solve = NodalSolver(spec).rows.factor(spec.conductance)
+    assert solve.s is not None  # attenuation out of the closed form's range
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(r_driver=30.0, r_col=0.5),
+    dict(sense="tia", tia=TIA1),
+    dict(r_row=0.0, r_driver=5.0),
+    dict(r_col=0.0, sense="tia", tia=TIA1),
+    dict(row_mask=np.array([True, False] * 4 + [True])),
+])
+def test_1t1r_node_voltages_satisfy_kcl_everywhere(kw):
+    rng = np.random.default_rng(13)
+    spec = TileSpec(rng.uniform(5e-6, 4e-5, (9, 5)), device=builtin_card(), **kw)
+    v = rng.uniform(-0.2, 0.2, (3, 9))
+    sol = NodalSolver(spec)
+    x = sol.node_voltages(v)
+    net, cells, shape = sol.net, sol.cells, (3, 9, 5)
+    i_mem = cells.memristor((x[:, net.top] - x[:, net.mid]).reshape(shape))[0].reshape(3, -1)
+    i_ds = cells.transistor(x[:, net.mid].reshape(shape), x[:, net.bot].reshape(shape))[0]
+    i_ds = i_ds.reshape(3, -1)
+    f = (net.lap @ x.T).T + net.i_const  # current leaving each node
+    for k in range(3):
+        np.add.at(f[k], net.top, i_mem[k])
+        np.add.at(f[k], net.mid, i_ds[k] - i_mem[k])
+        np.add.at(f[k], net.bot, -i_ds[k])
+    assert np.max(np.abs(f[:, :net.n])) < 1e-14  # A; cell currents are ~1e-6 A
+    np.testing.assert_allclose(sol.column_currents(x), sol.solve(v), rtol=1e-10)
+
+
+def test_cell_current_is_exact_at_microvolts():
+    spec = TileSpec(np.random.default_rng(2).uniform(5e-6, 25e-6, (4, 3)), device=builtin_card())
+    cells = CellModel(spec)
+    for vt in (1e-6, -1e-6, 0.2):
+        top = np.full(spec.shape, vt)
+        lo, hi = np.full(spec.shape, min(vt, 0.0)), np.full(spec.shape, max(vt, 0.0))
+        for _ in range(200):  # reference: plain bisection of the internal node's KCL
+            m = 0.5 * (lo + hi)
+            f = cells.memristor(top - m)[0] - cells.transistor(m, 0.0)[0] - spec.gmin * m
+            lo, hi = np.where(f > 0, m, lo), np.where(f > 0, hi, m)
+        ref = cells.transistor(0.5 * (lo + hi), 0.0)[0]
+        np.testing.assert_allclose(cells.cell_current(top, 0.0), ref, rtol=1e-12)
+
+
+def test_unconverged_solve_and_bad_options_fail_in_one_line():
+    spec = TileSpec(np.full((8, 4), 1e-5), device=builtin_card())
+    v = np.full(8, 0.2)
+    with pytest.raises(CircuitnnError, match="did not converge in 1 Newton") as err:
+        read(spec, v, engine="nodal", max_iter=1)
+    assert "\n" not in str(err.value)
+    for opts, match in [({"tol": 0.0}, "tol"), ({"max_iter": 0}, "max_iter"),
+                        ({"max_iter": 2.5}, "max_iter")]:
+        with pytest.raises(CircuitnnError, match=match):
+            read(spec, v, engine="nodal", **opts)

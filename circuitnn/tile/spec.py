@@ -224,7 +224,9 @@ class TileSpec:
         dev = self.device_model
         if dev is None:
             return None
-        s = dev.state_for_conductance(self.conductance, self.v_read)
+        # one inversion per distinct conductance (programmed tiles often share levels)
+        levels, where = np.unique(self.conductance, return_inverse=True)
+        s = dev.state_for_conductance(levels, self.v_read)[where].reshape(self.shape)
         s.setflags(write=False)
         return s
 
