@@ -48,7 +48,7 @@ def ngspice_vs_numpy(fit, sweep_index: int = 0) -> dict[str, float]:
     lo, hi = dev.bounds()
     s0 = float(0.5 * (lo + hi))
     t0 = time.perf_counter()
-    a = dev.simulate(t, v, s0, substeps=fit.settings.substeps_check)
+    a = dev.simulate(t, v, s0)
     t_np = time.perf_counter() - t0
     t0 = time.perf_counter()
     b = simulate_ngspice(dev, t, v, s0)

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from circuitnn.devices import Device, ModelCard, builtin_card, load_device
+from circuitnn.devices import Device, ModelCard, builtin_card, expr, load_device
+from circuitnn.devices.models import MODELS
+from circuitnn.devices.series import current_limit
 from circuitnn.devices.subckt import simulate_ngspice, subckt
 from circuitnn.errors import CircuitnnError
 
@@ -45,7 +47,7 @@ CASES = {
 def test_numpy_and_ngspice_agree(name: str, wave: str) -> None:
     dev, s0, sin_wave, pulse_wave = CASES[name]
     t, v = sin_wave if wave == "sine" else pulse_wave
-    a = dev.simulate(t, v, s0, substeps=4)
+    a = dev.simulate(t, v, s0)
     b = simulate_ngspice(dev, t, v, s0)
     # the waveform really switches the device, so agreement is not trivial
     lo, hi = dev.bounds()
@@ -55,7 +57,7 @@ def test_numpy_and_ngspice_agree(name: str, wave: str) -> None:
 
 def test_series_resistance_agrees() -> None:
     dev, s0, (t, v), _ = CASES["yakopcic"]
-    a = dev.simulate(t, v, s0, r_series=2e3, substeps=4)
+    a = dev.simulate(t, v, s0, r_series=2e3)
     b = simulate_ngspice(dev, t, v, s0, r_series=2e3)
     assert nrmse(a.i, b.i) < 0.01
     # the resistor takes a visible share of the voltage
@@ -73,10 +75,82 @@ def test_ohmic_device_is_exact() -> None:
 def test_many_devices_at_once() -> None:
     dev = Device("vteam", dict(VTEAM.params, R_on=np.array([1e3, 2e3, 4e3])))
     t, v = sine(1.0, 100.0)
-    tr = dev.simulate(t, v, np.array([0.2, 0.5, 0.8]), substeps=2)
+    tr = dev.simulate(t, v, np.array([0.2, 0.5, 0.8]))
     assert tr.i.shape == (3, t.size)
-    single = Device("vteam", dict(VTEAM.params, R_on=2e3)).simulate(t, v, 0.5, substeps=2)
+    single = Device("vteam", dict(VTEAM.params, R_on=2e3)).simulate(t, v, 0.5)
+    # each device has its own step sizes, so the batch and the single run take the same steps
     np.testing.assert_allclose(tr.i[1], single.i, rtol=1e-12)
+
+
+def test_current_limit_agrees_with_ngspice() -> None:
+    """A source with a current compliance: the device runs into the limit and snaps OFF."""
+    dev = Device("vteam", VTEAM.params, polarity=-1.0)
+    t, v = sine(1.0, 100.0)
+    limit = current_limit(3e-4)
+    a = dev.simulate(t, v, 0.5, series=limit)
+    b = simulate_ngspice(dev, t, v, 0.5, series=limit)
+    assert np.max(np.abs(a.i)) == pytest.approx(3e-4, rel=1e-3)  # the limit is reached
+    assert np.ptp(a.state) > 0.9
+    assert nrmse(a.i, b.i) < 1e-3
+
+
+class Saturating:
+    """A caller's own series element (not an expression): a resistor saturating at 0.2 mA."""
+
+    def current(self, u):
+        return 2e-4 * np.tanh(u / 500.0)
+
+    def conductance(self, u):
+        return 2e-4 / 500.0 / np.cosh(u / 500.0 * 1.0) ** 2
+
+
+def test_any_series_element_with_current_and_conductance() -> None:
+    dev, s0, (t, v), _ = CASES["yakopcic"]
+    a = dev.simulate(t, v, s0, series=Saturating())
+    # the same element as an expression runs in ngspice
+    from circuitnn.devices.series import ExprElement
+
+    same = ExprElement("i0 * tanh(u / r)", {"i0": 2e-4, "r": 500.0}, "saturating")
+    b = simulate_ngspice(dev, t, v, s0, series=same)
+    assert nrmse(a.i, b.i) < 1e-3
+    assert np.max(np.abs(v - a.v_device)) > 0.05
+
+
+def test_error_control_converges() -> None:
+    """Tightening the tolerance by 100x changes a switching waveform by far less than 1e-3."""
+    for dev, s0, (t, v), _ in CASES.values():
+        coarse = dev.simulate(t, v, s0)
+        fine = dev.simulate(t, v, s0, rtol=1e-6, atol=1e-9)
+        assert nrmse(coarse.i, fine.i) < 2e-4
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_symbolic_derivatives_match_finite_differences(name: str) -> None:
+    dev = Device(name)
+    lo, hi = dev.bounds()
+    s = np.linspace(lo, hi, 9)[1:-1]
+    v = np.linspace(-1.3, 1.2, 7)
+    h_s, h_v = 1e-6 * (hi - lo), 1e-6
+    for which in ("current_jac", "rate_jac"):
+        f, f_v, f_s = dev._eval(which, v, s)
+        fd_v = (dev._eval(which, v + h_v, s)[0] - dev._eval(which, v - h_v, s)[0]) / (2 * h_v)
+        fd_s = (dev._eval(which, v, s + h_s)[0] - dev._eval(which, v, s - h_s)[0]) / (2 * h_s)
+        scale = np.max(np.abs(f)) + 1e-30
+        for exact, approx in ((f_v, fd_v), (f_s * (hi - lo), fd_s * (hi - lo))):
+            np.testing.assert_allclose(exact, approx, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_expression_derivative_rules() -> None:
+    cases = {"exp(2 * v)": "2 * exp(2 * v)", "pow(v, 3)": "3 * v * v", "sinh(v) / v":
+             "(cosh(v) * v - sinh(v)) / (v * v)", "where(v > 0, v * v, -v)":
+             "where(v > 0, 2 * v, -1)", "abs(v) + max(v, 0.5)": "where(v >= 0, 1, -1) + "
+             "where(v >= 0.5, 1, 0)", "sqrt(v * v + 1)": "v / sqrt(v * v + 1)"}
+    v = np.array([-0.7, 0.3, 0.9, 1.4])
+    for text, want in cases.items():
+        got = expr.Kernel([expr.derivative(text, "v")], ("v",))
+        env = got.prepare({})
+        np.testing.assert_allclose(got({**env, "v": v})[0] + 0 * v, expr.evaluate(want, {"v": v}),
+                                   rtol=1e-12)
 
 
 def test_builtin_card_and_g_range() -> None:

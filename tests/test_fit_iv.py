@@ -66,7 +66,7 @@ def _synthetic(phase: int, n: int = 120, freq: float = 50.0) -> tuple[Device, Sw
     k = np.arange(6 * n)
     t = k / (n * freq)
     v = 0.9 * np.sin(2 * np.pi * k / n)
-    tr = dev.simulate(t, v, 0.5, substeps=8)
+    tr = dev.simulate(t, v, 0.5)
     sl = slice(5 * n + phase, 6 * n) if phase == 0 else slice(4 * n + phase, 5 * n + phase)
     vv, ii = tr.v[sl].copy(), tr.i[sl].copy()
     sweep = Sweep(f"syn{phase}", "syn", np.arange(n) / (n * freq), vv, ii, 0.0, True, freq,
@@ -81,11 +81,11 @@ def test_steady_state_does_not_depend_on_the_start_phase() -> None:
         dev, sweep = _synthetic(phase)
         prob = _Problem(dev.model, [sweep], warmup=2)
         values = {k: float(v) for k, v in dev.params.items()}
-        errs.append(float(prob.nrmse_matrix(prob.to_vector(values)[None], 1.0, 8)[0, 0]))
+        errs.append(float(prob.nrmse_matrix(prob.to_vector(values)[None], 1.0, 1e-4)[0, 0]))
     assert max(errs) < 0.01
     # a fixed starting state (no warm-up) would be wrong for most phases
     dev, sweep = _synthetic(37)
-    direct = dev.simulate(sweep.t, sweep.v, dev.bounds()[0], substeps=8).i
+    direct = dev.simulate(sweep.t, sweep.v, dev.bounds()[0]).i
     assert float(nrmse(direct, sweep.i)) > 0.05
 
 
@@ -94,9 +94,9 @@ def test_population_is_simulated_at_once_and_matches_single_runs(knowm_m1) -> No
     rng = np.random.default_rng(1)
     x = prob.lo + (prob.hi - prob.lo) * rng.random((5, len(prob.free)))
     x[0] = prob.to_vector(KNOWM_M1_YAKOPCIC)
-    many = prob.nrmse_matrix(x, 1.0, 2)
+    many = prob.nrmse_matrix(x, 1.0, 1e-3)
     assert many.shape == (5, 4)
-    single = prob.nrmse_matrix(x[2:3], 1.0, 2)
+    single = prob.nrmse_matrix(x[2:3], 1.0, 1e-3)
     np.testing.assert_allclose(many[2], single[0], rtol=1e-10)
     assert many[0].mean() < many[1:].mean(axis=1).min()
 
@@ -110,7 +110,7 @@ def test_vteam_k_on_is_searched_on_a_log_scale() -> None:
 
 def test_knowm_m1_one_parameter_set_reaches_target(knowm_m1) -> None:
     """Best model (Yakopcic), one parameter set for 1, 10, 100 and 1000 Hz: NRMSE <= 0.10."""
-    st = FitSettings(start=KNOWM_M1_YAKOPCIC, start_polarity=1.0, max_nfev=4, substeps_check=8)
+    st = FitSettings(start=KNOWM_M1_YAKOPCIC, start_polarity=1.0, max_nfev=4)
     fit = fit_iv(knowm_m1, "yakopcic", st)
     assert fit.nrmse <= 0.10
     assert len(fit.nrmse_per_sweep) == 4
@@ -127,8 +127,7 @@ def test_knowm_m1_one_parameter_set_reaches_target(knowm_m1) -> None:
 
 
 def test_bipolar_loop_reaches_target(bipolar) -> None:
-    st = FitSettings(start=BIPOLAR_VTEAM, start_polarity=BIPOLAR_VTEAM_POLARITY, max_nfev=4,
-                     substeps_check=8)
+    st = FitSettings(start=BIPOLAR_VTEAM, start_polarity=BIPOLAR_VTEAM_POLARITY, max_nfev=4)
     fit = fit_iv(bipolar, "vteam", st)
     assert fit.nrmse <= 0.10
     # the other polarity is much worse: polarity matters
@@ -140,7 +139,7 @@ def test_bipolar_loop_reaches_target(bipolar) -> None:
 def test_short_global_search_runs_both_polarities() -> None:
     _, sweep = _synthetic(10, n=60)
     calls = []
-    st = FitSettings(popsize=2, maxiter=2, max_nfev=3, substeps_check=2)
+    st = FitSettings(popsize=2, maxiter=2, max_nfev=3)
     fit = fit_iv([sweep], "vteam", st, progress=lambda: calls.append(1), check=False)
     assert set(fit.search_nrmse) == {"+1", "-1"}
     assert len(calls) >= 2
@@ -153,7 +152,7 @@ def test_noise_does_not_converge() -> None:
     v = 0.8 * np.sin(2 * np.pi * np.arange(n) / n)
     sweep = Sweep("noise", "noise", np.arange(n) / n, v, 1e-5 * rng.standard_normal(n), 0.0,
                   True, 1.0, "noise.csv")
-    st = FitSettings(popsize=2, maxiter=2, max_nfev=3, substeps_check=2)
+    st = FitSettings(popsize=2, maxiter=2, max_nfev=3)
     with pytest.raises(CircuitnnError, match="did not converge.*noise.csv"):
         fit_iv([sweep], "yakopcic", st)
 

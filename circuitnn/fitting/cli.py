@@ -163,7 +163,7 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
             click.echo(f"  {k:10s} {v: .6g}  +- {tag}")
         for k, v in f.nrmse_per_sweep.items():
             click.echo(f"  NRMSE {k}: {v:.4f}")
-        click.echo(f"  NRMSE overall: {f.nrmse:.4f} (refinement substeps: {f.nrmse_fit:.4f})")
+        click.echo(f"  NRMSE overall: {f.nrmse:.4f} (refinement tolerance: {f.nrmse_fit:.4f})")
         click.echo(f"  card: {card_path}\n  figure: {fig_path}")
 
 

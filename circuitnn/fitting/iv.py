@@ -72,9 +72,9 @@ class FitSettings:
     maxiter: int = 80  # DE generations per polarity
     seed: int = 0
     warmup_periods: int = 2
-    substeps_search: int = 2  # RK4 substeps per sample during the global search
-    substeps_refine: int = 8  # lmfit refinement: fine enough not to fit integration error
-    substeps_check: int = 16  # for the final check (2x the refinement)
+    rtol_search: float = 1e-3  # integration tolerance during the global search
+    rtol_refine: float = 1e-4  # lmfit refinement: fine enough not to fit integration error
+    rtol_check: float = 1e-6  # for the final check
     max_nfev: int = 60  # lmfit residual evaluations (the Jacobian is extra, vectorised)
     polarities: tuple[float, ...] = (1.0, -1.0)
     start: dict[str, float] | None = None  # skip the global search, refine from these values
@@ -223,7 +223,7 @@ class _Problem:
             x.append(val)
         return np.clip(np.array(x), self.lo, self.hi)
 
-    def predict(self, x: np.ndarray, polarity: float, substeps: int) -> list[np.ndarray]:
+    def predict(self, x: np.ndarray, polarity: float, rtol: float) -> list[np.ndarray]:
         """Simulated current of the compared period, per sweep: arrays (S, n)."""
         dev = Device(self.model, self.to_params(x), polarity=polarity)
         out: list[np.ndarray] = [np.empty(0)] * len(self.sweeps)
@@ -233,21 +233,22 @@ class _Problem:
             for idx, t, v, _meas, rs in self.groups:
                 n = self.sweeps[idx[0]].n
                 r = rs if np.any(rs > 0) else 0.0
-                cur = dev.simulate(t, v, s0, r_series=r, substeps=substeps).i[..., -n:]
+                cur = dev.simulate(t, v, s0, r_series=r, rtol=rtol, atol=rtol * 1e-3,
+                                   strict=False).i[..., -n:]
                 for g, k in enumerate(idx):
                     out[k] = cur[:, g, :]
         return out
 
-    def nrmse_matrix(self, x: np.ndarray, polarity: float, substeps: int) -> np.ndarray:
+    def nrmse_matrix(self, x: np.ndarray, polarity: float, rtol: float) -> np.ndarray:
         """(S, n_sweeps) NRMSE; non-finite simulations get a large value."""
-        pred = self.predict(x, polarity, substeps)
+        pred = self.predict(x, polarity, rtol)
         with np.errstate(all="ignore"):
             e = np.stack([nrmse(p, s.i) for p, s in zip(pred, self.sweeps, strict=True)], axis=1)
         return np.where(np.isfinite(e), e, _BAD)
 
-    def residuals(self, x: np.ndarray, polarity: float, substeps: int) -> np.ndarray:
+    def residuals(self, x: np.ndarray, polarity: float, rtol: float) -> np.ndarray:
         """(S, m) residuals normalised per sweep: sum of squares = sum over sweeps of NRMSE^2."""
-        pred = self.predict(x, polarity, substeps)
+        pred = self.predict(x, polarity, rtol)
         parts = []
         for p, s in zip(pred, self.sweeps, strict=True):
             parts.append((p - s.i) / (np.ptp(s.i) * math.sqrt(s.n)))
@@ -264,7 +265,7 @@ def _search(
     """Differential evolution over the whole population at once; returns (x, objective)."""
 
     def objective(xt: np.ndarray) -> np.ndarray:  # xt: (k, S)
-        return prob.nrmse_matrix(xt.T, polarity, st.substeps_search).mean(axis=1)
+        return prob.nrmse_matrix(xt.T, polarity, st.rtol_search).mean(axis=1)
 
     def callback(intermediate_result: Any) -> None:
         if progress is not None:
@@ -311,14 +312,14 @@ def _refine(
         return np.array([pars[n].value for n in names])
 
     def residual(pars: lmfit.Parameters) -> np.ndarray:
-        return prob.residuals(vec(pars), polarity, st.substeps_refine)[0]
+        return prob.residuals(vec(pars), polarity, st.rtol_refine)[0]
 
     def jacobian(pars: lmfit.Parameters) -> np.ndarray:
         x = vec(pars)
         h = 1e-4 * np.maximum(span, 1e-12)
         h = np.where(x + h > prob.hi, -h, h)  # step inwards at an upper bound
         xs = np.vstack([x, x + np.diag(h)])
-        r = prob.residuals(xs, polarity, st.substeps_refine)
+        r = prob.residuals(xs, polarity, st.rtol_refine)
         return ((r[1:] - r[0]) / h[:, None]).T
 
     return lmfit.minimize(
@@ -416,7 +417,7 @@ def fit_iv(
     bounds = np.cumsum([0] + [s.n for s in sweeps])
     e_fit = np.array([math.sqrt(float(np.sum(result.residual[a:b] ** 2)))
                       for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-    pred = [p[0] for p in prob.predict(x, pol, st.substeps_check)]
+    pred = [p[0] for p in prob.predict(x, pol, st.rtol_check)]
     with np.errstate(all="ignore"):
         e_chk = np.array([float(nrmse(p, s.i)) for p, s in zip(pred, sweeps, strict=True)])
         r2 = np.array([1.0 - np.sum((p - s.i) ** 2) / np.sum((s.i - s.i.mean()) ** 2)
@@ -565,7 +566,7 @@ def make_card(fit: IVFit, manifest: str | None = None,
                             "overall = mean over sweeps",
         "nrmse": fit.nrmse,
         "nrmse_per_sweep": fit.nrmse_per_sweep,
-        "substeps": fit.settings.substeps_check,
+        "rtol": fit.settings.rtol_check,
         "nrmse_refine_substeps": fit.nrmse_fit,
         "nrmse_per_sweep_refine_substeps": fit.nrmse_fit_per_sweep,
         "r2_per_sweep": fit.r2_per_sweep,
