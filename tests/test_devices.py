@@ -34,8 +34,14 @@ YAKOPCIC = Device("yakopcic", dict(a1=1e-4, a2=1e-4, b=2.0, Ap=4e3, An=4e3, Vp=0
                                    xp=0.3, xn=0.5, alphap=1.0, alphan=3.0))
 VTEAM = Device("vteam", dict(R_on=1e3, R_off=5e4, k_off=2e4, k_on=-2e4, v_off=0.3, v_on=-0.3,
                              alpha_off=3.0, alpha_on=3.0, w_c=0.1))
+YAKOPCIC_2020 = Device("yakopcic", dict(YAKOPCIC.params, a1_off=1e-6, a2_off=2e-6, b_off=3.0))
+MSS = Device("mss", dict(R_on=2e3, R_off=1e5, tau=1e-3, V_on=0.2, V_off=0.2, phi=0.7, a_f=1e-7,
+                         b_f=5.0, a_r=1e-7, b_r=5.0))
 CASES = {
     "yakopcic": (YAKOPCIC, 0.2, sine(1.0, 100.0), pulse_train(1.0, -1.0, 2e-3, 2e-4)),
+    "yakopcic-off-state": (YAKOPCIC_2020, 0.2, sine(1.0, 100.0),
+                           pulse_train(1.0, -1.0, 2e-3, 2e-4)),
+    "mss": (MSS, 0.5, sine(0.8, 10.0), pulse_train(0.6, -0.6, 5e-3, 5e-4)),
     "vteam": (VTEAM, 0.5, sine(1.0, 100.0), pulse_train(-1.2, 1.2, 1e-3, 1e-4)),
     "stanford-pku": (load_device(), 1.5e-9, sine(1.6, 1e5),
                      pulse_train(1.6, -1.6, 50e-9, 5e-9)),
@@ -52,7 +58,11 @@ def test_numpy_and_ngspice_agree(name: str, wave: str) -> None:
     # the waveform really switches the device, so agreement is not trivial
     lo, hi = dev.bounds()
     assert np.ptp(a.state) > 0.3 * (hi - lo)
-    assert nrmse(a.i, b.i) < 0.01
+    assert nrmse(a.i, b.i) < 1e-3
+    # and on a log scale, where the OFF state lives (points above 1e-3 of the peak current)
+    keep = np.abs(b.i) > 1e-3 * np.max(np.abs(b.i))
+    log_err = np.sqrt(np.mean((np.log10(np.abs(a.i[keep])) - np.log10(np.abs(b.i[keep]))) ** 2))
+    assert log_err < 0.01
 
 
 def test_series_resistance_agrees() -> None:
@@ -62,6 +72,17 @@ def test_series_resistance_agrees() -> None:
     assert nrmse(a.i, b.i) < 0.01
     # the resistor takes a visible share of the voltage
     assert np.max(np.abs(v - a.v_device)) > 0.05
+
+
+def test_off_state_conduction() -> None:
+    """Yakopcic's 2020 OFF-state term carries current at x = 0; the 2013 default carries none."""
+    assert float(YAKOPCIC.current(-0.5, 0.0)) == 0.0
+    assert float(YAKOPCIC_2020.current(-0.5, 0.0)) == pytest.approx(-2e-6 * np.sinh(1.5))
+    # MSS: Schottky terms at x = 0, and I(0) = 0 (a pinched loop)
+    i_off = float(MSS.current(-0.5, 0.0))
+    diode = 1e-7 * (np.exp(-2.5) - 1) - 1e-7 * (np.exp(2.5) - 1)
+    assert i_off == pytest.approx(-0.5 * 0.7 / 1e5 + 0.3 * diode, rel=1e-12)
+    assert float(MSS.current(0.0, 0.3)) == 0.0
 
 
 def test_ohmic_device_is_exact() -> None:
