@@ -221,3 +221,20 @@ def test_subckt_is_deterministic_and_validated() -> None:
     assert subckt(dev, "cell") == subckt(dev, "cell")
     with pytest.raises(CircuitnnError):
         subckt(dev, "cell; .control shell rm -rf /")
+
+
+def test_every_shipped_card_loads_and_runs() -> None:
+    """Cards written before a model gained parameters load with defaults that keep their
+    behaviour (e.g. Yakopcic without the OFF-state term)."""
+    from circuitnn.devices import DEVICE_MODELS_DIR
+    from circuitnn.devices.models import MODELS as KNOWN
+
+    cards = [ModelCard.load(p) for p in sorted(DEVICE_MODELS_DIR.glob("*.json"))
+             if '"schema": "circuitnn.card/1"' in p.read_text()]
+    compact = [c for c in cards if c.model in KNOWN]
+    assert len(compact) >= 7
+    t, v = sine(0.5, 10.0, pts=200)
+    for card in compact:
+        dev = Device.from_card(card)
+        lo, hi = dev.bounds()
+        assert np.all(np.isfinite(dev.simulate(t, v, 0.5 * (lo + hi)).i))

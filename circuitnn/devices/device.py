@@ -178,6 +178,7 @@ class Device:
         rtol: float = transient.RTOL,
         atol: float = transient.ATOL,
         strict: bool = True,
+        max_steps: int = transient.MAX_STEPS,
     ) -> Trace:
         """Integrate the state over a sampled voltage waveform (linear between samples).
 
@@ -185,14 +186,17 @@ class Device:
         t: (n,) sample times, or (..., n) broadcastable with v; v: (..., n) applied volts.
         s0: initial state (default: the lower bound). `r_series` (ohm, > 0 to use) or `series`
         (any `SeriesElement`, e.g. an access transistor) sits between the source and the device.
-        Returns values at every sample.
+        Returns values at every sample. With `strict` False, a device whose state cannot be
+        integrated (non-finite rate, or more than `max_steps` steps between two samples) gets
+        NaN outputs instead of an error.
         """
         r = np.asarray(r_series, dtype=float)
         if np.any(r > 0):
             if series is not None:
                 raise CircuitnnError("give either r_series or a series element, not both")
             series = resistor(np.where(r > 0, r, 1e-9))
-        return transient.simulate(self, t, v, s0, series, rtol=rtol, atol=atol, strict=strict)
+        return transient.simulate(self, t, v, s0, series, rtol=rtol, atol=atol, strict=strict,
+                                  max_steps=max_steps)
 
 
 _KERNELS: dict[tuple, dict[str, expr.Kernel]] = {}

@@ -91,8 +91,14 @@ def element_line(element: ExprElement, name: str, p: str, n: str) -> str:
     return f"B{safe_name(name, 'element')} {safe_node(p)} {safe_node(n)} I={body}"
 
 
+#: transient options: the default, then the looser time-step controls tried in turn when
+#: ngspice's step control fails on a switching snap ("timestep too small")
+TRAN_OPTIONS = ("reltol=1e-6", "reltol=1e-6 trtol=50", "reltol=1e-5 trtol=20", "reltol=1e-4")
+
+
 def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,
-                      max_step: float | None = None, series: ExprElement | None = None) -> str:
+                      max_step: float | None = None, series: ExprElement | None = None,
+                      options: str = TRAN_OPTIONS[0]) -> str:
     """A complete netlist driving one dynamic device with the waveform (t, v), optionally
     through a series resistance or a series element (`circuitnn.devices.series`)."""
     import numpy as np
@@ -116,7 +122,7 @@ def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,
         lines += [instance("m1", "memdev", "a", "0")]
     lines += [
         initial_condition("m1", s0),
-        ".options noinit reltol=1e-6 abstol=1e-15 vntol=1e-9 method=gear",
+        f".options noinit {options} abstol=1e-15 vntol=1e-9 method=gear",
         f".tran {fmt(max_step)} {fmt(float(t[-1] - t[0]))} 0 {fmt(max_step)}",
         ".save v(a) i(vin) v(xm1.s)" + (" v(d)" if series is not None else ""),
         ".end",
@@ -127,7 +133,12 @@ def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,
 def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
                      max_step: float | None = None, backend: str = "subprocess",
                      series: ExprElement | None = None):
-    """Run the device's ngspice subcircuit on a waveform; returns a `Trace` at the sample times."""
+    """Run the device's ngspice subcircuit on a waveform; returns a `Trace` at the sample times.
+
+    A device that switches in picoseconds (a snap) can defeat ngspice's time-step control
+    ("timestep too small"); the transient is then retried with the looser controls of
+    TRAN_OPTIONS in turn (truncation-error tolerance trtol 50 or 20 instead of 7, reltol up to
+    1e-4)."""
     import numpy as np
 
     from circuitnn.devices.device import Trace
@@ -135,8 +146,15 @@ def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
 
     t = np.asarray(t, dtype=float)
     v = np.asarray(v, dtype=float)
-    netlist = transient_netlist(device, t, v, s0, r_series, max_step, series)
-    res = run_netlist(netlist, backend=backend, name=f"{device.model.name} transient")
+    name = f"{device.model.name} transient"
+    for k, options in enumerate(TRAN_OPTIONS):
+        try:
+            res = run_netlist(transient_netlist(device, t, v, s0, r_series, max_step, series,
+                                                options), backend=backend, name=name)
+            break
+        except CircuitnnError as exc:
+            if "timestep too small" not in str(exc).lower() or k == len(TRAN_OPTIONS) - 1:
+                raise
     plot = res.plot("Transient")
     tt = plot.data["time"].real
     at = lambda key: np.interp(t - t[0], tt, plot.data[key].real)  # noqa: E731

@@ -57,37 +57,44 @@ def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarra
                guess: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Device voltage with `element` in series; returns (v_d, G_elem, dI/dv_d, dI/ds).
 
-    `s` must lie within the state bounds; call under `np.errstate(all="ignore")`.
+    `s` must lie within the state bounds; call under `np.errstate(all="ignore")`. Iterations
+    stop after a step below 3e-5 |v_a| (the next one would be ~1e-9 |v_a|, Newton converging
+    quadratically); the slopes are those of the last iterate.
     """
     pol = dev.polarity
+    both = getattr(element, "current_and_conductance", None)
     lo = np.minimum(va, 0.0)
     hi = np.maximum(va, 0.0)
     x = np.minimum(np.maximum(guess, lo), hi) if guess is not None else 0.5 * (lo + hi)
+    # Newton converges quadratically: after a step below 3e-5 |v_a| the error is ~1e-9 |v_a|
+    tol = 1e-15 + 3e-5 * np.abs(va)
     for _ in range(NODE_ITERATIONS):
-        i_dev, i_v, _ = dev.evaluate("current_jac", x, s)
-        i_el = element.current(va - x)
-        g_el = element.conductance(va - x)
+        i_dev, i_v, i_s = dev.evaluate("current_jac", x, s)
+        if both is not None:
+            i_el, g_el = both(va - x)
+        else:
+            i_el, g_el = element.current(va - x), element.conductance(va - x)
         f = i_el - pol * i_dev  # decreasing in x
         lo = np.where(f > 0, x, lo)
         hi = np.where(f > 0, hi, x)
         step = x + f / (g_el + i_v)
         bad = ~np.isfinite(step) | (step < lo) | (step > hi)
         x_new = np.where(bad, 0.5 * (lo + hi), step)
-        done = ~(np.abs(x_new - x) > 1e-12 + 1e-9 * np.abs(x))  # NaN counts as done
+        done = ~(np.abs(x_new - x) > tol)  # NaN counts as done
         x = x_new
         if done.all():
             break
-    _, i_v, i_s = dev.evaluate("current_jac", x, s)
-    return x, element.conductance(va - x), i_v, pol * i_s
+    return x, g_el, i_v, pol * i_s
 
 
 def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElement | None,
-             rtol: float = RTOL, atol: float = ATOL, strict: bool = True) -> Trace:
+             rtol: float = RTOL, atol: float = ATOL, strict: bool = True,
+             max_steps: int = MAX_STEPS) -> Trace:
     """Integrate the device state over the sampled drive (t, v); see the module doc.
 
     Shapes: t (n,) or (..., n), v (..., n); parameters, s0 and the series element's parameters
     broadcast against the leading axes. With `strict`, an element whose state cannot be
-    integrated (non-finite rate, or more than MAX_STEPS steps between two samples) raises
+    integrated (non-finite rate, or more than `max_steps` steps between two samples) raises
     CircuitnnError; otherwise its outputs become NaN (used by fits, where such a candidate
     parameter set is simply bad).
     """
@@ -125,18 +132,26 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         vd, g, i_v, i_s = solve_node(dev, series, va, ss, guess)
         return vd, (g, i_v, i_s)
 
-    def point(va: np.ndarray, ss: np.ndarray, guess: np.ndarray | None):
-        """(rate, d rate/ds, d rate/dv_a, v_d) at applied voltage va and state ss."""
-        vd, nd = node(va, ss, guess)
+    # device-voltage sensitivities at the current point, for the stage solves' first guesses
+    sens = {"ds": 0.0, "dva": 1.0}
+
+    def guess(vd: np.ndarray, dva: np.ndarray, ds: np.ndarray) -> np.ndarray:
+        return vd + sens["dva"] * dva + sens["ds"] * ds
+
+    def point(va: np.ndarray, ss: np.ndarray, first: np.ndarray | None):
+        """(rate, d rate/ds, d rate/dv_a, v_d, dv_d/ds, dv_d/dv_a) at applied voltage va and
+        state ss."""
+        vd, nd = node(va, ss, first)
         r, r_v, r_s = dev.evaluate("rate_jac", vd, ss)
         r_s = np.where(((ss >= hi) & (r > 0)) | ((ss <= lo) & (r < 0)), 0.0, r_s)  # pinned
         if pol != 1.0:
             r_v = pol * r_v
         if nd is None:
-            return r, r_s, r_v, vd
+            return r, r_s, r_v, vd, 0.0, 1.0
         g, i_v, i_s = nd
         denom = g + i_v
-        return r, r_s - r_v * i_s / denom, r_v * g / denom, vd
+        vd_s, vd_va = -i_s / denom, g / denom
+        return r, r_s + r_v * vd_s, r_v * vd_va, vd, vd_s, vd_va
 
     def record(k: int, vd: np.ndarray) -> None:
         states[k] = s
@@ -144,7 +159,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         cur[k] = pol * dev.evaluate("current", vd, s)[0]
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        f0, jac, f_va, vd = point(vv[0], s, None)
+        f0, jac, f_va, vd, sens["ds"], sens["dva"] = point(vv[0], s, None)
         record(0, vd)
         h = np.broadcast_to(tt[1] - tt[0] if n > 1 else 1.0, shape).astype(float)
         for k in range(n - 1):
@@ -153,7 +168,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
             slope = (vv[k + 1] - v0) / t_step
             tau = np.zeros(shape)
             todo = np.ones(shape, dtype=bool)
-            for _ in range(MAX_STEPS):
+            for _ in range(max_steps):
                 left = t_step - tau
                 # the rest of the interval, or half of it when that is less than two steps
                 hs = np.where(left <= h, left, np.where(left < 2 * h, 0.5 * left, h))
@@ -163,12 +178,14 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 f_t = f_va * slope
                 w = 1.0 - hs * D * jac
                 k1 = (f0 + hs * D * f_t) / w
-                s_mid = s + 0.5 * hs * k1
-                vd_mid = node(va + 0.5 * hs * slope, clip(s_mid), vd)[0]
-                f1 = dev.evaluate("rate", vd_mid, clip(s_mid))[0]
+                s_mid = clip(s + 0.5 * hs * k1)
+                vd_mid = node(va + 0.5 * hs * slope, s_mid,
+                              guess(vd, 0.5 * hs * slope, s_mid - s))[0]
+                f1 = dev.evaluate("rate", vd_mid, s_mid)[0]
                 k2 = (f1 - k1) / w + k1
                 y_new = clip(s + hs * k2)
-                f2, jac2, f_va2, vd2 = point(va + hs * slope, y_new, vd)
+                f2, jac2, f_va2, vd2, vd_s2, vd_va2 = point(va + hs * slope, y_new,
+                                                           guess(vd, hs * slope, y_new - s))
                 k3 = (f2 - E32 * (k2 - f1) - 2.0 * (k1 - f0) + hs * D * f_t) / w
                 est = hs / 6.0 * (k1 - 2.0 * k2 + k3)
                 dist = np.maximum(np.minimum(s - lo, hi - s), np.minimum(y_new - lo, hi - y_new))
@@ -178,12 +195,15 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 fac = np.where(np.isfinite(fac) & (w > 0), fac, 0.2)
                 if ok.all():
                     s, f0, jac, f_va, vd = y_new, f2, jac2, f_va2, vd2
+                    sens["ds"], sens["dva"] = vd_s2, vd_va2
                     tau = np.where(hs >= left, t_step, tau + hs)
                     h = np.where(hs < h, np.maximum(h, hs * fac), hs * fac)
                 else:
                     s = np.where(ok, y_new, s)
-                    f0, jac, f_va, vd = (np.where(ok, a, b) for a, b in
-                                         ((f2, f0), (jac2, jac), (f_va2, f_va), (vd2, vd)))
+                    f0, jac, f_va, vd, sens["ds"], sens["dva"] = (
+                        np.where(ok, a, b) for a, b in
+                        ((f2, f0), (jac2, jac), (f_va2, f_va), (vd2, vd), (vd_s2, sens["ds"]),
+                         (vd_va2, sens["dva"])))
                     tau = np.where(ok, np.where(hs >= left, t_step, tau + hs), tau)
                     h = np.where(todo, np.where(ok & (hs < h), np.maximum(h, hs * fac), hs * fac),
                                  h)
