@@ -224,3 +224,18 @@ def test_measures_are_finite_numbers(knowm_m1) -> None:
     pred = prob.predict(prob.to_vector(KNOWM_M1_MSS)[None], 1.0, 1e-4)[0][0]
     assert math.isfinite(float(log_error(pred, knowm_m1[0])))
     assert float(nrmse(pred, knowm_m1[0].i)) < 0.1
+
+
+@pytest.mark.slow
+def test_bootstrap_over_sweeps() -> None:
+    dev, a = _synthetic(0, n=40)
+    _, b = _synthetic(20, n=40)
+    b = Sweep("syn-b", "syn", b.t, b.v, b.i, 0.0, True, b.frequency_hz, "synthetic")
+    start = {k: float(v) for k, v in dev.params.items()}
+    st = FitSettings(start=start, start_polarity=1.0, bootstrap=2, ngspice=False)
+    fit = fit_iv([a, b], "yakopcic", st, check=False)
+    boot = fit.bootstrap
+    assert boot["resamples"] == 2
+    assert set(boot["stderr"]) == set(fit.stderr)
+    assert all(v is None or (math.isfinite(v) and v >= 0) for v in boot["stderr"].values())
+    assert "bootstrap" in make_card(fit).fit

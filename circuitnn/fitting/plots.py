@@ -33,7 +33,13 @@ def iv_fit_figure(fit, path: str | Path) -> Path:
         if comp.any():
             ax_lin.plot(v[comp], i[comp] * 1e6, "s", ms=4, mfc="none", color="tab:orange",
                         label="at compliance")
-        ax_lin.set_xlabel("V (V)")
+        setup = []
+        if sweep.series_resistance_ohm > 0:
+            setup.append(f"through {sweep.series_resistance_ohm:g} ohm")
+        if sweep.compliance_a is not None:
+            setup.append(f"{sweep.compliance_a * 1e6:g} uA compliance")
+        xlabel = f"applied V ({', '.join(setup)}) (V)" if setup else "V (V)"
+        ax_lin.set_xlabel(xlabel)
         ax_lin.set_ylabel("I (uA)")
         spice = "" if m.nrmse_ngspice is None else f" (ngspice {m.nrmse_ngspice:.3f})"
         ax_lin.set_title(f"{sweep.name}: NRMSE {m.nrmse:.3f}{spice}", fontsize=9)
@@ -48,7 +54,7 @@ def iv_fit_figure(fit, path: str | Path) -> Path:
         if comp.any():
             ax_log.semilogy(v[comp], a[comp], "s", ms=4, mfc="none", color="tab:orange")
         ax_log.semilogy(v, np.maximum(np.abs(pred), floor), "-", lw=1.3, color="tab:red")
-        ax_log.set_xlabel("V (V)")
+        ax_log.set_xlabel(xlabel)
         ax_log.set_ylabel("|I| (A)")
         ax_log.set_title(f"log error {m.log_error_decades:.2f} decades", fontsize=9)
         ax_log.legend(fontsize=7)
