@@ -148,7 +148,8 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     peak current) and the NRMSE of the card re-simulated in ngspice; every free parameter with
     its standard error or the reason it has none. A manifest with several devices fits each
     device separately (the cards record the device-to-device spread). Nothing is written unless
-    every fit succeeds.
+    every fit succeeds; with --model all, models that fail are reported with their error and
+    the others are written and ranked.
     """
     from circuitnn.devices.card import ModelCard
     from circuitnn.fitting.iv import (
