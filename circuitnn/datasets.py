@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,23 +149,37 @@ def knowm_manifest(
     resistor: str = "5k",
     amplitude: str = "0.8V",
     frequencies: Sequence[float] = (1, 10, 100, 1000),
+    drive: str = "source",
 ) -> str:
     """Manifest TOML (absolute paths) for the Knowm W-SDC loops of one device and resistor.
 
-    Uses `memristor.csv` (voltage across the memristor itself, current in uA), so
-    ``series_resistance_ohm = 0``; each file holds one drive period (``frequency_hz``).
+    The board drives the sine through the series resistor, and the files' current is the
+    resistor's voltage divided by its resistance. `drive="source"` (default) describes the
+    measurement as it was: `resistor_plus_memristor.csv` (the source voltage) with
+    ``series_resistance_ohm`` = the resistor, so the device voltage is simulated.
+    `drive="memristor"` imposes the measured device voltage instead (`memristor.csv`,
+    ``series_resistance_ohm = 0``). Each file holds one drive period (``frequency_hz``).
     """
+    if drive not in ("source", "memristor"):
+        raise CircuitnnError(f"knowm_manifest: drive must be 'source' or 'memristor', got "
+                             f"{drive!r}")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)k", resistor)
+    if not match:
+        raise CircuitnnError(f"knowm_manifest: resistor must look like '5k', got {resistor!r}")
+    r_ohm = float(match.group(1)) * 1e3 if drive == "source" else 0.0
+    name = "resistor_plus_memristor.csv" if drive == "source" else "memristor.csv"
     root = dataset_path("knowm-wsdc-iv")
     ds = DATASETS["knowm-wsdc-iv"]
     parts = [
-        f"# Knowm W-SDC {device}, {resistor} series resistor, {amplitude} drive.",
+        f"# Knowm W-SDC {device}, {resistor} series resistor, {amplitude} drive "
+        f"({'source voltage, resistor simulated' if drive == 'source' else 'device voltage'}).",
         f"# Data: {ds.attribution}, {ds.url} ({ds.licence}).",
     ]
     if not frequencies:
         raise CircuitnnError("knowm_manifest: no frequencies given")
     for f in frequencies:
         folder = f"{resistor}_{amplitude}_{_fmt_number(f)}Hz_{device}"
-        file = root / folder / "memristor.csv"
+        file = root / folder / name
         if not file.is_file():
             have = ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir()))
             raise CircuitnnError(f"no Knowm loop {folder} under {root}; available: {have}")
@@ -176,7 +191,7 @@ def knowm_manifest(
             'current_unit = "uA"',
             f"frequency_hz = {_fmt_number(f)}",
             f"device = {_toml_str(device)}",
-            "series_resistance_ohm = 0",
+            f"series_resistance_ohm = {_fmt_number(r_ohm)}",
         ]
     return "\n".join(parts) + "\n"
 
@@ -187,7 +202,8 @@ def bipolar_manifest() -> str:
     The file has neither a time column nor a sweep rate. Convention: the 150 points are one
     period of a slow periodic drive at a nominal 1 Hz (``frequency_hz = 1``), i.e. evenly
     spaced in time. The rate is not measured, so time constants fitted to this loop are in
-    units of this nominal 1 s period.
+    units of this nominal 1 s period. The loop was measured with a 100 uA current compliance
+    (its flat top at 1.00001e-4 A): ``compliance_a = 100e-6``.
     """
     file = dataset_path("bipolar-loop") / "bipolar_loop.txt"
     ds = DATASETS["bipolar-loop"]
@@ -203,5 +219,6 @@ def bipolar_manifest() -> str:
             "frequency_hz = 1",
             'device = "bipolar"',
             "series_resistance_ohm = 0",
+            "compliance_a = 100e-6",
         ]
     ) + "\n"

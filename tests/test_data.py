@@ -69,12 +69,18 @@ def test_knowm_manifest_loads_one_device(tmp_path: Path) -> None:
     man = _manifest(tmp_path, knowm_manifest(device="M2"))
     sweeps = load_manifest(man)
     assert [s.frequency_hz for s in sweeps] == [1, 10, 100, 1000]
-    raw = np.loadtxt(KNOWM / "5k_0.8V_10Hz_M2" / "memristor.csv", delimiter=",")
+    raw = np.loadtxt(KNOWM / "5k_0.8V_10Hz_M2" / "resistor_plus_memristor.csv", delimiter=",")
     s = sweeps[1]
     assert s.n == 200 and s.periodic and s.device == "M2"
-    assert s.name == "5k_0.8V_10Hz_M2/memristor"
-    np.testing.assert_allclose(s.v, raw[:, 0])
+    assert s.name == "5k_0.8V_10Hz_M2/resistor_plus_memristor"
+    np.testing.assert_allclose(s.v, raw[:, 0])  # the source drives device + 5 kOhm
+    assert s.series_resistance_ohm == 5000
     np.testing.assert_allclose(s.i, raw[:, 1] * 1e-6)  # uA -> A
+    # the device voltage alone, as the other file of the folder has it
+    device_only = knowm_manifest(device="M2", drive="memristor")
+    s_dev = load_manifest(_manifest(tmp_path, device_only))[1]
+    assert s_dev.series_resistance_ohm == 0
+    np.testing.assert_allclose(s.v_device, s_dev.v, atol=1e-9)
     np.testing.assert_allclose(np.diff(s.t), 1 / (200 * 10))
     assert s.duration == pytest.approx(0.1)
     assert 5e-5 < np.abs(s.i).max() < 2e-4  # about 100 uA peak

@@ -20,7 +20,7 @@ from circuitnn.surrogate.card import find_card
 from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec
 
-KNOWM = DEVICE_MODELS_DIR / "knowm-m1-yakopcic.json"  # fitted to the Knowm M1 loops
+KNOWM = DEVICE_MODELS_DIR / "knowm-m1-vteam.json"  # fitted to the Knowm M1 loops
 SMALL = dict(rows=16, cols=8, n_tiles=4, n_vectors=16, validate_tiles=2, progress=False)
 
 
@@ -63,7 +63,7 @@ def test_calibrated_card_is_validated_and_cached(calibrated):
     assert sc.path.parent == cache_dir("surrogate")
     assert report["card_sha256"] == hashlib.sha256(sc.path.read_bytes()).hexdigest()
     assert sc.domain["conductance"] == list(operating_point(card).window)
-    assert sc.domain["fixed"]["v_read"] == 0.062
+    assert sc.domain["fixed"]["v_read"] == operating_point(card).v_read
     key = sc.provenance["automatic"]["cache_key"]
     assert key in sc.path.name and not (sc.path.parent / f"work-{key}").exists()
     assert not list(sc.path.parent.glob(f".{sc.path.name}.*"))  # no temporary file left
@@ -136,6 +136,6 @@ def test_surrogate_fit_writes_to_the_cache_not_the_repository(capsys):
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     assert code == 0, err
-    path = cache_dir("surrogate") / "surrogate-knowm-m1-yakopcic-8x4.json"
+    path = cache_dir("surrogate") / "surrogate-knowm-m1-vteam-8x4.json"
     assert path.is_file() and f"wrote {path}" in out
     assert set(os.listdir(DEVICE_MODELS_DIR)) == shipped

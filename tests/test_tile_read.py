@@ -181,8 +181,8 @@ def test_disturb_threshold_is_where_states_start_to_move(name):
     card = ModelCard.load(DEVICE_MODELS_DIR / f"{name}.json")
     lo, hi = load_device(card).g_range
     spec = TileSpec(np.random.default_rng(3).uniform(lo, hi, (4, 3)), device=card)
-    # the definition: the first point of the whole 1 mV grid up to V_MAX where a state moves,
-    # refined below it (to 1 uV): nothing moves just under the threshold
+    # the definition for these hard-threshold models: the first point of the whole 1 mV grid up
+    # to V_MAX where a state moves, refined below it (to 1 uV): nothing moves just under it
     s = np.quantile(spec.states, [0, 0.25, 0.5, 0.75, 1.0])
     v = np.arange(1, 5001) * 1e-3
     vv = np.concatenate([v, -v])[:, None]

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from circuitnn.devices import expr
+from circuitnn.devices import expr, transient
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.models import CompactModel, get_model
+from circuitnn.devices.series import SeriesElement, resistor
 from circuitnn.errors import CircuitnnError
 
 ArrayLike = float | np.ndarray
@@ -76,32 +77,66 @@ class Device:
         return ModelCard(self.model.name, params, **fields)
 
     # --- equations --------------------------------------------------------------------------
-    def _env(self, v: ArrayLike, s: ArrayLike) -> dict[str, object]:
-        env: dict[str, object] = dict(self.params)
-        env["v"] = np.asarray(v, dtype=float) * self.polarity
+    def _kernel(self, which: str) -> tuple[expr.Kernel, dict[str, object]]:
+        """A compiled kernel of the model and its prepared parameter environment."""
+        cache = self.__dict__.setdefault("_kernels", {})
+        if which not in cache:
+            kern = _model_kernels(self.model)[which]
+            cache[which] = (kern, kern.prepare(self.params))
+        return cache[which]
+
+    def _eval(self, which: str, v: ArrayLike, s: ArrayLike) -> tuple[np.ndarray, ...]:
+        lo, hi = self.bounds()
+        v = np.asarray(v, dtype=float)
+        sc = np.clip(s, lo, hi)
+        zero = 0.0 * v * sc
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return tuple(out + zero for out in self.evaluate(which, v, sc))
+
+    def evaluate(self, which: str, v: ArrayLike, s: ArrayLike) -> tuple:
+        """Raw model outputs for the integrator: 'rate' (r,), 'rate_jac' (r, r_v, r_s),
+        'current' (I,), 'current_jac' (I, I_v, I_s) at device voltage v and a state s inside its
+        bounds, in the model's own orientation (see `current`, `rate` for the polarity), without
+        broadcasting or floating-point error guards (callers set `np.errstate`)."""
+        kern, env = self._kernel(which)
+        env = dict(env)
+        env["v"] = v * self.polarity if self.polarity != 1.0 else v
         env[self.model.state] = s
-        for name, text in self.model.definitions.items():
-            env[name] = expr.evaluate(text, env)
-        return env
+        return kern.raw(env)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper state bounds."""
-        env = dict(self.params)
-        return (np.asarray(expr.evaluate(self.model.state_lo, env), float),
-                np.asarray(expr.evaluate(self.model.state_hi, env), float))
+        if "_bounds" not in self.__dict__:
+            env = dict(self.params)
+            self._bounds = (np.asarray(expr.evaluate(self.model.state_lo, env), float),
+                            np.asarray(expr.evaluate(self.model.state_hi, env), float))
+        return self._bounds
 
     def current(self, v: ArrayLike, s: ArrayLike) -> np.ndarray:
         """Device current (A) at device voltage v and state s."""
+        return self.polarity * self._eval("current", v, s)[0]
+
+    def current_jac(self, v: ArrayLike, s: ArrayLike) -> tuple[np.ndarray, ...]:
+        """(I, dI/dv, dI/ds) at device voltage v and state s."""
+        i, i_v, i_s = self._eval("current_jac", v, s)
+        return self.polarity * i, i_v, self.polarity * i_s
+
+    def held(self, s: ArrayLike, r: np.ndarray) -> np.ndarray:
+        """Where the state sits at a bound and the rate pushes outwards (the rate is held at 0)."""
         lo, hi = self.bounds()
-        env = self._env(v, np.clip(s, lo, hi))
-        return self.polarity * expr.evaluate(self.model.current, env) + 0.0 * env["v"]
+        return ((s >= hi) & (r > 0)) | ((s <= lo) & (r < 0))
 
     def rate(self, v: ArrayLike, s: ArrayLike) -> np.ndarray:
         """State rate of change, held at zero where it would push the state past a bound."""
-        lo, hi = self.bounds()
-        sc = np.clip(s, lo, hi)
-        r = expr.evaluate(self.model.rate, self._env(v, sc)) + 0.0 * sc
-        return np.where(((sc >= hi) & (r > 0)) | ((sc <= lo) & (r < 0)), 0.0, r)
+        (r,) = self._eval("rate", v, s)
+        return np.where(self.held(s, r), 0.0, r)
+
+    def rate_jac(self, v: ArrayLike, s: ArrayLike) -> tuple[np.ndarray, ...]:
+        """(rate, d rate/dv, d rate/ds), all zero where `rate` is held at a bound."""
+        r, r_v, r_s = self._eval("rate_jac", v, s)
+        held = self.held(s, r)
+        return (np.where(held, 0.0, r), np.where(held, 0.0, self.polarity * r_v),
+                np.where(held, 0.0, r_s))
 
     def conductance(self, s: ArrayLike, v_read: float | None = None) -> np.ndarray:
         """Read conductance I(v_read)/v_read (S) at state s."""
@@ -132,29 +167,6 @@ class Device:
             a = np.where(go_low, a, mid)
         return 0.5 * (a + b)
 
-    def device_voltage(self, v: ArrayLike, s: ArrayLike, r_series: ArrayLike) -> np.ndarray:
-        """Voltage across the device when `v` is applied through a series resistance."""
-        v = np.asarray(v, dtype=float)
-        r = np.asarray(r_series, dtype=float)
-        if not np.any(r > 0):
-            return v + 0.0 * np.asarray(s)
-        lo = np.minimum(v, 0.0) + 0.0 * np.asarray(s)
-        hi = np.maximum(v, 0.0) + 0.0 * np.asarray(s)
-        x = 0.5 * (lo + hi)
-        for _ in range(60):
-            f = x + r * self.current(x, s) - v
-            lo = np.where(f < 0, x, lo)
-            hi = np.where(f >= 0, x, hi)
-            h = 1e-7 * np.maximum(np.abs(x), 1e-3)
-            df = 1.0 + r * (self.current(x + h, s) - self.current(x - h, s)) / (2 * h)
-            step = x - f / df
-            bad = ~np.isfinite(step) | (step <= lo) | (step >= hi)
-            x_new = np.where(bad, 0.5 * (lo + hi), step)
-            if np.all(np.abs(x_new - x) <= 1e-13 + 1e-11 * np.abs(x)):
-                return x_new
-            x = x_new
-        return x
-
     # --- transient --------------------------------------------------------------------------
     def simulate(
         self,
@@ -162,47 +174,46 @@ class Device:
         v: np.ndarray,
         s0: ArrayLike | None = None,
         r_series: ArrayLike = 0.0,
-        substeps: int = 8,
+        series: SeriesElement | None = None,
+        rtol: float = transient.RTOL,
+        atol: float = transient.ATOL,
+        strict: bool = True,
+        max_steps: int = transient.MAX_STEPS,
     ) -> Trace:
-        """Integrate the state over a sampled voltage waveform (linear between samples, RK4).
+        """Integrate the state over a sampled voltage waveform (linear between samples).
 
+        Error-controlled, L-stable Rosenbrock integration (`circuitnn.devices.transient`).
         t: (n,) sample times, or (..., n) broadcastable with v; v: (..., n) applied volts.
-        s0: initial state (default: the lower bound). Returns values at every sample.
+        s0: initial state (default: the lower bound). `r_series` (ohm, > 0 to use) or `series`
+        (any `SeriesElement`, e.g. an access transistor) sits between the source and the device.
+        Returns values at every sample. With `strict` False, a device whose state cannot be
+        integrated (non-finite rate, or more than `max_steps` steps between two samples) gets
+        NaN outputs instead of an error.
         """
-        t = np.asarray(t, dtype=float)
-        v = np.asarray(v, dtype=float)
-        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(v))):
-            raise CircuitnnError("waveform has non-finite values")
-        if np.any(np.diff(t, axis=-1) <= 0):
-            raise CircuitnnError("waveform times must be strictly increasing")
-        lo, hi = self.bounds()
-        shape = np.broadcast_shapes(v.shape[:-1], t.shape[:-1], np.shape(s0),
-                                    *(p.shape for p in self.params.values()))
-        s = np.broadcast_to(lo if s0 is None else np.clip(s0, lo, hi), shape).astype(float)
-        n = v.shape[-1]
-        states = np.empty(shape + (n,))
-        vdev = np.empty(shape + (n,))
-        cur = np.empty(shape + (n,))
+        r = np.asarray(r_series, dtype=float)
+        if np.any(r > 0):
+            if series is not None:
+                raise CircuitnnError("give either r_series or a series element, not both")
+            series = resistor(np.where(r > 0, r, 1e-9))
+        return transient.simulate(self, t, v, s0, series, rtol=rtol, atol=atol, strict=strict,
+                                  max_steps=max_steps)
 
-        def f(vv: np.ndarray, ss: np.ndarray) -> np.ndarray:
-            return self.rate(self.device_voltage(vv, ss, r_series), ss)
 
-        for k in range(n):
-            if k > 0:
-                dt = (t[..., k] - t[..., k - 1]) / substeps
-                v0, v1 = v[..., k - 1], v[..., k]
-                for j in range(substeps):
-                    va = v0 + (v1 - v0) * (j / substeps)
-                    vm = v0 + (v1 - v0) * ((j + 0.5) / substeps)
-                    vb = v0 + (v1 - v0) * ((j + 1) / substeps)
-                    k1 = f(va, s)
-                    k2 = f(vm, np.clip(s + 0.5 * dt * k1, lo, hi))
-                    k3 = f(vm, np.clip(s + 0.5 * dt * k2, lo, hi))
-                    k4 = f(vb, np.clip(s + dt * k3, lo, hi))
-                    s = np.clip(s + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4), lo, hi)
-            vd = self.device_voltage(v[..., k], s, r_series)
-            states[..., k] = s
-            vdev[..., k] = vd
-            cur[..., k] = self.current(vd, s)
-        return Trace(np.broadcast_to(t, cur.shape), np.broadcast_to(v, cur.shape), vdev, cur,
-                     states)
+_KERNELS: dict[tuple, dict[str, expr.Kernel]] = {}
+
+
+def _model_kernels(model: CompactModel) -> dict[str, expr.Kernel]:
+    """The compiled kernels of a model's equations (compiled once per distinct model)."""
+    key = (model.state, model.current, model.rate, tuple(model.definitions.items()))
+    if key not in _KERNELS:
+        rate = expr.substitute(model.rate, model.definitions)
+        current = expr.substitute(model.current, model.definitions)
+        s, d, varying = model.state, expr.derivative, ("v", model.state)
+        _KERNELS[key] = {
+            "rate": expr.Kernel([rate], varying, "rate"),
+            "rate_jac": expr.Kernel([rate, d(rate, "v"), d(rate, s)], varying, "rate_jac"),
+            "current": expr.Kernel([current], varying, "current"),
+            "current_jac": expr.Kernel([current, d(current, "v"), d(current, s)], varying,
+                                       "current_jac"),
+        }
+    return _KERNELS[key]

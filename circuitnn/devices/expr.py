@@ -4,12 +4,17 @@ An expression is a string of Python syntax restricted to arithmetic, comparisons
 of functions. The same parsed expression is compiled to a vectorised numpy function and rendered
 as an ngspice behavioural-source expression, so the Python and SPICE versions of a model cannot
 drift apart. `where(c, a, b)` is the only conditional (ngspice: `c ? a : b`).
+
+`derivative` differentiates an expression symbolically (for the Jacobians of the implicit
+integrator and of series-element solves) and `kernel` compiles several expressions into one numpy
+function that computes every common sub-expression once.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Callable, Mapping
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 
 import numpy as np
@@ -76,8 +81,6 @@ def substitute(text: str, definitions: Mapping[str, str]) -> ast.expr:
                 return substitute(definitions[node.id], definitions)
             return node
 
-    import copy
-
     return Inline().visit(copy.deepcopy(parse(text)))
 
 
@@ -115,8 +118,6 @@ def _to_numpy(node: ast.expr) -> ast.expr:
                 out = ast.BinOp(left=out, op=op, right=v)
             return out
 
-    import copy
-
     return ast.fix_missing_locations(Rewrite().visit(copy.deepcopy(node)))
 
 
@@ -148,3 +149,215 @@ def to_spice(node: ast.expr | str, rename: Mapping[str, str]) -> str:
             return f"({args[0]} ? {args[1]} : {args[2]})"
         return f"{FUNCTIONS[name][1]}({','.join(args)})"
     raise CircuitnnError(f"cannot render {type(node).__name__} for ngspice")
+
+
+# ----------------------------------------------------------------------------- derivatives
+
+
+def _const(value: float) -> ast.Constant:
+    return ast.Constant(value=float(value))
+
+
+def _is(node: ast.expr, value: float) -> bool:
+    return isinstance(node, ast.Constant) and float(node.value) == value
+
+
+def _bin(left: ast.expr, op: ast.operator, right: ast.expr) -> ast.expr:
+    """A binary operation with the constant folds that keep derivatives short."""
+    if isinstance(op, ast.Add):
+        if _is(left, 0):
+            return right
+        if _is(right, 0):
+            return left
+    elif isinstance(op, ast.Sub):
+        if _is(right, 0):
+            return left
+        if _is(left, 0):
+            return ast.UnaryOp(op=ast.USub(), operand=right)
+    elif isinstance(op, ast.Mult):
+        if _is(left, 0) or _is(right, 0):
+            return _const(0)
+        if _is(left, 1):
+            return right
+        if _is(right, 1):
+            return left
+    elif isinstance(op, ast.Div):
+        if _is(left, 0):
+            return _const(0)
+        if _is(right, 1):
+            return left
+    return ast.BinOp(left=left, op=op, right=right)
+
+
+def _call(name: str, *args: ast.expr) -> ast.expr:
+    return ast.Call(func=ast.Name(id=name, ctx=ast.Load()), args=list(args), keywords=[])
+
+
+def derivative(node: ast.expr | str, var: str) -> ast.expr:
+    """d node / d var as an expression (conditions of `where` are treated as constant, so the
+    result is the derivative almost everywhere; `abs`, `min`, `max` take one side at a tie)."""
+    if isinstance(node, str):
+        node = parse(node)
+    d = lambda n: derivative(n, var)  # noqa: E731
+    add, sub, mul, div = ast.Add(), ast.Sub(), ast.Mult(), ast.Div()
+    if isinstance(node, ast.Constant):
+        return _const(0)
+    if isinstance(node, ast.Name):
+        return _const(1 if node.id == var else 0)
+    if isinstance(node, ast.UnaryOp):
+        inner = d(node.operand)
+        if isinstance(node.op, ast.UAdd) or _is(inner, 0):
+            return inner
+        return ast.UnaryOp(op=ast.USub(), operand=inner)
+    if isinstance(node, ast.BinOp):
+        a, b = node.left, node.right
+        da, db = d(a), d(b)
+        if isinstance(node.op, (ast.Add, ast.Sub)):
+            return _bin(da, node.op, db)
+        if isinstance(node.op, ast.Mult):
+            return _bin(_bin(da, mul, b), add, _bin(a, mul, db))
+        if isinstance(node.op, ast.Div):
+            return _bin(_bin(da, sub, _bin(_bin(a, div, b), mul, db)), div, b)
+        return _pow_derivative(a, b, da, db)
+    if isinstance(node, ast.Call):
+        name, args = node.func.id, node.args
+        if name == "where":
+            da, db = d(args[1]), d(args[2])
+            if _is(da, 0) and _is(db, 0):
+                return _const(0)
+            return _call("where", args[0], da, db)
+        if name in ("min", "max"):
+            da, db = d(args[0]), d(args[1])
+            if _is(da, 0) and _is(db, 0):
+                return _const(0)
+            cmp = ast.LtE() if name == "min" else ast.GtE()
+            test = ast.Compare(left=args[0], ops=[cmp], comparators=[args[1]])
+            return _call("where", test, da, db)
+        if name == "pow":
+            return _pow_derivative(args[0], args[1], d(args[0]), d(args[1]))
+        a = args[0]
+        da = d(a)
+        if _is(da, 0):
+            return _const(0)
+        outer = {
+            "exp": lambda: _call("exp", a),
+            "log": lambda: _bin(_const(1), div, a),
+            "sqrt": lambda: _bin(_const(0.5), div, _call("sqrt", a)),
+            "sinh": lambda: _call("cosh", a),
+            "cosh": lambda: _call("sinh", a),
+            "tanh": lambda: _bin(_const(1), sub, _call("pow", _call("tanh", a), _const(2))),
+        }
+        if name == "abs":
+            test = ast.Compare(left=a, ops=[ast.GtE()], comparators=[_const(0)])
+            return _call("where", test, da, ast.UnaryOp(op=ast.USub(), operand=da))
+        return _bin(outer[name](), mul, da)
+    raise CircuitnnError(f"cannot differentiate {type(node).__name__}")
+
+
+def _pow_derivative(a: ast.expr, b: ast.expr, da: ast.expr, db: ast.expr) -> ast.expr:
+    mul, sub, add, div = ast.Mult(), ast.Sub(), ast.Add(), ast.Div()
+    if _is(db, 0):  # constant exponent: b a^(b-1) a'
+        if _is(da, 0):
+            return _const(0)
+        return _bin(_bin(b, mul, _call("pow", a, _bin(b, sub, _const(1)))), mul, da)
+    # general: a^b (b' ln a + b a' / a)
+    inner = _bin(_bin(db, mul, _call("log", a)), add, _bin(_bin(b, mul, da), div, a))
+    return _bin(_call("pow", a, b), mul, inner)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+class Kernel:
+    """Several expressions compiled into one numpy function with shared sub-expressions.
+
+    Sub-expressions that use none of the `varying` names (functions of the parameters only) are
+    hoisted into `prepare(params)`, evaluated once per parameter set; `__call__(env)` then takes
+    the prepared mapping plus the varying names and returns one array per expression.
+    """
+
+    def __init__(self, nodes: Sequence[ast.expr | str], varying: Sequence[str],
+                 name: str = "kernel") -> None:
+        pre: list[str] = []
+        main: list[str] = []
+        memo: dict[str, tuple[str, bool]] = {}
+        free_pre: set[str] = set()
+        free_main: set[str] = set()
+        hoisted: list[str] = []
+        varying = set(varying)
+
+        def emit(node: ast.expr) -> tuple[str, bool]:
+            """(name or literal, whether it depends on a varying name)."""
+            if isinstance(node, ast.Name):
+                return node.id, node.id in varying
+            if isinstance(node, ast.Constant):
+                return repr(float(node.value)), False
+            key = ast.dump(node)
+            if key in memo:
+                return memo[key]
+            if isinstance(node, ast.BinOp):
+                (a, va), (b, vb) = emit(node.left), emit(node.right)
+                text, dep = f"{a} {_BINOPS[type(node.op)]} {b}", va or vb
+            elif isinstance(node, ast.UnaryOp):
+                a, dep = emit(node.operand)
+                text = f"{'-' if isinstance(node.op, ast.USub) else '+'}{a}"
+            elif isinstance(node, ast.Compare):
+                (a, va), (b, vb) = emit(node.left), emit(node.comparators[0])
+                text, dep = f"{a} {_CMPOPS[type(node.ops[0])]} {b}", va or vb
+            elif isinstance(node, ast.BoolOp):
+                parts = [emit(v) for v in node.values]
+                sep = " & " if isinstance(node.op, ast.And) else " | "
+                text = sep.join(f"({a})" for a, _ in parts)
+                dep = any(dv for _, dv in parts)
+            elif isinstance(node, ast.Call):
+                parts = [emit(a) for a in node.args]
+                text = f"_f_{node.func.id}({', '.join(a for a, _ in parts)})"
+                dep = any(dv for _, dv in parts)
+            else:  # parse() admits nothing else
+                raise CircuitnnError(f"cannot compile {type(node).__name__}")
+            tmp = f"_t{len(memo)}"
+            memo[key] = (tmp, dep)
+            (main if dep else pre).append(f"    {tmp} = {text}")
+            if not dep:
+                hoisted.append(tmp)
+            return tmp, dep
+
+        outs = [emit(parse(n) if isinstance(n, str) else n) for n in nodes]
+        for line in main:
+            free_main.update(_identifiers(line.split("=", 1)[1]))
+        for line in pre:
+            free_pre.update(_identifiers(line.split("=", 1)[1]))
+        out_names = {a for a, _ in outs if a.isidentifier()}
+        free_main |= out_names
+        defined_main = {line.split("=", 1)[0].strip() for line in main}
+        free_main -= defined_main
+        funcs = {f"_f_{k}" for k in FUNCTIONS}
+        free_pre -= funcs | set(hoisted)
+        free_main -= funcs
+        src_pre = "\n".join([f"def {name}_pre(env):",
+                              *[f"    {v} = env[{v!r}]" for v in sorted(free_pre)], *pre,
+                              f"    return {{{', '.join(f'{t!r}: {t}' for t in hoisted)}}}"])
+        src_main = "\n".join([f"def {name}(env):",
+                               *[f"    {v} = env[{v!r}]" for v in sorted(free_main)], *main,
+                               f"    return ({', '.join(a for a, _ in outs)},)"])
+        namespace: dict[str, object] = {f"_f_{k}": f for k, (f, _) in FUNCTIONS.items()}
+        exec(compile(src_pre + "\n" + src_main, f"<{name}>", "exec"), namespace)  # noqa: S102
+        self._pre = namespace[f"{name}_pre"]
+        self._main = namespace[name]
+        #: the compiled function without the floating-point error guard (for hot loops that
+        #: set `np.errstate` themselves)
+        self.raw = self._main
+        self.source = src_pre + "\n" + src_main
+
+    def prepare(self, params: Mapping[str, object]) -> dict[str, object]:
+        """The environment of one parameter set: `params` plus the hoisted sub-expressions."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return {**params, **self._pre(params)}
+
+    def __call__(self, env: Mapping[str, object]) -> tuple:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return self._main(env)
+
+
+def _identifiers(text: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(text.strip(), mode="eval")) if isinstance(n, ast.Name)}

@@ -59,15 +59,23 @@ class CompactModel:
 
 # Yakopcic generalised memristor model: C. Yakopcic, T. M. Taha, G. Subramanyam, R. E. Pino,
 # "Generalized memristive device SPICE model and its application in circuit design",
-# IEEE TCAD 32(8):1201-1214, 2013 (eqs. for I-V, threshold g(V) and motion f(x)).
+# IEEE TCAD 32(8):1201-1214, 2013 (eqs. for I-V, threshold g(V) and motion f(x)); with the
+# OFF-state term of C. Yakopcic, T. M. Taha, D. J. Mountain, T. Salter, M. J. Marinella,
+# M. McLean, "Memristor model optimization based on parameter extraction from device
+# characterization data", IEEE TCAD 39(5):1084-1095, 2020: I = x g_max sinh(b_max V)
+# + (1 - x) g_min sinh(b_min V), separate amplitudes for V >= 0 and V < 0. Here g_max = a1 / a2,
+# b_max = b, g_min = a1_off / a2_off, b_min = b_off; a1_off = a2_off = 0 (the defaults) is the
+# 2013 model, in which the OFF state (x = 0) carries no current.
 YAKOPCIC = CompactModel(
     name="yakopcic",
-    citation="Yakopcic et al., IEEE TCAD 32(8):1201, 2013",
+    citation="Yakopcic et al., IEEE TCAD 32(8):1201, 2013; OFF-state term: Yakopcic et al., "
+             "IEEE TCAD 39(5):1084, 2020",
     state="x",
     state_unit="",
     state_lo="0",
     state_hi="1",
-    current="where(v >= 0, a1 * x * sinh(b * v), a2 * x * sinh(b * v))",
+    current="where(v >= 0, a1 * x * sinh(b * v) + a1_off * (1 - x) * sinh(b_off * v),"
+            " a2 * x * sinh(b * v) + a2_off * (1 - x) * sinh(b_off * v))",
     rate="eta * gv * fx",
     definitions={
         "gv": "where(v > Vp, Ap * (exp(v) - exp(Vp)),"
@@ -89,13 +97,18 @@ YAKOPCIC = CompactModel(
         ParamSpec("alphap", 1.0, "", 0.0, 50.0, False, "SET motion decay"),
         ParamSpec("alphan", 1.0, "", 0.0, 50.0, False, "RESET motion decay"),
         ParamSpec("eta", 1.0, "", -1.0, 1.0, False, "direction of motion (+1 or -1)"),
+        ParamSpec("a1_off", 0.0, "A", 1e-13, 1e-1, True, "OFF-state I-V amplitude, positive bias"),
+        ParamSpec("a2_off", 0.0, "A", 1e-13, 1e-1, True, "OFF-state I-V amplitude, negative bias"),
+        ParamSpec("b_off", 1.0, "1/V", 0.01, 20.0, True, "OFF-state I-V nonlinearity"),
     ),
 )
 
 # VTEAM: S. Kvatinsky, M. Ramadan, E. G. Friedman, A. Kolodny, "VTEAM: A General Model for
 # Voltage-Controlled Memristors", IEEE TCAS-II 62(8):786-790, 2015; with its nonlinear
 # (exponential in state) I-V relation and the Kvatinsky window, on a normalised state
-# x = (w - w_on)/(w_off - w_on) in [0, 1]: x = 0 is ON (R_on), x = 1 is OFF (R_off).
+# x = (w - w_on)/(w_off - w_on) in [0, 1]: x = 0 is ON (R_on), x = 1 is OFF (R_off). Its
+# published I-V relations (linear or exponential in the state) are ohmic at every state, so the
+# OFF-state conduction is R_off itself; nothing beyond it is published.
 VTEAM = CompactModel(
     name="vteam",
     citation="Kvatinsky et al., IEEE TCAS-II 62(8):786, 2015",
@@ -161,6 +174,44 @@ STANFORD_PKU = CompactModel(
     ),
 )
 
+# Generalized metastable switch (MSS) model: T. W. Molter, M. A. Nugent, "The Generalized
+# Metastable Switch Memristor Model", CNNA 2016, arXiv:1608.04659 (Knowm Inc.; built for Knowm's
+# self-directed-channel devices). The state x in [0, 1] is the fraction of metastable switches
+# ON; its mean-field rate is (1/tau) [(1 - x) P_A(V) - x P_B(V)] with the switching
+# probabilities P_A = 1 / (1 + exp(-(V - V_on)/V_T)), P_B = 1 - 1 / (1 + exp(-(V + V_off)/V_T))
+# (written with tanh, which never overflows), V_T = k T / q (q/k = 11604.518 K/V). Current:
+# I = phi V (x / R_on + (1 - x) / R_off) + (1 - phi) I_d, with the Schottky-diode current
+# I_d = a_f (exp(b_f V) - 1) - a_r (exp(-b_r V) - 1).
+# The paper writes I_d = a_f exp(b_f V) - a_r exp(-b_r V); the -1 terms (a constant a_r - a_f)
+# make I(0) = 0, the pinched loop every memristor shows.
+MSS = CompactModel(
+    name="mss",
+    citation="Molter and Nugent, The Generalized Metastable Switch Memristor Model, CNNA 2016, "
+             "arXiv:1608.04659",
+    state="x",
+    state_unit="",
+    state_lo="0",
+    state_hi="1",
+    current="phi * v * (x / R_on + (1 - x) / R_off)"
+            " + (1 - phi) * (a_f * (exp(b_f * v) - 1) - a_r * (exp(-b_r * v) - 1))",
+    rate="((1 - x) * 0.5 * (1 + tanh((v - V_on) * q_2kT))"
+         " - x * 0.5 * (1 - tanh((v + V_off) * q_2kT))) / tau",
+    definitions={"q_2kT": "11604.518 / (2 * T)"},
+    params=(
+        ParamSpec("R_on", 1e3, "ohm", 10.0, 1e7, True, "resistance with all switches ON"),
+        ParamSpec("R_off", 1e5, "ohm", 100.0, 1e9, True, "resistance with all switches OFF"),
+        ParamSpec("tau", 1e-4, "s", 1e-9, 1e3, True, "characteristic switching time"),
+        ParamSpec("V_on", 0.27, "V", 0.0, 2.0, False, "barrier potential OFF -> ON"),
+        ParamSpec("V_off", 0.27, "V", 0.0, 2.0, False, "barrier potential ON -> OFF"),
+        ParamSpec("phi", 1.0, "", 0.0, 1.0, False, "share of the memristive (MSS) current"),
+        ParamSpec("a_f", 1e-9, "A", 1e-15, 1e-1, True, "Schottky forward amplitude"),
+        ParamSpec("b_f", 4.0, "1/V", 0.1, 50.0, True, "Schottky forward exponent"),
+        ParamSpec("a_r", 1e-9, "A", 1e-15, 1e-1, True, "Schottky reverse amplitude"),
+        ParamSpec("b_r", 4.0, "1/V", 0.1, 50.0, True, "Schottky reverse exponent"),
+        ParamSpec("T", 298.5, "K", 200.0, 500.0, False, "temperature (sets V_T = kT/q)"),
+    ),
+)
+
 # An ohmic device of fixed conductance G, for validation.
 OHMIC = CompactModel(
     name="ohmic",
@@ -174,7 +225,7 @@ OHMIC = CompactModel(
     params=(ParamSpec("G", 1e-5, "S", 1e-12, 10.0, True, "conductance"),),
 )
 
-MODELS: dict[str, CompactModel] = {m.name: m for m in (YAKOPCIC, VTEAM, STANFORD_PKU, OHMIC)}
+MODELS: dict[str, CompactModel] = {m.name: m for m in (YAKOPCIC, VTEAM, STANFORD_PKU, MSS, OHMIC)}
 
 
 def get_model(name: str) -> CompactModel:

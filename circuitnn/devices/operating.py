@@ -3,8 +3,14 @@ window and the on/off ratio, each chosen by one rule written here.
 
 Switching thresholds: for each polarity, the smallest |V| across the device at which the card's
 rate equation moves the state, at any of `N_STATES` states spread evenly over the state range
-(or at given states). Found on a 1 mV grid up to `V_MAX`, then refined by bisection to 1 uV and
-rounded up, so no state moves below the returned value; inf when nothing moves up to `V_MAX`.
+(or at given states). Models with hard thresholds (Yakopcic, VTEAM, Stanford-PKU's field
+threshold) have a rate of exactly 0 below threshold, and "moves" means a non-zero rate: the
+model's own threshold. Models whose rate never vanishes (the MSS model's switching
+probabilities) "move" where |d state/dt| x READS x READ_PULSE >= MOVE_FRACTION of the state
+range: the state would shift by 0.1% of its range within the read-disturb stress time. Found on
+a 1 mV grid up to `V_MAX`, then refined by bisection to 1 uV and rounded up; inf when nothing
+moves up to `V_MAX`, 0 when the state already moves at 0 V (a volatile device: it cannot hold
+programmed conductances, and the card is refused for reads).
 
 Safe read voltage: v_read = min(requested, READ_MARGIN x the smaller threshold), rounded down to
 1 mV, where "requested" is the card's own v_read (cards written before this rule existed carry
@@ -43,17 +49,19 @@ import numpy as np
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.device import Device
 from circuitnn.errors import CircuitnnError
+from circuitnn.reference import REF
 
 V_MAX = 5.0  # V: largest |V| searched for a threshold (and accepted by any tile read)
 V_READ_REFERENCE = 0.2  # V: the reference system's read voltage (Yao et al. 2020)
 V_READ_MIN = 1e-3  # V: smallest read voltage offered
 READ_MARGIN = 0.5  # v_read <= READ_MARGIN x the smaller switching threshold
-READ_PULSE = 50e-9  # s: the reference's read pulse width
-READS = 1_000_000  # read pulses of the disturb check
+READ_PULSE = REF.hardware.read_pulse_s  # s: the reference's read pulse width
+READS = int(REF.hardware.read_disturb_pulses)  # read pulses of the disturb check
 DISTURB_LIMIT = 0.01  # largest relative conductance drift after READS reads
 WINDOW_MARGIN = 0.1  # fraction of the state range kept clear at each end of the window
 MAX_ON_OFF = 10.0  # g_max / g_min of the default window at most
 N_STATES = 33  # states searched for thresholds
+MOVE_FRACTION = 1e-3  # "moves": this fraction of the state range within READS x READ_PULSE
 _LADDER = 0.8  # each lowering step of v_read multiplies it by this
 PULSE_MODEL = "pulse-update"
 
@@ -127,10 +135,19 @@ def switching_thresholds(device: Device, states: Any = None) -> tuple[float, flo
         lo, hi = device.bounds()
         states = np.linspace(float(lo), float(hi), N_STATES)
     s = np.ravel(np.asarray(states, dtype=float))[None, :]
+    lo, hi = device.bounds()
+    step = MOVE_FRACTION * np.abs(hi - lo) / (READS * READ_PULSE)  # smallest significant rate
+
+    def rate(v: np.ndarray) -> np.ndarray:
+        return np.abs(device.rate(v[:, None], s))
+
+    soft = bool(np.any(rate(np.array([0.0, 1e-3, -1e-3])) > 0))  # no hard threshold near 0 V
 
     def moves(v: np.ndarray) -> np.ndarray:
-        return np.any(device.rate(v[:, None], s) != 0, axis=1)
+        return np.any(rate(v) >= step if soft else rate(v) > 0, axis=1)
 
+    if soft and moves(np.zeros(1))[0]:
+        return 0.0, 0.0  # the state moves without any bias: a volatile device
     grid = np.arange(1, int(round(V_MAX * 1000)) + 1) * 1e-3
     out = []
     for sign in (1.0, -1.0):
@@ -156,8 +173,7 @@ def _drift(device: Device, v_read: np.ndarray) -> np.ndarray:
     s0 = np.array([lo, 0.5 * (lo + hi), hi])[None, :]
     vr = np.asarray(v_read, dtype=float)[:, None]
     t = np.concatenate([[0.0], np.geomspace(1e-9, READS * READ_PULSE, 40)])
-    trace = device.simulate(t, np.broadcast_to(vr[..., None], (vr.shape[0], 1, t.size)), s0=s0,
-                            substeps=4)
+    trace = device.simulate(t, np.broadcast_to(vr[..., None], (vr.shape[0], 1, t.size)), s0=s0)
     g0 = device.conductance(s0, vr)
     g1 = device.conductance(trace.state[..., -1], vr)
     g_top = np.max(np.abs(device.conductance(np.array([[lo, hi]]), vr)), axis=1, keepdims=True)
@@ -194,6 +210,11 @@ def safe_read_voltage(device: Device, thresholds: tuple[float, float],
     else:
         v0, why = cap, f"{cap_text} (no switching up to {V_MAX:g} V)"
     v0 = math.floor(v0 * 1000 + 1e-9) / 1000
+    if thr == 0:
+        raise CircuitnnError("the state moves at 0 V (more than "
+                             f"{MOVE_FRACTION:.1%} of its range within {READS:.0e} read pulses "
+                             "of no bias): the card describes a volatile device, which cannot "
+                             "hold programmed conductances")
     if v0 < V_READ_MIN:
         raise CircuitnnError(f"switching threshold {thr:.3g} V leaves no read voltage >= "
                              f"{V_READ_MIN * 1000:g} mV")
@@ -348,3 +369,18 @@ def with_operating_point(card: ModelCard, where: str = "card", fresh: bool = Fal
     record["parameters_sha256"] = parameters_hash(out)
     out.operating = record
     return out
+
+
+def with_operating_point_or_reason(card: ModelCard, where: str = "card", fresh: bool = False
+                                   ) -> ModelCard:
+    """`with_operating_point`, or, for a card no array can use (a volatile device, no safe read
+    voltage), the card with an `operating` record saying why: a fit stays a valid description of
+    the measured I-V, and every later use refuses it with that reason."""
+    try:
+        return with_operating_point(card, where, fresh)
+    except CircuitnnError as exc:
+        out = replace(card)
+        out.operating = {"usable": False, "reason": str(exc),
+                         "parameters_sha256": parameters_hash(card)}
+        return out
+

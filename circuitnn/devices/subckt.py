@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from circuitnn.devices import expr
 from circuitnn.devices.device import Device
+from circuitnn.devices.series import ExprElement, resistor
 from circuitnn.errors import CircuitnnError
 from circuitnn.spice.names import fmt, safe_name, safe_node
 
@@ -76,36 +77,68 @@ def pwl_source(name: str, p: str, n: str, t, v) -> str:
     return f"V{safe_name(name, 'source')} {safe_node(p)} {safe_node(n)} PWL(\n{body}\n+ )"
 
 
+def element_line(element: ExprElement, name: str, p: str, n: str) -> str:
+    """An ngspice B-source line for a series element between nodes p and n (scalar params)."""
+    if not isinstance(element, ExprElement):
+        raise CircuitnnError(f"series element {element!r} has no ngspice form; write it as an "
+                             "ExprElement")
+    rename = {"u": f"v({safe_node(p)},{safe_node(n)})"}
+    for k, val in element.params.items():
+        if val.ndim:
+            raise CircuitnnError(f"series element parameter {k!r} must be a scalar for ngspice")
+        rename[k] = fmt(float(val), f"series element {k}")
+    body = expr.to_spice(element.expression, rename)
+    return f"B{safe_name(name, 'element')} {safe_node(p)} {safe_node(n)} I={body}"
+
+
+#: transient options: the default, then the looser time-step controls tried in turn when
+#: ngspice's step control fails on a switching snap ("timestep too small")
+TRAN_OPTIONS = ("reltol=1e-6", "reltol=1e-6 trtol=50", "reltol=1e-5 trtol=20")
+
+
 def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,
-                      max_step: float | None = None) -> str:
-    """A complete netlist driving one dynamic device with the waveform (t, v)."""
+                      max_step: float | None = None, series: ExprElement | None = None,
+                      options: str = TRAN_OPTIONS[0]) -> str:
+    """A complete netlist driving one dynamic device with the waveform (t, v), optionally
+    through a series resistance or a series element (`circuitnn.devices.series`)."""
     import numpy as np
 
     t = np.asarray(t, dtype=float)
     max_step = max_step if max_step is not None else float(np.min(np.diff(t))) / 4
+    if r_series > 0:
+        if series is not None:
+            raise CircuitnnError("give either r_series or a series element, not both")
+        series = resistor(r_series)
     lines = [
         "circuitnn single-device transient",
         subckt(device, "memdev", dynamic=True).rstrip(),
         pwl_source("in", "a", "0", t - t[0], v),
     ]
-    if r_series > 0:
-        rser = fmt(r_series, "series resistance")
-        lines += [f"Rser a d {rser}", instance("m1", "memdev", "d", "0")]
+    if series is not None:
+        # 1 fF at the inner node: ngspice's Newton needs it where a current limit saturates
+        lines += [element_line(series, "ser", "a", "d"), "Cd d 0 1e-15",
+                  instance("m1", "memdev", "d", "0")]
     else:
         lines += [instance("m1", "memdev", "a", "0")]
     lines += [
         initial_condition("m1", s0),
-        ".options noinit reltol=1e-6 abstol=1e-15 vntol=1e-9 method=gear",
+        f".options noinit {options} abstol=1e-15 vntol=1e-9 method=gear",
         f".tran {fmt(max_step)} {fmt(float(t[-1] - t[0]))} 0 {fmt(max_step)}",
-        ".save v(a) i(vin) v(xm1.s)" + (" v(d)" if r_series > 0 else ""),
+        ".save v(a) i(vin) v(xm1.s)" + (" v(d)" if series is not None else ""),
         ".end",
     ]
     return "\n".join(lines) + "\n"
 
 
 def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
-                     max_step: float | None = None, backend: str = "subprocess"):
-    """Run the device's ngspice subcircuit on a waveform; returns a `Trace` at the sample times."""
+                     max_step: float | None = None, backend: str = "subprocess",
+                     series: ExprElement | None = None):
+    """Run the device's ngspice subcircuit on a waveform; returns a `Trace` at the sample times.
+
+    A device that switches in picoseconds (a snap) can defeat ngspice's time-step control
+    ("timestep too small"); the transient is then retried with the looser controls of
+    TRAN_OPTIONS in turn (truncation-error tolerance trtol 50, or 20 with reltol 1e-5, instead
+    of 7 with 1e-6; looser still gave wrong currents without an error)."""
     import numpy as np
 
     from circuitnn.devices.device import Trace
@@ -113,11 +146,18 @@ def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
 
     t = np.asarray(t, dtype=float)
     v = np.asarray(v, dtype=float)
-    res = run_netlist(transient_netlist(device, t, v, s0, r_series, max_step), backend=backend,
-                      name=f"{device.model.name} transient")
+    name = f"{device.model.name} transient"
+    for k, options in enumerate(TRAN_OPTIONS):
+        try:
+            res = run_netlist(transient_netlist(device, t, v, s0, r_series, max_step, series,
+                                                options), backend=backend, name=name)
+            break
+        except CircuitnnError as exc:
+            if "timestep too small" not in str(exc).lower() or k == len(TRAN_OPTIONS) - 1:
+                raise
     plot = res.plot("Transient")
     tt = plot.data["time"].real
     at = lambda key: np.interp(t - t[0], tt, plot.data[key].real)  # noqa: E731
     i = -at("i(vin)")
-    vd = at("v(d)") if r_series > 0 else at("v(a)")
+    vd = at("v(d)") if (r_series > 0 or series is not None) else at("v(a)")
     return Trace(t, v, vd, i, at("v(xm1.s)"))

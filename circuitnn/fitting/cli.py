@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.fitting.iv import FIT_MODELS
 
 
 def _slug(text: str) -> str:
@@ -28,13 +29,16 @@ def _json_default(obj: Any) -> Any:
 
 
 def _load_sweeps(source: str, columns: str | None, current_unit: str | None,
-                 frequency_hz: float | None, device: str | None, series_resistance_ohm: float):
+                 frequency_hz: float | None, device: str | None, series_resistance_ohm: float,
+                 compliance_a: float | None, noise_floor_a: float | None):
     from circuitnn.fitting.data import group_by_device, load_manifest, sweep_from_args
 
     if columns is None:
-        if current_unit is not None or frequency_hz is not None:
-            raise CircuitnnError(f"{source}: --current-unit/--frequency-hz belong to the quick "
-                                 "form; give --columns too (or put them in a TOML manifest)")
+        quick = (current_unit, frequency_hz, compliance_a, noise_floor_a)
+        if any(q is not None for q in quick):
+            raise CircuitnnError(f"{source}: --current-unit/--frequency-hz/--compliance-a/"
+                                 "--noise-floor-a belong to the quick form; give --columns too "
+                                 "(or put them in a TOML manifest)")
         if not Path(source).suffix.lower() == ".toml" and Path(source).is_file():
             raise CircuitnnError(f"{source}: not a .toml manifest; for a single data file give "
                                  "--columns, --current-unit and --frequency-hz")
@@ -48,15 +52,48 @@ def _load_sweeps(source: str, columns: str | None, current_unit: str | None,
     if current_unit is None:
         raise CircuitnnError(f"{source}: the quick form needs --current-unit (A, mA, uA or nA)")
     sweep = sweep_from_args(source, columns, current_unit, frequency_hz, device,
-                            series_resistance_ohm)
+                            series_resistance_ohm, compliance_a, noise_floor_a)
     return {sweep.device: [sweep]}, None
+
+
+class _Progress:
+    """tqdm bars on stderr: one for the search (generations), one for the refinement
+    (residual evaluations)."""
+
+    def __init__(self, label: str, generations: int) -> None:
+        self.label = label
+        self.generations = generations
+        self.bar = None
+        self.stage = ""
+
+    def __call__(self, stage: str) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            total = self.generations if stage == "search" else None
+            unit = "generation" if stage == "search" else "evaluation"
+            self.bar = tqdm(total=total, desc=f"{self.label}: {stage}", unit=unit,
+                            file=sys.stderr, disable=None, leave=False)
+        self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _path(template: str, device: str, model: str) -> Path:
+    return Path(template.replace("{device}", device).replace("{model}", model))
 
 
 @click.command("fit")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--model", "model_name", required=True,
-              type=click.Choice(["yakopcic", "vteam", "stanford-pku"]),
-              help="Compact model to fit.")
+              type=click.Choice([*FIT_MODELS, "all"]),
+              help="Compact model to fit, or 'all' to fit every model and rank them by the score "
+                   "mean over sweeps of (NRMSE/0.05)^2 + (log error/0.3)^2 (lower is better).")
 @click.option("--columns", default=None,
               help="Quick form: voltage,current[,time] columns of SOURCE (0-based or header "
                    "names), e.g. 0,1.")
@@ -66,55 +103,82 @@ def _load_sweeps(source: str, columns: str | None, current_unit: str | None,
 @click.option("--device", default=None,
               help="Device name (quick form), or the one device of the manifest to fit.")
 @click.option("--series-resistance-ohm", type=float, default=0.0, show_default=True,
-              help="Quick form: resistance in series with the device in the voltage column.")
+              help="Quick form: resistance between the source and the device.")
+@click.option("--compliance-a", type=float, default=None,
+              help="Quick form: the instrument's current compliance in amperes.")
+@click.option("--noise-floor-a", type=float, default=None,
+              help="Quick form: currents below this (A) are left out of the log error.")
 @click.option("--out", default=None,
-              help="Card path (default device_models/<device>-<model>.json). With several "
-                   "devices it must contain '{device}'.")
+              help="Card path (default runs/fit/{device}-{model}.json). '{device}' and "
+                   "'{model}' are replaced; needed with several devices or --model all.")
 @click.option("--figure", default=None,
-              help="Figure path (default figures/fit_<device>-<model>.png); '{device}' as "
+              help="Figure path (default runs/fit/fit_{device}-{model}.png); placeholders as "
                    "for --out.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON summary (model, nrmse, params) on stdout and nothing else.")
-@click.option("--maxiter", type=click.IntRange(1, 10000), default=80, show_default=True,
-              help="Differential-evolution generations per polarity.")
+              help='Print {"best": MODEL, "models": {MODEL: {nrmse, log_error_decades, '
+                   'nrmse_ngspice, params, stderr, stderr_reason, seconds, per_sweep}}} on '
+                   "stdout and nothing else.")
+@click.option("--maxiter", type=click.IntRange(1, 10000), default=60, show_default=True,
+              help="Differential-evolution generations (at most; it stops earlier when the "
+                   "population has converged).")
 @click.option("--popsize", type=click.IntRange(2, 200), default=8, show_default=True,
-              help="DE population per free parameter.")
+              help="DE population per search variable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the search.")
-@click.option("--max-nfev", type=click.IntRange(1, 100000), default=60, show_default=True,
-              help="lmfit residual evaluations in the refinement.")
+@click.option("--max-nfev", type=click.IntRange(0, 100000), default=0, show_default=True,
+              help="Safety cap on the refinement's residual evaluations (0: 100 per variable); "
+                   "the refinement ends on its tolerance, and a fit that hits the cap fails.")
+@click.option("--bootstrap", type=click.IntRange(0, 1000), default=0, show_default=True,
+              help="Also refit N times on sweeps resampled with replacement (spread in the card).")
 @click.option("--start", "start_card", default=None, type=click.Path(dir_okay=False),
               help="Skip the global search: refine from the values of this model card.")
 def fit(source: str, model_name: str, columns: str | None, current_unit: str | None,
         frequency_hz: float | None, device: str | None, series_resistance_ohm: float,
-        out: str | None, figure: str | None, as_json: bool, maxiter: int, popsize: int,
-        seed: int, max_nfev: int, start_card: str | None) -> None:
+        compliance_a: float | None, noise_floor_a: float | None, out: str | None,
+        figure: str | None, as_json: bool, maxiter: int, popsize: int, seed: int,
+        max_nfev: int, bootstrap: int, start_card: str | None) -> None:
     """Fit ONE parameter set of a compact model to all I-V sweeps of a device.
 
     SOURCE is a TOML manifest of sweeps (see circuitnn.fitting.data) or, with --columns,
     --current-unit and --frequency-hz, one data file. Each sweep is fitted in periodic steady
-    state (warm-up periods of the same waveform), by a vectorised differential-evolution
-    search over both polarities followed by lmfit least-squares refinement. A manifest with
-    several devices fits each device separately (one card and figure each, and the cards
-    record the device-to-device spread); --device picks one. Prints each parameter with its
-    standard error and the NRMSE (RMS error / current span) per sweep and overall. Nothing is
-    written unless every fit succeeds.
+    state (warm-up periods of the same waveform), through the instrument's series resistance and
+    current compliance as the manifest gives them, by a vectorised differential-evolution
+    search over both polarities and an lmfit least-squares refinement to convergence. The
+    objective weighs the linear and the log scale: (NRMSE/0.05)^2 + (log error/0.3)^2 per sweep.
+    Reports per sweep and overall the NRMSE, the log error (decades, points above 1e-3 of the
+    peak current) and the NRMSE of the card re-simulated in ngspice; every free parameter with
+    its standard error or the reason it has none. A manifest with several devices fits each
+    device separately (the cards record the device-to-device spread). Nothing is written unless
+    every fit succeeds; with --model all, models that fail are reported with their error and
+    the others are written and ranked.
     """
-    from tqdm import tqdm
-
     from circuitnn.devices.card import ModelCard
-    from circuitnn.fitting.iv import FitSettings, device_spread, fit_iv, fit_summary, make_card
+    from circuitnn.fitting.iv import (
+        FitSettings,
+        check_fit,
+        device_spread,
+        fit_iv,
+        fit_summary,
+        make_card,
+    )
     from circuitnn.fitting.plots import iv_fit_figure
 
     groups, manifest = _load_sweeps(source, columns, current_unit, frequency_hz, device,
-                                    series_resistance_ohm)
-    many = len(groups) > 1
+                                    series_resistance_ohm, compliance_a, noise_floor_a)
+    models = list(FIT_MODELS) if model_name == "all" else [model_name]
     for opt, value in (("--out", out), ("--figure", figure)):
-        if many and value is not None and "{device}" not in value:
+        if value is None:
+            continue
+        if len(groups) > 1 and "{device}" not in value:
             raise CircuitnnError(f"{source}: the manifest has {len(groups)} devices "
                                  f"({', '.join(groups)}); {opt} must contain '{{device}}' "
                                  "or pick one with --device")
-    settings = FitSettings(maxiter=maxiter, popsize=popsize, seed=seed, max_nfev=max_nfev)
+        if len(models) > 1 and "{model}" not in value:
+            raise CircuitnnError(f"{opt} must contain '{{model}}' with --model all")
+    settings = FitSettings(maxiter=maxiter, popsize=popsize, seed=seed, max_nfev=max_nfev,
+                           bootstrap=bootstrap)
     if start_card is not None:
+        if len(models) > 1:
+            raise CircuitnnError("--start refines one model's card; give --model too")
         card = ModelCard.load(start_card)
         if card.model != model_name:
             raise CircuitnnError(f"{start_card}: card is for model {card.model!r}, "
@@ -124,47 +188,76 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
         values.pop("v_read", None)
         settings.start = values
 
-    fits = []
+    fits: dict[str, dict[str, Any]] = {}  # device -> model -> IVFit
+    errors: dict[str, dict[str, str]] = {}
     for name, sweeps in groups.items():
-        total = 0 if settings.start else settings.maxiter * len(settings.polarities)
-        with tqdm(total=total, desc=f"fit {model_name} {name}", file=sys.stderr,
-                  disable=None, leave=False) as bar:
-            fits.append(fit_iv(sweeps, model_name, settings, progress=lambda: bar.update()))
+        fits[name], errors[name] = {}, {}
+        for model in models:
+            bar = _Progress(f"fit {model} {name}", settings.maxiter)
+            try:
+                f = fit_iv(sweeps, model, settings, progress=bar, check=False)
+                check_fit(f)
+                fits[name][model] = f
+            except CircuitnnError as exc:
+                if len(models) == 1:
+                    raise
+                errors[name][model] = str(exc)
+            finally:
+                bar.close()
+        if not fits[name]:
+            raise CircuitnnError(f"no model could be fitted to device {name!r}: "
+                                 + "; ".join(errors[name].values()))
 
-    spread = device_spread(fits)
-    written = []
-    for f in fits:
-        slug = _slug(f.device)
-        card_path = Path((out or "device_models/{device}-" + model_name + ".json")
-                         .replace("{device}", slug))
-        fig_path = Path((figure or "figures/fit_{device}-" + model_name + ".png")
-                        .replace("{device}", slug))
-        iv_fit_figure(f, fig_path)
-        make_card(f, manifest, spread).save(card_path)
-        written.append((f, card_path, fig_path))
+    spreads = {m: device_spread([fits[d][m] for d in fits if m in fits[d]]) for m in models}
+    written: dict[str, dict[str, tuple[Path, Path]]] = {}
+    for name, by_model in fits.items():
+        written[name] = {}
+        for model, f in by_model.items():
+            slug = _slug(f.device)
+            card_path = _path(out or "runs/fit/{device}-{model}.json", slug, model)
+            fig_path = _path(figure or "runs/fit/fit_{device}-{model}.png", slug, model)
+            iv_fit_figure(f, fig_path)
+            make_card(f, manifest, spreads.get(model)).save(card_path)
+            written[name][model] = (card_path, fig_path)
 
+    results = {}
+    for name, by_model in fits.items():
+        best = min(by_model, key=lambda m: by_model[m].score)
+        entries = {}
+        for model in models:
+            if model in by_model:
+                entry = fit_summary(by_model[model])
+                entry["card"], entry["figure"] = map(str, written[name][model])
+            else:
+                entry = {"error": errors[name][model]}
+            entries[model] = entry
+        results[name] = {"best": best, "models": entries}
     if as_json:
-        summaries = [fit_summary(f) for f in fits]
-        for s, (_, c, g) in zip(summaries, written, strict=True):
-            s["card"], s["figure"] = str(c), str(g)
-        if many:
-            obj = {"model": model_name, "nrmse": sum(f.nrmse for f in fits) / len(fits),
-                   "devices": {s["device"]: s for s in summaries}}
-        else:
-            obj = summaries[0]
+        obj = next(iter(results.values())) if len(results) == 1 else {"devices": results}
         click.echo(json.dumps(obj, default=_json_default))
         return
-    for f, card_path, fig_path in written:
-        click.echo(f"{f.model} fit to device {f.device} (polarity {f.polarity:+.0f}, "
-                   f"{f.seconds['total']:.1f} s)")
-        for k, v in f.params.items():
-            se = f.stderr.get(k)
-            tag = "fixed" if k in f.fixed else ("n/a" if se is None else f"{se:.3g}")
-            click.echo(f"  {k:10s} {v: .6g}  +- {tag}")
-        for k, v in f.nrmse_per_sweep.items():
-            click.echo(f"  NRMSE {k}: {v:.4f}")
-        click.echo(f"  NRMSE overall: {f.nrmse:.4f} (refinement substeps: {f.nrmse_fit:.4f})")
-        click.echo(f"  card: {card_path}\n  figure: {fig_path}")
+    for name, res in results.items():
+        for model, entry in res["models"].items():
+            if "error" in entry:
+                click.echo(f"{model} fit to device {name}: failed: {entry['error']}")
+                continue
+            f = fits[name][model]
+            click.echo(f"{model} fit to device {name} (polarity {f.polarity:+.0f}, "
+                       f"{f.seconds['total']:.1f} s)")
+            for k, v in f.params.items():
+                se = f.stderr.get(k)
+                tag = ("fixed" if k in f.fixed else f"{se:.3g}" if se is not None
+                       else f"n/a: {f.stderr_reason[k]}")
+                click.echo(f"  {k:10s} {v: .6g}  +- {tag}")
+            for k, m in f.per_sweep.items():
+                click.echo(f"  {k}: NRMSE {m.nrmse:.4f}, log error {m.log_error_decades:.3f} dec, "
+                           f"ngspice NRMSE {m.nrmse_ngspice:.4f}")
+            click.echo(f"  overall: NRMSE {f.nrmse:.4f}, log error {f.log_error:.3f} decades, "
+                       f"ngspice NRMSE {f.nrmse_ngspice:.4f}, score {f.score:.2f}")
+            card_path, fig_path = written[name][model]
+            click.echo(f"  card: {card_path}\n  figure: {fig_path}")
+        if len(models) > 1:
+            click.echo(f"best model for device {name}: {res['best']} (lowest score)")
 
 
 @click.command("fit-pulse")

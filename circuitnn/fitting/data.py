@@ -9,6 +9,8 @@ A manifest lists one ``[[sweep]]`` table per measurement::
     frequency_hz = 10                # no time column: the rows sample one drive period evenly
     device = "M1"                    # optional; sweeps of one device share one parameter set
     series_resistance_ohm = 0        # optional; resistance in series with the device in V
+    compliance_a = 100e-6            # optional; the instrument's current compliance (A)
+    noise_floor_a = 1e-9             # optional; currents below it are noise (A)
 
 Every problem with the user's files is reported as a one-line `CircuitnnError` that names the
 file and, for bad cells, the line and column.
@@ -37,6 +39,12 @@ _CURRENT_ALIASES = {"µA": "uA", "μA": "uA"}  # micro sign and Greek mu
 TIME_UNITS: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 #: fewest data rows accepted for a fit
 MIN_ROWS = 10
+#: a reading with |I| >= AT_COMPLIANCE * compliance is the instrument's limit, not the device's
+AT_COMPLIANCE = 0.99
+#: a measured current above the compliance by more than this factor means a wrong unit
+COMPLIANCE_SLACK = 1.05
+#: largest plausible compliance or noise floor (A)
+MAX_CURRENT_SETTING = 1.0
 #: keys a [[sweep]] table may hold
 SWEEP_KEYS = (
     "file",
@@ -47,6 +55,8 @@ SWEEP_KEYS = (
     "series_resistance_ohm",
     "time_unit",
     "name",
+    "compliance_a",
+    "noise_floor_a",
 )
 _REQUIRED_KEYS = ("file", "columns", "current_unit")
 _ROLES = ("voltage", "current", "time")
@@ -71,6 +81,8 @@ class Sweep:
     periodic: bool
     frequency_hz: float | None
     source: str
+    compliance_a: float | None = None
+    noise_floor_a: float = 0.0
 
     @property
     def n(self) -> int:
@@ -83,6 +95,13 @@ class Sweep:
         if self.periodic and self.frequency_hz:
             return 1.0 / self.frequency_hz
         return float(self.t[-1] - self.t[0])
+
+    @property
+    def at_compliance(self) -> np.ndarray:
+        """Points whose reading is the instrument's current limit (|I| >= 0.99 compliance)."""
+        if self.compliance_a is None:
+            return np.zeros(self.n, dtype=bool)
+        return np.abs(self.i) >= AT_COMPLIANCE * self.compliance_a
 
     @property
     def v_device(self) -> np.ndarray:
@@ -345,6 +364,8 @@ def load_sweep(
     name: str | None = None,
     base_dir: str | os.PathLike | None = None,
     where: str | None = None,
+    compliance_a: float | None = None,
+    noise_floor_a: float | None = None,
 ) -> Sweep:
     """Load and check one sweep; a relative `file` is taken relative to `base_dir` (or cwd).
 
@@ -361,6 +382,12 @@ def load_sweep(
     freq = None
     if frequency_hz is not None:
         freq = _check_number(frequency_hz, "frequency_hz", where, positive=True)
+    comp = None
+    if compliance_a is not None:
+        comp = _check_current_setting(compliance_a, "compliance_a", where, positive=True)
+    floor = 0.0
+    if noise_floor_a is not None:
+        floor = _check_current_setting(noise_floor_a, "noise_floor_a", where, positive=False)
     if device is None:
         device = _default_device(written)
     if not isinstance(device, str) or not device.strip():
@@ -394,7 +421,7 @@ def load_sweep(
         name = f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
     for arr in (t, v, i):
         arr.setflags(write=False)
-    return Sweep(
+    sweep = Sweep(
         name=name,
         device=device.strip(),
         t=t,
@@ -404,7 +431,43 @@ def load_sweep(
         periodic=periodic,
         frequency_hz=freq,
         source=str(path),
+        compliance_a=comp,
+        noise_floor_a=floor,
     )
+    check_current_settings(sweep, where)
+    return sweep
+
+
+def _check_current_setting(value: Any, key: str, where: str, *, positive: bool) -> float:
+    value = _check_number(value, key, where, positive=positive)
+    if value > MAX_CURRENT_SETTING:
+        raise CircuitnnError(f"{where}: {key} = {value:g} A is absurd for a memristor "
+                             f"(> {MAX_CURRENT_SETTING:g} A); give it in amperes, e.g. 100e-6")
+    return value
+
+
+def check_current_settings(sweep: Sweep, where: str) -> None:
+    """Refuse a compliance or noise floor that contradicts the data (wrong unit, or nothing left
+    to fit); `where` names the sweep in messages."""
+    peak = float(np.max(np.abs(sweep.i)))
+    if sweep.compliance_a is not None:
+        comp = sweep.compliance_a
+        if peak > COMPLIANCE_SLACK * comp:
+            raise CircuitnnError(
+                f"{where}: measured current reaches {peak:.3g} A, above compliance_a = "
+                f"{comp:.3g} A; give the compliance in amperes (the data's current_unit does "
+                "not apply to it)")
+        free = int(np.count_nonzero(~sweep.at_compliance))
+        if free < MIN_ROWS:
+            raise CircuitnnError(
+                f"{where}: the sweep is (almost) entirely at the compliance of {comp:.3g} A "
+                f"({sweep.n - free} of {sweep.n} points); nothing of the device to fit")
+    if sweep.noise_floor_a:
+        above = int(np.count_nonzero(np.abs(sweep.i) > sweep.noise_floor_a))
+        if above < MIN_ROWS:
+            raise CircuitnnError(
+                f"{where}: only {above} of {sweep.n} points lie above noise_floor_a = "
+                f"{sweep.noise_floor_a:.3g} A (peak |I| {peak:.3g} A); give it in amperes")
 
 
 def _parse_columns_arg(columns: str | Sequence[Column]) -> list[Column]:
@@ -421,6 +484,8 @@ def sweep_from_args(
     frequency_hz: float | None = None,
     device: str | None = None,
     series_resistance_ohm: float = 0.0,
+    compliance_a: float | None = None,
+    noise_floor_a: float | None = None,
 ) -> Sweep:
     """Build a sweep from the CLI quick form (``--columns 0,1 --current-unit uA ...``).
 
@@ -433,6 +498,8 @@ def sweep_from_args(
         frequency_hz=frequency_hz,
         device=device,
         series_resistance_ohm=series_resistance_ohm,
+        compliance_a=compliance_a,
+        noise_floor_a=noise_floor_a,
     )
 
 
@@ -489,6 +556,8 @@ def load_manifest(path: str | os.PathLike) -> list[Sweep]:
                 name=entry.get("name"),
                 base_dir=path.parent,
                 where=where,
+                compliance_a=entry.get("compliance_a"),
+                noise_floor_a=entry.get("noise_floor_a"),
             )
         except CircuitnnError as exc:
             msg = str(exc)

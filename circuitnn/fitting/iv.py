@@ -1,23 +1,50 @@
 """Fit one compact-model parameter set to all measured I-V sweeps of a device.
 
+Measures (per sweep, and overall = mean over sweeps):
+- NRMSE = RMS(I_sim - I_meas) / (max I_meas - min I_meas);
+- log error (decades) = RMS of log10|I_sim| - log10|I_meas| over the points with
+  |I_meas| >= LOG_FLOOR (1e-3) x the sweep's peak |I_meas| and above its noise floor
+  (manifest `noise_floor_a`); the other points are shown as excluded in the figure.
+
+Objective: both scales in units of their targets (TARGET_NRMSE = 0.05, TARGET_LOG = 0.3 decades),
+sum over sweeps of (NRMSE / 0.05)^2 + (log error / 0.3)^2, so a fit that misses the OFF state by
+a decade pays as much as one 0.17 off on the linear scale. As least squares: per sweep, linear
+residuals (I_sim - I_meas) / (span sqrt(n) 0.05) and log residuals
+(log10 max(|I_sim|, 1e-6 peak) - log10|I_meas|) / (sqrt(n_log) 0.3).
+
+Compliance (manifest `compliance_a`): the instrument is a voltage source whose current is limited
+to +-compliance (`circuitnn.devices.series.current_limit`: 1 ohm output resistance, or the
+sweep's series resistance, up to a smooth corner at the limit); it is simulated in series with
+the device, so while the limit holds the device sees less than the programmed voltage, as it did
+in the measurement. Readings at the limit (|I| >= 0.99 compliance) are the instrument's, not the
+device's: they stay in the objective as censored data, which with the simulated limit costs
+nothing when the model device would draw at least the compliance and measures only a model that
+stays below it.
+
 Method:
-1. Periodic steady state. Each sweep is one period of a repeated drive that starts at an
-   arbitrary phase, so the state at its first sample is unknown. The waveform is repeated
-   `warmup_periods` times before the compared period, starting from the middle of the state
-   range; the simulated last period is compared with the measurement. (A sweep with a time
-   column is treated the same way, as one period of a repeated drive.)
-2. Global search: scipy `differential_evolution(vectorized=True)`; one objective call
-   simulates the whole population (S candidates) on every sweep at once, parameters of shape
-   (S, 1) against waveforms of shape (n_sweeps, n) (sweeps grouped by length). Log-flagged
-   parameters (`ParamSpec.log`) are searched in log10 space. Both polarities (which terminal is
-   the top electrode) are searched; the better one is kept.
-3. Refinement: `lmfit.minimize(method="least_squares")` over `lmfit.Parameters` bounded by the
-   ParamSpec bounds (log10 variables for log parameters, the physical value as an lmfit
-   expression so its standard error is propagated); residuals are normalised per sweep, so the
-   sum of squares is the sum over sweeps of NRMSE^2. The Jacobian is a forward difference with
-   all columns simulated in one vectorised call.
-4. Check: NRMSE per sweep (RMS error / (max I - min I)) and overall (mean over sweeps) with
-   the fit's integration substeps and with finer integration.
+1. Periodic steady state. Each sweep is one period of a repeated drive starting at an arbitrary
+   phase; the waveform is repeated `warmup_periods` times before the compared period, starting
+   from the middle of the state range.
+2. Global search: scipy `differential_evolution(vectorized=True)`; one objective call simulates
+   the whole population on every sweep at once (on every second sample of long sweeps, with
+   one warm-up period and a loose integration tolerance: the search only ranks candidates;
+   a candidate needing more than 40 integration steps between two samples scores as bad).
+   Log-flagged parameters (`ParamSpec.log`) are searched as log10; the terminal orientation
+   (polarity) is one more search variable (its sign), so both orientations compete in one
+   population.
+3. Refinement: lmfit least squares (trust region reflective) on the same variables, to
+   convergence: it stops when the relative decrease of the cost in an iteration falls below
+   `ftol` = 1e-4 (a change of the NRMSE in its fifth digit) or the relative step below
+   `xtol` = 1e-6; the Jacobian is a central difference with all columns simulated
+   in one vectorised call. A refinement that ends on its evaluation cap instead is reported as
+   not converged.
+4. Uncertainty: covariance s^2 (J^T J)^-1 of the search variables at the optimum (s^2 = residual
+   sum of squares / (m - k), as lmfit), converted to physical units. A parameter gets no
+   standard error, with the reason in `stderr_reason`, when it ends at a bound of its search
+   range, when it has no effect on the currents, or when it is correlated with others at
+   |corr| > 0.99 (not identifiable; the reason names them). Optional bootstrap over sweeps.
+5. Check: measures at a tight integration tolerance, and the card re-simulated in ngspice on its
+   own measured waveforms (`nrmse_ngspice`); numpy and ngspice must agree within 0.01.
 """
 
 from __future__ import annotations
@@ -25,6 +52,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,52 +62,89 @@ import numpy as np
 from scipy.optimize import differential_evolution
 
 import circuitnn
+from circuitnn.devices import transient
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.device import Device
 from circuitnn.devices.models import CompactModel, ParamSpec, get_model
-from circuitnn.devices.operating import with_operating_point
+from circuitnn.devices.operating import with_operating_point_or_reason
+from circuitnn.devices.series import ExprElement, current_limit, resistor
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.data import Sweep
 
 #: models the `fit` command accepts
-FIT_MODELS = ("yakopcic", "vteam", "stanford-pku")
+FIT_MODELS = ("yakopcic", "vteam", "stanford-pku", "mss")
 
 #: parameters held fixed during a fit (not identifiable from I-V loops, or a sign handled by
 #: `polarity`). Stanford-PKU: gamma0*a0/tox and vel0*exp(-Ea/kT0) appear only as products at
-#: the low self-heating of these loops, so a0, tox, Ea and T0 stay at their defaults.
+#: the low self-heating of these loops, so a0, tox, Ea and T0 stay at their defaults. MSS: only
+#: phi/R_on, phi/R_off, (1 - phi) a_f and (1 - phi) a_r reach the current, so phi stays at 0.5;
+#: T is the measurement's temperature (it sets V_T = kT/q of the switching probabilities).
 FIXED: dict[str, dict[str, float]] = {
     "yakopcic": {"eta": 1.0},
     "vteam": {},
     "stanford-pku": {"T0": 298.0, "a0": 0.25e-9, "tox": 12e-9, "Ea": 0.6},
+    "mss": {"phi": 0.5, "T": 298.5},
 }
 
-#: convergence criterion: a fit fails when any sweep's coefficient of determination
-#: R^2 = 1 - SSE / SST is below this (the model explains less than half the current variance),
-#: or when the overall NRMSE is above MAX_NRMSE or not finite
+TARGET_NRMSE = 0.05
+TARGET_LOG = 0.3  # decades
+#: the log error uses points with |I| >= LOG_FLOOR * peak |I| (and above the noise floor)
+LOG_FLOOR = 1e-3
+#: simulated currents below this fraction of the peak count as this in the objective's logs
+SIM_FLOOR = 1e-6
+#: sweeps longer than this are searched on every second sample
+SEARCH_SAMPLES = 100
+#: in the search, a candidate needing more integration steps between two samples scores as bad
+#: (dynamics thousands of times faster than the sampling; ranking them exactly is not worth it)
+SEARCH_MAX_STEPS = 40
+#: parameters correlated beyond this are reported as not identifiable
+MAX_CORR = 0.99
+#: numpy and ngspice NRMSE must agree within this
+NGSPICE_AGREEMENT = 0.01
+#: a fit fails when a sweep's R^2 is below MIN_R2 or the overall NRMSE above MAX_NRMSE
 MIN_R2 = 0.5
 MAX_NRMSE = 0.3
 #: plausibility limits for measured data (catch wrong units before fitting)
 MAX_ABS_CURRENT = 1.0  # A
 MIN_CURRENT_SPAN = 1e-15  # A
 MAX_ABS_VOLTAGE = 100.0  # V
-_BAD = 1e3  # objective value of a candidate whose simulation is not finite
+_BAD = 1e6  # objective of a candidate whose simulation is not finite
 
 
 @dataclass
 class FitSettings:
-    """Effort and integration settings of an I-V fit."""
+    """Effort, tolerances and options of an I-V fit."""
 
-    popsize: int = 8  # DE population = popsize * number of free parameters
-    maxiter: int = 80  # DE generations per polarity
+    popsize: int = 8  # DE population = popsize * number of search variables
+    maxiter: int = 100  # DE generations (the search also stops when the population converged)
     seed: int = 0
     warmup_periods: int = 2
-    substeps_search: int = 2  # RK4 substeps per sample during the global search
-    substeps_refine: int = 8  # lmfit refinement: fine enough not to fit integration error
-    substeps_check: int = 16  # for the final check (2x the refinement)
-    max_nfev: int = 60  # lmfit residual evaluations (the Jacobian is extra, vectorised)
+    search_warmup_periods: int = 1
+    rtol_search: float = 5e-2  # integration tolerance of the global search (ranking only)
+    rtol_refine: float = 1e-4  # refinement: fine enough not to fit integration error
+    rtol_check: float = 1e-7  # final measures
+    ftol: float = 1e-4  # refinement: relative cost decrease at convergence
+    xtol: float = 1e-6  # refinement: relative step at convergence
+    max_nfev: int = 0  # refinement safety cap (0: 100 per variable); reaching it = not converged
     polarities: tuple[float, ...] = (1.0, -1.0)
     start: dict[str, float] | None = None  # skip the global search, refine from these values
     start_polarity: float | None = None
+    bootstrap: int = 0  # refits on sweeps resampled with replacement (0: none)
+    ngspice: bool = True  # re-simulate the card in ngspice
+
+
+@dataclass
+class SweepMeasures:
+    """Measures of one sweep."""
+
+    nrmse: float
+    log_error_decades: float
+    r2: float
+    points_log: int  # points entering the log error
+    points_at_compliance: int
+    nrmse_ngspice: float | None = None
+    log_error_ngspice: float | None = None
+    ngspice_error: str | None = None
 
 
 @dataclass
@@ -89,25 +154,39 @@ class IVFit:
     model: str
     device: str
     params: dict[str, float]
-    stderr: dict[str, float | None]
+    stderr: dict[str, float | None]  # every free parameter
+    stderr_reason: dict[str, str]  # every null stderr
     polarity: float
-    nrmse: float  # overall, with substeps_check
-    nrmse_per_sweep: dict[str, float]
-    nrmse_fit: float  # overall, with the refinement's substeps
-    nrmse_fit_per_sweep: dict[str, float]
-    r2_per_sweep: dict[str, float]
-    predicted: list[np.ndarray]  # simulated current per sweep (A), fine integration
+    nrmse: float  # overall (mean over sweeps), tight integration
+    log_error: float  # overall (mean over sweeps), decades
+    nrmse_ngspice: float | None
+    per_sweep: dict[str, SweepMeasures]
+    predicted: list[np.ndarray]  # simulated current per sweep (A), tight integration
+    log_masks: list[np.ndarray]  # points entering the log error, per sweep
     sweeps: list[Sweep]
     settings: FitSettings
     seconds: dict[str, float]
-    search_nrmse: dict[str, float]  # best DE objective per polarity tried
+    search_objective: float | None  # best DE objective (None when started from given values)
+    objective: float  # final objective, sum over sweeps (see the module doc)
     fixed: dict[str, float]
-    lmfit_message: str = ""
-    residual_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    refinement: dict[str, Any]
+    correlations: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    bootstrap: dict[str, Any] = field(default_factory=dict)
 
     def device_obj(self) -> Device:
         """The fitted `Device`."""
         return Device(self.model, self.params, polarity=self.polarity)
+
+    @property
+    def score(self) -> float:
+        """Ranking criterion: mean over sweeps of (NRMSE/0.05)^2 + (log error/0.3)^2."""
+        return float(np.mean([(m.nrmse / TARGET_NRMSE) ** 2
+                              + (m.log_error_decades / TARGET_LOG) ** 2
+                              for m in self.per_sweep.values()]))
+
+
+# ----------------------------------------------------------------------------- measures
 
 
 def nrmse(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
@@ -115,6 +194,20 @@ def nrmse(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
     meas = np.asarray(meas, float)
     err = np.sqrt(np.mean((np.asarray(pred, float) - meas) ** 2, axis=-1))
     return err / np.ptp(meas, axis=-1)
+
+
+def log_mask(sweep: Sweep) -> np.ndarray:
+    """Points entering the log error: |I| >= LOG_FLOOR * peak |I| and above the noise floor."""
+    a = np.abs(sweep.i)
+    return (a >= LOG_FLOOR * np.max(a)) & (a > sweep.noise_floor_a)
+
+
+def log_error(pred: np.ndarray, sweep: Sweep, mask: np.ndarray | None = None) -> np.ndarray:
+    """RMS of log10|I_sim| - log10|I_meas| (decades) over the `log_mask` points (last axis)."""
+    mask = log_mask(sweep) if mask is None else mask
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.log10(np.abs(np.asarray(pred)[..., mask])) - np.log10(np.abs(sweep.i[mask]))
+    return np.sqrt(np.mean(d**2, axis=-1))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -143,6 +236,27 @@ def check_sweeps(sweeps: Sequence[Sweep]) -> None:
             raise CircuitnnError(f"{where}: voltage is constant; an I-V fit needs a sweep")
 
 
+def series_element(sweep: Sweep) -> ExprElement | None:
+    """What the instrument puts in series with the device for this sweep (see the module doc)."""
+    if sweep.compliance_a is not None:
+        return current_limit(sweep.compliance_a, sweep.series_resistance_ohm or 1.0)
+    if sweep.series_resistance_ohm > 0:
+        return resistor(sweep.series_resistance_ohm)
+    return None
+
+
+def periodic_drive(sweep: Sweep, periods: int, stride: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(t, v) of `periods` repetitions of the sweep's period (the last one is compared), on
+    every `stride`-th sample."""
+    n = sweep.n
+    period = (1.0 / sweep.frequency_hz if sweep.periodic and sweep.frequency_hz
+              else float(sweep.t[-1] - sweep.t[0]) * n / (n - 1))
+    t0 = (sweep.t - sweep.t[0])[::stride]
+    return (np.concatenate([t0 + j * period for j in range(periods)]),
+            np.tile(sweep.v[::stride], periods))
+
+
 # ----------------------------------------------------------------------------- the problem
 
 
@@ -168,12 +282,28 @@ def _var_name(p: ParamSpec, kind: str) -> str:
     return {"log": f"log10_{p.name}", "neglog": f"log10_neg_{p.name}"}.get(kind, p.name)
 
 
-class _Problem:
-    """Sweeps stacked for vectorised simulation, and the map from search vectors to params."""
+@dataclass
+class _Group:
+    """Sweeps of one length and one kind of series element, simulated together."""
 
-    def __init__(self, model: CompactModel, sweeps: Sequence[Sweep], warmup: int) -> None:
+    idx: list[int]
+    element: ExprElement | None
+
+
+class _Problem:
+    """Sweeps stacked for vectorised simulation, and the map from search vectors to params.
+
+    With `stride` > 1 only every stride-th sample is simulated and compared (the search's
+    cheaper view of the same data)."""
+
+    def __init__(self, model: CompactModel, sweeps: Sequence[Sweep], warmup: int,
+                 stride: int = 1) -> None:
         self.model = model
         self.sweeps = list(sweeps)
+        self.warmup = warmup
+        self.stride = stride
+        #: integration steps allowed between two samples (a candidate needing more is bad)
+        self.max_steps = transient.MAX_STEPS
         self.fixed = dict(FIXED.get(model.name, {}))
         self.free: list[ParamSpec] = [p for p in model.params if p.name not in self.fixed]
         self.kind = [_kind(p) for p in self.free]
@@ -181,25 +311,24 @@ class _Problem:
         self.lo = np.array([a for a, _ in lo_hi])
         self.hi = np.array([b for _, b in lo_hi])
         self.var_names = [_var_name(p, k) for p, k in zip(self.free, self.kind, strict=True)]
-        self.groups: list[tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        by_len: dict[int, list[int]] = {}
+        self.masks = [log_mask(s) for s in self.sweeps]
+        self.meas = [s.i[::stride] for s in self.sweeps]
+        self.weights = np.ones(len(self.sweeps))
+        keyed: dict[tuple, list[int]] = {}
         for k, s in enumerate(self.sweeps):
-            by_len.setdefault(s.n, []).append(k)
-        for n, idx in by_len.items():
-            ts, vs = [], []
-            for k in idx:
-                s = self.sweeps[k]
-                if s.periodic and s.frequency_hz:
-                    period = 1.0 / s.frequency_hz
-                else:
-                    period = float(s.t[-1] - s.t[0]) * n / (n - 1)
-                t0 = s.t - s.t[0]
-                ts.append(np.concatenate([t0 + j * period for j in range(warmup + 1)]))
-                vs.append(np.tile(s.v, warmup + 1))
-            meas = np.stack([self.sweeps[k].i for k in idx])
-            rs = np.array([self.sweeps[k].series_resistance_ohm for k in idx])
-            self.groups.append((idx, np.stack(ts), np.stack(vs), meas, rs))
-        self.n_last = {k: self.sweeps[k].n for k in range(len(self.sweeps))}
+            kind = "limit" if s.compliance_a is not None else (
+                "resistor" if s.series_resistance_ohm > 0 else "none")
+            keyed.setdefault((self.meas[k].size, kind), []).append(k)
+        self.groups: list[_Group] = []
+        for (_, kind), idx in keyed.items():
+            element = None
+            if kind == "limit":
+                comp = np.array([self.sweeps[k].compliance_a for k in idx])
+                r = np.array([self.sweeps[k].series_resistance_ohm or 1.0 for k in idx])
+                element = current_limit(comp, r)
+            elif kind == "resistor":
+                element = resistor(np.array([self.sweeps[k].series_resistance_ohm for k in idx]))
+            self.groups.append(_Group(idx, element))
 
     def to_params(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Search vectors (S, k) -> parameter arrays of shape (S, 1), plus the fixed ones."""
@@ -224,160 +353,254 @@ class _Problem:
             x.append(val)
         return np.clip(np.array(x), self.lo, self.hi)
 
-    def predict(self, x: np.ndarray, polarity: float, substeps: int) -> list[np.ndarray]:
-        """Simulated current of the compared period, per sweep: arrays (S, n)."""
-        dev = Device(self.model, self.to_params(x), polarity=polarity)
+    def values(self, x: np.ndarray) -> dict[str, float]:
+        """Physical values of one search vector (all model parameters)."""
+        return {k: float(v[0, 0]) for k, v in self.to_params(x).items()}
+
+    def predict(self, x: np.ndarray, polarity: float | np.ndarray, rtol: float,
+                warmup: int | None = None) -> list[np.ndarray]:
+        """Simulated current of the compared period, per sweep: arrays (S, n).
+
+        `polarity` may be one value per candidate: a device of polarity p driven by v is a
+        device of polarity +1 driven by p v whose current is p I (the series elements are odd).
+        """
+        warmup = self.warmup if warmup is None else warmup
+        pol = np.broadcast_to(np.asarray(polarity, dtype=float), (np.atleast_2d(x).shape[0],))
+        dev = Device(self.model, self.to_params(x))
         out: list[np.ndarray] = [np.empty(0)] * len(self.sweeps)
         with np.errstate(all="ignore"):
             lo, hi = dev.bounds()
             s0 = 0.5 * (lo + hi)
-            for idx, t, v, _meas, rs in self.groups:
-                n = self.sweeps[idx[0]].n
-                r = rs if np.any(rs > 0) else 0.0
-                cur = dev.simulate(t, v, s0, r_series=r, substeps=substeps).i[..., -n:]
-                for g, k in enumerate(idx):
-                    out[k] = cur[:, g, :]
+            for g in self.groups:
+                n = self.meas[g.idx[0]].size
+                drives = [periodic_drive(self.sweeps[k], warmup + 1, self.stride)
+                          for k in g.idx]
+                t = np.stack([d[0] for d in drives])
+                v = pol[:, None, None] * np.stack([d[1] for d in drives])[None]
+                tr = dev.simulate(t, v, s0, series=g.element, rtol=rtol, atol=rtol * 1e-3,
+                                  strict=False, max_steps=self.max_steps)
+                cur = pol[:, None, None] * tr.i[..., -n:]
+                for j, k in enumerate(g.idx):
+                    out[k] = cur[:, j, :]
         return out
 
-    def nrmse_matrix(self, x: np.ndarray, polarity: float, substeps: int) -> np.ndarray:
-        """(S, n_sweeps) NRMSE; non-finite simulations get a large value."""
-        pred = self.predict(x, polarity, substeps)
-        with np.errstate(all="ignore"):
-            e = np.stack([nrmse(p, s.i) for p, s in zip(pred, self.sweeps, strict=True)], axis=1)
-        return np.where(np.isfinite(e), e, _BAD)
-
-    def residuals(self, x: np.ndarray, polarity: float, substeps: int) -> np.ndarray:
-        """(S, m) residuals normalised per sweep: sum of squares = sum over sweeps of NRMSE^2."""
-        pred = self.predict(x, polarity, substeps)
+    def residuals(self, x: np.ndarray, polarity: float | np.ndarray, rtol: float) -> np.ndarray:
+        """(S, m) residuals whose sum of squares is the objective (see the module doc)."""
+        pred = self.predict(x, polarity, rtol)
         parts = []
-        for p, s in zip(pred, self.sweeps, strict=True):
-            parts.append((p - s.i) / (np.ptp(s.i) * math.sqrt(s.n)))
+        for p, s, i, mask, w in zip(pred, self.sweeps, self.meas, self.masks, self.weights,
+                                    strict=True):
+            mask = mask[::self.stride]
+            peak = float(np.max(np.abs(s.i)))
+            lin = (p - i) / (np.ptp(s.i) * math.sqrt(i.size) * TARGET_NRMSE)
+            with np.errstate(all="ignore"):
+                sim = np.log10(np.maximum(np.abs(p[:, mask]), SIM_FLOOR * peak))
+            lg = (sim - np.log10(np.abs(i[mask]))) / (math.sqrt(mask.sum()) * TARGET_LOG)
+            parts += [math.sqrt(w) * lin, math.sqrt(w) * lg]
         r = np.concatenate(parts, axis=-1)
-        return np.nan_to_num(r, nan=10.0, posinf=10.0, neginf=-10.0)
+        return np.where(np.isfinite(r), r, math.sqrt(_BAD / r.shape[-1]))
+
+    def objective(self, x: np.ndarray, polarity: float | np.ndarray, rtol: float) -> np.ndarray:
+        return np.sum(self.residuals(x, polarity, rtol) ** 2, axis=-1)
 
 
 # ----------------------------------------------------------------------------- search & refine
 
 
-def _search(
-    prob: _Problem, polarity: float, st: FitSettings, progress: Callable[[], None] | None
-) -> tuple[np.ndarray, float]:
-    """Differential evolution over the whole population at once; returns (x, objective)."""
+def _search(full: _Problem, st: FitSettings,
+            progress: Callable[[], None] | None) -> tuple[np.ndarray, float, float]:
+    """Differential evolution over the whole population at once; returns (x, polarity, f).
+
+    With two polarities the last search variable is the orientation (its sign). The search sees
+    the sweeps on every second sample when they have more than SEARCH_SAMPLES samples, after
+    `search_warmup_periods`, at the loose `rtol_search`: it only ranks candidates."""
+    stride = 2 if min(s.n for s in full.sweeps) > SEARCH_SAMPLES else 1
+    prob = _Problem(full.model, full.sweeps, st.search_warmup_periods, stride)
+    prob.max_steps = SEARCH_MAX_STEPS
+    both = len(st.polarities) > 1
+    bounds = list(zip(prob.lo, prob.hi, strict=True)) + ([(-1.0, 1.0)] if both else [])
+    k = len(prob.lo)
 
     def objective(xt: np.ndarray) -> np.ndarray:  # xt: (k, S)
-        return prob.nrmse_matrix(xt.T, polarity, st.substeps_search).mean(axis=1)
+        x = xt.T
+        pol = np.where(x[:, k] >= 0, 1.0, -1.0) if both else st.polarities[0]
+        return prob.objective(x[:, :k], pol, st.rtol_search)
 
     def callback(intermediate_result: Any) -> None:
         if progress is not None:
             progress()
 
     res = differential_evolution(
-        objective,
-        list(zip(prob.lo, prob.hi, strict=True)),
-        popsize=st.popsize,
-        maxiter=st.maxiter,
-        seed=st.seed,
-        tol=1e-6,
-        mutation=(0.5, 1.0),
-        recombination=0.7,
-        init="sobol",
-        polish=False,
-        vectorized=True,
-        updating="deferred",
-        callback=callback,
-    )
-    return np.asarray(res.x), float(res.fun)
+        objective, bounds, popsize=st.popsize, maxiter=st.maxiter, seed=st.seed, tol=1e-3,
+        mutation=(0.5, 1.0), recombination=0.7, init="latinhypercube", polish=False,
+        vectorized=True, updating="deferred", callback=callback)
+    x = np.asarray(res.x)
+    pol = (1.0 if x[k] >= 0 else -1.0) if both else float(st.polarities[0])
+    return x[:k], pol, float(res.fun)
 
 
 def _lmfit_params(prob: _Problem, x0: np.ndarray) -> lmfit.Parameters:
     pars = lmfit.Parameters()
     for j, var in enumerate(prob.var_names):
         pars.add(var, value=float(x0[j]), min=float(prob.lo[j]), max=float(prob.hi[j]))
-    for p, kind, var in zip(prob.free, prob.kind, prob.var_names, strict=True):
-        if kind == "log":
-            pars.add(p.name, expr=f"10**{var}")
-        elif kind == "neglog":
-            pars.add(p.name, expr=f"-10**{var}")
     return pars
 
 
-def _refine(
-    prob: _Problem, x0: np.ndarray, polarity: float, st: FitSettings
-) -> lmfit.minimizer.MinimizerResult:
-    """lmfit least-squares refinement from x0 with a vectorised forward-difference Jacobian."""
-    names = prob.var_names
-    span = prob.hi - prob.lo
+def _with_jacobian(prob: _Problem, x: np.ndarray, polarity: float, rtol: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Residuals (m,) and their central-difference Jacobian (m, k) at x, all in one vectorised
+    simulation (one-sided where a bound is closer than the step)."""
+    k = len(x)
+    h = 1e-4 * (prob.hi - prob.lo)
+    up = np.minimum(x + h, prob.hi)
+    down = np.maximum(x - h, prob.lo)
+    eye = np.eye(k, dtype=bool)
+    r = prob.residuals(np.vstack([x[None], np.where(eye, up, x), np.where(eye, down, x)]),
+                       polarity, rtol)
+    return r[0], ((r[1:k + 1] - r[k + 1:]) / (up - down)[:, None]).T
 
-    def vec(pars: lmfit.Parameters) -> np.ndarray:
-        return np.array([pars[n].value for n in names])
+
+def _refine(prob: _Problem, x0: np.ndarray, polarity: float, st: FitSettings,
+            progress: Callable[[], None] | None) -> lmfit.minimizer.MinimizerResult:
+    """lmfit least squares from x0 to convergence (see the module doc).
+
+    Each residual evaluation also simulates the Jacobian's 2k neighbours in the same call (one
+    vectorised simulation costs about as much for 2k + 1 candidates as for one), so the
+    Jacobian that the trust-region step asks for next is already there."""
+    names = prob.var_names
+    cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def evaluate(pars: lmfit.Parameters) -> tuple[np.ndarray, np.ndarray]:
+        x = np.array([pars[n].value for n in names])
+        key = x.tobytes()
+        if key not in cache:
+            cache.clear()
+            cache[key] = _with_jacobian(prob, x, polarity, st.rtol_refine)
+        return cache[key]
 
     def residual(pars: lmfit.Parameters) -> np.ndarray:
-        return prob.residuals(vec(pars), polarity, st.substeps_refine)[0]
+        if progress is not None:
+            progress()
+        return evaluate(pars)[0]
 
     def jacobian(pars: lmfit.Parameters) -> np.ndarray:
-        x = vec(pars)
-        h = 1e-4 * np.maximum(span, 1e-12)
-        h = np.where(x + h > prob.hi, -h, h)  # step inwards at an upper bound
-        xs = np.vstack([x, x + np.diag(h)])
-        r = prob.residuals(xs, polarity, st.substeps_refine)
-        return ((r[1:] - r[0]) / h[:, None]).T
+        return evaluate(pars)[1]
 
-    return lmfit.minimize(
-        residual, _lmfit_params(prob, x0), method="least_squares", jac=jacobian,
-        max_nfev=st.max_nfev, x_scale="jac",
-    )
+    cap = st.max_nfev or 100 * (len(names) + 1)
+    return lmfit.minimize(residual, _lmfit_params(prob, x0), method="least_squares",
+                          jac=jacobian, max_nfev=cap, x_scale="jac", ftol=st.ftol, xtol=st.xtol,
+                          gtol=1e-10, calc_covar=False)
 
 
-def _stderr(result: lmfit.minimizer.MinimizerResult, prob: _Problem) -> dict[str, float | None]:
-    """Physical-unit standard errors from lmfit; None where not estimable.
-
-    When lmfit has no covariance (singular J^T J: some parameter has no effect on the current,
-    e.g. pinned at a bound), the covariance is formed from the final Jacobian restricted to the
-    columns that do affect the residuals, scaled by the reduced chi-square like lmfit does; the
-    other parameters get None.
-    """
-    out: dict[str, float | None] = {}
-    ok = lambda se: se is not None and math.isfinite(se) and se > 0  # noqa: E731
-    if all(ok(result.params[p.name].stderr) for p in prob.free):
-        return {p.name: float(result.params[p.name].stderr) for p in prob.free}
-    jac = getattr(result, "jac", None)
-    se_var: dict[int, float] = {}
-    if isinstance(jac, np.ndarray) and jac.ndim == 2 and jac.shape[1] == len(prob.free):
-        norms = np.linalg.norm(jac, axis=0)
-        keep = np.flatnonzero(norms > 1e-8 * max(float(norms.max()), 1e-300))
-        if keep.size:
-            jk = jac[:, keep]
-            try:
-                cov = np.linalg.inv(jk.T @ jk) * float(result.redchi)
-                diag = np.diag(cov)
-                for j, d in zip(keep, diag, strict=True):
-                    if d > 0 and math.isfinite(d):
-                        se_var[int(j)] = math.sqrt(d)
-            except np.linalg.LinAlgError:
-                pass
+def _uncertainty(prob: _Problem, x: np.ndarray, polarity: float, rtol: float
+                 ) -> tuple[dict[str, float | None], dict[str, str], dict[str, dict[str, float]]]:
+    """Standard errors (physical units), reasons for the missing ones, and correlations with
+    |corr| > 0.9 (see the module doc)."""
+    res, jac = _with_jacobian(prob, x, polarity, rtol)
+    m, k = jac.shape
+    span = prob.hi - prob.lo
+    at_lo = x - prob.lo <= 1e-6 * span
+    at_hi = prob.hi - x <= 1e-6 * span
+    norms = np.linalg.norm(jac, axis=0)
+    dead = norms <= 1e-9 * max(float(norms.max()), 1e-300)
+    inner = np.flatnonzero(~(at_lo | at_hi | dead))
+    stderr: dict[str, float | None] = {}
+    reason: dict[str, str] = {}
+    corr_out: dict[str, dict[str, float]] = {}
+    cov = corr = None
+    if inner.size:
+        js = jac[:, inner] / norms[inner]
+        a = js.T @ js
+        a += 1e-12 * np.eye(inner.size)  # a degenerate direction gets a huge variance
+        inv = np.linalg.inv(a)
+        dof = max(m - inner.size, 1)
+        cov = inv / np.outer(norms[inner], norms[inner]) * float(res @ res) / dof
+        d = np.sqrt(np.abs(np.diag(inv)))
+        corr = inv / np.outer(d, d)
     for j, (p, kind) in enumerate(zip(prob.free, prob.kind, strict=True)):
-        se = result.params[p.name].stderr
-        if ok(se):
-            out[p.name] = float(se)
-        elif j in se_var:
-            scale = abs(result.params[p.name].value) * math.log(10) if kind != "lin" else 1.0
-            out[p.name] = se_var[j] * scale
-        else:
-            out[p.name] = None
-    return out
+        value = prob.values(x)[p.name]
+        if at_lo[j] or at_hi[j]:
+            bound = p.lo if at_lo[j] == (kind != "neglog") else p.hi
+            stderr[p.name] = None
+            reason[p.name] = f"at a bound of its search range ({bound:.4g} {p.unit})".replace(
+                " )", ")")
+            continue
+        if dead[j]:
+            stderr[p.name] = None
+            reason[p.name] = "no effect on the fitted currents (not identifiable)"
+            continue
+        assert cov is not None and corr is not None
+        i = int(np.flatnonzero(inner == j)[0])
+        partners = {prob.free[int(inner[q])].name: float(corr[i, q]) for q in range(inner.size)
+                    if q != i and abs(corr[i, q]) > 0.9}
+        if partners:
+            corr_out[p.name] = partners
+        strong = sorted(n for n, c in partners.items() if abs(c) > MAX_CORR)
+        if strong:
+            stderr[p.name] = None
+            reason[p.name] = ("not identifiable: correlated with " + ", ".join(strong)
+                              + f" (|corr| > {MAX_CORR})")
+            continue
+        se_var = math.sqrt(max(float(cov[i, i]), 0.0))
+        stderr[p.name] = se_var * abs(value) * math.log(10) if kind != "lin" else se_var
+    return stderr, reason, corr_out
+
+
+def _bootstrap(prob: _Problem, x: np.ndarray, polarity: float, st: FitSettings,
+               progress: Callable[[], None] | None) -> dict[str, Any]:
+    """Refits on sweeps resampled with replacement (as weights); spread of the parameters."""
+    rng = np.random.default_rng(st.seed + 1)
+    n = len(prob.sweeps)
+    samples = []
+    try:
+        for _ in range(st.bootstrap):
+            prob.weights = rng.multinomial(n, np.full(n, 1.0 / n)).astype(float)
+            res = _refine(prob, x, polarity, st, progress)
+            xb = np.array([res.params[v].value for v in prob.var_names])
+            samples.append([prob.values(xb)[p.name] for p in prob.free])
+    finally:
+        prob.weights = np.ones(n)
+    arr = np.array(samples)
+    return {"resamples": st.bootstrap,
+            "stderr": {p.name: float(np.std(arr[:, j], ddof=1)) if len(arr) > 1 else None
+                       for j, p in enumerate(prob.free)},
+            "note": "sweeps resampled with replacement; each resample refined from the fit"}
+
+
+_WARNING_MEANINGS = {
+    "overflow": "some candidate parameter sets overflowed in the model equations; they were "
+                "scored as bad fits",
+    "invalid value": "some candidate parameter sets gave non-finite currents; they were scored "
+                     "as bad fits",
+    "divide by zero": "some candidate parameter sets divided by zero in the model equations; "
+                      "they were scored as bad fits",
+}
+
+
+def _warning_notes(caught: list[warnings.WarningMessage]) -> list[dict[str, str]]:
+    notes: dict[str, dict[str, str]] = {}
+    for w in caught:
+        msg = str(w.message)
+        meaning = next((v for k, v in _WARNING_MEANINGS.items() if k in msg),
+                       "a library warning during the fit; the fit's measures are unaffected "
+                       "unless stated elsewhere")
+        notes.setdefault(msg, {"category": w.category.__name__, "message": msg,
+                               "meaning": meaning})
+    return list(notes.values())
 
 
 def fit_iv(
     sweeps: Sequence[Sweep],
     model: str,
     settings: FitSettings | None = None,
-    progress: Callable[[], None] | None = None,
+    progress: Callable[[str], None] | None = None,
     check: bool = True,
 ) -> IVFit:
     """Fit one parameter set of `model` to all `sweeps` (one device); see the module doc.
 
-    `progress` is called once per DE generation. With `check`, a fit that does not explain the
-    data (see MIN_R2 / MAX_NRMSE) raises CircuitnnError.
+    `progress(stage)` is called once per DE generation ("search") and once per residual
+    evaluation of the refinement ("refine"). With `check`, a fit that does not explain the data
+    (see MIN_R2 / MAX_NRMSE) or lives on integration error raises CircuitnnError.
     """
     if model not in FIT_MODELS:
         raise CircuitnnError(f"unknown model {model!r} for fitting; choose from "
@@ -387,67 +610,93 @@ def fit_iv(
     check_sweeps(sweeps)
     cm = get_model(model)
     prob = _Problem(cm, sweeps, st.warmup_periods)
+    tick = (lambda stage: (lambda: progress(stage))) if progress else (lambda stage: None)
     seconds: dict[str, float] = {}
-    t0 = time.perf_counter()
-
-    search: dict[str, float] = {}
-    if st.start is not None:
-        start = dict(cm.defaults(), **st.start)
-        pol = float(st.start_polarity if st.start_polarity is not None else st.polarities[0])
-        x0 = prob.to_vector(start)
-    else:
-        best: tuple[float, np.ndarray, float] | None = None
-        for pol in st.polarities:
-            x, f = _search(prob, pol, st, progress)
-            search[f"{pol:+.0f}"] = f
-            if best is None or f < best[0]:
-                best = (f, x, pol)
-        assert best is not None
-        _, x0, pol = best
-    seconds["search"] = time.perf_counter() - t0
-
-    t1 = time.perf_counter()
-    result = _refine(prob, x0, pol, st)
-    # trust-region least squares never ends worse than its start
-    x = np.array([result.params[var].value for var in prob.var_names])
-    seconds["refine"] = time.perf_counter() - t1
-
-    names = [s.name for s in sweeps]
-    # per-sweep NRMSE at the refinement's substeps, from lmfit's final residual vector
-    bounds = np.cumsum([0] + [s.n for s in sweeps])
-    e_fit = np.array([math.sqrt(float(np.sum(result.residual[a:b] ** 2)))
-                      for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-    pred = [p[0] for p in prob.predict(x, pol, st.substeps_check)]
-    with np.errstate(all="ignore"):
-        e_chk = np.array([float(nrmse(p, s.i)) for p, s in zip(pred, sweeps, strict=True)])
-        r2 = np.array([1.0 - np.sum((p - s.i) ** 2) / np.sum((s.i - s.i.mean()) ** 2)
-                       for p, s in zip(pred, sweeps, strict=True)])
-    seconds["total"] = time.perf_counter() - t0
-
-    values = {k: float(v[0, 0]) for k, v in prob.to_params(x).items()}
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        search_f = None
+        if st.start is not None:
+            x0 = prob.to_vector(dict(cm.defaults(), **st.start))
+            pol = float(st.start_polarity if st.start_polarity is not None
+                        else st.polarities[0])
+        else:
+            x0, pol, search_f = _search(prob, st, tick("search"))
+        seconds["search"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        result = _refine(prob, x0, pol, st, tick("refine"))
+        x = np.array([result.params[v].value for v in prob.var_names])
+        stderr, reason, corr = _uncertainty(prob, x, pol, st.rtol_refine)
+        boot = _bootstrap(prob, x, pol, st, tick("refine")) if st.bootstrap else {}
+        seconds["refine"] = time.perf_counter() - t1
+        pred = [p[0] for p in prob.predict(x, pol, st.rtol_check)]
+    refinement = {
+        "method": "lmfit least_squares (trust region reflective), central-difference Jacobian",
+        "converged": bool(result.success) and result.nfev < (st.max_nfev or 100 * (len(x) + 1)),
+        "message": str(result.message),
+        "residual_evaluations": int(result.nfev),
+        "ftol": st.ftol,
+        "xtol": st.xtol,
+        "integration_rtol": st.rtol_refine,
+    }
+    per_sweep: dict[str, SweepMeasures] = {}
+    for p, s, mask in zip(pred, sweeps, prob.masks, strict=True):
+        sst = float(np.sum((s.i - s.i.mean()) ** 2))
+        per_sweep[s.name] = SweepMeasures(
+            nrmse=float(nrmse(p, s.i)), log_error_decades=float(log_error(p, s, mask)),
+            r2=1.0 - float(np.sum((p - s.i) ** 2)) / sst, points_log=int(mask.sum()),
+            points_at_compliance=int(s.at_compliance.sum()))
+    values = prob.values(x)
     fit = IVFit(
-        model=model,
-        device=sweeps[0].device,
+        model=model, device=sweeps[0].device,
         params={p.name: values[p.name] for p in cm.params},
-        stderr=_stderr(result, prob),
-        polarity=pol,
-        nrmse=float(np.mean(e_chk)),
-        nrmse_per_sweep=dict(zip(names, map(float, e_chk), strict=True)),
-        nrmse_fit=float(np.mean(e_fit)),
-        nrmse_fit_per_sweep=dict(zip(names, map(float, e_fit), strict=True)),
-        r2_per_sweep=dict(zip(names, map(float, r2), strict=True)),
-        predicted=pred,
-        sweeps=sweeps,
-        settings=st,
-        seconds=seconds,
-        search_nrmse=search,
-        fixed=dict(prob.fixed),
-        lmfit_message=str(result.message),
-        residual_stats=_residual_stats(pred, sweeps),
-    )
+        stderr=stderr, stderr_reason=reason, polarity=pol,
+        nrmse=float(np.mean([m.nrmse for m in per_sweep.values()])),
+        log_error=float(np.mean([m.log_error_decades for m in per_sweep.values()])),
+        nrmse_ngspice=None, per_sweep=per_sweep, predicted=pred, log_masks=prob.masks,
+        sweeps=sweeps, settings=st, seconds=seconds, search_objective=search_f,
+        objective=float(prob.objective(x[None], pol, st.rtol_refine)[0]),
+        fixed=dict(prob.fixed), refinement=refinement, correlations=corr,
+        warnings=_warning_notes(caught), bootstrap=boot)
+    if st.ngspice:
+        t2 = time.perf_counter()
+        ngspice_check(fit)
+        seconds["ngspice"] = time.perf_counter() - t2
+    seconds["total"] = time.perf_counter() - t0
+    seconds["cpu"] = time.process_time() - cpu0  # this process only (wall time on a busy machine)
     if check:
         check_fit(fit)
     return fit
+
+
+def ngspice_check(fit: IVFit) -> None:
+    """Re-simulate the fitted card in ngspice on every sweep and record its NRMSE and log error
+    per sweep and overall.
+
+    ngspice runs the same warm-up periods and compared period, starting from the periodic steady
+    state (the numpy state at the start of the compared period), not from the arbitrary middle
+    of the state range: a device far from its steady state may snap within picoseconds, which
+    ngspice's time step control cannot follow, and which says nothing about the fit."""
+    from circuitnn.devices.subckt import simulate_ngspice
+
+    dev = fit.device_obj()
+    lo, hi = dev.bounds()
+    for s, mask in zip(fit.sweeps, fit.log_masks, strict=True):
+        t, v = periodic_drive(s, fit.settings.warmup_periods + 1)
+        element = series_element(s)
+        m = fit.per_sweep[s.name]
+        steady = dev.simulate(t, v, 0.5 * (lo + hi), series=element, rtol=fit.settings.rtol_check,
+                              atol=fit.settings.rtol_check * 1e-3, strict=False)
+        s0 = float(steady.state[-s.n])
+        try:
+            tr = simulate_ngspice(dev, t, v, s0, series=element)
+        except CircuitnnError as exc:
+            m.ngspice_error = str(exc)
+            continue
+        m.nrmse_ngspice = float(nrmse(tr.i[-s.n:], s.i))
+        m.log_error_ngspice = float(log_error(tr.i[-s.n:], s, mask))
+    done = [m.nrmse_ngspice for m in fit.per_sweep.values() if m.nrmse_ngspice is not None]
+    fit.nrmse_ngspice = float(np.mean(done)) if len(done) == len(fit.sweeps) else None
 
 
 def check_fit(fit: IVFit) -> None:
@@ -455,32 +704,31 @@ def check_fit(fit: IVFit) -> None:
     where = f"device {fit.device!r}, model {fit.model}"
     if not math.isfinite(fit.nrmse):
         raise CircuitnnError(f"fit did not converge ({where}): simulated current not finite")
-    worst = min(fit.r2_per_sweep, key=lambda k: fit.r2_per_sweep[k])
-    if not fit.r2_per_sweep[worst] >= MIN_R2:
+    worst = min(fit.per_sweep, key=lambda k: fit.per_sweep[k].r2)
+    if not fit.per_sweep[worst].r2 >= MIN_R2:
         src = next(s.source for s in fit.sweeps if s.name == worst)
         raise CircuitnnError(
             f"fit did not converge ({where}): the model explains only "
-            f"R^2 = {fit.r2_per_sweep[worst]:.2f} of the current variance of {src} "
+            f"R^2 = {fit.per_sweep[worst].r2:.2f} of the current variance of {src} "
             f"(need >= {MIN_R2}); noise, or not a memristive loop?")
     if fit.nrmse > MAX_NRMSE:
         raise CircuitnnError(f"fit did not converge ({where}): overall NRMSE {fit.nrmse:.3f} "
                              f"> {MAX_NRMSE}")
-
-
-def _residual_stats(pred: list[np.ndarray], sweeps: list[Sweep]) -> dict[str, dict[str, float]]:
-    out = {}
-    for p, s in zip(pred, sweeps, strict=True):
-        r = p - s.i
-        span = float(np.ptp(s.i))
-        out[s.name] = {
-            "mean_A": float(np.mean(r)),
-            "std_A": float(np.std(r)),
-            "max_abs_A": float(np.max(np.abs(r))),
-            "rms_rel": float(np.sqrt(np.mean(r**2)) / span),
-            "max_abs_rel": float(np.max(np.abs(r)) / span),
-            "span_A": span,
-        }
-    return out
+    if not math.isfinite(fit.log_error):
+        raise CircuitnnError(f"fit did not converge ({where}): the fitted current is zero at "
+                             "points where the device carries current (infinite log error)")
+    if not fit.refinement["converged"]:
+        raise CircuitnnError(f"fit did not converge ({where}): the refinement stopped after "
+                             f"{fit.refinement['residual_evaluations']} evaluations without "
+                             f"reaching its tolerance ({fit.refinement['message']})")
+    for name, m in fit.per_sweep.items():
+        if m.ngspice_error is not None:
+            raise CircuitnnError(f"fit rejected ({where}): ngspice cannot simulate the fitted "
+                                 f"card on {name}: {m.ngspice_error}")
+        if m.nrmse_ngspice is not None and abs(m.nrmse_ngspice - m.nrmse) > NGSPICE_AGREEMENT:
+            raise CircuitnnError(
+                f"fit rejected ({where}): ngspice gives NRMSE {m.nrmse_ngspice:.4f} on {name} "
+                f"where numpy gives {m.nrmse:.4f}; the fit lives on integration error")
 
 
 # ----------------------------------------------------------------------------- cards
@@ -488,6 +736,8 @@ def _residual_stats(pred: list[np.ndarray], sweeps: list[Sweep]) -> dict[str, di
 
 def _dataset_source(path: str) -> dict[str, str] | None:
     """The public source of a data file, if it lies in a registered dataset folder."""
+    from pathlib import Path
+
     from circuitnn import datasets
 
     for key, ds in datasets.DATASETS.items():
@@ -496,8 +746,6 @@ def _dataset_source(path: str) -> dict[str, str] | None:
         except CircuitnnError:
             continue
         try:
-            from pathlib import Path
-
             Path(path).resolve().relative_to(folder)
         except ValueError:
             continue
@@ -526,6 +774,7 @@ def device_spread(fits: Sequence[IVFit]) -> dict[str, Any]:
     return {"devices": [f.device for f in fits],
             "polarity": [f.polarity for f in fits],
             "nrmse": [f.nrmse for f in fits],
+            "log_error_decades": [f.log_error for f in fits],
             "parameters": stats,
             "note": "sample statistics (ddof=1) of parameters fitted separately per device"}
 
@@ -533,30 +782,32 @@ def device_spread(fits: Sequence[IVFit]) -> dict[str, Any]:
 def make_card(fit: IVFit, manifest: str | None = None,
               spread: dict[str, Any] | None = None) -> ModelCard:
     """The model card of a fit: parameters with stderr, provenance, fit quality, variation."""
-    dev = fit.device_obj()
-    card = dev.to_card()
+    cm = get_model(fit.model)
+    card = fit.device_obj().to_card()
     params: dict[str, Parameter] = {}
     for name, par in card.parameters.items():
-        se = fit.stderr.get(name)
-        params[name] = Parameter(par.value, par.unit, se, par.description)
-    not_estimated = [k for k, v in fit.stderr.items() if v is None]
+        params[name] = Parameter(par.value, par.unit, fit.stderr.get(name), par.description)
     files = []
     for s in fit.sweeps:
         entry: dict[str, Any] = {"sweep": s.name, "file": s.source,
                                  "frequency_hz": s.frequency_hz,
-                                 "series_resistance_ohm": s.series_resistance_ohm}
+                                 "series_resistance_ohm": s.series_resistance_ohm,
+                                 "compliance_a": s.compliance_a,
+                                 "noise_floor_a": s.noise_floor_a}
         src = _dataset_source(s.source)
         if src:
             entry["public_source"] = src
         files.append(entry)
     provenance = {
         "device": fit.device,
+        "model_citation": cm.citation,
         "manifest": manifest,
         "data": files,
         "date": _dt.date.today().isoformat(),
         "circuitnn_version": circuitnn.__version__,
-        "method": "differential evolution (vectorised population) + lmfit least_squares, "
-                  "periodic steady state after warm-up periods",
+        "method": "differential evolution (vectorised population, both orientations) + lmfit "
+                  "least_squares to convergence, periodic steady state after warm-up periods; "
+                  "see circuitnn.fitting.iv",
         "settings": {k: v for k, v in asdict(fit.settings).items() if k != "start"},
         "started_from_given_values": fit.settings.start is not None,
         "fixed_parameters": fit.fixed,
@@ -564,41 +815,71 @@ def make_card(fit: IVFit, manifest: str | None = None,
     quality = {
         "nrmse_definition": "RMS(I_sim - I_meas) / (max I_meas - min I_meas) per sweep; "
                             "overall = mean over sweeps",
+        "log_error_definition": f"RMS of log10|I_sim| - log10|I_meas| over points with "
+                                f"|I_meas| >= {LOG_FLOOR:g} x the sweep's peak |I| and above "
+                                "its noise floor, in decades; overall = mean over sweeps",
+        "objective": f"sum over sweeps of (NRMSE / {TARGET_NRMSE})^2 + (log error / "
+                     f"{TARGET_LOG})^2",
+        "compliance": "simulated as a current-limited source in series with the device; "
+                      "readings at the limit are censored data (see circuitnn.fitting.iv)",
         "nrmse": fit.nrmse,
-        "nrmse_per_sweep": fit.nrmse_per_sweep,
-        "substeps": fit.settings.substeps_check,
-        "nrmse_refine_substeps": fit.nrmse_fit,
-        "nrmse_per_sweep_refine_substeps": fit.nrmse_fit_per_sweep,
-        "r2_per_sweep": fit.r2_per_sweep,
-        "search_nrmse_per_polarity": fit.search_nrmse,
+        "log_error_decades": fit.log_error,
+        "nrmse_ngspice": fit.nrmse_ngspice,
+        "objective_value": fit.objective,
+        "score": fit.score,
+        "per_sweep": {k: asdict(m) for k, m in fit.per_sweep.items()},
+        "integration_rtol": fit.settings.rtol_check,
         "polarity_kept": fit.polarity,
-        "lmfit_message": fit.lmfit_message,
-        "stderr_not_estimated": not_estimated,
-        "stderr_note": ("stderr from the lmfit covariance (scaled by reduced chi-square); null "
-                        "when not estimable (parameter at a bound or singular covariance) and "
-                        "for fixed parameters"),
+        "search_objective": fit.search_objective,
+        "refinement": fit.refinement,
+        "stderr_reason": fit.stderr_reason,
+        "stderr_note": "standard errors from s^2 (J^T J)^-1 at the optimum (s^2 = residual sum of "
+                       "squares / (m - k)); null where stderr_reason says why; fixed parameters "
+                       "have none",
+        "correlations_above_0.9": fit.correlations,
+        "warnings": fit.warnings,
         "seconds": fit.seconds,
     }
-    variation: dict[str, Any] = {"residuals_per_sweep": fit.residual_stats}
+    if fit.bootstrap:
+        quality["bootstrap"] = fit.bootstrap
+    variation: dict[str, Any] = {"residuals_per_sweep": _residual_stats(fit)}
     if spread:
         variation["device_to_device"] = spread
     card = ModelCard(fit.model, params, provenance, quality, variation,
-                     notes=f"Fitted to measured I-V sweeps of device {fit.device}.")
-    return with_operating_point(card, f"fit of device {fit.device}", fresh=True)
+                     notes=f"{cm.name} ({cm.citation}) fitted to measured I-V sweeps of device "
+                           f"{fit.device}.")
+    return with_operating_point_or_reason(card, f"fit of device {fit.device}", fresh=True)
+
+
+def _residual_stats(fit: IVFit) -> dict[str, dict[str, float]]:
+    out = {}
+    for p, s in zip(fit.predicted, fit.sweeps, strict=True):
+        r = p - s.i
+        span = float(np.ptp(s.i))
+        out[s.name] = {
+            "mean_A": float(np.mean(r)),
+            "std_A": float(np.std(r)),
+            "max_abs_A": float(np.max(np.abs(r))),
+            "rms_rel": float(np.sqrt(np.mean(r**2)) / span),
+            "max_abs_rel": float(np.max(np.abs(r)) / span),
+            "span_A": span,
+        }
+    return out
 
 
 def fit_summary(fit: IVFit) -> dict[str, Any]:
-    """The JSON summary printed by `circuitnn fit --json`."""
-    cm = get_model(fit.model)
-    params = {p.name: {"value": fit.params[p.name], "stderr": fit.stderr.get(p.name),
-                       "unit": p.unit} for p in cm.params}
-    params["polarity"] = {"value": fit.polarity, "stderr": None, "unit": ""}
+    """One model's entry of the `circuitnn fit --json` output."""
+    params = dict(fit.params)
+    params["polarity"] = fit.polarity
     return {
-        "model": fit.model,
-        "device": fit.device,
         "nrmse": fit.nrmse,
-        "nrmse_per_sweep": fit.nrmse_per_sweep,
-        "nrmse_refine_substeps": fit.nrmse_fit,
+        "log_error_decades": fit.log_error,
+        "nrmse_ngspice": fit.nrmse_ngspice,
         "params": params,
-        "seconds": fit.seconds,
+        "stderr": dict(fit.stderr),
+        "stderr_reason": dict(fit.stderr_reason),
+        "seconds": fit.seconds.get("total"),
+        "per_sweep": {k: asdict(m) for k, m in fit.per_sweep.items()},
+        "score": fit.score,
+        "converged": fit.refinement["converged"],
     }

@@ -1,4 +1,8 @@
-"""Figures of I-V fits: measured vs fitted, linear I-V and log|I| vs V, one panel pair per sweep."""
+"""Figures of I-V fits: measured vs fitted, linear I-V and log|I| vs V, one panel pair per sweep.
+
+The log panel marks the points left out of the log error (below 1e-3 of the peak current or the
+noise floor) and both panels mark readings at the instrument's compliance.
+"""
 
 from __future__ import annotations
 
@@ -18,23 +22,45 @@ def iv_fit_figure(fit, path: str | Path) -> Path:
 
     n = len(fit.sweeps)
     fig, axes = plt.subplots(n, 2, figsize=(10, 3.2 * n), squeeze=False)
-    for row, (sweep, pred) in enumerate(zip(fit.sweeps, fit.predicted, strict=True)):
+    for row, (sweep, pred, mask) in enumerate(zip(fit.sweeps, fit.predicted, fit.log_masks,
+                                                  strict=True)):
         ax_lin, ax_log = axes[row]
-        v = sweep.v
-        ax_lin.plot(v, sweep.i * 1e6, ".", ms=3, color="k", label="measured")
-        ax_lin.plot(v, pred * 1e6, "-", lw=1.3, color="tab:red", label="fitted")
-        ax_lin.set_xlabel("V (V)")
+        m = fit.per_sweep[sweep.name]
+        v, i = sweep.v, sweep.i
+        comp = sweep.at_compliance
+        ax_lin.plot(v, i * 1e6, ".", ms=3, color="k", label="measured")
+        ax_lin.plot(v, pred * 1e6, "-", lw=1.3, color="tab:red", label=f"{fit.model} (numpy)")
+        if comp.any():
+            ax_lin.plot(v[comp], i[comp] * 1e6, "s", ms=4, mfc="none", color="tab:orange",
+                        label="at compliance")
+        setup = []
+        if sweep.series_resistance_ohm > 0:
+            setup.append(f"through {sweep.series_resistance_ohm:g} ohm")
+        if sweep.compliance_a is not None:
+            setup.append(f"{sweep.compliance_a * 1e6:g} uA compliance")
+        xlabel = f"applied V ({', '.join(setup)}) (V)" if setup else "V (V)"
+        ax_lin.set_xlabel(xlabel)
         ax_lin.set_ylabel("I (uA)")
-        ax_lin.set_title(f"{sweep.name}: NRMSE {fit.nrmse_per_sweep[sweep.name]:.3f}",
-                         fontsize=9)
-        ax_lin.legend(fontsize=8)
-        nonzero = np.abs(sweep.i)[np.abs(sweep.i) > 0]
-        floor = max(float(nonzero.min()) / 10 if nonzero.size else 1e-15, 1e-15)
-        ax_log.semilogy(v, np.maximum(np.abs(sweep.i), floor), ".", ms=3, color="k")
+        spice = "" if m.nrmse_ngspice is None else f" (ngspice {m.nrmse_ngspice:.3f})"
+        ax_lin.set_title(f"{sweep.name}: NRMSE {m.nrmse:.3f}{spice}", fontsize=9)
+        ax_lin.legend(fontsize=7)
+        a = np.abs(i)
+        floor = max(float(a[a > 0].min()) / 10 if np.any(a > 0) else 1e-15, 1e-15)
+        ax_log.semilogy(v[mask], np.maximum(a[mask], floor), ".", ms=3, color="k",
+                        label="measured (in log error)")
+        if (~mask).any():
+            ax_log.semilogy(v[~mask], np.maximum(a[~mask], floor), "x", ms=3, color="0.6",
+                            label="excluded (< 1e-3 peak or noise floor)")
+        if comp.any():
+            ax_log.semilogy(v[comp], a[comp], "s", ms=4, mfc="none", color="tab:orange")
         ax_log.semilogy(v, np.maximum(np.abs(pred), floor), "-", lw=1.3, color="tab:red")
-        ax_log.set_xlabel("V (V)")
+        ax_log.set_xlabel(xlabel)
         ax_log.set_ylabel("|I| (A)")
-    fig.suptitle(f"{fit.model} fit to device {fit.device}: overall NRMSE {fit.nrmse:.3f} "
-                 f"(polarity {fit.polarity:+.0f})", fontsize=10)
+        ax_log.set_title(f"log error {m.log_error_decades:.2f} decades", fontsize=9)
+        ax_log.legend(fontsize=7)
+    spice = "" if fit.nrmse_ngspice is None else f", ngspice NRMSE {fit.nrmse_ngspice:.3f}"
+    fig.suptitle(f"{fit.model} fit to device {fit.device}: NRMSE {fit.nrmse:.3f}, log error "
+                 f"{fit.log_error:.2f} decades{spice} (polarity {fit.polarity:+.0f})",
+                 fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
