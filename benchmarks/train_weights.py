@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from circuitnn.io import write_json
 from circuitnn.network import graph
 from circuitnn.network.data import load_dataset
@@ -37,7 +39,9 @@ def main() -> None:
     net = preset(args.network, shape, 10)
     t0 = time.perf_counter()
     if args.network == "cnn5":
-        cfg = exsitu.TrainConfig(epochs=args.epochs or 30, seed=args.seed)
+        epochs = args.epochs or 30
+        cfg = exsitu.TrainConfig(epochs=epochs, lr_decay_every=max(1, epochs // 3),
+                                 seed=args.seed)
         res = exsitu.train(net, x, y, cfg)
         how = {"trainer": "numpy Adam (circuitnn.training.exsitu)", **vars(cfg)}
     else:
@@ -50,12 +54,12 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     kind = args.dataset.partition(":")[0]
     out = ROOT / "device_models" / f"weights-{args.network}-{kind}.npz"
-    exsitu.save_params(out, net, res.params)
-    folded, fp = graph.fold_batchnorm(net, res.params)
+    exsitu.save_params(out, net, {k: v.astype(np.float32) for k, v in res.params.items()})
+    folded, fp = graph.fold_batchnorm(net, exsitu.load_params(out, net))
     acc = graph.accuracy(folded, fp, d.x_test, d.y_test)
     meta_path = ROOT / "device_models" / "weights.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    meta[out.name] = {"network": args.network, "dataset": d.info["source"],
+    meta[out.name] = {"network": args.network, "dataset": args.dataset,
                       "train_images": int(len(y)), "test_images": int(len(d.y_test)),
                       "test_accuracy": acc, "train_seconds": round(seconds, 1),
                       "training": how}

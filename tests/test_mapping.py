@@ -205,7 +205,9 @@ def test_quantised_engine_without_adc_is_exact_integer_arithmetic(trained):
     codes = eng.quantise_input("C3", x)
     assert codes.max() <= 255 and codes.min() >= 0
     want = (codes @ q["C3"].astype(float)) * eng.chip.act_scales["C3"] * scales["C3"]
-    assert np.allclose(eng("C3", x, params["C3"]), want)
+    # float32 array products: within 1e-5 of the largest output (one level is ~3e-3 of it)
+    np.testing.assert_allclose(eng("C3", x, params["C3"]), want, rtol=0,
+                               atol=1e-5 * np.abs(want).max())
     pix = data.x_test[:2]
     cols = layers.im2col(graph.preprocess(CNN5, pix), 3)
     assert np.array_equal(eng.quantise_input("C1", cols), layers.im2col(pix[..., None], 3))

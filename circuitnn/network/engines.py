@@ -39,9 +39,9 @@ from circuitnn.network.graph import Network
 from circuitnn.network.mapping import Mapping, Placement, effective_levels
 from circuitnn.periphery.bitserial import (
     ColumnRead,
+    bit_planes,
     differential_output,
     ideal_column_read,
-    slot_voltages,
 )
 from circuitnn.reference import REF
 from circuitnn.tile.read import CIRCUIT_ENGINES
@@ -51,6 +51,7 @@ from circuitnn.tile.spec import TileSpec
 #: every network inference engine: "ideal", "quantised" and the tile registry's circuit engines
 ENGINES = ("ideal", "quantised", *CIRCUIT_ENGINES)
 INPUT_BITS = REF.hardware.input_bits
+READER_CACHE = 4096  # surrogate tile readers kept per engine (about 50 kB each at 128 x 16)
 
 
 def check_engine(engine: str) -> str:
@@ -129,7 +130,7 @@ class CircuitRead:
 
             self.lo, self.hi = load_device(device.tile_card).g_range
         self.pad_rows = pad_rows
-        self._specs: OrderedDict[bytes, TileSpec] = OrderedDict()
+        self._specs: OrderedDict[bytes, TileSpec] = OrderedDict()  # the last few tiles read
         self._tiles: OrderedDict[bytes, Any] = OrderedDict()
 
     def whole_tile(self, g: np.ndarray) -> np.ndarray:
@@ -158,27 +159,31 @@ class CircuitRead:
                 self._specs.popitem(last=False)
         return spec
 
-    def surrogate_tile(self, g: np.ndarray):
-        """The programmed SurrogateTile of a whole tile, validated once (the card must cover
-        the tile, a read with every row at v_read must pass the input checks)."""
+    def surrogate_reader(self, g: np.ndarray):
+        """The binary-input reader of a whole tile's programmed surrogate (`BinaryReader`),
+        validated once (the card must cover the tile, a read with every row at v_read must pass
+        the input checks). Readers are small, so one is kept for every tile of the chip (up to
+        `READER_CACHE` conductance patterns)."""
         key = np.ascontiguousarray(g).tobytes()
-        tile = self._tiles.get(key)
-        if tile is None:
+        reader = self._tiles.get(key)
+        if reader is None:
             from circuitnn.surrogate.engine import programmed
 
             spec = self.spec(g)
             tile_read(spec, np.full((1, spec.rows), spec.v_read), engine="surrogate")
-            tile = self._tiles[key] = programmed(spec)[0]
-            while len(self._tiles) > 64:
+            reader = self._tiles[key] = programmed(spec)[0].binary_reader()
+            while len(self._tiles) > READER_CACHE:
                 self._tiles.popitem(last=False)
-        return tile
+        else:
+            self._tiles.move_to_end(key)
+        return reader
 
     def block_read(self, g_tile: np.ndarray, p: Placement) -> ColumnRead:
         """`column_read(V, G)` of block p: V (slots, block rows) -> its columns' currents."""
         g_full = self.whole_tile(g_tile)
         if self.engine == "surrogate":
-            tile = self.surrogate_tile(g_full)
-            return lambda v, g: tile.read_driven_rows(v, p.rows, p.cols)
+            reader = self.surrogate_reader(g_full)
+            return lambda v, g: reader.read_driven_rows(v, p.rows, p.cols)
         spec = self.spec(g_full)
 
         def read_tile(v: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -199,8 +204,9 @@ class ChipEngine:
     adc_bits: int | None = REF.hardware.adc_bits
     circuit: CircuitRead | None = None
     counter: Any = None
-    chunk: int = 16384  # slots x patches per column read
+    chunk: int = 16384  # input vectors (patches) per column read
     input_bits: int = INPUT_BITS
+    dtype: type = np.float64  # of the slot voltages (float32: faster array products)
 
     @property
     def mapping(self) -> Mapping:
@@ -241,6 +247,32 @@ class ChipEngine:
             out.setdefault((p.w_rows.start, p.w_rows.stop), []).append(p)
         return out
 
+    def _read_block_row(self, layer: str, blocks: list[Placement], planes: np.ndarray
+                        ) -> np.ndarray:
+        """Column currents (slots, all columns of `blocks`) for slot bit planes (slots, rows):
+        every block of one row block reads the same slots. Slots with no input bit set are not
+        read (they all carry the current of one zero-input read), unless energy is counted."""
+        c, vr = self.chip, self.v_read
+        gs = [c.conductances[p.tile, p.rows, p.cols] for p in blocks]
+        live = None if self.counter is not None else np.flatnonzero(planes.any(axis=1))
+        rows = planes if live is None else planes[live]
+        v = rows.astype(self.dtype) * self.dtype(vr)
+        if self.circuit is None and self.counter is None:  # ideal crossbar: one product
+            parts = [v @ np.hstack(gs).astype(self.dtype)]
+            zero = [np.zeros(sum(g.shape[1] for g in gs))]
+        else:
+            reads = [self._column_read(p, layer) for p in blocks]
+            parts = [np.asarray(r(v, g)) for r, g in zip(reads, gs, strict=True)]
+            zero = [] if live is None else [np.asarray(r(np.zeros((1, v.shape[1])), g))[0]
+                                            for r, g in zip(reads, gs, strict=True)]
+        cur_live = np.hstack(parts) if len(parts) > 1 else parts[0]
+        if live is None:
+            return np.asarray(cur_live, dtype=float)
+        cur = np.empty((planes.shape[0], cur_live.shape[1]))
+        cur[:] = np.concatenate(zero)
+        cur[live] = cur_live
+        return cur
+
     def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
         if self.engine == "ideal":
             return x @ self.effective_weights(layer, group)
@@ -250,21 +282,20 @@ class ChipEngine:
         out = np.zeros((flat.shape[0], self.mapping.shapes[layer][1]))
         c, vr = self.chip, self.v_read
         unit, g_max = c.device.window.unit, c.device.window.g_max
-        skip_zero = self.counter is None  # energy counting sees every slot
         for (r0, r1), blocks in self._row_blocks(layer, group).items():
             full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
-            reads = [(p, self._column_read(p, layer)) for p in blocks]
             for s in range(0, flat.shape[0], self.chunk):
                 xb = flat[s:s + self.chunk, r0:r1]
-                # the slots of every input vector of the chunk, shared by the row block's tiles
-                v = slot_voltages(xb, self.input_bits, vr)
-                live = np.flatnonzero(v.any(axis=1)) if skip_zero else None
-                for p, read in reads:
-                    g = c.conductances[p.tile, p.rows, p.cols]
-                    cur = _read_slots(read, v, g, live)
-                    out[s:s + self.chunk, p.w_cols] += differential_output(
-                        cur, len(xb), g_unit=unit, v_read=vr, adc_bits=self.adc_bits,
-                        full_scale=full_scale, input_bits=self.input_bits)
+                planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2).reshape(-1, r1 - r0)
+                cur = self._read_block_row(layer, blocks, planes)
+                y = differential_output(cur, len(xb), g_unit=unit, v_read=vr,
+                                        adc_bits=self.adc_bits, full_scale=full_scale,
+                                        input_bits=self.input_bits)
+                j = 0
+                for p in blocks:
+                    n = p.w_cols.stop - p.w_cols.start
+                    out[s:s + self.chunk, p.w_cols] += y[:, j:j + n]
+                    j += n
         scale = c.act_scales[layer] * c.weight_scales[layer]
         return out.reshape(lead + (out.shape[-1],)) * scale
 
@@ -277,43 +308,33 @@ class ChipEngine:
                                for g, b in enumerate(bands)], axis=1)
 
 
-def _read_slots(read: ColumnRead, v: np.ndarray, g: np.ndarray, live: np.ndarray | None
-                ) -> np.ndarray:
-    """Column currents of every slot; with `live`, only those slots are read and the all-zero
-    slots get the (identical) current of one zero-input read."""
-    if live is None or live.size == v.shape[0]:
-        cur = np.asarray(read(v, g), dtype=float)
-    else:
-        zero = np.asarray(read(np.zeros((1, v.shape[1])), g), dtype=float)
-        cur = np.empty((v.shape[0], zero.shape[1]))
-        cur[:] = zero
-        if live.size:
-            cur[live] = read(v[live], g)
-    if cur.shape[0] != v.shape[0]:
-        raise CircuitnnError(f"column read returned {cur.shape[0]} rows for {v.shape[0]} slots")
-    return cur
-
-
 def build_engine(chip: ChipState, engine: str = "surrogate", *, group: int | None = None,
                  adc_bits: int | None | str = "chip", counter: Any = None,
-                 tile_options: dict[str, Any] | None = None, pad_rows: int | None = None
-                 ) -> ChipEngine:
+                 tile_options: dict[str, Any] | None = None, pad_rows: int | None = None,
+                 circuit: CircuitRead | None = None) -> ChipEngine:
     """The one engine constructor: a `matmul` for `graph.forward` through the programmed chip.
 
     group: None = replicated layers split the output rows among their replicas; g = replica g
     alone. adc_bits: "chip" = the chip's ADC, None = no ADC (analog shift-and-add), or bits.
     counter: records every block read (energy). tile_options: extra TileSpec fields (r_row,
     r_col, ...) for the circuit engines; pad_rows: simulate a larger array of that many rows.
+    circuit: the `CircuitRead` of another engine of the same engine name, device and options,
+    to share its programmed tiles (see `circuit_read`).
     """
     check_engine(engine)
-    circuit = None
     if engine in CIRCUIT_ENGINES:
-        circuit = CircuitRead(engine, chip.device, tile_options, pad_rows)
+        if circuit is None:
+            circuit = CircuitRead(engine, chip.device, tile_options, pad_rows)
+        elif circuit.engine != engine or circuit.device is not chip.device:
+            raise CircuitnnError("a shared circuit read must be of the same engine and device")
     elif tile_options or pad_rows:
         raise CircuitnnError(f"tile options and array size need a circuit engine, not '{engine}'")
+    else:
+        circuit = None
     bits = chip.adc_bits if adc_bits == "chip" else adc_bits
     return ChipEngine(chip, engine, group, bits, circuit, counter,
-                      chunk=4096 if engine in ("nodal", "ngspice") else 16384)
+                      chunk=4096 if engine in ("nodal", "ngspice") else 16384,
+                      dtype=np.float32 if engine in ("quantised", "surrogate") else np.float64)
 
 
 def run_engine(engine: ChipEngine, params: dict[str, np.ndarray], images: np.ndarray,

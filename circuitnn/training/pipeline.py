@@ -226,6 +226,7 @@ class Context:
         self.log = StageLog()
         self._data: Dataset | None = None
         self._device: ArrayDevice | None = None
+        self._circuit = None  # the circuit reads shared by this run's engines
 
     def __getitem__(self, stage: str) -> Any:
         return self.log.results[stage]
@@ -267,8 +268,12 @@ class Context:
                          self.cfg.adc_bits, self.cfg.adc_fraction)
 
     def engine(self, chip: ChipState, group: int | None, **kw: Any):
-        return build_engine(chip, self.cfg.engine, group=group,
-                            tile_options=self.cfg.tile_options or None, **kw)
+        """An engine of the run's kind; circuit engines share one set of programmed tiles."""
+        eng = build_engine(chip, self.cfg.engine, group=group,
+                           tile_options=self.cfg.tile_options or None, circuit=self._circuit,
+                           **kw)
+        self._circuit = eng.circuit
+        return eng
 
 
 # ----------------------------------------------------------------------------- stages
@@ -477,7 +482,8 @@ def stage_energy(ctx: Context) -> Energy:
     counter = EnergyCounter(v_read=ctx.device.v_read)
     name = "quantised" if c.engine == "ideal" else c.engine  # bit-serial reads
     eng = build_engine(chip, name, group=c.modes[mode], counter=counter,
-                       tile_options=c.tile_options or None)
+                       tile_options=c.tile_options or None,
+                       circuit=ctx._circuit if name == c.engine else None)
     n = min(c.n_energy, len(d.y_test))
     net = ctx.net()
     graph.predict(net, ctx["exsitu"].params, d.x_test[:n], eng)
