@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.network.engines import ENGINES
 from circuitnn.reference import REF
 
 
@@ -39,7 +40,7 @@ def mcnn() -> None:
 @click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
               help="I-V card of the cells for circuit reads (default: built-in HfOx card).")
 @click.option("--engine", default="surrogate", show_default=True,
-              type=click.Choice(["ideal", "quantised", "surrogate", "nodal"]),
+              type=click.Choice([e for e in ENGINES if e != "ngspice"]),
               help="How array reads are simulated in the hardware stages.")
 @click.option("--epochs", default=30, show_default=True, type=int, help="Ex-situ epochs.")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
@@ -118,7 +119,7 @@ def run(out: str, seed: int, dataset: str, device: str | None, iv_card: str | No
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output folder (default RUN_DIR/sweep).")
 @click.option("--engine", default="surrogate", show_default=True,
-              type=click.Choice(["quantised", "surrogate", "nodal"]),
+              type=click.Choice([e for e in ENGINES if e not in ("ideal", "ngspice")]),
               help="Circuit engine for the wire-resistance and array-size axes.")
 @click.option("--n-images", default=300, show_default=True, type=int,
               help="Test images per point.")

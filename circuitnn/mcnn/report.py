@@ -125,7 +125,7 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         f"{a['pulses_max']}; stuck {a['stuck_cells']}, not converged {a['not_converged']}.",
         "",
         "Figures: `transfer_error_hist.png`, `transfer_pulse_hist.png`, `hybrid_accuracy.png`, "
-        "`pe_mapping.png`.",
+        "`mapping.png`.",
         "",
         "## Energy per inference",
         "",
