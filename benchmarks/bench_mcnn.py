@@ -20,7 +20,7 @@ import numpy as np
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_json
 from circuitnn.mcnn import Chip
-from circuitnn.mcnn.run import RunConfig, run_chain
+from circuitnn.mcnn.run import McnnConfig, run_chain
 from circuitnn.network.data import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,16 +35,16 @@ def main() -> dict:
     ap.add_argument("--n-check", type=int, default=20)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    chain = run_chain(RunConfig(engine=args.engine, n_check=args.n_check), args.out)
+    log = run_chain(McnnConfig(engine=args.engine, n_check=args.n_check), args.out).log
     wall = time.perf_counter() - t0
-    rep = chain.results["report"]
+    rep = log.results["report"].report
     d = load_dataset(n_test=1000)
     x5k = np.concatenate([d.x_train, d.x_test])[:5000]
     t = time.perf_counter()
     Chip.load(args.out).predict(x5k)
     predict_5000 = time.perf_counter() - t
     chip = Chip.load(args.out)
-    x = chain.data().x_test[:args.n_images]
+    x = d.x_test[:args.n_images]
     infer = {}
     for engine in ("ideal", "quantised", "surrogate"):
         try:
@@ -57,8 +57,8 @@ def main() -> dict:
     infer["ngspice"] = "not timed here (see report crosscheck_ngspice.seconds)"
     ratio = (infer["surrogate"] / infer["ideal"] if isinstance(infer["surrogate"], float)
              else None)
-    res = {"engine": args.engine, "chain_wall_s": wall, "computed_stages": chain.computed,
-           "stage_seconds": chain.timings, "inference_s_per_1000_images": infer,
+    res = {"engine": args.engine, "chain_wall_s": wall, "computed_stages": log.computed,
+           "stage_seconds": log.timings, "inference_s_per_1000_images": infer,
            "surrogate_over_ideal": ratio, "predict_5000_images_s": predict_5000,
            "accuracy": {k: rep[k] for k in ("software_test_accuracy", "quantized_test_accuracy",
                                             "transfer_test_accuracy", "hybrid_test_accuracy")},

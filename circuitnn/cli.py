@@ -19,6 +19,7 @@ COMMANDS = {
     "netlist": "circuitnn.tile.cli:netlist",
     "simulate": "circuitnn.tile.cli:simulate",
     "surrogate": "circuitnn.surrogate.cli:surrogate",
+    "network": "circuitnn.network.cli:network",
     "mcnn": "circuitnn.mcnn.cli:mcnn",
 }
 

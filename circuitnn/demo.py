@@ -23,7 +23,7 @@ CURATED = {
     "fits/pulse_fit_reram-pulse-gong.png": "pulse_fit_reram-pulse-gong.png",
     "tile/tile_wire_convention.png": "tile_wire_convention.png",
     "tile/ir_drop_128x16.png": "ir_drop_128x16.png",
-    "mcnn/pe_mapping.png": "pe_mapping.png",
+    "mcnn/mapping.png": "pe_mapping.png",
     "mcnn/transfer_error_hist.png": "mcnn_transfer_error_hist.png",
     "mcnn/transfer_pulse_hist.png": "mcnn_transfer_pulse_hist.png",
     "mcnn/hybrid_accuracy.png": "mcnn_hybrid_accuracy.png",

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.network.engines import ENGINES
 from circuitnn.reference import REF
 
 
@@ -32,28 +33,34 @@ def mcnn() -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Output folder (checkpoints, report.json, report.md, figures, chip state).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every stage.")
+@click.option("--dataset", default="mnist5k", show_default=True,
+              help="mnist5k (embedded), mnist (standard 60k/10k), idx:DIR.")
 @click.option("--device", default=None, type=click.Path(dir_okay=False),
               help="Pulse-update card (default device_models/taox-pulse.json).")
+@click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
+              help="I-V card of the cells for circuit reads (default: built-in HfOx card).")
 @click.option("--engine", default="surrogate", show_default=True,
-              type=click.Choice(["ideal", "quantised", "surrogate", "nodal"]),
+              type=click.Choice([e for e in ENGINES if e != "ngspice"]),
               help="How array reads are simulated in the hardware stages.")
 @click.option("--epochs", default=30, show_default=True, type=int, help="Ex-situ epochs.")
-@click.option("--mnist-dir", default=None, type=click.Path(file_okay=False),
-              help="Folder of standard MNIST IDX files (default: embedded 5k subset).")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+              help="NPZ of trained cnn5 parameters (default: shipped for mnist, else train).")
 @click.option("--n-test", default=1000, show_default=True, type=int,
               help="Test images split from the 5k subset.")
+@click.option("--test-images", default=None, type=int, help="Use only the first N test images.")
+@click.option("--hybrid-fraction", default=None, type=float,
+              help="Fraction of the training images for hybrid training (default: all of a "
+                   "small set, 10% of a large one).")
 @click.option("--g-min", default=REF.choices.g_min * 1e6, show_default=True, type=float,
               help="Tile g_min (uS).")
 @click.option("--g-max", default=REF.choices.g_max * 1e6, show_default=True, type=float,
               help="Tile g_max (uS).")
 @click.option("--tolerance", default=REF.choices.write_tolerance * 1e6, show_default=True,
-              type=float,
-              help="Write-verify tolerance (uS).")
+              type=float, help="Write-verify tolerance (uS).")
 @click.option("--max-pulses", default=REF.choices.max_pulses, show_default=True, type=int,
               help="Write-verify pulse budget per cell.")
 @click.option("--yield", "cell_yield", default=REF.choices.cell_yield, show_default=True,
-              type=float,
-              help="Fraction of working (not stuck) cells.")
+              type=float, help="Fraction of working (not stuck) cells.")
 @click.option("--variation", default=1.0, show_default=True, type=float,
               help="Multiplier of the card's device-to-device spreads.")
 @click.option("--adc-bits", default=REF.hardware.adc_bits, show_default=True, type=int,
@@ -63,42 +70,46 @@ def mcnn() -> None:
 @click.option("--hybrid-lr", default=REF.choices.hybrid_lr, show_default=True, type=float,
               help="Learning rate of hybrid training.")
 @click.option("--threshold", default=REF.choices.hybrid_threshold * 1e6, show_default=True,
-              type=float,
-              help="Update threshold of hybrid training (uS).")
+              type=float, help="Update threshold of hybrid training (uS).")
+@click.option("--refresh-every", default=10, show_default=True, type=int,
+              help="Re-program the FC tiles' circuit model every N hybrid batches (1 = exact).")
 @click.option("--n-check", default=20, show_default=True, type=int,
               help="Test images in the ngspice cross-check (0 = skip).")
 @click.option("--tile-options", default=None,
               help="JSON object of extra TileSpec fields for the circuit engines.")
 @click.option("--quick", is_flag=True, help="Small, fast settings (tests, smoke runs).")
-def run(out: str, seed: int, device: str | None, engine: str, epochs: int,
-        mnist_dir: str | None, n_test: int, g_min: float, g_max: float, tolerance: float,
+def run(out: str, seed: int, dataset: str, device: str | None, iv_card: str | None,
+        engine: str, epochs: int, weights: str | None, n_test: int, test_images: int | None,
+        hybrid_fraction: float | None, g_min: float, g_max: float, tolerance: float,
         max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
-        hybrid_batches: int, hybrid_lr: float, threshold: float, n_check: int,
-        tile_options: str | None, quick: bool) -> None:
-    """Run the whole chain into --out (resuming finished stages) and write the report."""
-    from circuitnn.mcnn.run import RunConfig, run_chain
+        hybrid_batches: int, hybrid_lr: float, threshold: float, refresh_every: int,
+        n_check: int, tile_options: str | None, quick: bool) -> None:
+    """Run the reference chain (cnn5 on eight PEs, three convolver groups) into --out,
+    resuming finished stages, and write report.json / report.md beside the published figures."""
+    from circuitnn.mcnn.run import McnnConfig, run_chain
 
-    if device is not None and not Path(device).is_file():
-        raise CircuitnnError(f"device card not found: {device}")
-    kw = dict(seed=seed, device=device, engine=engine, mnist_dir=mnist_dir, n_test=n_test,
+    kw = dict(seed=seed, dataset=dataset, pulse_card=device, iv_card=iv_card, engine=engine,
+              weights=weights, n_test_split=n_test, hybrid_fraction=hybrid_fraction,
               g_min=g_min * 1e-6, g_max=g_max * 1e-6, tolerance=tolerance * 1e-6,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
-              tile_options=_tile_options(tile_options))
+              refresh_every=refresh_every, tile_options=_tile_options(tile_options))
+    if test_images is not None:
+        kw["test_images"] = test_images
     defaults = {"epochs": (epochs, 30), "hybrid_batches": (hybrid_batches, REF.hybrid.batches),
                 "n_check": (n_check, 20), "max_pulses": (max_pulses, REF.choices.max_pulses)}
     if quick:
-        cfg = RunConfig.quick(**kw, **{k: v for k, (v, d) in defaults.items() if v != d})
+        cfg = McnnConfig.quick(**kw, **{k: v for k, (v, d) in defaults.items() if v != d})
     else:
-        cfg = RunConfig(**kw, **{k: v for k, (v, _) in defaults.items()})
-    chain = run_chain(cfg, out)
-    rep = chain.results["report"]
+        cfg = McnnConfig(**kw, **{k: v for k, (v, _) in defaults.items()})
+    log = run_chain(cfg, out).log
+    rep = log.results["report"].report
     click.echo(f"software {rep['software_test_accuracy']:.4f}  quantised "
                f"{rep['quantized_test_accuracy']:.4f}  transfer {rep['transfer_test_accuracy']:.4f}"
                f"  hybrid {rep['hybrid_test_accuracy']:.4f}  three groups "
                f"{rep['three_group']['test_accuracy_before']:.4f} -> "
                f"{rep['three_group']['test_accuracy_after']:.4f}")
-    click.echo(f"stages computed: {', '.join(chain.computed) or 'none (all loaded)'}; "
+    click.echo(f"stages computed: {', '.join(log.computed) or 'none (all loaded)'}; "
                f"report: {Path(out) / 'report.md'}")
 
 
@@ -108,7 +119,7 @@ def run(out: str, seed: int, device: str | None, engine: str, epochs: int,
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output folder (default RUN_DIR/sweep).")
 @click.option("--engine", default="surrogate", show_default=True,
-              type=click.Choice(["quantised", "surrogate", "nodal"]),
+              type=click.Choice([e for e in ENGINES if e not in ("ideal", "ngspice")]),
               help="Circuit engine for the wire-resistance and array-size axes.")
 @click.option("--n-images", default=300, show_default=True, type=int,
               help="Test images per point.")

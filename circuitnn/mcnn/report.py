@@ -12,24 +12,28 @@ from circuitnn.reference import REF
 REFERENCE = REF.published.as_dict()
 
 
-def build_report(chain: Any) -> dict:
-    """Collect the stage results of a Chain into the report dictionary."""
-    r, c = chain.results, chain.cfg
-    et, eh = r["eval_transfer"], r["eval_hybrid"]
-    hist = r["hybrid"]["history"]
+def build_report(ctx: Any) -> dict:
+    """Collect the stage results of an `mcnn run` into the report dictionary."""
+    r, c = ctx.log.results, ctx.cfg
+    et, eh = r["eval_transfer"].accuracy, r["eval_hybrid"].accuracy
+    hist = r["hybrid"].history
+    d = dict(r["data"].info)
+    d.update({"n_train_used": d["n_train"], "n_test_used": d["n_test"],
+              "hybrid_images": int(len(r["eval_transfer"].train_idx))})
     return {
-        "software_test_accuracy": r["exsitu"]["software_test_accuracy"],
-        "quantized_test_accuracy": r["quantise"]["quantized_test_accuracy"],
+        "software_test_accuracy": r["exsitu"].software_test_accuracy,
+        "quantized_test_accuracy": r["quantise"].quantized_test_accuracy,
         "quantized_weights_only_test_accuracy":
-            r["quantise"]["quantized_weights_only_test_accuracy"],
-        "transfer_test_accuracy": et["test_accuracy_single"],
-        "hybrid_test_accuracy": eh["test_accuracy_single"],
+            r["quantise"].quantized_weights_only_test_accuracy,
+        "transfer_test_accuracy": et["single"]["test_accuracy"],
+        "hybrid_test_accuracy": eh["single"]["test_accuracy"],
         "engine": c.engine,
-        "train_error_before_hybrid": et["train_error_single"],
-        "train_error_after_hybrid": eh["train_error_single"],
+        "weights": r["exsitu"].source,
+        "train_error_before_hybrid": et["single"]["train_error"],
+        "train_error_after_hybrid": eh["single"]["train_error"],
         "three_group": {
-            "test_accuracy_before": et["test_accuracy_three"],
-            "test_accuracy_after": eh["test_accuracy_three"],
+            "test_accuracy_before": et["three"]["test_accuracy"],
+            "test_accuracy_after": eh["three"]["test_accuracy"],
             "per_group_test_error_before": et["per_group_test_error"],
             "per_group_test_error_after": eh["per_group_test_error"],
             "definition": ("groups G1-G3 each compute the convolutions of one third of the "
@@ -37,20 +41,22 @@ def build_report(chain: Any) -> dict:
                            "error = test error when that group alone processes whole images "
                            "with the shared FC"),
         },
-        "hybrid_training": {"config": r["hybrid"]["config"],
+        "hybrid_training": {"config": r["hybrid"].config,
                             "batch_accuracy_single": hist["single"]["batch_acc"],
                             "test_accuracy_single": dict(zip(map(str, hist["single"]
                                                                  ["test_batch"]),
                                                              hist["single"]["test_acc"],
                                                              strict=True)),
                             "batch_accuracy_three": hist["three"]["batch_acc"],
-                            "fc_pulses_total": r["hybrid"]["fc_pulses_total"]},
-        "transfer": r["transfer"],
-        "energy": r["energy"],
-        "crosscheck_ngspice": r["crosscheck"],
-        "data": r["data"],
+                            "fc_pulses_total": {k: int(sum(v["pulses"]))
+                                                for k, v in hist.items()}},
+        "tiles": int(r["mapping"].tiles),
+        "transfer": r["transfer"].report,
+        "energy": r["energy"].energy,
+        "crosscheck_ngspice": r["crosscheck"].result,
+        "data": d,
         "config": {k: getattr(c, k) for k in c.__dataclass_fields__},
-        "timings_s": chain.timings,
+        "timings_s": dict(ctx.log.timings),
         "reference": REFERENCE,
     }
 
@@ -87,6 +93,9 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         f"{_pct(rep['train_error_before_hybrid'])} -> {_pct(rep['train_error_after_hybrid'])} "
         f"| {_pct(ref['train_error_before'])} -> {_pct(ref['train_error_after'])} |",
         "",
+        f"Weights: {rep['weights']}. Hybrid training used {d['hybrid_images']} training images "
+        "(the training-set error above is measured on them).",
+        "",
         "## Three convolver groups, one shared FC layer",
         "",
         "| | this run, before -> after | Yao et al. 2020 |",
@@ -103,7 +112,8 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
     lines += [
         "", f"Per-group error here: {tg['definition']}.", "",
         "## Weight transfer (write-verify)", "",
-        f"Device: {tr['device_card']} (window {tr['card_window_S'][0]:.4g}-"
+        f"Device: pulse card {tr['device']['pulse_card']}, I-V card {tr['device']['iv_card']} "
+        f"(pulse window {tr['card_window_S'][0]:.4g}-"
         f"{tr['card_window_S'][1]:.4g} S) mapped onto {cfg['g_min'] * 1e6:g}-"
         f"{cfg['g_max'] * 1e6:g} uS ({tr['scaling']}). Tolerance {cfg['tolerance'] * 1e6:g} uS, "
         f"budget {cfg['max_pulses']} pulses, yield {cfg['cell_yield']}, device-to-device "
@@ -115,14 +125,14 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         f"{a['pulses_max']}; stuck {a['stuck_cells']}, not converged {a['not_converged']}.",
         "",
         "Figures: `transfer_error_hist.png`, `transfer_pulse_hist.png`, `hybrid_accuracy.png`, "
-        "`pe_mapping.png`.",
+        "`mapping.png`.",
         "",
         "## Energy per inference",
         "",
         f"{en['energy_per_inference_J'] * 1e9:.2f} nJ per inference, "
         f"{en['ops_per_inference']:,} ops (2 per MAC) -> **{en['gops_per_w']:,.0f} GOP/s/W** "
         f"(reference 11,014 GOP/s/W; the reference constants, read as described in "
-        f"`circuitnn/mcnn/energy.py`, reconstruct "
+        f"`circuitnn/network/energy.py`, reconstruct "
         f"{en['reference_reconstruction_gops_per_w']:,.0f} GOP/s/W). Array currents: "
         f"{en['currents_from']}.",
         "",
@@ -142,9 +152,8 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         "",
         "## Why our numbers differ from the reference",
         "",
-        f"- Data: {d['n_train_used']} training and {d['n_test_used']} test images of the "
-        "embedded 5k MNIST subset, not 60,000 / 10,000. Fewer training images give a lower "
-        "software baseline; one test image is worth "
+        f"- Data: {d['n_train_used']} training and {d['n_test_used']} test images "
+        f"({d['source']}); the reference used 60,000 / 10,000. One test image is worth "
         f"{100 / max(d['n_test_used'], 1):.2f} points, so differences of a few tenths are "
         "within sampling noise (binomial std about "
         f"{100 * (0.03 * 0.97 / max(d['n_test_used'], 1)) ** 0.5:.2f} points at 97%).",
@@ -159,8 +168,11 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         "- Parameters the paper does not give (open): conductance window, tolerance, pulse "
         "budget, yield, ADC range, hybrid learning rate and threshold (ours: "
         f"{cfg['hybrid_threshold'] * 1e6:g} uS, lr {cfg['hybrid_lr']:g}); see config.",
-        "- Hybrid training sees the same few thousand training images repeatedly (300 batches "
-        "of 100 cycle through the training split); the paper used about 10% of 60,000.",
+        f"- Hybrid training cycles through {d['hybrid_images']} training images (300 batches of "
+        "100); the paper used about 10% of 60,000. Between exact re-programmings of the FC "
+        f"tiles (every {rep['hybrid_training']['config']['refresh_every']} batches) the forward "
+        "pass adds the conductance change as an ideal-crossbar term (see "
+        "`circuitnn/training/hybrid.py`).",
         "- Three groups: this project splits each image's output rows among the groups "
         "(as the issue specifies); per-group errors are measured as described above.",
         "",

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure, write_json
-from circuitnn.network import cnn
-from circuitnn.network.engines import check_engine
-from circuitnn.network.mapping import map_weights, pe_conductances
+from circuitnn.network import graph
+from circuitnn.network.device import array_device
+from circuitnn.network.engines import build_engine, check_engine
+from circuitnn.network.mapping import Mapping, Window, target_conductances
 from circuitnn.tile import CIRCUIT_ENGINES
 from circuitnn.training.transfer import ProgramConfig, write_verify
 
@@ -41,19 +41,17 @@ LABELS = {"wire": "wire resistance per segment (ohm)", "size": "array rows",
           "window": "g_max (uS), g_min fixed"}
 
 
-def _chain(run_dir: Path):
-    from circuitnn.mcnn.run import Chain, RunConfig
+def _context(run_dir: Path):
+    from circuitnn.mcnn.run import McnnConfig, run_chain
 
     rep = run_dir / "report.json"
     if not rep.is_file():
         raise CircuitnnError(f"{run_dir}: no finished run (report.json missing); run "
                              "`circuitnn mcnn run --out DIR` first")
     cfg_dict = json.loads(rep.read_text())["config"]
-    names = {f.name for f in fields(RunConfig)}
-    cfg = RunConfig(**{k: v for k, v in cfg_dict.items() if k in names})
-    chain = Chain(cfg, run_dir, progress=False)
-    chain.run(until="transfer")  # loads the checkpoints
-    return chain
+    names = {f.name for f in fields(McnnConfig)}
+    cfg = McnnConfig(**{k: v for k, v in cfg_dict.items() if k in names})
+    return run_chain(cfg, run_dir, progress=False, until="transfer")  # loads the checkpoints
 
 
 def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -70,27 +68,30 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     if n_images < 1:
         raise CircuitnnError(f"--n-images must be >= 1, got {n_images}")
     values = {**AXES, **(values or {})}
-    chain = _chain(run_dir)
-    cfg = chain.cfg
-    d = chain.data()
+    ctx = _context(run_dir)
+    cfg = ctx.cfg
+    d = ctx.data
     x, y = d.x_test[:n_images], d.y_test[:n_images]
-    g_prog = chain.npz("transfer.npz")["conductance"]
-    q = chain.npz("quantised.npz")
-    mapping = map_weights({k: q[f"level_{k}"] for k in cnn.LAYERS}, 3)
-    card_model = chain.pulse_model()[0]
+    g_prog = ctx["transfer"].conductance
+    mapping = Mapping.from_dict(ctx["mapping"].mapping)
+    levels = ctx["quantise"].levels
+    net, params = ctx.net(), ctx["exsitu"].params
 
-    def acc(g: np.ndarray, settings: dict | None = None, **kw) -> float:
-        chip = chain.chip(conductances=g)
-        chip.settings.update(settings or {})
-        eng = chip.engine(engine, 1, **kw)
-        return float(np.mean(cnn.predict(dict(chip.params, b_FC=chip.bias), x, eng) == y))
+    def acc(g: np.ndarray, g_max: float | None = None, **kw) -> float:
+        chip = ctx.chip(g)
+        if g_max is not None:
+            chip = replace(chip, device=array_device(cfg.iv_card, cfg.pulse_card, Window(
+                cfg.g_min, g_max, cfg.device_levels)))
+        eng = build_engine(chip, engine, group=0, **kw)
+        return float(np.mean(graph.predict(net, params, x, eng) == y))
 
     def reprogram(g_max: float, variation: float) -> np.ndarray:
-        target = pe_conductances(mapping, cfg.device_levels, cfg.g_min, g_max)
-        model = scale_model(card_model, cfg.g_min, g_max, variation)
+        dev = array_device(cfg.iv_card, cfg.pulse_card,
+                           Window(cfg.g_min, g_max, cfg.device_levels))
+        target = target_conductances(mapping, levels, dev.window)
         pcfg = ProgramConfig(cfg.tolerance, cfg.max_pulses, cfg.cell_yield, variation)
-        return write_verify(target, model, np.random.default_rng([cfg.seed, 99]),
-                            pcfg).conductance
+        return write_verify(target, dev.programming_model(variation),
+                            np.random.default_rng([cfg.seed, 99]), pcfg).conductance
 
     results: dict[str, list] = {}
     total = sum(len(values[a]) for a in axes)
@@ -113,8 +114,7 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                         point["accuracy"] = acc(g_prog, adc_bits=int(v))
                     else:
                         gm = float(v) * 1e-6
-                        point["accuracy"] = acc(reprogram(gm, cfg.variation_scale),
-                                                {"g_max": gm})
+                        point["accuracy"] = acc(reprogram(gm, cfg.variation_scale), gm)
                 except CircuitnnError as exc:
                     point["reason"] = str(exc)
                 pts.append(point)

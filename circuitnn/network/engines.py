@@ -1,56 +1,57 @@
-"""Hardware-style inference engines for the CNN's three array products, in numbers only.
+"""Inference through the programmed chip: one engine constructor for any mapped network.
 
-Every weight block is read by `circuitnn.periphery.bit_serial_matmul` (8-bit input codes as 8
-binary slots, a pluggable `column_read(V, G)` per slot: the ideal V @ G or a circuit engine, the
-ADC, shift-and-add, G+ minus G- columns), rescaled to (input code x weight level) units.
+`build_engine(chip, engine)` gives a `matmul(layer, X, W)` for `graph.forward` that runs every
+weight product through the tiles of `chip` (a `ChipState`: mapping, programmed conductances,
+per-layer weight and activation scales, the device). The W handed in by `forward` is ignored:
+the weights are the programmed conductances. Engines (`ENGINES`, from the tile registry):
+
+- "ideal": float product with the chip's effective weights (G+ - G-) / unit x scale
+  (programming errors included; no input or ADC quantisation);
+- "quantised": 8-bit input codes applied bit-serially, ideal crossbar I = V G, ADC,
+  shift-and-add (`circuitnn.periphery.bit_serial_matmul`), partial sums of row blocks added
+  digitally;
+- "surrogate", "nodal", "ngspice": as "quantised", but every 1-bit read of a block is a circuit
+  read of its whole tile (the block's rows driven, all other rows at 0 V, every cell's
+  programmed conductance present) by `circuitnn.tile.read`, with the device's I-V card; the
+  surrogate uses its binary-input fast path on the programmed tile (`SurrogateTile`).
+
+Activation quantisation: each layer's input becomes 8-bit codes with a per-layer step: the
+network input is pixels / 255, so its step is exactly 1/255 (codes = the pixels); other layers'
+inputs (ReLU outputs) use P(x, act_percentile) / 255 over calibration images.
 
 ADC full scale: the current of all the block's rows at v_read through g_max cells, times
-`adc_fraction` (default 0.5: a fraction < 1 trades saturation of rare large currents for a finer
-step; below ~0.2 the g_min baseline of the G- cells saturates the ADC and accuracy collapses).
-
-Activation quantisation: each layer's input is turned into 8-bit codes with a per-layer scale:
-C1 inputs are pixels/255, so the scale is exactly 1/255 (codes = the original pixels); C3 and FC
-inputs are ReLU/pooled activations, whose scale is P(x, act_percentile) / 255 over a
-calibration batch of training images (larger values saturate at code 255).
-
-Engines (`build_engine`): "ideal" = the float software product; "quantised" = 15-level weights
-mapped onto the PEs as conductance pairs + 8-bit activations + bit-serial reads + ADC, with
-partial sums of split blocks added digitally and, for several convolver groups, the output rows
-of the convolution layers divided top to bottom among the groups. The quantised engine is a
-`ChipEngine`, the one engine class; `circuitnn.mcnn.chip` plugs its circuit reads (whole-PE
-tile reads, energy counter) into it.
+`adc_fraction` (reference preset). Replicated layers: with `group=None` replica g computes the
+g-th band of output rows (top to bottom); with `group=g` replica g (mod its count) computes all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
-from circuitnn.network import cnn
-from circuitnn.network.mapping import (
-    DEFAULT_G_MAX,
-    DEFAULT_G_MIN,
-    DEVICE_LEVELS,
-    Mapping,
-    Placement,
-    conductance_unit,
-    map_weights,
-    pe_conductances,
+from circuitnn.network import graph
+from circuitnn.network.device import ArrayDevice
+from circuitnn.network.graph import Network
+from circuitnn.network.mapping import Mapping, Placement, effective_levels
+from circuitnn.periphery.bitserial import (
+    ColumnRead,
+    bit_planes,
+    differential_output,
+    ideal_column_read,
 )
-from circuitnn.network.quantise import quantise_params
-from circuitnn.periphery.bitserial import ColumnRead, bit_serial_matmul
 from circuitnn.reference import REF
 from circuitnn.tile.read import CIRCUIT_ENGINES
+from circuitnn.tile.read import read as tile_read
+from circuitnn.tile.spec import TileSpec
 
-V_READ = REF.hardware.v_read  # V, read voltage of the reference hardware
-#: every network inference engine: "ideal" (float effective weights), "quantised" (bit-serial
-#: periphery over the ideal crossbar I = V G), and the tile's circuit engines under the same
-#: periphery (names from the one tile-engine registry, `circuitnn.tile.read.ENGINES`)
+#: every network inference engine: "ideal", "quantised" and the tile registry's circuit engines
 ENGINES = ("ideal", "quantised", *CIRCUIT_ENGINES)
+INPUT_BITS = REF.hardware.input_bits
+READER_CACHE = 4096  # surrogate tile readers kept per engine (about 50 kB each at 128 x 16)
 
 
 def check_engine(engine: str) -> str:
@@ -60,163 +61,286 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def calibrate_activation_scales(params: dict[str, np.ndarray], images: np.ndarray,
-                                act_percentile: float = 99.99, bits: int = 8
+def calibrate_activation_scales(net: Network, params: dict[str, np.ndarray],
+                                images: np.ndarray, act_percentile: float = 99.99,
+                                bits: int = INPUT_BITS, max_samples: int = 2_000_000
                                 ) -> dict[str, float]:
-    """Per-layer input step (value of one code): C1 1/255; C3, FC P(x, act_percentile)/255."""
-    seen: dict[str, list] = {"C3": [], "FC": []}
+    """Per-layer input step (value of one code): 1/255 for layers fed by the network input,
+    P(x, act_percentile) / (2**bits - 1) for the others. Refuses negative layer inputs (the
+    bit-serial input drivers apply unsigned codes)."""
+    seen: dict[str, list] = {}
+    first = {n.name for n in net.nodes if n.op in graph.WEIGHT_OPS and n.inputs[0] == "input"}
 
     def record(layer: str, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        if layer in seen:
-            seen[layer].append(x.ravel())
+        if layer not in first:
+            flat = x.ravel()
+            step = max(1, flat.size // max_samples)
+            seen.setdefault(layer, []).append(flat[::step])
         return x @ w
 
-    cnn.forward(params, cnn.preprocess(images), matmul=record)
+    graph.forward(net, params, graph.preprocess(net, images), matmul=record)
     top = 2 ** bits - 1
-    scales = {"C1": 1.0 / 255.0}
+    scales = {k: 1.0 / 255.0 for k in first}
     for layer, xs in seen.items():
-        p = float(np.percentile(np.concatenate(xs), act_percentile))
+        x = np.concatenate(xs)
+        if x.min() < -1e-12:
+            raise CircuitnnError(f"layer '{layer}' receives negative inputs ({x.min():.3g}); the "
+                                 "arrays take unsigned bit-serial inputs (put a ReLU before it)")
+        p = float(np.percentile(x, act_percentile))
         scales[layer] = p / top if p > 0 else 1.0
     return scales
 
 
 @dataclass
-class ChipEngine:
-    """A `matmul(layer, X, W)` for `cnn.forward` that runs C1/C3/FC through the mapped PEs.
+class ChipState:
+    """A programmed chip: the network, where its layers sit, every cell's conductance, the
+    scales that turn levels and codes back into numbers, and the device."""
 
-    The W handed in by `forward` is ignored: the weights are the programmed `conductances`
-    (n_pes, rows, cols), which callers may perturb (programming error, drift, hybrid updates).
-    engine: "ideal" = float product with the effective weights (G+ - G-) / g_unit x scale
-    (programming errors included, no input or ADC quantisation); any other name = 8-bit inputs,
-    bit-serial reads through the column read, ADC. groups: 1 = convolver group `group` takes
-    the whole image; n > 1 = group g takes output-row band g (top to bottom); FC uses group 0.
-    Plug-ins for circuit reads: full_pe = `column_read` gets the whole PE (the block's rows
-    driven, all other rows at 0 V, `pad_rows` extra low-state rows if larger than the PE);
-    block_read(engine, placement) -> a block's column read, or None for the default;
-    counter: an object whose `wrap(read)` records every block read (energy counting).
-    """
-
+    net: Network
     mapping: Mapping
-    conductances: np.ndarray
+    conductances: np.ndarray  # (n_tiles, rows, cols) S
     weight_scales: dict[str, float]
     act_scales: dict[str, float]
-    g_unit: float
-    g_max: float
-    engine: str = "quantised"
-    groups: int = 1
-    group: int = 0
-    adc_bits: int | None = 8
-    adc_fraction: float = 0.5
-    v_read: float = V_READ
-    column_read: ColumnRead | None = None
-    full_pe: bool = False
-    pad_rows: int | None = None
-    block_read: Callable[[ChipEngine, Placement], ColumnRead | None] | None = None
-    input_bits: int = 8
+    device: ArrayDevice
+    adc_bits: int | None = REF.hardware.adc_bits
+    adc_fraction: float = REF.choices.adc_fraction
+
+    def with_conductances(self, g: np.ndarray) -> ChipState:
+        """The same chip with other conductances (e.g. after hybrid training)."""
+        return ChipState(self.net, self.mapping, g, self.weight_scales, self.act_scales,
+                         self.device, self.adc_bits, self.adc_fraction)
+
+
+class CircuitRead:
+    """Circuit reads of whole tiles through `circuitnn.tile.read` with the device's I-V card.
+
+    Tile specs and programmed surrogate tiles are cached by conductances, so a tile whose
+    conductances did not change is never re-programmed."""
+
+    def __init__(self, engine: str, device: ArrayDevice, tile_options: dict[str, Any] | None,
+                 pad_rows: int | None = None) -> None:
+        self.engine, self.device = engine, device
+        self.opts = dict(tile_options or {})
+        if "device" in self.opts or "conductance" in self.opts:
+            raise CircuitnnError("tile options may not set 'device' or 'conductance' (the "
+                                 "device comes from the I-V card)")
+        self.lo, self.hi = 0.0, np.inf
+        if device.tile_card is not None:
+            from circuitnn.devices import load_device
+
+            self.lo, self.hi = load_device(device.tile_card).g_range
+        self.pad_rows = pad_rows
+        self._specs: OrderedDict[bytes, TileSpec] = OrderedDict()  # the last few tiles read
+        self._tiles: OrderedDict[bytes, Any] = OrderedDict()
+
+    def whole_tile(self, g: np.ndarray) -> np.ndarray:
+        """The tile's conductances, padded with low-state rows to `pad_rows` if that is larger
+        (a larger array simulated around the same block)."""
+        rows = self.pad_rows or g.shape[0]
+        if rows > g.shape[0]:
+            g = np.vstack([g, np.full((rows - g.shape[0], g.shape[1]), g.min())])
+        return g
+
+    def spec(self, g: np.ndarray) -> TileSpec:
+        """The TileSpec of a whole tile's conductances g (cached)."""
+        key = np.ascontiguousarray(g).tobytes()
+        spec = self._specs.get(key)
+        if spec is None:
+            try:
+                # cells programmed outside the card's range (stuck, device-to-device bounds) are
+                # read at the nearest state the card can hold
+                spec = TileSpec(conductance=np.clip(g, self.lo * 1.001, self.hi * 0.999),
+                                device=self.device.tile_card, v_read=self.device.v_read,
+                                **self.opts)
+            except TypeError as exc:
+                raise CircuitnnError(f"bad tile option: {exc}") from None
+            self._specs[key] = spec
+            while len(self._specs) > 64:
+                self._specs.popitem(last=False)
+        return spec
+
+    def surrogate_reader(self, g: np.ndarray):
+        """The binary-input reader of a whole tile's programmed surrogate (`BinaryReader`),
+        validated once (the card must cover the tile, a read with every row at v_read must pass
+        the input checks). Readers are small, so one is kept for every tile of the chip (up to
+        `READER_CACHE` conductance patterns)."""
+        key = np.ascontiguousarray(g).tobytes()
+        reader = self._tiles.get(key)
+        if reader is None:
+            from circuitnn.surrogate.engine import programmed
+
+            spec = self.spec(g)
+            tile_read(spec, np.full((1, spec.rows), spec.v_read), engine="surrogate")
+            reader = self._tiles[key] = programmed(spec)[0].binary_reader()
+            while len(self._tiles) > READER_CACHE:
+                self._tiles.popitem(last=False)
+        else:
+            self._tiles.move_to_end(key)
+        return reader
+
+    def block_read(self, g_tile: np.ndarray, p: Placement) -> ColumnRead:
+        """`column_read(V, G)` of block p: V (slots, block rows) -> its columns' currents."""
+        g_full = self.whole_tile(g_tile)
+        if self.engine == "surrogate":
+            reader = self.surrogate_reader(g_full)
+            return lambda v, g: reader.read_driven_rows(v, p.rows, p.cols)
+        spec = self.spec(g_full)
+
+        def read_tile(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+            full = np.zeros((v.shape[0], g_full.shape[0]))
+            full[:, p.rows] = v
+            return tile_read(spec, full, engine=self.engine)[:, p.cols]
+
+        return read_tile
+
+
+@dataclass
+class ChipEngine:
+    """`matmul(layer, X, W)` through the chip (build it with `build_engine`)."""
+
+    chip: ChipState
+    engine: str
+    group: int | None = None
+    adc_bits: int | None = REF.hardware.adc_bits
+    circuit: CircuitRead | None = None
     counter: Any = None
-    chunk: int = 16384  # slots x images per column_read call
-    _eff: dict = field(default_factory=dict, repr=False)
+    chunk: int = 16384  # input vectors (patches) per column read
+    input_bits: int = INPUT_BITS
+    dtype: type = np.float64  # of the slot voltages (float32: faster array products)
+
+    @property
+    def mapping(self) -> Mapping:
+        return self.chip.mapping
+
+    @property
+    def v_read(self) -> float:
+        return self.chip.device.v_read
+
+    def tile_conductances(self, tile: int) -> np.ndarray:
+        """The whole tile as the circuit engines read it (padded for a larger simulated array)."""
+        g = self.chip.conductances[tile]
+        return self.circuit.whole_tile(g) if self.circuit is not None else g
 
     def quantise_input(self, layer: str, x: np.ndarray) -> np.ndarray:
-        """Layer inputs -> integer codes 0..2**input_bits-1 with the layer's scale."""
+        """Layer inputs -> integer codes 0..2**input_bits-1 with the layer's step."""
         top = 2 ** self.input_bits - 1
-        return np.clip(np.rint(x / self.act_scales[layer]), 0, top).astype(np.int64)
+        return np.clip(np.rint(x / self.chip.act_scales[layer]), 0, top).astype(np.int64)
 
     def effective_weights(self, layer: str, group: int) -> np.ndarray:
-        """(G+ - G-) / g_unit x scale of a layer's blocks (the chip's weights as floats)."""
-        w = np.zeros(cnn.SHAPES[layer])
-        for p in self.mapping.of(layer, group):
-            g = self.conductances[p.pe, p.rows, p.cols]
-            w[p.w_rows, p.w_cols] = (g[:, 0::2] - g[:, 1::2]) / self.g_unit
-        return w * self.weight_scales[layer]
+        """The chip's weights of one replica as floats: (G+ - G-) / unit x layer scale."""
+        c = self.chip
+        return effective_levels(c.mapping, c.conductances, layer, group,
+                                c.device.window.unit) * c.weight_scales[layer]
 
-    def _pe_conductances(self, pe: int) -> np.ndarray:
-        """The whole PE (pad_rows: a larger array, extra rows at the PE's lowest conductance)."""
-        g_pe = self.conductances[pe]
-        rows = self.pad_rows or g_pe.shape[0]
-        if rows > g_pe.shape[0]:
-            g_pe = np.vstack([g_pe, np.full((rows - g_pe.shape[0], g_pe.shape[1]),
-                                            g_pe.min())])
-        return g_pe
-
-    def _block_read(self, p: Placement) -> ColumnRead | None:
-        """The column read of one block: V (slots, block rows), G block -> block currents."""
-        if self.block_read is not None:
-            read = self.block_read(self, p)
-            if read is not None:
-                return read
-        if not self.full_pe:
-            return self.column_read
-        inner = self.column_read
-        if inner is None:
-            raise CircuitnnError(f"engine '{self.engine}' needs a column read")
-        g_pe = self._pe_conductances(p.pe)
-
-        def read_pe(v: np.ndarray, g: np.ndarray) -> np.ndarray:
-            full = np.zeros((v.shape[0], g_pe.shape[0]))
-            full[:, p.rows] = v
-            return inner(full, g_pe)[:, p.cols]
-
-        return read_pe
-
-    def _block(self, codes: np.ndarray, p: Placement) -> np.ndarray:
-        g = self.conductances[p.pe, p.rows, p.cols]
-        read = self._block_read(p)
+    def _column_read(self, p: Placement, layer: str) -> ColumnRead:
+        read = None
+        if self.circuit is not None:
+            read = self.circuit.block_read(self.chip.conductances[p.tile], p)
         if self.counter is not None:
-            read = self.counter.wrap(read)
-        return bit_serial_matmul(
-            codes[:, p.w_rows], g[:, 0::2], g[:, 1::2], g_unit=self.g_unit, v_read=self.v_read,
-            adc_bits=self.adc_bits, adc_range=self.adc_fraction * (p.rows.stop - p.rows.start)
-            * self.v_read * self.g_max, column_read=read, input_bits=self.input_bits,
-            chunk=self.chunk)
+            return self.counter.wrap(read, layer)
+        return read or ideal_column_read
+
+    def _row_blocks(self, layer: str, group: int) -> dict[tuple[int, int], list[Placement]]:
+        """A replica's placements grouped by the input rows they take."""
+        out: dict[tuple[int, int], list[Placement]] = {}
+        for p in self.mapping.of(layer, group):
+            out.setdefault((p.w_rows.start, p.w_rows.stop), []).append(p)
+        return out
+
+    def _read_block_row(self, layer: str, blocks: list[Placement], planes: np.ndarray
+                        ) -> np.ndarray:
+        """Column currents (slots, all columns of `blocks`) for slot bit planes (slots, rows):
+        every block of one row block reads the same slots. Slots with no input bit set are not
+        read (they all carry the current of one zero-input read), unless energy is counted."""
+        c, vr = self.chip, self.v_read
+        gs = [c.conductances[p.tile, p.rows, p.cols] for p in blocks]
+        live = None if self.counter is not None else np.flatnonzero(planes.any(axis=1))
+        rows = planes if live is None else planes[live]
+        v = rows.astype(self.dtype) * self.dtype(vr)
+        if self.circuit is None and self.counter is None:  # ideal crossbar: one product
+            parts = [v @ np.hstack(gs).astype(self.dtype)]
+            zero = [np.zeros(sum(g.shape[1] for g in gs))]
+        else:
+            reads = [self._column_read(p, layer) for p in blocks]
+            parts = [np.asarray(r(v, g)) for r, g in zip(reads, gs, strict=True)]
+            zero = [] if live is None else [np.asarray(r(np.zeros((1, v.shape[1])), g))[0]
+                                            for r, g in zip(reads, gs, strict=True)]
+        cur_live = np.hstack(parts) if len(parts) > 1 else parts[0]
+        if live is None:
+            return np.asarray(cur_live, dtype=float)
+        cur = np.empty((planes.shape[0], cur_live.shape[1]))
+        cur[:] = np.concatenate(zero)
+        cur[live] = cur_live
+        return cur
 
     def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
         if self.engine == "ideal":
-            key = (layer, group)
-            if key not in self._eff:
-                self._eff[key] = self.effective_weights(layer, group)
-            return x @ self._eff[key]
+            return x @ self.effective_weights(layer, group)
         codes = self.quantise_input(layer, x)
         lead = codes.shape[:-1]
         flat = codes.reshape(-1, codes.shape[-1])
-        out = np.zeros((flat.shape[0], cnn.SHAPES[layer][1]))
-        for p in self.mapping.of(layer, group):
-            out[:, p.w_cols] += self._block(flat, p)
-        scale = self.act_scales[layer] * self.weight_scales[layer]
+        out = np.zeros((flat.shape[0], self.mapping.shapes[layer][1]))
+        c, vr = self.chip, self.v_read
+        unit, g_max = c.device.window.unit, c.device.window.g_max
+        for (r0, r1), blocks in self._row_blocks(layer, group).items():
+            full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
+            for s in range(0, flat.shape[0], self.chunk):
+                xb = flat[s:s + self.chunk, r0:r1]
+                planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2).reshape(-1, r1 - r0)
+                cur = self._read_block_row(layer, blocks, planes)
+                y = differential_output(cur, len(xb), g_unit=unit, v_read=vr,
+                                        adc_bits=self.adc_bits, full_scale=full_scale,
+                                        input_bits=self.input_bits)
+                j = 0
+                for p in blocks:
+                    n = p.w_cols.stop - p.w_cols.start
+                    out[s:s + self.chunk, p.w_cols] += y[:, j:j + n]
+                    j += n
+        scale = c.act_scales[layer] * c.weight_scales[layer]
         return out.reshape(lead + (out.shape[-1],)) * scale
 
     def __call__(self, layer: str, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-        if layer == "FC":
-            return self._run_group("FC", x, 0)
-        if self.groups == 1:
-            return self._run_group(layer, x, self.group)
-        bands = np.array_split(np.arange(x.shape[1]), self.groups)
+        k = self.mapping.groups[layer]
+        if k == 1 or self.group is not None or x.ndim < 4:
+            return self._run_group(layer, x, 0 if self.group is None else self.group % k)
+        bands = np.array_split(np.arange(x.shape[1]), k)
         return np.concatenate([self._run_group(layer, x[:, b], g)
                                for g, b in enumerate(bands)], axis=1)
 
 
-def build_engine(params: dict[str, np.ndarray], calib_images: np.ndarray | None = None,
-                 kind: str = "quantised", *, n_groups: int = 1, rule: str = "percentile",
-                 percentile: float = 99.5, act_percentile: float = 99.99,
-                 levels: int = DEVICE_LEVELS, g_min: float = DEFAULT_G_MIN,
-                 g_max: float = DEFAULT_G_MAX, v_read: float = V_READ,
-                 adc_bits: int | None = 8, adc_fraction: float = 0.5,
-                 column_read: ColumnRead | None = None) -> cnn.MatMul:
-    """An engine by name: "ideal" (X @ W) or "quantised" (weights quantised to 2*levels-1
-    levels and mapped, activations calibrated on `calib_images`, bit-serial reads, ADC)."""
-    if kind == "ideal":
-        return cnn.default_matmul
-    if kind != "quantised":
-        raise CircuitnnError(f"unknown engine '{kind}' (choose from ideal, quantised)")
-    if calib_images is None or len(calib_images) == 0:
-        raise CircuitnnError("the quantised engine needs calibration images")
-    if not 0 < adc_fraction <= 1:
-        raise CircuitnnError(f"adc_fraction must be in (0, 1], got {adc_fraction}")
-    q, scales = quantise_params(params, rule, percentile, levels - 1)
-    mapping = map_weights(q, n_groups)
-    return ChipEngine(
-        mapping=mapping, conductances=pe_conductances(mapping, levels, g_min, g_max),
-        weight_scales=scales, act_scales=calibrate_activation_scales(params, calib_images,
-                                                                     act_percentile),
-        g_unit=conductance_unit(levels, g_min, g_max), g_max=g_max, groups=n_groups,
-        v_read=v_read, adc_bits=adc_bits, adc_fraction=adc_fraction, column_read=column_read)
+def build_engine(chip: ChipState, engine: str = "surrogate", *, group: int | None = None,
+                 adc_bits: int | None | str = "chip", counter: Any = None,
+                 tile_options: dict[str, Any] | None = None, pad_rows: int | None = None,
+                 circuit: CircuitRead | None = None) -> ChipEngine:
+    """The one engine constructor: a `matmul` for `graph.forward` through the programmed chip.
+
+    group: None = replicated layers split the output rows among their replicas; g = replica g
+    alone. adc_bits: "chip" = the chip's ADC, None = no ADC (analog shift-and-add), or bits.
+    counter: records every block read (energy). tile_options: extra TileSpec fields (r_row,
+    r_col, ...) for the circuit engines; pad_rows: simulate a larger array of that many rows.
+    circuit: the `CircuitRead` of another engine of the same engine name, device and options,
+    to share its programmed tiles (see `circuit_read`).
+    """
+    check_engine(engine)
+    if engine in CIRCUIT_ENGINES:
+        if circuit is None:
+            circuit = CircuitRead(engine, chip.device, tile_options, pad_rows)
+        elif circuit.engine != engine or circuit.device is not chip.device:
+            raise CircuitnnError("a shared circuit read must be of the same engine and device")
+    elif tile_options or pad_rows:
+        raise CircuitnnError(f"tile options and array size need a circuit engine, not '{engine}'")
+    else:
+        circuit = None
+    bits = chip.adc_bits if adc_bits == "chip" else adc_bits
+    return ChipEngine(chip, engine, group, bits, circuit, counter,
+                      chunk=4096 if engine in ("nodal", "ngspice") else 16384,
+                      dtype=np.float32 if engine in ("quantised", "surrogate") else np.float64)
+
+
+def run_engine(engine: ChipEngine, params: dict[str, np.ndarray], images: np.ndarray,
+               bias: dict[str, np.ndarray] | None = None, batch_size: int = 250,
+               progress=None) -> np.ndarray:
+    """Predicted classes of uint8 images through an engine (digital biases from `params`,
+    overridden by `bias`, e.g. after hybrid training)."""
+    p = dict(params, **(bias or {}))
+    return graph.predict(engine.chip.net, p, images, engine, batch_size, progress)

@@ -1,11 +1,10 @@
 """15-level weight quantisation: each array layer becomes integer levels times one scale.
 
-Each array layer (C1, C3, FC) becomes integer levels k in -7..+7 times one per-layer scale s (a
-differential pair of 8-state devices gives 15 levels, Yao et al. 2020). The scale comes from the
-layer's weight magnitudes: rule "max" takes s = max|w| / 7 (no weight clips); rule "percentile"
-takes s = P(|w|, percentile) / 7 and clips the few larger weights to +-7 (finer steps for the
-bulk of the weights). Default: "percentile" at 99.5 (on the 5k split it kept 96.9% test accuracy
-vs 96.0% for "max", float 97.8%). The FC bias stays a digital float.
+Each weight layer becomes integer levels k in -7..+7 times one per-layer scale s (a differential
+pair of 8-state devices gives 15 levels, Yao et al. 2020). Rule "max" takes s = max|w| / 7 (no
+weight clips); rule "percentile" takes s = P(|w|, percentile) / 7 and clips the few larger
+weights to +-7 (finer steps for the bulk). Default: "percentile" at 99.5 (on the 5k split of
+cnn5 it kept 96.9% test accuracy vs 96.0% for "max", float 97.8%). Biases stay digital floats.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
-from circuitnn.network import cnn
+from circuitnn.network.graph import Network
 from circuitnn.reference import REF
 
 WEIGHT_LEVELS = REF.hardware.weight_levels  # levels -7..+7
@@ -37,13 +36,13 @@ def weight_scale(w: np.ndarray, rule: str = "max", percentile: float = 99.5,
     return float(top / levels)
 
 
-def quantise_params(params: dict[str, np.ndarray], rule: str = "percentile",
+def quantise_params(net: Network, params: dict[str, np.ndarray], rule: str = "percentile",
                     percentile: float = 99.5, levels: int = WEIGHT_LEVELS
                     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Integer levels (int8, in -levels..levels) and the scale of each array layer."""
-    cnn.check_params(params)
+    """Integer levels (int8, in -levels..levels) and the scale of each weight layer."""
+    net.check_params(params)
     q, scales = {}, {}
-    for layer in cnn.LAYERS:
+    for layer in net.weight_layers:
         s = weight_scale(params[layer], rule, percentile, levels)
         q[layer] = np.clip(np.rint(params[layer] / s), -levels, levels).astype(np.int8)
         scales[layer] = s
@@ -52,8 +51,8 @@ def quantise_params(params: dict[str, np.ndarray], rule: str = "percentile",
 
 def dequantise(params: dict[str, np.ndarray], q: dict[str, np.ndarray],
                scales: dict[str, float]) -> dict[str, np.ndarray]:
-    """Float parameters with each array layer replaced by level * scale (bias kept)."""
+    """Float parameters with each weight layer replaced by level * scale (biases kept)."""
     out = {k: np.array(v, dtype=float) for k, v in params.items()}
-    for layer in cnn.LAYERS:
-        out[layer] = q[layer].astype(float) * scales[layer]
+    for layer, levels in q.items():
+        out[layer] = levels.astype(float) * scales[layer]
     return out

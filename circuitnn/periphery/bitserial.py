@@ -91,6 +91,26 @@ def ideal_column_read(v: np.ndarray, g: np.ndarray) -> np.ndarray:
     return v @ g
 
 
+def slot_voltages(x_codes: np.ndarray, input_bits: int = INPUT_BITS,
+                  v_read: float = REF.hardware.v_read) -> np.ndarray:
+    """Row voltages of every slot, slot-major: (input_bits * batch, rows), 0 or v_read (the
+    1-bit DAC); row k * batch + b is slot k of input vector b."""
+    x = np.asarray(x_codes)
+    return bit_planes(x, input_bits).transpose(1, 0, 2).reshape(-1, x.shape[1]) * v_read
+
+
+def differential_output(cur: np.ndarray, batch: int, *, g_unit: float, v_read: float,
+                        adc_bits: int | None, full_scale: float,
+                        input_bits: int = INPUT_BITS) -> np.ndarray:
+    """Slot-major column currents (input_bits * batch, 2 * outs) of interleaved G+ / G-
+    columns -> ADC per column and slot, shift-and-add, G+ minus G-, in code x level units:
+    (batch, outs)."""
+    if adc_bits is not None:
+        cur = adc_convert(cur, adc_bits, full_scale)
+    acc = shift_add(cur.reshape(input_bits, batch, -1).transpose(1, 0, 2))
+    return (acc[:, 0::2] - acc[:, 1::2]) / (v_read * g_unit)
+
+
 def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarray, *,
                       g_unit: float, v_read: float = REF.hardware.v_read,
                       adc_bits: int | None = REF.hardware.adc_bits,
@@ -100,21 +120,17 @@ def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarr
 
     x_codes: integer inputs (batch, rows) in 0..2**input_bits-1. g_plus, g_minus: (rows, outs)
     in siemens; they are interleaved as columns (G+, G-, G+, ...) before `column_read`, which
-    gets all slots of a chunk at once, V (slots*batch, rows). adc_bits None = no ADC;
-    adc_range = ADC full scale in amperes (None: rows * v_read * max G, which never saturates
-    on an ideal array). Returns float (batch, outs) in code x level units.
+    gets all slots of a chunk at once, V (slots*batch, rows) (`slot_voltages`). adc_bits None =
+    no ADC; adc_range = ADC full scale in amperes (None: rows * v_read * max G, which never
+    saturates on an ideal array). Returns float (batch, outs) in code x level units
+    (`differential_output`).
     """
     x = np.asarray(x_codes)
     gp, gm = np.asarray(g_plus, float), np.asarray(g_minus, float)
     if x.ndim != 2 or gp.ndim != 2 or gp.shape != gm.shape or x.shape[1] != gp.shape[0]:
         raise CircuitnnError(f"bit_serial_matmul: inputs {x.shape} do not match conductances "
                              f"{gp.shape} / {gm.shape}")
-    if not np.issubdtype(x.dtype, np.integer) or (x.size and (x.min() < 0
-                                                              or x.max() >= 2 ** input_bits)):
-        raise CircuitnnError(f"bit_serial_matmul: inputs must be integers in "
-                             f"0..{2 ** input_bits - 1}")
-    if g_unit <= 0 or v_read <= 0:
-        raise CircuitnnError("bit_serial_matmul: g_unit and v_read must be positive")
+    check_matmul_inputs(x, input_bits, g_unit, v_read)
     read_cols = column_read or ideal_column_read
     rows, outs = gp.shape
     g = np.empty((rows, 2 * outs))
@@ -123,16 +139,26 @@ def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarr
     out = np.empty((x.shape[0], outs))
     for s in range(0, x.shape[0], chunk):
         xb = x[s:s + chunk]
-        v = bit_planes(xb, input_bits).transpose(1, 0, 2).reshape(-1, rows) * v_read
+        v = slot_voltages(xb, input_bits, v_read)
         cur = np.asarray(read_cols(v, g), dtype=float)
         if cur.shape != (v.shape[0], 2 * outs):
             raise CircuitnnError(f"column_read returned shape {cur.shape}, expected "
                                  f"{(v.shape[0], 2 * outs)}")
-        if adc_bits is not None:
-            cur = adc_convert(cur, adc_bits, full_scale)
-        acc = shift_add(cur.reshape(input_bits, len(xb), 2 * outs).transpose(1, 0, 2))
-        out[s:s + chunk] = (acc[:, 0::2] - acc[:, 1::2]) / (v_read * g_unit)
+        out[s:s + chunk] = differential_output(cur, len(xb), g_unit=g_unit, v_read=v_read,
+                                               adc_bits=adc_bits, full_scale=full_scale,
+                                               input_bits=input_bits)
     return out
+
+
+def check_matmul_inputs(x: np.ndarray, input_bits: int, g_unit: float, v_read: float) -> None:
+    """Raise CircuitnnError unless x holds integer codes of `input_bits` bits and g_unit,
+    v_read are positive."""
+    if not np.issubdtype(x.dtype, np.integer) or (x.size and (x.min() < 0
+                                                              or x.max() >= 2 ** input_bits)):
+        raise CircuitnnError(f"bit_serial_matmul: inputs must be integers in "
+                             f"0..{2 ** input_bits - 1}")
+    if g_unit <= 0 or v_read <= 0:
+        raise CircuitnnError("bit_serial_matmul: g_unit and v_read must be positive")
 
 
 def _finish(raw: np.ndarray, adc: ADC | None, **extra) -> BitSerialResult:

@@ -105,6 +105,35 @@ def _parts(spec: TileSpec) -> _Parts:
                   ph.fit23(vs, h_row), ph.fit23(vs, h_diag))
 
 
+@dataclass(frozen=True)
+class BinaryReader:
+    """Binary-input (bit-serial) reads of a programmed tile: its m_bin and y0 only."""
+
+    m_bin: np.ndarray  # (rows, 3 cols): [A1 + vr A2 + vr^2 A3 | P + vr P2 | Q]
+    y0: np.ndarray
+    cols: int
+
+    def read_driven_rows(self, v: np.ndarray, rows: slice, cols: slice | None = None
+                         ) -> np.ndarray:
+        """Bit-serial read with only `rows` driven and the other rows at 0 V (no checks).
+
+        v: (batch, rows.stop - rows.start), every entry exactly 0 or v_read. Returns the currents
+        of `cols` (default all): `SurrogateTile.read(V_full, binary=True)[:, cols]` with V_full
+        the inputs zero-padded to all rows, up to floating-point rounding (the zero rows are
+        skipped). A float32 v is read in float32 (about twice as fast; rounding ~1e-7).
+        """
+        c = self.cols
+        cs = range(c)[cols] if cols is not None else range(c)
+        idx = np.r_[cs, c + np.asarray(cs), 2 * c + np.asarray(cs)]
+        x = v @ self.m_bin[rows][:, idx].astype(v.dtype if v.dtype == np.float32 else float)
+        n = len(cs)
+        out = x[:, :n] * 1.0
+        out += x[:, n:2 * n] * x[:, 2 * n:]
+        if np.any(self.y0):
+            out += self.y0[cs.start:cs.stop:cs.step]
+        return out
+
+
 class SurrogateTile:
     """A programmed tile: the surrogate's matrices for one conductance pattern and spec."""
 
@@ -162,22 +191,13 @@ class SurrogateTile:
 
     def read_driven_rows(self, v: np.ndarray, rows: slice, cols: slice | None = None
                          ) -> np.ndarray:
-        """Bit-serial read with only `rows` driven and the other rows at 0 V (no checks).
+        """`binary_reader().read_driven_rows(v, rows, cols)`."""
+        return self.binary_reader().read_driven_rows(v, rows, cols)
 
-        v: (batch, rows.stop - rows.start), every entry exactly 0 or v_read. Returns the currents
-        of `cols` (default all): `read(V_full, binary=True)[:, cols]` with V_full the inputs
-        zero-padded to all rows, up to floating-point rounding (the zero rows are skipped).
-        """
-        c = self._c
-        cs = range(c)[cols] if cols is not None else range(c)
-        idx = np.r_[cs, c + np.asarray(cs), 2 * c + np.asarray(cs)]
-        x = v @ self.m_bin[rows][:, idx]
-        n = len(cs)
-        out = x[:, :n] * 1.0
-        out += x[:, n:2 * n] * x[:, 2 * n:]
-        if np.any(self.y0):
-            out += self.y0[cs.start:cs.stop:cs.step]
-        return out
+    def binary_reader(self) -> BinaryReader:
+        """What bit-serial reads need of this tile (small enough to keep for every tile of a
+        large network)."""
+        return BinaryReader(self.m_bin, self.y0, self._c)
 
     def terms(self, v: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The fixed part y0 + V @ A1 and each theta's term at theta = 1 (for calibration)."""

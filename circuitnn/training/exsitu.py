@@ -1,7 +1,9 @@
-"""Ex-situ (software) training of the reference CNN and NPZ I/O of its parameters.
+"""Ex-situ (software) training of a network in numpy, and NPZ I/O of its parameters.
 
-Training: mini-batch Adam on softmax cross-entropy, optional random +-shift augmentation (the
-5k data set is small), a step learning-rate decay, seedable, tqdm progress bar on stderr.
+Training: mini-batch Adam on softmax cross-entropy through `graph.forward` / `graph.backward`,
+optional random +-shift augmentation (the 5k data set is small), a step learning-rate decay,
+seedable, tqdm progress bar on stderr. Numpy training suits the small cnn5; the residual presets
+train with PyTorch (`circuitnn.training.torch_train`, optional) or ship trained weights.
 
 Quantisation of the trained weights is `circuitnn.network.quantise`.
 """
@@ -17,7 +19,9 @@ from tqdm import tqdm
 
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_npz
-from circuitnn.network import cnn
+from circuitnn.network import graph
+from circuitnn.network.graph import Network
+from circuitnn.network.layers import softmax_cross_entropy
 
 
 @dataclass
@@ -45,22 +49,24 @@ class TrainResult:
 
 
 def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Translate each uint8 image by a random integer offset in [-max_shift, max_shift]^2
-    (zero fill)."""
+    """Translate each uint8 image (N, H, W[, C]) by a random integer offset in
+    [-max_shift, max_shift]^2 (zero fill)."""
     if max_shift <= 0:
         return images
-    n = len(images)
-    pad = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))
+    n, h, w = images.shape[:3]
+    pad = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift))
+                 + ((0, 0),) * (images.ndim - 3))
     oy, ox = rng.integers(0, 2 * max_shift + 1, size=(2, n))
-    rows = oy[:, None] + np.arange(28)[None, :]
-    cols = ox[:, None] + np.arange(28)[None, :]
+    rows = oy[:, None] + np.arange(h)[None, :]
+    cols = ox[:, None] + np.arange(w)[None, :]
     return pad[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def train(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig | None = None,
-          x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-          params: dict[str, np.ndarray] | None = None, progress: bool = True) -> TrainResult:
-    """Train the CNN on uint8 images (N, 28, 28) with Adam; returns params and history."""
+def train(net: Network, x_train: np.ndarray, y_train: np.ndarray,
+          config: TrainConfig | None = None, x_test: np.ndarray | None = None,
+          y_test: np.ndarray | None = None, params: dict[str, np.ndarray] | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train `net` on uint8 images with Adam in numpy; returns params and history."""
     cfg = config or TrainConfig()
     x_train, y_train = np.asarray(x_train), np.asarray(y_train)
     if len(x_train) != len(y_train) or len(x_train) == 0:
@@ -70,14 +76,15 @@ def train(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig | None =
         raise CircuitnnError("epochs and batch_size must be >= 1 and lr > 0")
     rng = np.random.default_rng(cfg.seed)
     params = {k: v.astype(np.float64).copy() for k, v in
-              (params or cnn.init_params(cfg.seed)).items()}
-    cnn.check_params(params)
+              (params or net.init_params(cfg.seed)).items()}
+    net.check_params(params)
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(v) for k, v in params.items()}
     hist: dict[str, list] = {"epoch": [], "loss": [], "train_acc": [], "test_acc": [],
                              "seconds": []}
     n_batches = -(-len(x_train) // cfg.batch_size)
     step, t0 = 0, time.perf_counter()
+    weights = set(net.weight_layers)
     bar = tqdm(total=cfg.epochs * n_batches, desc="ex-situ training", unit="batch",
                disable=not progress, leave=False)
     for epoch in range(cfg.epochs):
@@ -86,13 +93,13 @@ def train(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig | None =
         losses, correct = [], 0
         for b in range(n_batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb = cnn.preprocess(random_shift(x_train[idx], cfg.max_shift, rng))
-            logits, cache = cnn.forward(params, xb, return_cache=True)
-            loss, dlogits = cnn.softmax_cross_entropy(logits, y_train[idx])
-            grads = cnn.backward(params, cache, dlogits)
+            xb = graph.preprocess(net, random_shift(x_train[idx], cfg.max_shift, rng))
+            logits, cache = graph.forward(net, params, xb, return_cache=True)
+            loss, dlogits = softmax_cross_entropy(logits, y_train[idx])
+            grads = graph.backward(net, params, cache, dlogits)
             step += 1
             for k in params:
-                g = grads[k] + (cfg.weight_decay * params[k] if k in cnn.LAYERS else 0.0)
+                g = grads[k] + (cfg.weight_decay * params[k] if k in weights else 0.0)
                 m[k] = cfg.beta1 * m[k] + (1 - cfg.beta1) * g
                 v[k] = cfg.beta2 * v[k] + (1 - cfg.beta2) * g * g
                 mhat = m[k] / (1 - cfg.beta1 ** step)
@@ -104,7 +111,7 @@ def train(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig | None =
         hist["epoch"].append(epoch + 1)
         hist["loss"].append(float(np.mean(losses)))
         hist["train_acc"].append(correct / len(x_train))
-        test_acc = (cnn.accuracy(params, x_test, y_test) if x_test is not None
+        test_acc = (graph.accuracy(net, params, x_test, y_test) if x_test is not None
                     and y_test is not None else float("nan"))
         hist["test_acc"].append(test_acc)
         hist["seconds"].append(time.perf_counter() - t0)
@@ -114,19 +121,19 @@ def train(x_train: np.ndarray, y_train: np.ndarray, config: TrainConfig | None =
 
 
 # ----------------------------------------------------------------------------- NPZ I/O
-def save_params(path: str | os.PathLike, params: dict[str, np.ndarray]) -> None:
-    """Save CNN parameters as an NPZ file (atomic, no pickle)."""
-    cnn.check_params(params)
-    write_npz(path, **{k: np.asarray(v) for k, v in params.items()})
+def save_params(path: str | os.PathLike, net: Network, params: dict[str, np.ndarray]) -> None:
+    """Save a network's parameters as an NPZ file (atomic, no pickle)."""
+    net.check_params(params)
+    write_npz(path, **{k: np.asarray(params[k]) for k in net.param_shapes()})
 
 
-def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load and check CNN parameters saved by `save_params`."""
+def load_params(path: str | os.PathLike, net: Network) -> dict[str, np.ndarray]:
+    """Load and check a network's parameters saved by `save_params` (never unpickles)."""
     if not os.path.isfile(path):
         raise CircuitnnError(f"parameter file not found: {path}")
     try:
         params = load_npz(path)
     except (OSError, ValueError) as exc:
         raise CircuitnnError(f"cannot read parameter file {path}: {exc}") from exc
-    cnn.check_params(params)
-    return {k: params[k].astype(np.float64) for k in cnn.SHAPES}
+    net.check_params(params)
+    return {k: params[k].astype(np.float64) for k in net.param_shapes()}

@@ -3,17 +3,15 @@
 This is the one array-level write-verify; `circuitnn.tile.program.write_verify_cell` is the
 circuit-level version of one cell (each pulse an ngspice transient of the tile).
 
-Device model: a fitted `pulse-update` card (default `device_models/taox-pulse.json`, the TaOx
-ramps of CrossSim read at 0.1 V; when that file is missing the same fit is made in memory from
-the measured data). The TaOx window (about 1.6-2.5 mS at 0.1 V) does not match the array's
-read window, so the card is mapped *linearly by relative position* onto the tile window
-[g_min, g_max] (default 2-20 uS) by `circuitnn.devices.pulse.scale_model`.
+Device model: the pulse-update model of the `ArrayDevice` (`circuitnn.network.device`), mapped
+into the array's conductance window there.
 
 Programming loop (Yao et al. 2020 used closed-loop write-verify; details are this project's
 choice): every device starts at its own (device-to-device varied) low bound, then up to
-`max_pulses` times: read with the card's level noise, and, where |read - target| > tolerance,
-apply one SET (read below target) or RESET (above) pulse through the pulse model with its
-cycle-to-cycle noise. A fraction 1 - yield of the cells is stuck (half at the device's low
+`max_pulses` times: read with the card's level noise; a cell whose read is within the tolerance
+of its target is done (it is not pulsed or verified again); the others get one SET (read below
+target) or RESET (above) pulse through the pulse model with its cycle-to-cycle noise. A
+fraction 1 - yield of the cells is stuck (half at the device's low
 bound, half at its high bound) and ignores pulses.
 """
 
@@ -21,17 +19,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from circuitnn.devices import DEVICE_MODELS_DIR
-from circuitnn.devices.card import ModelCard
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure
-
-DEFAULT_CARD = DEVICE_MODELS_DIR / "taox-pulse.json"
 
 
 @dataclass
@@ -84,26 +77,6 @@ class ProgramResult:
                 "not_converged": int((~self.converged[m]).sum())}
 
 
-def load_pulse_model(card: str | os.PathLike | None = None) -> tuple[PulseModel, str]:
-    """The pulse model of a card file (None: the default TaOx card, fitted in memory from the
-    measured data if the card file is missing). Returns (model, description of the source)."""
-    if card is None and DEFAULT_CARD.is_file():
-        card = DEFAULT_CARD
-    if card is None:
-        from circuitnn.fitting.pulse import fit_pulse, load_pulse_dataset
-
-        fit = fit_pulse(load_pulse_dataset("taox-pulse"), n_sim=2)
-        return fit.model, "taox-pulse (fitted in memory: device_models/taox-pulse.json missing)"
-    path = Path(card)
-    if not path.is_file():
-        raise CircuitnnError(f"device card not found: {path}")
-    model_card = ModelCard.load(path)
-    if model_card.model != "pulse-update":
-        raise CircuitnnError(f"{path}: device card model is '{model_card.model}', the weight "
-                             "transfer needs a 'pulse-update' card (see circuitnn fit-pulse)")
-    return PulseModel.from_card(model_card), str(path)
-
-
 def write_verify(target: np.ndarray, model: PulseModel, rng: np.random.Generator,
                  config: ProgramConfig | None = None, progress=None) -> ProgramResult:
     """Program every cell of `target` (S, any shape) by write-verify; see the module text."""
@@ -120,19 +93,26 @@ def write_verify(target: np.ndarray, model: PulseModel, rng: np.random.Generator
     g[stuck & stuck_high] = devices["g_max"][stuck & stuck_high]
     pulses = np.zeros(target.shape, np.int64)
     converged = np.zeros(target.shape, bool)
+    flat_g, flat_t, flat_p = g.reshape(-1), target.reshape(-1), pulses.reshape(-1)
+    flat_dev = {k: np.broadcast_to(v, target.shape).reshape(-1) for k, v in devices.items()}
+    active = np.flatnonzero(~stuck.reshape(-1))  # cells still being programmed
     for _ in range(cfg.max_pulses):
-        err = model.read(g, rng) - target
-        converged = np.abs(err) <= cfg.tolerance
-        need = ~converged & ~stuck
-        if not need.any():
+        err = model.read(flat_g[active], rng) - flat_t[active]
+        done = np.abs(err) <= cfg.tolerance
+        converged.reshape(-1)[active[done]] = True
+        active, err = active[~done], err[~done]
+        if active.size == 0:
             break
-        direction = np.where(need, np.where(err < 0, 1, -1), 0)
-        g = np.where(need, model.step(g, direction, rng, devices), g)
-        pulses += need
+        direction = np.where(err < 0, 1, -1)
+        flat_g[active] = model.step(flat_g[active], direction, rng,
+                                    {k: v[active] for k, v in flat_dev.items()})
+        flat_p[active] += 1
         if progress is not None:
-            progress(int(need.sum()))
-    else:
-        converged = np.abs(model.read(g, rng) - target) <= cfg.tolerance
+            progress(int(active.size))
+    else:  # the budget is spent: a last verify read of the cells still programming
+        last = np.abs(model.read(flat_g[active], rng) - flat_t[active]) <= cfg.tolerance
+        converged.reshape(-1)[active[last]] = True
+    converged |= stuck & (np.abs(g - target) <= cfg.tolerance)
     return ProgramResult(g, target, pulses, stuck, converged, devices)
 
 

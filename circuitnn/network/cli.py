@@ -1,0 +1,119 @@
+"""`circuitnn network run` (the accuracy question for a preset network on a dataset) and
+`circuitnn network map` (how a network's layers sit on tiles)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from circuitnn.network.engines import ENGINES
+from circuitnn.network.presets import PRESETS
+from circuitnn.reference import REF
+
+
+@click.group()
+def network() -> None:
+    """Any network on memristor tiles: mapping, transfer, hybrid training, accuracy, energy."""
+
+
+@network.command()
+@click.option("--network", "name", required=True, type=click.Choice(PRESETS),
+              help="Preset network.")
+@click.option("--dataset", default="mnist5k", show_default=True,
+              help="mnist5k (embedded), mnist (standard 60k/10k), idx:DIR, cifar10:DIR.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder (checkpoints, report.json, figures).")
+@click.option("--train-images", default=None, type=int,
+              help="Use a seeded random subset of N training images.")
+@click.option("--test-images", default=None, type=int,
+              help="Use a seeded random subset of N test images.")
+@click.option("--replicate-first", default=1, show_default=True, type=int,
+              help="Replicate the first convolution into K groups (each a band of rows).")
+@click.option("--hybrid-fraction", default=None, type=float,
+              help="Fraction of the training images for hybrid training (default 0.03 for "
+                   "the ResNets; cnn5: all of a small set, 0.10 of a large one).")
+@click.option("--engine", default="surrogate", show_default=True,
+              type=click.Choice([e for e in ENGINES if e != "ngspice"]),
+              help="How array reads are simulated.")
+@click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
+              help="I-V card of the cells (default: built-in HfOx card; its v_read is used).")
+@click.option("--pulse-card", default=None, type=click.Path(dir_okay=False),
+              help="Pulse-update card (default device_models/taox-pulse.json).")
+@click.option("--weights", default=None, type=click.Path(dir_okay=False),
+              help="NPZ of trained parameters (default: shipped weights, else train).")
+@click.option("--epochs", default=None, type=int, help="Ex-situ epochs when training.")
+@click.option("--hybrid-batches", default=REF.hybrid.batches, show_default=True, type=int,
+              help="Mini-batches of in-situ training of the last layer.")
+@click.option("--n-energy", default=20, show_default=True, type=int,
+              help="Test images whose reads are counted for energy.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every stage.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+def run(name: str, dataset: str, out: str, train_images: int | None, test_images: int | None,
+        replicate_first: int, hybrid_fraction: float | None, engine: str, iv_card: str | None,
+        pulse_card: str | None, weights: str | None, epochs: int | None, hybrid_batches: int,
+        n_energy: int, seed: int, as_json: bool) -> None:
+    """Run the whole chain for a preset network (resuming finished stages) and write
+    OUT/report.json."""
+    from circuitnn.io import write_json
+    from circuitnn.training.pipeline import RunConfig, network_report, run_pipeline
+
+    cfg = RunConfig(network=name, dataset=dataset, train_images=train_images,
+                    test_images=test_images, replicate_first=replicate_first,
+                    hybrid_fraction=hybrid_fraction, engine=engine, iv_card=iv_card,
+                    pulse_card=pulse_card, weights=weights, epochs=epochs,
+                    hybrid_batches=hybrid_batches, n_energy=n_energy, seed=seed)
+    ctx = run_pipeline(cfg, out)
+    rep = network_report(ctx)
+    write_json(Path(out) / "report.json", rep)
+    if as_json:
+        click.echo(json.dumps(rep, indent=2))
+        return
+    click.echo(f"{name} on {rep['data']['source']}: software {rep['software_test_accuracy']:.4f}"
+               f"  quantised {rep['quantized_test_accuracy']:.4f}  transfer "
+               f"{rep['transfer_test_accuracy']:.4f}  hybrid {rep['hybrid_test_accuracy']:.4f}"
+               f"  ({rep['tiles']} tiles, {rep['energy']['energy_per_inference_J'] * 1e9:.1f} "
+               "nJ per inference)")
+    click.echo(f"stages computed: {', '.join(ctx.log.computed) or 'none (all loaded)'}; "
+               f"report: {Path(out) / 'report.json'}")
+
+
+@network.command("map")
+@click.option("--network", "name", required=True, type=click.Choice(PRESETS),
+              help="Preset network.")
+@click.option("--input-shape", default="28,28,1", show_default=True,
+              help="H,W,C of the input images (e.g. 32,32,3 for CIFAR-10).")
+@click.option("--replicate-first", default=1, show_default=True, type=int,
+              help="Replicate the first convolution into K groups.")
+@click.option("--rows", default=REF.hardware.pe_rows, show_default=True, type=int,
+              help="Tile rows.")
+@click.option("--cols", default=REF.hardware.pe_cols, show_default=True, type=int,
+              help="Tile columns (two per output: G+ and G-).")
+@click.option("--plot", default=None, type=click.Path(dir_okay=False),
+              help="Write the mapping figure (PNG) here.")
+def map_command(name: str, input_shape: str, replicate_first: int, rows: int, cols: int,
+                plot: str | None) -> None:
+    """Map a preset network onto tiles and print tiles per layer and utilisation."""
+    from circuitnn.errors import CircuitnnError
+    from circuitnn.network.mapping import auto_map, describe_mapping, plot_mapping
+    from circuitnn.network.presets import preset
+
+    try:
+        shape = tuple(int(v) for v in input_shape.split(","))
+    except ValueError:
+        raise CircuitnnError(f"--input-shape must be H,W,C integers, got {input_shape}") from None
+    if len(shape) != 3:
+        raise CircuitnnError(f"--input-shape must be H,W,C, got {input_shape}")
+    if replicate_first < 1:
+        raise CircuitnnError(f"--replicate-first must be >= 1, got {replicate_first}")
+    net = preset(name, shape)
+    first = net.weight_layers[0]
+    m = auto_map({k: net.weight_shape(k) for k in net.weight_layers},
+                 {first: replicate_first}, rows, cols)
+    text = describe_mapping(m).splitlines()
+    click.echo("\n".join(text[:len(net.weight_layers) + 2]))
+    click.echo(f"MACs per image: {sum(net.macs().values()):,}")
+    if plot:
+        plot_mapping(m, plot)
+        click.echo(f"figure: {plot}")

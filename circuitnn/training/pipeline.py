@@ -1,0 +1,576 @@
+"""The accuracy question for any network, as checkpointed stages (`circuitnn network run`, and
+the reference system's `circuitnn mcnn run` on top of it).
+
+    data -> exsitu -> quantise -> mapping -> transfer -> eval_transfer -> hybrid
+         -> eval_hybrid -> energy
+
+Each stage is a function with typed inputs and a dataclass output (`circuitnn.training.stages`
+saves, keys and resumes them). Every option is checked by `RunConfig.check` before any stage
+starts. Hardware modes: each run evaluates and hybrid-trains one or more ways of using the
+replicated layers, `modes` = {name: group}: group None = every replica computes its band of
+output rows (the replicated system), g = replica g alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from circuitnn.devices import DEVICE_MODELS_DIR
+from circuitnn.errors import CircuitnnError
+from circuitnn.io import write_text
+from circuitnn.network import graph, quantise
+from circuitnn.network.data import Dataset, check_dataset_spec, load_dataset
+from circuitnn.network.device import ArrayDevice, array_device
+from circuitnn.network.energy import EnergyCounter, summarise
+from circuitnn.network.engines import (
+    ChipState,
+    build_engine,
+    calibrate_activation_scales,
+    check_engine,
+)
+from circuitnn.network.graph import Network
+from circuitnn.network.mapping import (
+    Mapping,
+    Window,
+    auto_map,
+    describe_mapping,
+    plot_mapping,
+    reference_map,
+    target_conductances,
+)
+from circuitnn.network.presets import PRESETS, preset
+from circuitnn.reference import REF
+from circuitnn.tile.read import CIRCUIT_ENGINES
+from circuitnn.training import exsitu
+from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_last_layer
+from circuitnn.training.stages import Stage, StageLog, run_stages
+from circuitnn.training.transfer import ProgramConfig, plot_transfer, write_verify
+
+N_CLASSES = 10  # every supported dataset (MNIST, IDX digits, CIFAR-10) has 10 classes
+STAGES = ("data", "exsitu", "quantise", "mapping", "transfer", "eval_transfer", "hybrid",
+          "eval_hybrid", "energy")
+
+
+@dataclass
+class RunConfig:
+    """Every option of a run (defaults: cnn5 on the embedded 5k MNIST split)."""
+
+    network: str = "cnn5"
+    dataset: str = "mnist5k"
+    seed: int = 0
+    n_test_split: int = 1000  # test images split from the 5k subset
+    train_images: int | None = None  # use a seeded random subset of N training images
+    test_images: int | None = None
+    weights: str | None = None  # NPZ of trained parameters; None: shipped if any, else train
+    epochs: int | None = None  # None: 30 (numpy, cnn5) / 15 (PyTorch, ResNets)
+    replicate_first: int = 1
+    mapping: str = "auto"  # "auto" (first-fit on tiles) or "reference" (cnn5 on eight PEs)
+    modes: dict[str, int | None] = field(default_factory=lambda: {"all": None})
+    hybrid_fraction: float | None = None  # None: 0.03 for the ResNets, cnn5 see hybrid_images
+    engine: str = "surrogate"
+    iv_card: str | None = None
+    pulse_card: str | None = None
+    g_min: float = REF.choices.g_min
+    g_max: float = REF.choices.g_max
+    device_levels: int = REF.hardware.device_levels
+    tolerance: float = REF.choices.write_tolerance
+    max_pulses: int = REF.choices.max_pulses
+    cell_yield: float = REF.choices.cell_yield
+    variation_scale: float = 1.0
+    adc_bits: int = REF.hardware.adc_bits
+    adc_fraction: float = REF.choices.adc_fraction
+    hybrid_batches: int = REF.hybrid.batches
+    hybrid_batch_size: int = REF.hybrid.batch_size
+    hybrid_lr: float = REF.choices.hybrid_lr
+    hybrid_threshold: float = REF.choices.hybrid_threshold
+    refresh_every: int = 10
+    n_energy: int = 20
+    tile_options: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise CircuitnnError for options that cannot work (fast: before any stage)."""
+        if self.network not in PRESETS:
+            raise CircuitnnError(f"unknown network '{self.network}' (choose from "
+                                 f"{', '.join(PRESETS)})")
+        check_dataset_spec(self.dataset)
+        check_engine(self.engine)
+        if self.engine == "ngspice":
+            raise CircuitnnError("engine 'ngspice' is too slow for the whole chain; use it for "
+                                 "spot checks (mcnn run --n-check, Chip.predict)")
+        if self.mapping not in ("auto", "reference"):
+            raise CircuitnnError(f"mapping must be 'auto' or 'reference', got {self.mapping}")
+        if self.mapping == "reference" and self.network != "cnn5":
+            raise CircuitnnError("the reference placement exists for cnn5 only")
+        if not isinstance(self.replicate_first, int) or not 1 <= self.replicate_first <= 64:
+            raise CircuitnnError(f"--replicate-first must be 1..64, got {self.replicate_first}")
+        if self.hybrid_fraction is not None and not 0 < self.hybrid_fraction <= 1:
+            raise CircuitnnError(f"--hybrid-fraction must be in (0, 1], got "
+                                 f"{self.hybrid_fraction}")
+        if self.epochs is not None and self.epochs < 1:
+            raise CircuitnnError(f"--epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.adc_bits <= 16:
+            raise CircuitnnError(f"--adc-bits must be 1..16, got {self.adc_bits}")
+        if not 0 < self.adc_fraction <= 1:
+            raise CircuitnnError(f"adc_fraction must be in (0, 1], got {self.adc_fraction}")
+        if self.n_energy < 1:
+            raise CircuitnnError("n_energy must be >= 1")
+        for name in ("train_images", "test_images"):
+            v = getattr(self, name)
+            if v is not None and v < 10:
+                raise CircuitnnError(f"--{name.replace('_', '-')} must be >= 10, got {v}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise CircuitnnError(f"weights file not found: {self.weights}")
+        if not isinstance(self.tile_options, dict):
+            raise CircuitnnError("tile options must be a JSON object")
+        ProgramConfig(self.tolerance, self.max_pulses, self.cell_yield,
+                      self.variation_scale).check()
+        self.hybrid().check()
+        self.device()  # loads and checks the cards and the window
+
+    def device(self) -> ArrayDevice:
+        return array_device(self.iv_card, self.pulse_card,
+                            Window(self.g_min, self.g_max, self.device_levels))
+
+    def hybrid(self) -> HybridConfig:
+        every = max(self.refresh_every, self.hybrid_batches // 30 // self.refresh_every
+                    * self.refresh_every)
+        return HybridConfig(batches=self.hybrid_batches, batch_size=self.hybrid_batch_size,
+                            lr=self.hybrid_lr, threshold=self.hybrid_threshold,
+                            eval_every=every, refresh_every=self.refresh_every)
+
+
+# ----------------------------------------------------------------------------- stage results
+@dataclass
+class DataInfo:
+    info: dict
+
+
+@dataclass
+class Trained:
+    network: dict  # the network description (batch normalisation folded)
+    params: dict[str, np.ndarray]
+    source: str
+    software_test_accuracy: float
+    software_train_accuracy: float
+    history: dict
+
+
+@dataclass
+class Quantised:
+    levels: dict[str, np.ndarray]
+    weight_scales: dict[str, float]
+    act_scales: dict[str, float]
+    quantized_weights_only_test_accuracy: float
+    quantized_test_accuracy: float
+
+
+@dataclass
+class Mapped:
+    mapping: dict
+    target: np.ndarray
+    tiles: int
+    utilisation: float
+    summary: dict
+
+
+@dataclass
+class Transferred:
+    conductance: np.ndarray
+    pulses: np.ndarray
+    stuck: np.ndarray
+    converged: np.ndarray
+    devices: dict[str, np.ndarray]
+    report: dict
+
+
+@dataclass
+class Features:
+    """Last-layer inputs through the hardware, per mode; accuracies after transfer."""
+
+    train_idx: np.ndarray
+    feats: dict[str, np.ndarray]  # "<mode>/train", "<mode>/test", "group<g>/test"
+    accuracy: dict
+
+
+@dataclass
+class Hybrid:
+    conductances: dict[str, np.ndarray]  # per mode
+    bias: dict[str, np.ndarray]
+    history: dict
+    config: dict
+
+
+@dataclass
+class Evaluated:
+    accuracy: dict
+
+
+@dataclass
+class Energy:
+    energy: dict
+
+
+# ----------------------------------------------------------------------------- context
+class Context:
+    """A run's configuration, output folder, stage log and lazily loaded data and device."""
+
+    def __init__(self, cfg: RunConfig, out: Path, progress: bool) -> None:
+        self.cfg, self.out, self.progress = cfg, out, progress
+        self.log = StageLog()
+        self._data: Dataset | None = None
+        self._device: ArrayDevice | None = None
+        self._circuit = None  # the circuit reads shared by this run's engines
+
+    def __getitem__(self, stage: str) -> Any:
+        return self.log.results[stage]
+
+    @property
+    def data(self) -> Dataset:
+        if self._data is None:
+            c = self.cfg
+            d = load_dataset(c.dataset, c.n_test_split, c.seed)
+            rng = np.random.default_rng([c.seed, 1000])
+            if c.train_images and c.train_images < len(d.y_train):  # a seeded random subset
+                i = np.sort(rng.permutation(len(d.y_train))[:c.train_images])
+                d.x_train, d.y_train = d.x_train[i], d.y_train[i]
+            if c.test_images and c.test_images < len(d.y_test):
+                i = np.sort(rng.permutation(len(d.y_test))[:c.test_images])
+                d.x_test, d.y_test = d.x_test[i], d.y_test[i]
+            self._data = d
+        return self._data
+
+    @property
+    def device(self) -> ArrayDevice:
+        if self._device is None:
+            self._device = self.cfg.device()
+        return self._device
+
+    def bar(self, total: int, desc: str):
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
+
+    def rng(self, stage: str) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, STAGES.index(stage)])
+
+    def net(self) -> Network:
+        return Network.from_dict(self["exsitu"].network)
+
+    def chip(self, conductances: np.ndarray | None = None) -> ChipState:
+        q, m = self["quantise"], Mapping.from_dict(self["mapping"].mapping)
+        g = self["transfer"].conductance if conductances is None else conductances
+        return ChipState(self.net(), m, g, q.weight_scales, q.act_scales, self.device,
+                         self.cfg.adc_bits, self.cfg.adc_fraction)
+
+    def engine(self, chip: ChipState, group: int | None, **kw: Any):
+        """An engine of the run's kind; circuit engines share one set of programmed tiles."""
+        eng = build_engine(chip, self.cfg.engine, group=group,
+                           tile_options=self.cfg.tile_options or None, circuit=self._circuit,
+                           **kw)
+        self._circuit = eng.circuit
+        return eng
+
+
+# ----------------------------------------------------------------------------- stages
+def stage_data(ctx: Context) -> DataInfo:
+    d = ctx.data
+    info = dict(d.info)
+    info.update({"n_train": int(len(d.y_train)), "n_test": int(len(d.y_test)),
+                 "image_shape": list(d.x_train.shape[1:])})
+    return DataInfo(info)
+
+
+def shipped_weights(network: str, dataset: str) -> Path | None:
+    """The shipped trained parameters of a preset on a standard dataset (see
+    device_models/weights.md), or None."""
+    kind = dataset.partition(":")[0]
+    if kind not in ("mnist", "cifar10"):
+        return None
+    path = DEVICE_MODELS_DIR / f"weights-{network}-{kind}.npz"
+    return path if path.is_file() else None
+
+
+def stage_exsitu(ctx: Context) -> Trained:
+    c, d = ctx.cfg, ctx.data
+    shape = d.x_train.shape[1:] if d.x_train.ndim == 4 else d.x_train.shape[1:] + (1,)
+    net = preset(c.network, shape, N_CLASSES)
+    path = Path(c.weights) if c.weights else shipped_weights(c.network, c.dataset)
+    history: dict = {}
+    if path is not None:
+        params, source = exsitu.load_params(path, net), f"weights file {path.name}"
+    elif c.network == "cnn5":
+        res = exsitu.train(net, d.x_train, d.y_train,
+                           exsitu.TrainConfig(epochs=c.epochs or 30, seed=c.seed),
+                           progress=ctx.progress)
+        params, history, source = res.params, res.history, "trained ex situ (numpy)"
+    else:
+        from circuitnn.training.torch_train import TorchTrainConfig, train_torch
+
+        res = train_torch(net, d.x_train, d.y_train,
+                          TorchTrainConfig(epochs=c.epochs or 15, seed=c.seed),
+                          progress=ctx.progress)
+        params, history, source = res.params, res.history, "trained ex situ (PyTorch)"
+    folded, fparams = graph.fold_batchnorm(net, params)
+    n_acc = min(len(d.y_train), 10000 if c.network == "cnn5" else 1000)  # numpy float cost
+    return Trained(folded.to_dict(), fparams, source,
+                   graph.accuracy(folded, fparams, d.x_test, d.y_test),
+                   graph.accuracy(folded, fparams, d.x_train[:n_acc], d.y_train[:n_acc]),
+                   history)
+
+
+def _mapping(cfg: RunConfig, net: Network) -> Mapping:
+    if cfg.mapping == "reference":
+        return reference_map(cfg.replicate_first)
+    first = net.weight_layers[0]
+    return auto_map({k: net.weight_shape(k) for k in net.weight_layers},
+                    {first: cfg.replicate_first} if cfg.replicate_first > 1 else None)
+
+
+def stage_quantise(ctx: Context) -> Quantised:
+    d, tr = ctx.data, ctx["exsitu"]
+    net = ctx.net()
+    q, scales = quantise.quantise_params(net, tr.params)
+    act = calibrate_activation_scales(net, tr.params, d.x_train[:200])
+    m = _mapping(ctx.cfg, net)
+    chip = ChipState(net, m, target_conductances(m, q, ctx.device.window), scales, act,
+                     ctx.device, ctx.cfg.adc_bits, ctx.cfg.adc_fraction)
+    weights_only = graph.accuracy(net, quantise.dequantise(tr.params, q, scales), d.x_test,
+                                  d.y_test)
+    with ctx.bar(len(d.y_test), "quantised inference") as bar:
+        pred = graph.predict(net, tr.params, d.x_test, build_engine(chip, "quantised", group=0),
+                             250, bar.update)
+    return Quantised(q, scales, act, weights_only, float(np.mean(pred == d.y_test)))
+
+
+def stage_mapping(ctx: Context) -> Mapped:
+    net = ctx.net()
+    m = _mapping(ctx.cfg, net)
+    target = target_conductances(m, ctx["quantise"].levels, ctx.device.window)
+    plot_mapping(m, ctx.out / "mapping.png")
+    write_text(ctx.out / "mapping.txt", describe_mapping(m) + "\n")
+    return Mapped(m.to_dict(), target, m.tiles_used, m.utilisation(), m.summary())
+
+
+def stage_transfer(ctx: Context) -> Transferred:
+    c = ctx.cfg
+    target = ctx["mapping"].target
+    model = ctx.device.programming_model(c.variation_scale)
+    pcfg = ProgramConfig(c.tolerance, c.max_pulses, c.cell_yield, c.variation_scale)
+    with ctx.bar(c.max_pulses, "write-verify (pulse rounds)") as bar:
+        res = write_verify(target, model, ctx.rng("transfer"), pcfg,
+                           progress=lambda n: bar.update(1))
+    m = Mapping.from_dict(ctx["mapping"].mapping)
+    used = m.used_cells()
+    plot_transfer(res, used, ctx.out / "transfer_error_hist.png",
+                  ctx.out / "transfer_pulse_hist.png", c.tolerance)
+    per_layer = {}
+    for layer in m.shapes:
+        mask = np.zeros_like(used)
+        for p in (q for q in m.placements if q.layer == layer):
+            mask[p.tile, p.rows, p.cols] = True
+        per_layer[layer] = res.summary(mask)
+    card = ctx.device.pulse_model
+    report = {"device": ctx.device.sources, "card_window_S": [card.g_min, card.g_max],
+              "tile_window_S": [c.g_min, c.g_max],
+              "scaling": "card states mapped linearly by relative position onto the tile "
+                         "window; conductance noise terms scaled by the same factor",
+              "scale_factor": (c.g_max - c.g_min) / (card.g_max - card.g_min),
+              "program": dataclasses.asdict(pcfg), "all_used_cells": res.summary(used),
+              "per_layer": per_layer}
+    return Transferred(res.conductance, res.pulses, res.stuck, res.converged, res.devices,
+                       report)
+
+
+def hybrid_images(cfg: RunConfig, n_train: int) -> int:
+    """Training images used by hybrid training (and the train-set error): the fraction given,
+    else 3% for the ResNets (the reference's ResNet-56 run) and for cnn5 all of a small
+    training set, 10% (REF.hybrid.train_fraction) of a large one."""
+    f = cfg.hybrid_fraction
+    if f is None:
+        if cfg.network != "cnn5":
+            f = REF.published.resnet56_hybrid_fraction
+        else:
+            f = 1.0 if n_train <= 10000 else REF.hybrid.train_fraction
+    return max(1, int(round(f * n_train)))
+
+
+def _group_count(ctx: Context) -> int:
+    return Mapping.from_dict(ctx["mapping"].mapping).max_groups
+
+
+def stage_eval_transfer(ctx: Context) -> Features:
+    c, d = ctx.cfg, ctx.data
+    n_h = hybrid_images(c, len(d.y_train))
+    idx = np.sort(ctx.rng("eval_transfer").permutation(len(d.y_train))[:n_h])
+    chip, net, params = ctx.chip(), ctx.net(), ctx["exsitu"].params
+    k = _group_count(ctx)
+    jobs = [(f"{mode}/{part}", group, x) for mode, group in c.modes.items()
+            for part, x in (("train", d.x_train[idx]), ("test", d.x_test))]
+    if k > 1:
+        jobs += [(f"group{g}/test", g, d.x_test) for g in range(k)]
+    feats = {}
+    with ctx.bar(sum(len(x) for _, _, x in jobs), f"hardware features ({c.engine})") as bar:
+        for name, group, x in jobs:
+            feats[name] = graph.features(net, params, x, ctx.engine(chip, group),
+                                         progress=bar.update)
+    bias = params.get(f"b_{net.last_layer}")
+    return Features(idx, feats, _evaluate(ctx, chip, feats, idx,
+                                          {m: (chip.conductances, bias) for m in c.modes}))
+
+
+def _evaluate(ctx: Context, chip: ChipState, feats: dict, idx: np.ndarray,
+              state: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> dict:
+    """Test accuracy and train-set error per mode (last layer through the engine, features
+    given), and per-group test error with the replicated mode's last layer."""
+    d, layer = ctx.data, ctx.net().last_layer
+    out: dict[str, Any] = {}
+
+    def acc(mode: str, x: np.ndarray, y: np.ndarray, group: int | None) -> float:
+        g, b = state[mode]
+        logits = ctx.engine(chip.with_conductances(g), group)(layer, x)
+        return float(np.mean((logits + (0 if b is None else b)).argmax(1) == y))
+
+    for mode, group in ctx.cfg.modes.items():
+        out[mode] = {"test_accuracy": acc(mode, feats[f"{mode}/test"], d.y_test, group),
+                     "train_error": 1 - acc(mode, feats[f"{mode}/train"], d.y_train[idx],
+                                            group)}
+    shared = next((m for m, g in ctx.cfg.modes.items() if g is None), None)
+    if shared is not None and "group0/test" in feats:
+        out["per_group_test_error"] = {
+            f"G{g + 1}": 1 - acc(shared, feats[f"group{g}/test"], d.y_test, g)
+            for g in range(_group_count(ctx))}
+    return out
+
+
+def stage_hybrid(ctx: Context) -> Hybrid:
+    c, d = ctx.cfg, ctx.data
+    f, tr = ctx["eval_transfer"], ctx["transfer"]
+    net = ctx.net()
+    chip = ctx.chip()
+    model = ctx.device.programming_model(c.variation_scale)
+    hcfg = c.hybrid()
+    bias0 = ctx["exsitu"].params.get(f"b_{net.last_layer}", np.zeros(net.n_classes))
+    g_out, b_out, hist = {}, {}, {}
+    for mode, group in c.modes.items():
+        with ctx.bar(hcfg.batches, f"hybrid training ({mode})") as bar:
+            g, b, h = train_last_layer(
+                chip, c.engine, bias0, f.feats[f"{mode}/train"], d.y_train[f.train_idx], model,
+                tr.devices, tr.stuck, ctx.rng("hybrid"), hcfg, f.feats[f"{mode}/test"],
+                d.y_test, group=group, tile_options=c.tile_options or None,
+                progress=bar.update)
+        g_out[mode], b_out[mode], hist[mode] = g, b, h
+    plot_hybrid(hist, ctx.out / "hybrid_accuracy.png")
+    return Hybrid(g_out, b_out, hist, dataclasses.asdict(hcfg))
+
+
+def stage_eval_hybrid(ctx: Context) -> Evaluated:
+    f, h = ctx["eval_transfer"], ctx["hybrid"]
+    return Evaluated(_evaluate(ctx, ctx.chip(), f.feats, f.train_idx,
+                               {m: (h.conductances[m], h.bias[m]) for m in ctx.cfg.modes}))
+
+
+def stage_energy(ctx: Context) -> Energy:
+    c, d = ctx.cfg, ctx.data
+    mode = next(iter(c.modes))
+    h = ctx["hybrid"]
+    chip = ctx.chip(h.conductances[mode])
+    counter = EnergyCounter(v_read=ctx.device.v_read)
+    name = "quantised" if c.engine == "ideal" else c.engine  # bit-serial reads
+    eng = build_engine(chip, name, group=c.modes[mode], counter=counter,
+                       tile_options=c.tile_options or None,
+                       circuit=ctx._circuit if name == c.engine else None)
+    n = min(c.n_energy, len(d.y_test))
+    net = ctx.net()
+    graph.predict(net, ctx["exsitu"].params, d.x_test[:n], eng)
+    out = summarise(counter, n, net.macs())
+    out["currents_from"] = (
+        f"{name} reads of the whole {chip.mapping.rows} x {chip.mapping.cols} tile of each "
+        "weight block (block rows driven, other rows at 0 V)" if name in CIRCUIT_ENGINES
+        else "ideal crossbar reads (I = V G)")
+    return Energy(out)
+
+
+NETWORK_STAGES = [
+    Stage("data", DataInfo, stage_data,
+          lambda ctx: {k: getattr(ctx.cfg, k) for k in (
+              "dataset", "seed", "n_test_split", "train_images", "test_images")}),
+    Stage("exsitu", Trained, stage_exsitu,
+          lambda ctx: {"network": ctx.cfg.network, "epochs": ctx.cfg.epochs,
+                       "weights": _file_key(ctx.cfg.weights)}),
+    Stage("quantise", Quantised, stage_quantise,
+          lambda ctx: {k: getattr(ctx.cfg, k) for k in (
+              "adc_bits", "adc_fraction", "replicate_first", "mapping")}
+          | {"device": ctx.device.digest}),
+    Stage("mapping", Mapped, stage_mapping),
+    Stage("transfer", Transferred, stage_transfer,
+          lambda ctx: {k: getattr(ctx.cfg, k) for k in (
+              "tolerance", "max_pulses", "cell_yield", "variation_scale")}),
+    Stage("eval_transfer", Features, stage_eval_transfer,
+          lambda ctx: {k: getattr(ctx.cfg, k) for k in (
+              "engine", "tile_options", "modes", "hybrid_fraction")}),
+    Stage("hybrid", Hybrid, stage_hybrid,
+          lambda ctx: dataclasses.asdict(ctx.cfg.hybrid())),
+    Stage("eval_hybrid", Evaluated, stage_eval_hybrid),
+    Stage("energy", Energy, stage_energy, lambda ctx: {"n_energy": ctx.cfg.n_energy}),
+]
+
+
+def _file_key(path: str | None) -> str | None:
+    if path is None:
+        return None
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def run_pipeline(cfg: RunConfig, out: str | os.PathLike, stages: list[Stage] | None = None,
+                 salt: str = "circuitnn-network-1", progress: bool = True,
+                 until: str | None = None) -> Context:
+    """Check every option, then run (resuming) the stages into `out`; returns the context
+    (its `log` has results, timings and the stages computed)."""
+    cfg.check()
+    ctx = Context(cfg, Path(out), progress)
+    run_stages(stages or NETWORK_STAGES, ctx, Path(out), salt, progress, until)
+    return ctx
+
+
+def network_report(ctx: Context) -> dict:
+    """report.json of `circuitnn network run`."""
+    r, c = ctx.log.results, ctx.cfg
+    mode = next(iter(c.modes))
+    et, eh = r["eval_transfer"].accuracy, r["eval_hybrid"].accuracy
+    d = r["data"].info
+    return {
+        "network": c.network,
+        "software_test_accuracy": r["exsitu"].software_test_accuracy,
+        "quantized_test_accuracy": r["quantise"].quantized_test_accuracy,
+        "quantized_weights_only_test_accuracy":
+            r["quantise"].quantized_weights_only_test_accuracy,
+        "transfer_test_accuracy": et[mode]["test_accuracy"],
+        "hybrid_test_accuracy": eh[mode]["test_accuracy"],
+        "train_error_before_hybrid": et[mode]["train_error"],
+        "train_error_after_hybrid": eh[mode]["train_error"],
+        "per_group_test_error": {"before": et.get("per_group_test_error"),
+                                 "after": eh.get("per_group_test_error")},
+        "tiles": int(r["mapping"].tiles),
+        "tile_utilisation": r["mapping"].utilisation,
+        "groups": int(c.replicate_first),
+        "engine": c.engine,
+        "weights": r["exsitu"].source,
+        "hybrid_images": int(len(r["eval_transfer"].train_idx)),
+        "hybrid_pulses_total": int(np.sum(r["hybrid"].history[mode]["pulses"])),
+        "energy": r["energy"].energy,
+        "transfer": r["transfer"].report,
+        "mapping": r["mapping"].summary,
+        "data": {"source": d["source"], "n_train": d["n_train"], "n_test": d["n_test"]},
+        "device": ctx.device.sources | {"v_read_V": ctx.device.v_read,
+                                        "window_S": [c.g_min, c.g_max]},
+        "config": {k: getattr(c, k) for k in c.__dataclass_fields__},
+        "timings_s": dict(ctx.log.timings),
+        "reference": REF.published.as_dict(),
+    }

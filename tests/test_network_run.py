@@ -1,0 +1,223 @@
+"""`circuitnn network run` end to end on tiny settings, option checks, the core without torch,
+and PyTorch conversion (`from_torch`) and training where torch is installed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from circuitnn.cli import main
+from circuitnn.errors import CircuitnnError
+from circuitnn.network import graph, presets
+from circuitnn.training import exsitu
+
+
+@pytest.fixture(scope="module")
+def cnn5_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("net")
+    args = ["network", "run", "--network", "cnn5", "--dataset", "mnist5k", "--out", str(out),
+            "--train-images", "800", "--test-images", "100", "--epochs", "4",
+            "--hybrid-batches", "20", "--engine", "quantised", "--replicate-first", "2",
+            "--hybrid-fraction", "0.5", "--n-energy", "5"]
+    main(args)
+    return out, args
+
+
+def test_network_run_report(cnn5_run, capsys):
+    out, args = cnn5_run
+    rep = json.loads((out / "report.json").read_text())
+    for key in ("software_test_accuracy", "quantized_test_accuracy", "transfer_test_accuracy",
+                "hybrid_test_accuracy", "energy", "timings_s"):
+        assert key in rep
+    assert rep["software_test_accuracy"] > 0.5 and rep["transfer_test_accuracy"] > 0.4
+    assert isinstance(rep["tiles"], int) and rep["tiles"] >= 3 and rep["groups"] == 2
+    assert rep["data"] == {"source": rep["data"]["source"], "n_train": 800, "n_test": 100}
+    assert rep["hybrid_images"] == 400
+    assert set(rep["per_group_test_error"]["before"]) == {"G1", "G2"}
+    e = rep["energy"]
+    assert e["per_layer"]["C3"]["macs"] == 11 * 11 * 72 * 12
+    assert e["per_layer"]["C1"]["adc_conversions"] > 0 and e["energy_per_inference_J"] > 0
+    assert (out / "mapping.png").is_file() and "tiles" in (out / "mapping.txt").read_text()
+    # a rerun loads every stage; a changed hybrid option recomputes hybrid and what follows
+    capsys.readouterr()
+    main(args)
+    assert "none (all loaded)" in capsys.readouterr().out
+    i = args.index("--hybrid-batches")
+    main(args[:i + 1] + ["10"] + args[i + 2:])
+    computed = capsys.readouterr().out.split("computed:")[1]
+    assert "hybrid" in computed and "exsitu" not in computed
+
+
+def test_resnet20_maps_and_runs_on_given_weights(tmp_path):
+    net = presets.preset("resnet20", (28, 28, 1))
+    exsitu.save_params(tmp_path / "w.npz", net, net.init_params(0))
+    out = tmp_path / "r20"
+    main(["network", "run", "--network", "resnet20", "--dataset", "mnist5k", "--out", str(out),
+          "--weights", str(tmp_path / "w.npz"), "--train-images", "60", "--test-images", "10",
+          "--hybrid-batches", "3", "--engine", "ideal", "--replicate-first", "4",
+          "--n-energy", "2"])
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["tiles"] > 200 and rep["groups"] == 4 and rep["hybrid_images"] == 2
+    assert rep["energy"]["macs_per_inference"] == sum(net.macs().values())
+    assert 0 <= rep["hybrid_test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "mnist6k"], "unknown dataset"),
+    (["--dataset", "idx:/no/such/dir"], "not found"),
+    (["--iv-card", "/no/card.json"], "not found"),
+    (["--iv-card", "PULSE"], "not an I-V card"),
+    (["--hybrid-fraction", "0"], "hybrid-fraction"),
+    (["--replicate-first", "0"], "replicate-first"),
+    (["--engine", "ngspice"], "Invalid value"),
+    (["--network", "vgg"], "Invalid value"),
+])
+def test_bad_options_one_line_nothing_written(tmp_path, capsys, args, message):
+    from circuitnn.network.device import DEFAULT_PULSE_CARD
+
+    args = [str(DEFAULT_PULSE_CARD) if a == "PULSE" else a for a in args]
+    out = tmp_path / "o"
+    base = ["network", "run", "--out", str(out)]
+    if "--network" not in args:
+        base += ["--network", "cnn5"]
+    with pytest.raises(SystemExit) as exc:
+        main(base + args)
+    assert exc.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_iv_card_sets_the_read_voltage(tmp_path):
+    from circuitnn.devices import builtin_card
+    from circuitnn.network.device import array_device
+
+    card = builtin_card()
+    values = card.to_json()
+    values["parameters"]["v_read"]["value"] = 0.15
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(values))
+    dev = array_device(path)
+    assert dev.v_read == pytest.approx(0.15) and dev.tile_card is not None
+    assert array_device().v_read == pytest.approx(0.2)
+    assert array_device("ohmic").tile_card is None
+
+
+def test_core_runs_without_torch():
+    code = """
+import sys
+sys.modules["torch"] = None  # any 'import torch' now fails
+import numpy as np
+from circuitnn.errors import CircuitnnError
+from circuitnn.network import graph, presets
+from circuitnn.network.mapping import auto_map
+from circuitnn.tile import TileSpec, read
+net = presets.cnn5()
+graph.forward(net, net.init_params(0), np.zeros((1, 28, 28, 1)))
+auto_map({k: net.weight_shape(k) for k in net.weight_layers})
+spec = TileSpec(conductance=np.full((4, 4), 10e-6), cell="passive", device=None)
+read(spec, np.full((1, 4), 0.2), engine="nodal")
+from circuitnn.network.from_torch import from_torch
+try:
+    from_torch(object(), (28, 28, 1))
+except CircuitnnError as exc:
+    assert "pip install" in str(exc)
+else:
+    raise SystemExit("from_torch did not refuse")
+from circuitnn.training.torch_train import train_torch
+try:
+    train_torch(net, np.zeros((2, 28, 28), np.uint8), np.zeros(2, int))
+except CircuitnnError as exc:
+    print("ok", exc)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok")
+
+
+def test_from_torch_converts_and_refuses():
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from circuitnn.network.from_torch import from_torch
+
+    class Block(nn.Module):
+        def __init__(self, ci, co, stride):
+            super().__init__()
+            self.c1 = nn.Conv2d(ci, co, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm2d(co)
+            self.c2 = nn.Conv2d(co, co, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm2d(co)
+            self.sc = (nn.Sequential(nn.Conv2d(ci, co, 1, stride, bias=False),
+                                     nn.BatchNorm2d(co)) if stride != 1 else nn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.b2(self.c2(torch.relu(self.b1(self.c1(x))))) + self.sc(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+            self.blocks = nn.Sequential(Block(4, 4, 1), Block(4, 8, 2))
+            self.pool = nn.MaxPool2d(2)
+            self.head = nn.Linear(8 * 7 * 7, 10)
+
+        def forward(self, x):
+            x = self.pool(self.blocks(torch.relu(self.stem(x))))
+            return self.head(torch.flatten(x, 1))
+
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    net, params = from_torch(model, (28, 28, 1))
+    x = np.random.default_rng(0).random((3, 28, 28, 1))
+    want = model(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy()
+    assert np.allclose(graph.forward(net, params, x), want, rtol=1e-9, atol=1e-9)
+    folded, fp = graph.fold_batchnorm(net, params)
+    assert np.allclose(graph.forward(folded, fp, x), want, rtol=1e-8, atol=1e-8)
+
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(4, 4)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    with pytest.raises(CircuitnnError, match="cannot map layer 'rnn'"):
+        from_torch(Bad(), (28, 28, 1))
+    with pytest.raises(CircuitnnError, match="groups 1"):
+        from_torch(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (8, 8, 4))
+
+
+def test_torch_training_learns_and_matches_numpy():
+    torch = pytest.importorskip("torch")
+    from circuitnn.network.data import load_dataset
+    from circuitnn.training.torch_train import TorchTrainConfig, to_torch, train_torch
+
+    d = load_dataset()
+    net = presets.cnn5()
+    sub = np.random.default_rng(0).permutation(len(d.y_train))[:1000]
+    res = train_torch(net, d.x_train[sub], d.y_train[sub],
+                      TorchTrainConfig(epochs=3, batch_size=50, lr=0.05), progress=False)
+    assert graph.accuracy(net, res.params, d.x_test[:300], d.y_test[:300]) > 0.5  # chance 0.1
+    # a residual network with batch norm: the torch module and the numpy graph agree
+    r8 = presets.resnet(8, (12, 12, 1))
+    p = r8.init_params(3)
+    for k in p:
+        if k.startswith(("mean_", "beta_")):
+            p[k] = np.random.default_rng(1).normal(0, 0.3, p[k].shape)
+    x = np.random.default_rng(1).random((2, 12, 12, 1))
+    m = to_torch(r8, p).eval()
+    want = m(torch.from_numpy(x.transpose(0, 3, 1, 2))).detach().numpy()
+    assert np.allclose(graph.forward(r8, p, x), want, rtol=1e-9, atol=1e-9)
