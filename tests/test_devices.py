@@ -87,6 +87,25 @@ def test_off_state_conduction() -> None:
     assert float(MSS.current(0.0, 0.3)) == 0.0
 
 
+def test_state_stops_on_a_switching_threshold() -> None:
+    """Stanford-PKU's rate is exactly 0 below its minimum field, which depends on the gap: a RESET
+    drive grows the gap until that threshold and no further (the point where the rate switches
+    off), also while the drive ramps (the state slides along the threshold: this used to end in a
+    step-size collapse)."""
+    dev = load_device(builtin_card())
+    lo, hi = (float(b) for b in dev.bounds())
+    for v in (-1.2, -1.4):
+        tr = dev.simulate(np.array([0.0, 1e-6, 1e-3]), np.full(3, v), s0=lo)
+        g = np.linspace(lo, hi, 200001)
+        g_star = g[np.argmax(dev.rate(v, g) == 0)]  # first gap where the rate is 0
+        assert abs(tr.state[-1] - g_star) <= 2e-5 * (hi - lo)
+    # a 1 s triangular sweep through both thresholds integrates (the device figure's sweep)
+    u = np.linspace(0, 4, 201)
+    v = np.interp(u, np.arange(5), [0.0, 1.6, 0.0, -1.6, 0.0])
+    tr = dev.simulate(u / 4, v, s0=lo)
+    assert np.all(np.isfinite(tr.i)) and tr.state.max() > lo + 0.5 * (hi - lo)
+
+
 def test_ohmic_device_is_exact() -> None:
     dev = Device("ohmic", {"G": 2e-5})
     t, v = sine(0.5, 1e3)

@@ -23,6 +23,14 @@ shorter; the step size follows 0.9 (1 / err)^(1/3), limited to a factor 0.2..5. 
 (device, candidate parameter set, sweep) has its own step size; steps never cross a sample of
 the piecewise-linear drive (its corners), and values are reported at the samples.
 
+Switching thresholds: where a model's rate drops to exactly 0 (Stanford-PKU's minimum field,
+Yakopcic's and VTEAM's voltage thresholds at a state-dependent device voltage), a state driven
+towards the threshold would be resolved with ever shorter steps as it slides along it (e.g. a
+gradual RESET that follows the threshold while the drive ramps). A step that ends beyond such a
+point instead stops on it, found by bisection, when the smallest rate on the way (the one just
+before the point, on the monotone approach) covers the distance within the step; otherwise the
+step is shortened as usual.
+
 Series element (`circuitnn.devices.series`): the device voltage v_d solves
 I_elem(v_a - v_d) = I_dev(v_d, s), by Newton's method safeguarded by bisection on
 [min(0, v_a), max(0, v_a)]; the state's Jacobian then includes dv_d/ds = -I_s / (G_elem + I_v)
@@ -85,6 +93,22 @@ def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarra
         if done.all():
             break
     return x, g_el, i_v, pol * i_s
+
+
+def _switch_point(dev: Device, node, va: np.ndarray, s: np.ndarray, y: np.ndarray,
+                  vd: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the rate switches off between s and y at applied voltage va, by bisection to
+    1e-12 of the distance: (the first state with rate 0, the rate just before it). Elements
+    outside `mask`, or whose rate at y is not 0, come back with a rate of 0 (no switch)."""
+    mask = mask & (dev.evaluate("rate", node(va, y, vd)[0], y)[0] == 0) & (
+        dev.evaluate("rate", node(va, s, vd)[0], s)[0] != 0)
+    a, b = s.copy(), y.copy()
+    for _ in range(40):
+        mid = 0.5 * (a + b)
+        r = dev.evaluate("rate", node(va, mid, vd)[0], mid)[0]
+        a, b = np.where(r != 0, mid, a), np.where(r != 0, b, mid)
+    f_in = dev.evaluate("rate", node(va, a, vd)[0], a)[0]
+    return np.where(mask, b, y), np.where(mask, f_in, 0.0)
 
 
 def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElement | None,
@@ -190,6 +214,24 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 est = hs / 6.0 * (k1 - 2.0 * k2 + k3)
                 dist = np.maximum(np.minimum(s - lo, hi - s), np.minimum(y_new - lo, hi - y_new))
                 err = np.abs(clip(y_new + est) - y_new) / (tol_abs + rtol * dist)
+                # a step whose stages meet a switching threshold (the rate exactly 0 beyond it,
+                # e.g. Stanford-PKU's minimum field): the state stops on the threshold if its
+                # slowest rate on the way gets it there within the step (see the module doc)
+                moving = (f0 != 0) | (f1 != 0) | (f2 != 0)
+                off = todo & moving & ((f0 == 0) | (f1 == 0) | (f2 == 0)) & (w > 0)
+                if off.any():
+                    va_end = va + hs * slope
+                    f_dir = np.where(f0 != 0, f0, np.where(f1 != 0, f1, f2))
+                    euler = clip(s + hs * f_dir)
+                    y_sw, f_in = _switch_point(dev, node, va_end, s, euler, vd2, off)
+                    stop = off & (f_in != 0) & (np.abs(y_sw - s) <= hs * np.abs(f_in))
+                    if stop.any():
+                        p = point(va_end, np.where(stop, y_sw, y_new), vd2)
+                        y_new = np.where(stop, y_sw, y_new)
+                        f2, jac2, f_va2, vd2, vd_s2, vd_va2 = (
+                            np.where(stop, a, b) for a, b in zip(
+                                p, (f2, jac2, f_va2, vd2, vd_s2, vd_va2), strict=True))
+                        err = np.where(stop, 0.0, err)
                 ok = todo & (err <= 1.0) & (w > 0) & np.isfinite(f2)
                 fac = np.minimum(np.maximum(0.9 / np.cbrt(np.maximum(err, 1e-10)), 0.2), 5.0)
                 fac = np.where(np.isfinite(fac) & (w > 0), fac, 0.2)
