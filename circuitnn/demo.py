@@ -1,41 +1,97 @@
-"""`circuitnn demo`: the main job end to end on embedded defaults.
+"""`circuitnn demo`: the main job end to end on embedded defaults, one device from measured data
+to network accuracy with no manual step.
 
-Stages (each through the same commands a user runs): fit compact models to the measured I-V loops
-and pulse ramps, draw the tile figures (wire convention, IR drop of the 128 x 16 reference array),
-and run the memristor-CNN chain (transfer, hybrid training, energy) on the built-in surrogate.
+Stages, each through the same commands a user runs, each printing its time:
+1. fits: every compact model to the Knowm W-SDC M1 loops (four frequencies, one parameter set;
+   `fit --model all`), the bipolar Cu/a-SiC/TiN loop with its 100 uA compliance (VTEAM), and the
+   pulse-update law to the measured TaOx ramps;
+2. the device: the best-ranked Knowm M1 card that an array can use (`device check`: a safe read
+   voltage exists, the state holds at 0 V), chosen automatically;
+3. tile figures (wire convention, IR drop of the 128 x 16 reference array);
+4. the reference chain (`mcnn run`) twice on the same ex-situ trained network: with the built-in
+   HfOx device of the reference, and with the Knowm M1 device fitted in step 1 (its pulse law
+   derived from the card, its surrogate calibrated and validated automatically), and one report
+   that sets the two devices side by side (`OUT/report.md`).
+
 Everything is written under --out (default runs/demo); `--figures-dir` also copies the curated
 figures there (`make figures` uses it to refresh the repository's figures/).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 #: figures of a demo run that are curated in the repository's figures/ (path under --out)
 CURATED = {
+    "fits/fit_knowm-m1-mss.png": "fit_knowm-m1-mss.png",
     "fits/fit_knowm-m1-yakopcic.png": "fit_knowm-m1-yakopcic.png",
     "fits/fit_bipolar-vteam.png": "fit_bipolar-vteam.png",
     "fits/pulse_fit_taox-pulse.png": "pulse_fit_taox-pulse.png",
-    "fits/pulse_fit_reram-pulse-gong.png": "pulse_fit_reram-pulse-gong.png",
     "tile/tile_wire_convention.png": "tile_wire_convention.png",
     "tile/ir_drop_128x16.png": "ir_drop_128x16.png",
-    "mcnn/mapping.png": "pe_mapping.png",
-    "mcnn/transfer_error_hist.png": "mcnn_transfer_error_hist.png",
-    "mcnn/transfer_pulse_hist.png": "mcnn_transfer_pulse_hist.png",
-    "mcnn/hybrid_accuracy.png": "mcnn_hybrid_accuracy.png",
+    "hfox/mapping.png": "pe_mapping.png",
+    "hfox/device.png": "device_hfox.png",
+    "knowm/device.png": "device_knowm-m1.png",
+    "hfox/transfer_error_hist.png": "mcnn_transfer_error_hist.png",
+    "hfox/transfer_pulse_hist.png": "mcnn_transfer_pulse_hist.png",
+    "hfox/hybrid_accuracy.png": "mcnn_hybrid_accuracy.png",
+    "knowm/hybrid_accuracy.png": "mcnn_hybrid_accuracy_knowm-m1.png",
 }
+#: devices of the comparison: folder under --out, label
+DEVICES = {"hfox": "built-in HfOx (Stanford-PKU card, the reference's device class)",
+           "knowm": "Knowm M1, fitted from the measured loops in this run"}
 
 
-def _run(args: list[str]) -> None:
-    """Run one circuitnn sub-command in-process (errors propagate as CircuitnnError)."""
+def _run(args: list[str], capture: bool = False) -> str:
+    """Run one circuitnn sub-command in-process (errors propagate as CircuitnnError); returns
+    its standard output when `capture`."""
     from circuitnn.cli import cli
 
     click.echo(f"$ circuitnn {' '.join(args)}", err=True)
-    cli.main(args=args, standalone_mode=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out) if capture else contextlib.nullcontext():
+        cli.main(args=args, standalone_mode=False)
+    return out.getvalue()
+
+
+class _Stages:
+    """Times each stage and says so on stderr."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - t0
+        click.echo(f"[demo] {name}: {self.seconds[name]:.0f} s", err=True)
+
+
+def usable_card(fit_json: dict[str, Any]) -> tuple[str, Path, list[str]]:
+    """(model, card path, why the better-ranked ones were passed over) of the best-ranked model
+    whose card an array can use (`circuitnn.devices.operating`)."""
+    from circuitnn.devices import ModelCard
+    from circuitnn.errors import CircuitnnError
+
+    ranked = sorted((m for m, e in fit_json["models"].items() if "card" in e),
+                    key=lambda m: fit_json["models"][m]["score"])
+    skipped = []
+    for model in ranked:
+        path = Path(fit_json["models"][model]["card"])
+        op = ModelCard.load(path).operating
+        if op.get("usable", True):
+            return model, path, skipped
+        skipped.append(f"{model}: {op.get('reason')}")
+    raise CircuitnnError("no fitted Knowm M1 card can be used in an array: " + "; ".join(skipped))
 
 
 def copy_figures(run: Path, dest: Path) -> list[Path]:
@@ -53,45 +109,117 @@ def copy_figures(run: Path, dest: Path) -> list[Path]:
 
 @click.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the demo's cards, figures and the CNN run.")
+              help="Folder for the demo's cards, figures and runs.")
 @click.option("--figures-dir", default=None, type=click.Path(file_okay=False),
               help="Also copy the curated figures into this folder (`make figures`: figures/).")
-@click.option("--fit-maxiter", default=100, show_default=True, type=click.IntRange(1, 10000),
-              help="Generations of the global search in the I-V fits.")
-@click.option("--skip-fits", is_flag=True, help="Skip the device-fitting stage.")
-@click.option("--skip-mcnn", is_flag=True, help="Skip the memristor-CNN chain.")
 @click.option("--quick", is_flag=True, help="Small, fast settings everywhere (smoke test).")
-def demo(out: str, figures_dir: str | None, fit_maxiter: int, skip_fits: bool, skip_mcnn: bool,
-         quick: bool) -> None:
-    """Run the main job: fit the built-in examples, draw the figures, run the CNN chain."""
+def demo(out: str, figures_dir: str | None, quick: bool) -> None:
+    """Run the main job: fit the measured devices, pick the Knowm M1 card, draw the tile
+    figures, and run the reference CNN chain on the built-in and on the fitted device."""
     from circuitnn.datasets import bipolar_manifest, knowm_manifest
-    from circuitnn.io import write_text
-
-    root = Path(out)
-    fits = root / "fits"
-    t0 = time.perf_counter()
-    if not skip_fits:
-        maxiter = "3" if quick else str(fit_maxiter)
-        for name, text, model in (("knowm-m1", knowm_manifest(), "yakopcic"),
-                                  ("bipolar", bipolar_manifest(), "vteam")):
-            manifest = write_text(fits / f"{name}.toml", text)
-            _run(["fit", str(manifest), "--model", model, "--maxiter", maxiter,
-                  "--out", str(fits / f"{name}-{model}.json"),
-                  "--figure", str(fits / f"fit_{name}-{model}.png")])
-        for dataset in ("taox-pulse", "reram-pulse-gong"):
-            _run(["fit-pulse", dataset, "--out", str(fits / f"{dataset}.json"),
-                  "--figure", str(fits / f"pulse_fit_{dataset}.png")])
+    from circuitnn.io import write_json, write_text
     from circuitnn.tile.figures import ir_drop, wire_convention
 
-    wire_convention(root / "tile" / "tile_wire_convention.png")
-    summary = ir_drop(root / "tile" / "ir_drop_128x16.png")
-    click.echo("IR drop, 128x16 reference tile: column current error "
-               f"{summary['column_error_min_pct']:.1f} .. {summary['column_error_max_pct']:.1f} %",
-               err=True)
-    if not skip_mcnn:
-        args = ["mcnn", "run", "--out", str(root / "mcnn")]
-        _run(args + (["--quick"] if quick else []))
+    root, t0 = Path(out), time.perf_counter()
+    fits, stages = root / "fits", _Stages()
+    effort = ["--maxiter", "3"] if quick else []
+    with stages.stage("fits"):
+        knowm = write_text(fits / "knowm-m1.toml", knowm_manifest("M1"))
+        ranking = json.loads(_run(
+            ["fit", str(knowm), "--model", "all", "--json", *effort,
+             "--out", str(fits / "knowm-m1-{model}.json"),
+             "--figure", str(fits / "fit_knowm-m1-{model}.png")], capture=True))
+        bipolar = write_text(fits / "bipolar.toml", bipolar_manifest())
+        _run(["fit", str(bipolar), "--model", "vteam", *effort,
+              "--out", str(fits / "bipolar-vteam.json"),
+              "--figure", str(fits / "fit_bipolar-vteam.png")])
+        _run(["fit-pulse", "taox-pulse", "--out", str(fits / "taox-pulse.json"),
+              "--figure", str(fits / "pulse_fit_taox-pulse.png")])
+    with stages.stage("device"):
+        model, card, skipped = usable_card(ranking)
+        write_json(fits / "knowm-m1-choice.json", {"model": model, "card": str(card),
+                                                   "ranking": ranking, "skipped": skipped})
+        click.echo(f"[demo] Knowm M1 device: {model} ({card}); passed over: "
+                   f"{'; '.join(skipped) or 'none'}", err=True)
+        _run(["device", "check", str(card)])
+    with stages.stage("tile figures"):
+        wire_convention(root / "tile" / "tile_wire_convention.png")
+        summary = ir_drop(root / "tile" / "ir_drop_128x16.png")
+        click.echo("IR drop, 128x16 reference tile: column current error "
+                   f"{summary['column_error_min_pct']:.1f} .. "
+                   f"{summary['column_error_max_pct']:.1f} %", err=True)
+    quick_args = ["--quick"] if quick else ["--n-check", "10"]
+    with stages.stage("chain, built-in HfOx"):
+        _run(["mcnn", "run", "--out", str(root / "hfox"), *quick_args])
+    with stages.stage("chain, Knowm M1"):
+        _run(["mcnn", "run", "--out", str(root / "knowm"), "--iv-card", str(card),
+              "--weights", str(root / "hfox" / "weights.npz"), *quick_args])
+    compare(root, {"model": model, "card": str(card), "skipped": skipped})
     if figures_dir is not None:
         copied = copy_figures(root, Path(figures_dir))
         click.echo(f"copied {len(copied)} figures into {figures_dir}/", err=True)
-    click.echo(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs in {root}/", err=True)
+    stages.seconds["total"] = time.perf_counter() - t0
+    write_json(root / "timings.json", stages.seconds)
+    click.echo(f"demo finished in {stages.seconds['total']:.0f} s; report: {root / 'report.md'}",
+               err=True)
+
+
+def compare(root: Path, choice: dict[str, Any]) -> Path:
+    """OUT/report.md: the two devices' runs side by side."""
+    from circuitnn.io import write_text
+    from circuitnn.mcnn.report import _pct
+    from circuitnn.reference import REF
+
+    reps = {k: json.loads((root / k / "report.json").read_text()) for k in DEVICES}
+    ref = REF.published
+
+    def row(name: str, get, fmt=_pct, reference: str = "-") -> str:
+        return f"| {name} | " + " | ".join(fmt(get(r)) for r in reps.values()) + \
+            f" | {reference} |"
+
+    def num(x: float) -> str:
+        return f"{x:,.0f}"
+
+    lines = ["# One network, two devices", "",
+             "The reference CNN (Yao et al., Nature 2020: cnn5 on eight 128 x 16 PEs, three "
+             "convolver groups) trained once ex situ, then transferred, hybrid-trained and "
+             "evaluated on each device. Each run's own report: "
+             + ", ".join(f"[{k}]({k}/report.md)" for k in DEVICES) + ".", "",
+             f"Knowm M1 device: the `{choice['model']}` card (`{choice['card']}`), the "
+             "best-ranked fit an array can use"
+             + (f"; passed over: {'; '.join(choice['skipped'])}" if choice["skipped"] else "")
+             + ".", "",
+             "| | " + " | ".join(DEVICES.values()) + " | Yao et al. 2020 |",
+             "|---|" + "---|" * (len(DEVICES) + 1),
+             row("I-V model", lambda r: r["device"]["iv_card"]["model"], str),
+             row("read voltage (V)", lambda r: r["device"]["v_read"], lambda v: f"{v:g}",
+                 f"{REF.hardware.v_read:g}"),
+             row("window (uS)", lambda r: r["device"]["g_window"],
+                 lambda w: f"{w[0] * 1e6:.3g}-{w[1] * 1e6:.3g}"),
+             row("pulse law", lambda r: r["device"]["pulse"]["source"], str),
+             row("surrogate", lambda r: r["surrogate"],
+                 lambda s: ("calibrated now, " if s["calibrated"] else "shipped/cached, ")
+                 + (f"{s['validation']['rms_error']:.2%} RMS vs ngspice"
+                    if s.get("validation") else "")),
+             row("software accuracy", lambda r: r["software_test_accuracy"], _pct,
+                 _pct(ref.software_test_accuracy)),
+             row("after transfer", lambda r: r["transfer_test_accuracy"], _pct,
+                 _pct(ref.transfer_test_accuracy)),
+             row("after hybrid training", lambda r: r["hybrid_test_accuracy"], _pct,
+                 _pct(ref.hybrid_test_accuracy)),
+             row("three groups, after transfer",
+                 lambda r: r["three_group"]["test_accuracy_before"], _pct,
+                 _pct(ref.three_group_before)),
+             row("three groups, after hybrid",
+                 lambda r: r["three_group"]["test_accuracy_after"], _pct,
+                 _pct(ref.three_group_after)),
+             row("write-verify pulses per cell (mean)",
+                 lambda r: r["transfer"]["all_used_cells"]["pulses_mean"], lambda v: f"{v:.1f}"),
+             row("cells not converged", lambda r: r["transfer"]["all_used_cells"]["not_converged"],
+                 str),
+             row("energy per inference (nJ)",
+                 lambda r: r["energy"]["energy_per_inference_J"] * 1e9, lambda v: f"{v:.1f}"),
+             row("GOP/s/W", lambda r: r["energy"]["gops_per_w"], num, num(ref.gops_per_w)),
+             "", "Device figures: " + ", ".join(f"[{k}]({k}/device.png)" for k in DEVICES)
+             + ". Fit figures and cards: `fits/`.", ""]
+    return write_text(root / "report.md", "\n".join(lines) + "\n")

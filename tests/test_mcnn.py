@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from circuitnn.cli import main
-from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.mcnn import Chip
 from circuitnn.network import graph
 from circuitnn.network.data import load_dataset
-from circuitnn.network.device import array_device, load_pulse_model
+from circuitnn.network.device import array_device
 from circuitnn.network.energy import EnergyCounter
 from circuitnn.network.engines import CircuitRead, build_engine
 from circuitnn.network.mapping import Placement
@@ -81,8 +80,7 @@ def test_chip_round_trip(run_dir):
 
 
 def test_write_verify_statistics():
-    card, _ = load_pulse_model()
-    model = scale_model(card, 6e-6, 24e-6)
+    model = array_device("ohmic").programming_model()  # the TaOx card mapped onto 6-24 uS
     target = np.full((40, 50), 15e-6)
     res = write_verify(target, model, np.random.default_rng(1),
                        ProgramConfig(tolerance=0.5e-6, max_pulses=400, cell_yield=0.95))
@@ -105,7 +103,7 @@ def test_nodal_column_read_matches_ohmic_crossbar():
 @pytest.mark.parametrize("args, message", [
     (["--engine", "bogus"], "Invalid value"),
     (["--yield", "1.5"], "yield"),
-    (["--device", "/nonexistent/card.json"], "not found"),
+    (["--pulse-card", "/nonexistent/card.json"], "not found"),
     (["--epochs", "0"], "epochs"),
     (["--tile-options", "[1]"], "JSON object"),
 ])

@@ -70,16 +70,19 @@ def test_resnet20_maps_and_runs_on_given_weights(tmp_path):
     (["--dataset", "mnist6k"], "unknown dataset"),
     (["--dataset", "idx:/no/such/dir"], "not found"),
     (["--iv-card", "/no/card.json"], "not found"),
-    (["--iv-card", "PULSE"], "not an I-V card"),
+    (["--iv-card", "PULSE"], "is a pulse-update card"),
+    (["--pulse-card", "IV"], "is an I-V card"),
     (["--hybrid-fraction", "0"], "hybrid-fraction"),
     (["--replicate-first", "0"], "replicate-first"),
     (["--engine", "ngspice"], "Invalid value"),
     (["--network", "vgg"], "Invalid value"),
 ])
 def test_bad_options_one_line_nothing_written(tmp_path, capsys, args, message):
-    from circuitnn.network.device import DEFAULT_PULSE_CARD
+    from circuitnn.devices import DEVICE_MODELS_DIR
 
-    args = [str(DEFAULT_PULSE_CARD) if a == "PULSE" else a for a in args]
+    cards = {"PULSE": DEVICE_MODELS_DIR / "taox-pulse.json",
+             "IV": DEVICE_MODELS_DIR / "knowm-m1-vteam.json"}
+    args = [str(cards.get(a, a)) for a in args]
     out = tmp_path / "o"
     base = ["network", "run", "--out", str(out)]
     if "--network" not in args:
@@ -101,7 +104,12 @@ def test_iv_card_sets_the_read_voltage(tmp_path):
     values["parameters"]["v_read"]["value"] = 0.15
     path = tmp_path / "card.json"
     path.write_text(json.dumps(values))
-    dev = array_device(path)
+    from circuitnn.devices import DEVICE_MODELS_DIR
+    from circuitnn.errors import CircuitnnError
+    with pytest.raises(CircuitnnError, match="does not overlap the window"):
+        array_device(path, pulse_card=DEVICE_MODELS_DIR / "taox-pulse.json")
+    dev = array_device(path, pulse_card=DEVICE_MODELS_DIR / "taox-pulse.json",
+                       g_window=(1.7e-3, 2.4e-3))
     assert dev.v_read == pytest.approx(0.15) and dev.tile_card is not None
     assert array_device().v_read == pytest.approx(0.2)
     assert array_device("ohmic").tile_card is None

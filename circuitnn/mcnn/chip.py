@@ -23,7 +23,7 @@ from circuitnn.network import graph
 from circuitnn.network.device import array_device
 from circuitnn.network.engines import ChipState, build_engine, check_engine
 from circuitnn.network.graph import Network
-from circuitnn.network.mapping import Mapping, Window
+from circuitnn.network.mapping import Mapping
 
 MODES = {1: "single", 3: "three"}
 
@@ -47,8 +47,10 @@ class Chip:
         c, q, h = ctx.cfg, ctx["quantise"], ctx["hybrid"]
         return cls(ctx.net(), ctx["exsitu"].params, Mapping.from_dict(ctx["mapping"].mapping),
                    q.weight_scales, q.act_scales, dict(h.conductances), dict(h.bias),
-                   {"iv_card": c.iv_card, "pulse_card": c.pulse_card, "g_min": c.g_min,
-                    "g_max": c.g_max, "device_levels": c.device_levels, "adc_bits": c.adc_bits,
+                   {"iv_card": c.iv_card, "pulse_card": c.pulse_card,
+                    "g_min": ctx.device.window.g_min, "g_max": ctx.device.window.g_max,
+                    "v_read": ctx.device.v_read, "device_levels": c.device_levels,
+                    "adc_bits": c.adc_bits,
                     "adc_fraction": c.adc_fraction, "tile_options": c.tile_options,
                     "default_engine": c.engine})
 
@@ -57,8 +59,8 @@ class Chip:
         if groups not in MODES:
             raise CircuitnnError(f"groups must be 1 or 3, got {groups}")
         s = self.settings
-        device = array_device(s["iv_card"], s["pulse_card"],
-                              Window(s["g_min"], s["g_max"], s["device_levels"]))
+        device = array_device(s["iv_card"], s["pulse_card"], (s["g_min"], s["g_max"]),
+                              s.get("v_read"), s["device_levels"])
         g = self.conductances[MODES[groups]] if conductances is None else conductances
         return ChipState(self.net, self.mapping, g, self.weight_scales, self.act_scales, device,
                          s["adc_bits"], s["adc_fraction"])

@@ -35,10 +35,14 @@ def mcnn() -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every stage.")
 @click.option("--dataset", default="mnist5k", show_default=True,
               help="mnist5k (embedded), mnist (standard 60k/10k), idx:DIR.")
-@click.option("--device", default=None, type=click.Path(dir_okay=False),
-              help="Pulse-update card (default device_models/taox-pulse.json).")
 @click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
-              help="I-V card of the cells for circuit reads (default: built-in HfOx card).")
+              help="I-V card of the cells (default: the built-in HfOx card), read at its safe "
+                   "read voltage in its programmable window (see `circuitnn device check`).")
+@click.option("--pulse-card", default=None, type=click.Path(dir_okay=False),
+              help="Pulse-update card of the same device (default: the pulse law derived from "
+                   "the I-V card).")
+@click.option("--v-read", default=None, type=float,
+              help="Read voltage (V; default: the I-V card's safe read voltage).")
 @click.option("--engine", default="surrogate", show_default=True,
               type=click.Choice([e for e in ENGINES if e != "ngspice"]),
               help="How array reads are simulated in the hardware stages.")
@@ -51,10 +55,10 @@ def mcnn() -> None:
 @click.option("--hybrid-fraction", default=None, type=float,
               help="Fraction of the training images for hybrid training (default: all of a "
                    "small set, 10% of a large one).")
-@click.option("--g-min", default=REF.choices.g_min * 1e6, show_default=True, type=float,
-              help="Tile g_min (uS).")
-@click.option("--g-max", default=REF.choices.g_max * 1e6, show_default=True, type=float,
-              help="Tile g_max (uS).")
+@click.option("--g-min", default=None, type=float,
+              help="Window g_min (uS; default: the device's window, for the built-in card the "
+                   f"reference's {REF.choices.g_min * 1e6:g}-{REF.choices.g_max * 1e6:g} uS).")
+@click.option("--g-max", default=None, type=float, help="Window g_max (uS), with --g-min.")
 @click.option("--tolerance", default=REF.choices.write_tolerance * 1e6, show_default=True,
               type=float, help="Write-verify tolerance (uS).")
 @click.option("--max-pulses", default=REF.choices.max_pulses, show_default=True, type=int,
@@ -78,9 +82,10 @@ def mcnn() -> None:
 @click.option("--tile-options", default=None,
               help="JSON object of extra TileSpec fields for the circuit engines.")
 @click.option("--quick", is_flag=True, help="Small, fast settings (tests, smoke runs).")
-def run(out: str, seed: int, dataset: str, device: str | None, iv_card: str | None,
-        engine: str, epochs: int, weights: str | None, n_test: int, test_images: int | None,
-        hybrid_fraction: float | None, g_min: float, g_max: float, tolerance: float,
+def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str | None,
+        v_read: float | None, engine: str, epochs: int, weights: str | None, n_test: int,
+        test_images: int | None, hybrid_fraction: float | None, g_min: float | None,
+        g_max: float | None, tolerance: float,
         max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
         hybrid_batches: int, hybrid_lr: float, threshold: float, refresh_every: int,
         n_check: int, tile_options: str | None, quick: bool) -> None:
@@ -88,9 +93,11 @@ def run(out: str, seed: int, dataset: str, device: str | None, iv_card: str | No
     resuming finished stages, and write report.json / report.md beside the published figures."""
     from circuitnn.mcnn.run import McnnConfig, run_chain
 
-    kw = dict(seed=seed, dataset=dataset, pulse_card=device, iv_card=iv_card, engine=engine,
-              weights=weights, n_test_split=n_test, hybrid_fraction=hybrid_fraction,
-              g_min=g_min * 1e-6, g_max=g_max * 1e-6, tolerance=tolerance * 1e-6,
+    kw = dict(seed=seed, dataset=dataset, pulse_card=pulse_card, iv_card=iv_card,
+              v_read=v_read, engine=engine, weights=weights, n_test_split=n_test,
+              hybrid_fraction=hybrid_fraction,
+              g_min=None if g_min is None else g_min * 1e-6,
+              g_max=None if g_max is None else g_max * 1e-6, tolerance=tolerance * 1e-6,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
               refresh_every=refresh_every, tile_options=_tile_options(tile_options))

@@ -51,6 +51,8 @@ def build_report(ctx: Any) -> dict:
                             "fc_pulses_total": {k: int(sum(v["pulses"]))
                                                 for k, v in hist.items()}},
         "tiles": int(r["mapping"].tiles),
+        "device": r["device"].device,
+        "surrogate": r["device"].surrogate,
         "transfer": r["transfer"].report,
         "energy": r["energy"].energy,
         "crosscheck_ngspice": r["crosscheck"].result,
@@ -68,7 +70,7 @@ def _pct(x: float | None) -> str:
 def write_report_md(rep: dict, path: str | os.PathLike) -> None:
     """Write the Markdown report (tables beside the reference, and the differences explained)."""
     ref, tg, en, tr = rep["reference"], rep["three_group"], rep["energy"], rep["transfer"]
-    d = rep["data"]
+    d, dev = rep["data"], rep["device"]
     cfg = rep["config"]
     a = tr["all_used_cells"]
     lines = [
@@ -77,6 +79,7 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         f"Engine for hardware stages: **{rep['engine']}**. Data: {d['source']}; "
         f"{d['n_train_used']} training / {d['n_test_used']} test images ({d['split']}).",
         "",
+        *device_lines(dev, rep["surrogate"]),
         "## Stage by stage (single convolver group)",
         "",
         "| stage | this run | Yao et al. 2020 |",
@@ -112,10 +115,8 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
     lines += [
         "", f"Per-group error here: {tg['definition']}.", "",
         "## Weight transfer (write-verify)", "",
-        f"Device: pulse card {tr['device']['pulse_card']}, I-V card {tr['device']['iv_card']} "
-        f"(pulse window {tr['card_window_S'][0]:.4g}-"
-        f"{tr['card_window_S'][1]:.4g} S) mapped onto {cfg['g_min'] * 1e6:g}-"
-        f"{cfg['g_max'] * 1e6:g} uS ({tr['scaling']}). Tolerance {cfg['tolerance'] * 1e6:g} uS, "
+        f"Window {tr['window_S'][0] * 1e6:.4g}-{tr['window_S'][1] * 1e6:.4g} uS, pulse law: "
+        f"{_pulse_text(dev['pulse'])}. Tolerance {cfg['tolerance'] * 1e6:g} uS, "
         f"budget {cfg['max_pulses']} pulses, yield {cfg['cell_yield']}, device-to-device "
         f"spread x{cfg['variation_scale']:g}.",
         "",
@@ -157,14 +158,12 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         f"{100 / max(d['n_test_used'], 1):.2f} points, so differences of a few tenths are "
         "within sampling noise (binomial std about "
         f"{100 * (0.03 * 0.97 / max(d['n_test_used'], 1)) ** 0.5:.2f} points at 97%).",
-        "- Device: the fitted TaOx pulse model (CrossSim ramps) has small steps (about "
-        "pmax = 190 pulses across the window) and small cycle-to-cycle noise, so write-verify "
-        f"lands most cells within the tolerance ({a['not_converged']} of {a['n_cells']} did "
-        "not converge in the pulse budget, mostly targets beyond a device's own bounds); the "
-        "reference's TaOx/HfOx cells were "
-        "noisier, with failed cells and relaxation after programming. Our transfer loss comes "
-        "from the tolerance (cells approach the target from below and stop at the tolerance "
-        "edge), stuck cells (yield), device-to-device bounds and the circuit/ADC effects.",
+        "- Device: write-verify with the device's pulse law lands most cells within the "
+        f"tolerance ({a['not_converged']} of {a['n_cells']} did not converge in the pulse "
+        "budget, mostly targets beyond a device's own bounds); the reference's TaOx/HfOx cells "
+        "had failed cells and relaxation after programming. Our transfer loss comes from the "
+        "tolerance (cells approach the target from below and stop at the tolerance edge), "
+        "stuck cells (yield), device-to-device bounds and the circuit/ADC effects.",
         "- Parameters the paper does not give (open): conductance window, tolerance, pulse "
         "budget, yield, ADC range, hybrid learning rate and threshold (ours: "
         f"{cfg['hybrid_threshold'] * 1e6:g} uS, lr {cfg['hybrid_lr']:g}); see config.",
@@ -183,6 +182,39 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
     ]
     lines += [f"| {k} | {v:.1f} |" for k, v in rep["timings_s"].items()]
     write_text(path, "\n".join(lines) + "\n")
+
+
+def _pulse_text(pulse: dict) -> str:
+    if pulse["source"] == "derived":
+        return "derived from the I-V card (`circuitnn fit-pulse --from-card`)"
+    note = f"; {pulse['note']}" if pulse.get("note") else ""
+    return f"pulse card `{pulse['path']}` (sha256 {pulse['sha256'][:12]}){note}"
+
+
+def device_lines(dev: dict, surrogate: dict) -> list[str]:
+    """The report's Device section: the cards, read voltage, window, surrogate, figure."""
+    iv = dev["iv_card"]
+    lines = ["## Device", ""]
+    if iv is None:
+        lines.append("Ohmic cells (no I-V card).")
+    else:
+        lines.append(f"I-V card `{iv['path']}` (model {iv['model']}, sha256 "
+                     f"{iv['sha256'][:12]}); read at **{dev['v_read']:g} V**; window "
+                     f"**{dev['g_window'][0] * 1e6:.4g}-{dev['g_window'][1] * 1e6:.4g} uS**; "
+                     f"pulse law: {_pulse_text(dev['pulse'])}.")
+    if surrogate.get("used"):
+        val = surrogate.get("validation") or {}
+        how = "calibrated for this run" if surrogate["calibrated"] else "shipped or cached"
+        lines.append("")
+        lines.append(f"Surrogate card {how} (sha256 {str(surrogate['card_sha256'])[:12]})"
+                     + (f": against ngspice on {val['tiles']} fresh tiles x {val['vectors']} "
+                        f"vectors, RMS error {val['rms_error']:.3%}, max {val['max_error']:.3%} "
+                        "of the RMS current." if val else "."))
+    if iv is not None:
+        lines += ["", "![device](device.png)", "",
+                  "`device.png`: the card's I-V (linear and log |I|, with the read voltage and "
+                  "the window) and the pulse law's mean response."]
+    return lines + [""]
 
 
 def _crosscheck_text(cc: dict) -> str:

@@ -23,7 +23,7 @@ from circuitnn.io import save_figure, write_json
 from circuitnn.network import graph
 from circuitnn.network.device import array_device
 from circuitnn.network.engines import build_engine, check_engine
-from circuitnn.network.mapping import Mapping, Window, target_conductances
+from circuitnn.network.mapping import Mapping, target_conductances
 from circuitnn.tile import CIRCUIT_ENGINES
 from circuitnn.training.transfer import ProgramConfig, write_verify
 
@@ -77,17 +77,21 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     levels = ctx["quantise"].levels
     net, params = ctx.net(), ctx["exsitu"].params
 
+    g_min = ctx.device.window.g_min
+
+    def device(g_max: float):
+        return array_device(cfg.iv_card, cfg.pulse_card, (g_min, g_max), cfg.v_read,
+                            cfg.device_levels)
+
     def acc(g: np.ndarray, g_max: float | None = None, **kw) -> float:
         chip = ctx.chip(g)
         if g_max is not None:
-            chip = replace(chip, device=array_device(cfg.iv_card, cfg.pulse_card, Window(
-                cfg.g_min, g_max, cfg.device_levels)))
+            chip = replace(chip, device=device(g_max))
         eng = build_engine(chip, engine, group=0, **kw)
         return float(np.mean(graph.predict(net, params, x, eng) == y))
 
     def reprogram(g_max: float, variation: float) -> np.ndarray:
-        dev = array_device(cfg.iv_card, cfg.pulse_card,
-                           Window(cfg.g_min, g_max, cfg.device_levels))
+        dev = device(g_max)
         target = target_conductances(mapping, levels, dev.window)
         pcfg = ProgramConfig(cfg.tolerance, cfg.max_pulses, cfg.cell_yield, variation)
         return write_verify(target, dev.programming_model(variation),
@@ -109,7 +113,7 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                     elif axis == "size":
                         point["accuracy"] = acc(g_prog, pad_rows=int(v))
                     elif axis == "variation":
-                        point["accuracy"] = acc(reprogram(cfg.g_max, float(v)))
+                        point["accuracy"] = acc(reprogram(ctx.device.window.g_max, float(v)))
                     elif axis == "adc":
                         point["accuracy"] = acc(g_prog, adc_bits=int(v))
                     else:

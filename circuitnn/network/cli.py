@@ -38,9 +38,11 @@ def network() -> None:
               type=click.Choice([e for e in ENGINES if e != "ngspice"]),
               help="How array reads are simulated.")
 @click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
-              help="I-V card of the cells (default: built-in HfOx card; its v_read is used).")
+              help="I-V card of the cells (default: the built-in HfOx card), read at its safe "
+                   "read voltage in its programmable window (see `circuitnn device check`).")
 @click.option("--pulse-card", default=None, type=click.Path(dir_okay=False),
-              help="Pulse-update card (default device_models/taox-pulse.json).")
+              help="Pulse-update card of the same device (default: the pulse law derived from "
+                   "the I-V card).")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="NPZ of trained parameters (default: shipped weights, else train).")
 @click.option("--epochs", default=None, type=int, help="Ex-situ epochs when training.")

@@ -1,120 +1,140 @@
-"""The device a network is built from: one small typed object, the seam to the device layer.
+"""The device a network is built from: one memristor for every cell, read and programmed alike.
 
-`ArrayDevice` carries what the network, transfer and hybrid stages need of a memristor:
+`ArrayDevice` is what the network, transfer and hybrid stages need of a device
+(`circuitnn.devices.DeviceProfile`: an I-V compact card with its operating point, plus its
+programming behaviour), with the window's number of levels:
 - `tile_card`: the I-V card of the cells for circuit reads (None = ohmic cells of exactly G);
-- `v_read`: the read voltage (the card's own when it carries one, else the reference's 0.2 V);
-- `window`: the programmable conductance window and number of device states;
-- `pulse_model`: the pulse-update model (in its own card's window; `programming_model` maps it
-  into `window` for write-verify and hybrid updates).
+- `v_read`: the card's safe read voltage (`circuitnn.devices.operating`), or as given;
+- `window`: the programmable conductance window at v_read and the number of device states;
+- `pulse_model`: the pulse-update law mapped onto the window (`programming_model` adds the
+  device-to-device variation scale), from a pulse card or derived from the I-V card itself;
+- `read_range`: the conductances any programmed cell is read within: the window widened by
+  READ_MARGIN each way (device-to-device bounds and stuck cells fall outside the window), inside
+  what the card holds; circuit reads (and the surrogate's calibration) cover it;
+- `summary`: the report's `device` entry (card files with sha256, pulse source, v_read, window).
 
-`array_device` builds it from card files (default: today's behaviour: the built-in Stanford-PKU
-HfOx card at 0.2 V, window REF.choices, the fitted TaOx pulse card scaled into it).
-DEVICE-LAYER SEAM: `array_device` is the single place where a device profile of
-`circuitnn.devices` (I-V card + pulse card, safe read voltage, programmable window) plugs in.
-
-Pulse card scaling: `circuitnn.devices.pulse.scale_model` maps the card linearly by relative
-position onto the window (the TaOx card's 1.6-2.5 mS at 0.1 V onto the array's uS window).
+Defaults: the built-in Stanford-PKU HfOx card (the reference's device class) in the reference's
+window (REF.choices: 6-24 uS, an open parameter of the paper); any other card in its own default
+window (`circuitnn.devices.operating`). Without a pulse card the pulse law is derived from the
+I-V card (`circuitnn fit-pulse --from-card`): one chip is one device.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR, load_device
+from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR
 from circuitnn.devices.card import ModelCard
+from circuitnn.devices.profile import DeviceProfile, file_sha256
 from circuitnn.devices.pulse import PulseModel, scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.network.mapping import Window
 from circuitnn.reference import REF
 
-DEFAULT_PULSE_CARD = DEVICE_MODELS_DIR / "taox-pulse.json"
-DEFAULT_TILE_CARD = DEVICE_MODELS_DIR / BUILTIN_CARD
+BUILTIN_PATH = DEVICE_MODELS_DIR / BUILTIN_CARD
+LEGACY_PULSE_CARD = DEVICE_MODELS_DIR / "taox-pulse.json"  # measured TaOx ramps (CrossSim)
+READ_MARGIN = 1.25  # read_range = [g_min / 1.25, g_max * 1.25] inside the card's range
 
 
 @dataclass(frozen=True)
 class ArrayDevice:
-    """The device of every cell: I-V card for reads, read voltage, window, pulse model."""
+    """The device of every cell: I-V card for reads, read voltage, window, pulse law."""
 
     tile_card: ModelCard | None
     v_read: float
     window: Window
     pulse_model: PulseModel
-    sources: dict
+    read_range: tuple[float, float]
+    thresholds: tuple[float, float]  # V, (positive, negative) switching thresholds
+    summary: dict[str, Any]
 
     def programming_model(self, variation_scale: float = 1.0) -> PulseModel:
-        """The pulse model mapped into the window (device-to-device spreads x variation)."""
+        """The pulse law on the window, device-to-device spreads x `variation_scale`."""
         return scale_model(self.pulse_model, self.window.g_min, self.window.g_max,
                            variation_scale)
 
     @property
     def digest(self) -> str:
         """A short hash of everything that defines the device (for checkpoint keys)."""
-        text = repr((self.sources, self.v_read, self.window))
+        text = json.dumps([self.summary, self.window.levels, self.read_range], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def array_device(iv_card: str | os.PathLike | None = None,
-                 pulse_card: str | os.PathLike | None = None, window: Window | None = None,
-                 v_read: float | None = None) -> ArrayDevice:
-    """The device from card files (None: the defaults described in the module text).
+                 pulse_card: str | os.PathLike | None = None,
+                 g_window: tuple[float, float] | None = None, v_read: float | None = None,
+                 levels: int = REF.hardware.device_levels) -> ArrayDevice:
+    """The device from card files, checked here (before any long work).
 
-    iv_card: an I-V card (JSON) for the cells of circuit reads, or "ohmic"; its `v_read`
-    parameter, when present, is the read voltage unless `v_read` is given. pulse_card: a
-    `pulse-update` card. Checks everything here, before any long work.
+    iv_card: an I-V card (JSON), None for the built-in HfOx card, or "ohmic" (cells of exactly
+    G; then a pulse card is needed, default the measured TaOx card). pulse_card: a
+    `pulse-update` card; None derives the law from the I-V card. g_window: (g_min, g_max) in S
+    at v_read; None: the reference's window for the built-in card, else the card's default.
     """
-    # --- DEVICE-LAYER SEAM: replace the body below by the device layer's profile loader ------
     if iv_card == "ohmic":
-        card, iv_source = None, "ohmic"
+        return _ohmic(pulse_card, g_window, v_read, levels)
+    path = Path(iv_card) if iv_card is not None else BUILTIN_PATH
+    if not path.is_file():
+        raise CircuitnnError(f"I-V card not found: {path}")
+    if g_window is None and iv_card is None:
+        g_window = (REF.choices.g_min, REF.choices.g_max)
+    profile = DeviceProfile.load(path, pulse_card, v_read=v_read, window=g_window)
+    summary = profile.summary()
+    if profile.pulse is not None:
+        pulse = profile.pulse
     else:
-        path = Path(iv_card) if iv_card is not None else DEFAULT_TILE_CARD
-        if not path.is_file():
-            raise CircuitnnError(f"I-V card not found: {path}")
-        card = ModelCard.load(path)
-        if card.model == "pulse-update":
-            raise CircuitnnError(f"{path}: a pulse-update card is not an I-V card (give it as "
-                                 "the pulse card)")
-        load_device(card)  # builds and checks the model
-        iv_source = f"{path.name} ({_file_sha(path)})"
-    if v_read is None:
-        v_read = float(card.values().get("v_read", REF.hardware.v_read)) if card is not None \
-            else REF.hardware.v_read
-    if not 0 < v_read <= 1.0:
-        raise CircuitnnError(f"read voltage must be in (0, 1] V, got {v_read}")
-    pulse, pulse_source = load_pulse_model(pulse_card)
-    window = window or Window()
-    if card is not None:
-        lo, hi = load_device(card).g_range
-        if window.g_min < lo * 0.999 or window.g_max > hi * 1.001:
-            raise CircuitnnError(
-                f"conductance window {window.g_min * 1e6:g}-{window.g_max * 1e6:g} uS lies "
-                f"outside the I-V card's range {lo * 1e6:.3g}-{hi * 1e6:.3g} uS")
-    # -------------------------------------------------------------------------------------------
-    return ArrayDevice(card, float(v_read), window, pulse,
-                       {"iv_card": iv_source, "pulse_card": pulse_source})
+        pulse, summary["pulse"] = derived_pulse_law(profile)
+    g_min, g_max = profile.window
+    lo, hi = profile.operating.g_range
+    read_range = (max(lo * 1.001, g_min / READ_MARGIN), min(hi * 0.999, g_max * READ_MARGIN))
+    return ArrayDevice(profile.iv_card, profile.v_read, Window(g_min, g_max, levels), pulse,
+                       read_range, profile.operating.thresholds, summary)
 
 
-def load_pulse_model(card: str | os.PathLike | None = None) -> tuple[PulseModel, str]:
-    """The pulse model of a card file (None: the default TaOx card, fitted in memory from the
-    measured data if the card file is missing). Returns (model, description of the source)."""
-    if card is None and DEFAULT_PULSE_CARD.is_file():
-        card = DEFAULT_PULSE_CARD
-    if card is None:
-        from circuitnn.fitting.pulse import fit_pulse, load_pulse_dataset
+def derived_pulse_law(profile: DeviceProfile) -> tuple[PulseModel, dict[str, Any]]:
+    """The pulse law of a device without a pulse card, and the report's `pulse` entry."""
+    # Until the derivation from the I-V card lands, the built-in device keeps the previous
+    # version's law: the measured TaOx ramps mapped onto its window.
+    if profile.iv_path.resolve() != BUILTIN_PATH.resolve():
+        raise CircuitnnError(f"{profile.iv_path}: give the device's pulse-update card "
+                             "(--pulse-card)")
+    model = _pulse_card(LEGACY_PULSE_CARD)
+    g_min, g_max = profile.window
+    return scale_model(model, g_min, g_max), {
+        "source": "card", "path": str(LEGACY_PULSE_CARD),
+        "sha256": file_sha256(LEGACY_PULSE_CARD),
+        "note": "measured TaOx ramps mapped onto the window by relative position"}
 
-        fit = fit_pulse(load_pulse_dataset("taox-pulse"), n_sim=2)
-        return fit.model, "taox-pulse (fitted in memory: device_models/taox-pulse.json missing)"
-    path = Path(card)
+
+def _pulse_card(path: str | os.PathLike) -> PulseModel:
+    path = Path(path)
     if not path.is_file():
         raise CircuitnnError(f"pulse card not found: {path}")
-    model_card = ModelCard.load(path)
-    if model_card.model != "pulse-update":
-        raise CircuitnnError(f"{path}: device card model is '{model_card.model}', the weight "
-                             "transfer needs a 'pulse-update' card (see circuitnn fit-pulse)")
-    return PulseModel.from_card(model_card), f"{path.name} ({_file_sha(path)})"
+    card = ModelCard.load(path)
+    if card.model != "pulse-update":
+        raise CircuitnnError(f"{path} is an I-V card (model {card.model!r}); a pulse-update "
+                             "card is expected here (see circuitnn fit-pulse)")
+    return PulseModel.from_card(card)
+
+
+def _ohmic(pulse_card: str | os.PathLike | None, g_window: tuple[float, float] | None,
+           v_read: float | None, levels: int) -> ArrayDevice:
+    """Ohmic cells (no I-V card): the window as given, a pulse card's law mapped onto it."""
+    g_min, g_max = g_window or (REF.choices.g_min, REF.choices.g_max)
+    window = Window(g_min, g_max, levels)
+    v_read = REF.hardware.v_read if v_read is None else float(v_read)
+    if not 0 < v_read <= 1.0:
+        raise CircuitnnError(f"read voltage must be in (0, 1] V, got {v_read}")
+    path = Path(pulse_card) if pulse_card is not None else LEGACY_PULSE_CARD
+    pulse = scale_model(_pulse_card(path), g_min, g_max)
+    summary = {"iv_card": None, "pulse": {"source": "card", "path": str(path),
+                                          "sha256": file_sha256(path)},
+               "v_read": v_read, "g_window": [g_min, g_max]}
+    return ArrayDevice(None, v_read, window, pulse, (g_min / READ_MARGIN, g_max * READ_MARGIN),
+                       (math.inf, math.inf), summary)

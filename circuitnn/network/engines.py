@@ -124,11 +124,7 @@ class CircuitRead:
         if "device" in self.opts or "conductance" in self.opts:
             raise CircuitnnError("tile options may not set 'device' or 'conductance' (the "
                                  "device comes from the I-V card)")
-        self.lo, self.hi = 0.0, np.inf
-        if device.tile_card is not None:
-            from circuitnn.devices import load_device
-
-            self.lo, self.hi = load_device(device.tile_card).g_range
+        self.lo, self.hi = device.read_range if device.tile_card is not None else (0.0, np.inf)
         self.pad_rows = pad_rows
         self._specs: OrderedDict[bytes, TileSpec] = OrderedDict()  # the last few tiles read
         self._tiles: OrderedDict[bytes, Any] = OrderedDict()
@@ -147,9 +143,9 @@ class CircuitRead:
         spec = self._specs.get(key)
         if spec is None:
             try:
-                # cells programmed outside the card's range (stuck, device-to-device bounds) are
-                # read at the nearest state the card can hold
-                spec = TileSpec(conductance=np.clip(g, self.lo * 1.001, self.hi * 0.999),
+                # the rare cells programmed outside the device's read range (stuck, device-to-
+                # device bounds) are read at its nearest end
+                spec = TileSpec(conductance=np.clip(g, self.lo, self.hi),
                                 device=self.device.tile_card, v_read=self.device.v_read,
                                 **self.opts)
             except TypeError as exc:

@@ -1,8 +1,11 @@
 """The accuracy question for any network, as checkpointed stages (`circuitnn network run`, and
 the reference system's `circuitnn mcnn run` on top of it).
 
-    data -> exsitu -> quantise -> mapping -> transfer -> eval_transfer -> hybrid
-         -> eval_hybrid -> energy
+    device -> data -> exsitu -> quantise -> mapping -> transfer -> eval_transfer -> hybrid
+           -> eval_hybrid -> energy
+
+The device stage comes first, so that everything that can refuse the device (its cards, its
+window, a surrogate that fails validation against ngspice) does so before any long stage.
 
 Each stage is a function with typed inputs and a dataclass output (`circuitnn.training.stages`
 saves, keys and resumes them). Every option is checked by `RunConfig.check` before any stage
@@ -38,7 +41,6 @@ from circuitnn.network.engines import (
 from circuitnn.network.graph import Network
 from circuitnn.network.mapping import (
     Mapping,
-    Window,
     auto_map,
     describe_mapping,
     plot_mapping,
@@ -48,13 +50,15 @@ from circuitnn.network.mapping import (
 from circuitnn.network.presets import PRESETS, preset
 from circuitnn.reference import REF
 from circuitnn.tile.read import CIRCUIT_ENGINES
+from circuitnn.tile.spec import TileSpec
 from circuitnn.training import exsitu
 from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_last_layer
 from circuitnn.training.stages import Stage, StageLog, run_stages
 from circuitnn.training.transfer import ProgramConfig, plot_transfer, write_verify
 
+TILE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TileSpec)}
 N_CLASSES = 10  # every supported dataset (MNIST, IDX digits, CIFAR-10) has 10 classes
-STAGES = ("data", "exsitu", "quantise", "mapping", "transfer", "eval_transfer", "hybrid",
+STAGES = ("device", "data", "exsitu", "quantise", "mapping", "transfer", "eval_transfer", "hybrid",
           "eval_hybrid", "energy")
 
 
@@ -77,8 +81,9 @@ class RunConfig:
     engine: str = "surrogate"
     iv_card: str | None = None
     pulse_card: str | None = None
-    g_min: float = REF.choices.g_min
-    g_max: float = REF.choices.g_max
+    g_min: float | None = None  # S; None: the device's window (module circuitnn.network.device)
+    g_max: float | None = None
+    v_read: float | None = None  # V; None: the I-V card's safe read voltage
     device_levels: int = REF.hardware.device_levels
     tolerance: float = REF.choices.write_tolerance
     max_pulses: int = REF.choices.max_pulses
@@ -129,14 +134,17 @@ class RunConfig:
             raise CircuitnnError(f"weights file not found: {self.weights}")
         if not isinstance(self.tile_options, dict):
             raise CircuitnnError("tile options must be a JSON object")
+        if (self.g_min is None) != (self.g_max is None):
+            raise CircuitnnError("give both --g-min and --g-max, or neither (the device's window)")
         ProgramConfig(self.tolerance, self.max_pulses, self.cell_yield,
                       self.variation_scale).check()
         self.hybrid().check()
-        self.device()  # loads and checks the cards and the window
+        self.device()  # loads and checks the cards, the read voltage and the window
 
     def device(self) -> ArrayDevice:
-        return array_device(self.iv_card, self.pulse_card,
-                            Window(self.g_min, self.g_max, self.device_levels))
+        window = None if self.g_min is None else (self.g_min, self.g_max)
+        return array_device(self.iv_card, self.pulse_card, window, self.v_read,
+                            self.device_levels)
 
     def hybrid(self) -> HybridConfig:
         every = max(self.refresh_every, self.hybrid_batches // 30 // self.refresh_every
@@ -147,6 +155,12 @@ class RunConfig:
 
 
 # ----------------------------------------------------------------------------- stage results
+@dataclass
+class DeviceInfo:
+    device: dict  # the report's `device` entry
+    surrogate: dict  # the report's `surrogate` entry
+
+
 @dataclass
 class DataInfo:
     info: dict
@@ -277,6 +291,34 @@ class Context:
 
 
 # ----------------------------------------------------------------------------- stages
+def stage_device(ctx: Context) -> DeviceInfo:
+    """The device summary and, for the surrogate engine, the surrogate card that covers the
+    device's tiles: shipped, cached, or calibrated now and validated against ngspice (refused
+    above 1% RMS error; `circuitnn.surrogate.auto.surrogate_for`)."""
+    dev, c = ctx.device, ctx.cfg
+    surrogate: dict[str, Any] = {"card_sha256": None, "calibrated": False, "validation": None,
+                                 "used": c.engine == "surrogate"}
+    if c.engine == "surrogate" and dev.tile_card is not None:
+        from circuitnn.surrogate.auto import surrogate_for
+
+        opts = dict(c.tile_options or {})
+        r = [float(opts.pop(k, TILE_DEFAULTS[k])) for k in ("r_row", "r_col")]
+        name = Path(dev.summary["iv_card"]["path"]).name
+        _, info = surrogate_for(dev.tile_card, REF.hardware.pe_rows, REF.hardware.pe_cols,
+                                (min(r), max(r)), dev.read_range, dev.v_read, opts, name,
+                                progress=ctx.progress)
+        surrogate.update({k: info[k] for k in ("card_sha256", "calibrated", "validation")})
+    if dev.tile_card is not None:
+        from circuitnn.devices.figure import device_figure
+
+        iv = dev.summary["iv_card"]
+        device_figure(dev.tile_card, dev.thresholds, dev.v_read,
+                      (dev.window.g_min, dev.window.g_max), dev.pulse_model,
+                      f"device: {Path(iv['path']).name} ({iv['model']}), pulse law "
+                      f"{dev.summary['pulse']['source']}", ctx.out / "device.png")
+    return DeviceInfo(dict(dev.summary), surrogate)
+
+
 def stage_data(ctx: Context) -> DataInfo:
     d = ctx.data
     info = dict(d.info)
@@ -374,12 +416,8 @@ def stage_transfer(ctx: Context) -> Transferred:
         for p in (q for q in m.placements if q.layer == layer):
             mask[p.tile, p.rows, p.cols] = True
         per_layer[layer] = res.summary(mask)
-    card = ctx.device.pulse_model
-    report = {"device": ctx.device.sources, "card_window_S": [card.g_min, card.g_max],
-              "tile_window_S": [c.g_min, c.g_max],
-              "scaling": "card states mapped linearly by relative position onto the tile "
-                         "window; conductance noise terms scaled by the same factor",
-              "scale_factor": (c.g_max - c.g_min) / (card.g_max - card.g_min),
+    w = ctx.device.window
+    report = {"pulse": ctx.device.summary["pulse"], "window_S": [w.g_min, w.g_max],
               "program": dataclasses.asdict(pcfg), "all_used_cells": res.summary(used),
               "per_layer": per_layer}
     return Transferred(res.conductance, res.pulses, res.stuck, res.converged, res.devices,
@@ -496,6 +534,9 @@ def stage_energy(ctx: Context) -> Energy:
 
 
 NETWORK_STAGES = [
+    Stage("device", DeviceInfo, stage_device,
+          lambda ctx: {"device": ctx.device.digest, "engine": ctx.cfg.engine,
+                       "tile_options": ctx.cfg.tile_options}),
     Stage("data", DataInfo, stage_data,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "dataset", "seed", "n_test_split", "train_images", "test_images")}),
@@ -568,8 +609,8 @@ def network_report(ctx: Context) -> dict:
         "transfer": r["transfer"].report,
         "mapping": r["mapping"].summary,
         "data": {"source": d["source"], "n_train": d["n_train"], "n_test": d["n_test"]},
-        "device": ctx.device.sources | {"v_read_V": ctx.device.v_read,
-                                        "window_S": [c.g_min, c.g_max]},
+        "device": r["device"].device,
+        "surrogate": r["device"].surrogate,
         "config": {k: getattr(c, k) for k in c.__dataclass_fields__},
         "timings_s": dict(ctx.log.timings),
         "reference": REF.published.as_dict(),
