@@ -31,7 +31,6 @@ import numpy as np
 
 from circuitnn.datasets import bipolar_manifest, knowm_manifest
 from circuitnn.devices import DEVICE_MODELS_DIR
-from circuitnn.devices.subckt import simulate_ngspice
 from circuitnn.fitting.data import load_manifest
 from circuitnn.fitting.iv import (
     FIT_MODELS,
@@ -45,6 +44,7 @@ from circuitnn.fitting.iv import (
 )
 from circuitnn.fitting.plots import iv_fit_figure
 from circuitnn.io import write_json
+from circuitnn.spice.subckt import simulate_ngspice
 
 MANIFESTS = {
     "knowm-m1": lambda: knowm_manifest("M1"),

@@ -6,8 +6,8 @@ import pytest
 from circuitnn.devices import Device, ModelCard, builtin_card, expr, load_device
 from circuitnn.devices.models import MODELS
 from circuitnn.devices.series import current_limit
-from circuitnn.devices.subckt import simulate_ngspice, subckt
 from circuitnn.errors import CircuitnnError
+from circuitnn.spice.subckt import simulate_ngspice, subckt
 
 pytestmark = pytest.mark.ngspice
 

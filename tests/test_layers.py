@@ -8,8 +8,8 @@ PKG = Path(__file__).resolve().parents[1] / "circuitnn"
 # lowest first; a module may import its own layer and any lower one
 LAYERS = [
     {"errors", "io", "reference", "datasets", "cache"},
-    {"spice"},
     {"devices"},
+    {"spice"},
     {"tile"},
     {"fitting"},
     {"surrogate"},

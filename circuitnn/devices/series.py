@@ -7,7 +7,7 @@ device's positive terminal `d`, and carries `current(v_a - v_d)` from `a` to `d`
 against the simulation's shape, is accepted (`SeriesElement`); the element must be passive and
 monotone (current increasing with u, zero at u = 0), so the device voltage lies between 0 and the
 applied voltage. Elements written as an expression (`ExprElement`) also render as an ngspice
-B-source (`circuitnn.devices.subckt.element_line`), so the same element runs in ngspice.
+B-source (`circuitnn.spice.subckt.element_line`), so the same element runs in ngspice.
 """
 
 from __future__ import annotations

@@ -677,7 +677,7 @@ def ngspice_check(fit: IVFit) -> None:
     state (the numpy state at the start of the compared period), not from the arbitrary middle
     of the state range: a device far from its steady state may snap within picoseconds, which
     ngspice's time step control cannot follow, and which says nothing about the fit."""
-    from circuitnn.devices.subckt import simulate_ngspice
+    from circuitnn.spice.subckt import simulate_ngspice
 
     dev = fit.device_obj()
     lo, hi = dev.bounds()

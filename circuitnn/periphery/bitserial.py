@@ -199,7 +199,7 @@ def bitserial_netlist(spec: TileSpec, x, *, bits: int = INPUT_BITS,
                       edge: float = 1e-9, dt: float | None = None) -> str:
     """Transient netlist: the slots of every input vector one after another as PWL row drivers
     (vector b's slot k is time slot b * bits + k). Cells are static (a read does not switch)."""
-    from circuitnn.devices.subckt import pwl_source
+    from circuitnn.spice.subckt import pwl_source
 
     codes = check_codes(x, spec.rows, bits)
     for name, val in (("slot", slot), ("edge", edge)):

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuitnn.devices.subckt import subckt as device_subckt
 from circuitnn.errors import CircuitnnError
 from circuitnn.spice import dc_batch_lines, fmt, safe_name
+from circuitnn.spice.subckt import subckt as device_subckt
 from circuitnn.tile.spec import TileSpec, check_inputs
 
 DEVICE_SUBCKT = "memdev"

@@ -240,7 +240,7 @@ def program_netlist(spec: TileSpec, row: int, col: int, *, kind: str = "set",
     body = _tile_lines(pspec, s0, dyn)
     t, shape = pulse_waveform(1.0, width, edge)
     v_rows, v_cols = line_amplitudes(spec, row, col, kind, vp, inhibit)
-    from circuitnn.devices.subckt import pwl_source
+    from circuitnn.spice.subckt import pwl_source
 
     lines = [f"* circuitnn {kind} pulse on cell ({row}, {col}) of a {spec.rows}x{spec.cols} "
              f"{spec.cell} tile", *body, "* bit-line drivers"]
