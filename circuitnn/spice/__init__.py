@@ -1,4 +1,5 @@
-"""ngspice execution layer: netlist-safe names/numbers, raw-file reader, netlist runner."""
+"""ngspice layer: netlist-safe names/numbers, device subcircuits (`subckt.py`), raw-file reader,
+netlist runners (subprocess and PySpice shared)."""
 
 from circuitnn.spice.names import fmt, safe_name, safe_node
 from circuitnn.spice.raw import RawPlot, read_raw
