@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.network.cli import device_config, device_options
 from circuitnn.network.engines import ENGINES
 from circuitnn.reference import REF
 
@@ -35,14 +36,7 @@ def mcnn() -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every stage.")
 @click.option("--dataset", default="mnist5k", show_default=True,
               help="mnist5k (embedded), mnist (standard 60k/10k), idx:DIR.")
-@click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
-              help="I-V card of the cells (default: the built-in HfOx card), read at its safe "
-                   "read voltage in its programmable window (see `circuitnn device check`).")
-@click.option("--pulse-card", default=None, type=click.Path(dir_okay=False),
-              help="Pulse-update card of the same device (default: the pulse law derived from "
-                   "the I-V card).")
-@click.option("--v-read", default=None, type=float,
-              help="Read voltage (V; default: the I-V card's safe read voltage).")
+@device_options
 @click.option("--engine", default="surrogate", show_default=True,
               type=click.Choice([e for e in ENGINES if e != "ngspice"]),
               help="How array reads are simulated in the hardware stages.")
@@ -55,10 +49,6 @@ def mcnn() -> None:
 @click.option("--hybrid-fraction", default=None, type=float,
               help="Fraction of the training images for hybrid training (default: all of a "
                    "small set, 10% of a large one).")
-@click.option("--g-min", default=None, type=float,
-              help="Window g_min (uS; default: the device's window, for the built-in card the "
-                   f"reference's {REF.choices.g_min * 1e6:g}-{REF.choices.g_max * 1e6:g} uS).")
-@click.option("--g-max", default=None, type=float, help="Window g_max (uS), with --g-min.")
 @click.option("--tolerance", default=REF.choices.write_tolerance * 1e6, show_default=True,
               type=float, help="Write-verify tolerance (uS).")
 @click.option("--max-pulses", default=REF.choices.max_pulses, show_default=True, type=int,
@@ -93,11 +83,10 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
     resuming finished stages, and write report.json / report.md beside the published figures."""
     from circuitnn.mcnn.run import McnnConfig, run_chain
 
-    kw = dict(seed=seed, dataset=dataset, pulse_card=pulse_card, iv_card=iv_card,
-              v_read=v_read, engine=engine, weights=weights, n_test_split=n_test,
-              hybrid_fraction=hybrid_fraction,
-              g_min=None if g_min is None else g_min * 1e-6,
-              g_max=None if g_max is None else g_max * 1e-6, tolerance=tolerance * 1e-6,
+    kw = dict(seed=seed, dataset=dataset,
+              **device_config(iv_card, pulse_card, v_read, g_min, g_max),
+              engine=engine, weights=weights, n_test_split=n_test,
+              hybrid_fraction=hybrid_fraction, tolerance=tolerance * 1e-6,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
               refresh_every=refresh_every, tile_options=_tile_options(tile_options))

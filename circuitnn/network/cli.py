@@ -12,6 +12,38 @@ from circuitnn.network.engines import ENGINES
 from circuitnn.network.presets import PRESETS
 from circuitnn.reference import REF
 
+DEVICE_OPTIONS = (
+    click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
+                 help="I-V card of the cells (default: the built-in HfOx card), read at its safe "
+                      "read voltage in its programmable window (see `circuitnn device check`)."),
+    click.option("--pulse-card", default=None, type=click.Path(dir_okay=False),
+                 help="Pulse-update card of the same device (default: the pulse law derived "
+                      "from the I-V card, `circuitnn fit-pulse --from-card`)."),
+    click.option("--v-read", default=None, type=float,
+                 help="Read voltage (V; default: the I-V card's safe read voltage)."),
+    click.option("--g-min", default=None, type=float,
+                 help="Window g_min (uS; default: the device's window, for the built-in card the "
+                      f"reference's {REF.choices.g_min * 1e6:g}-{REF.choices.g_max * 1e6:g} uS)."),
+    click.option("--g-max", default=None, type=float, help="Window g_max (uS), with --g-min."),
+)
+
+
+def device_options(command):
+    """Add the options that name the device of every cell (`network run`, `mcnn run`)."""
+    for option in reversed(DEVICE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def device_config(iv_card: str | None, pulse_card: str | None, v_read: float | None,
+                  g_min: float | None, g_max: float | None) -> dict:
+    """Those options as `RunConfig` fields (window in S)."""
+    if (g_min is None) != (g_max is None):
+        raise click.UsageError("give --g-min and --g-max together")
+    return dict(iv_card=iv_card, pulse_card=pulse_card, v_read=v_read,
+                g_min=None if g_min is None else g_min * 1e-6,
+                g_max=None if g_max is None else g_max * 1e-6)
+
 
 @click.group()
 def network() -> None:
@@ -37,12 +69,7 @@ def network() -> None:
 @click.option("--engine", default="surrogate", show_default=True,
               type=click.Choice([e for e in ENGINES if e != "ngspice"]),
               help="How array reads are simulated.")
-@click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
-              help="I-V card of the cells (default: the built-in HfOx card), read at its safe "
-                   "read voltage in its programmable window (see `circuitnn device check`).")
-@click.option("--pulse-card", default=None, type=click.Path(dir_okay=False),
-              help="Pulse-update card of the same device (default: the pulse law derived from "
-                   "the I-V card).")
+@device_options
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="NPZ of trained parameters (default: shipped weights, else train).")
 @click.option("--epochs", default=None, type=int, help="Ex-situ epochs when training.")
@@ -54,7 +81,8 @@ def network() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 def run(name: str, dataset: str, out: str, train_images: int | None, test_images: int | None,
         replicate_first: int, hybrid_fraction: float | None, engine: str, iv_card: str | None,
-        pulse_card: str | None, weights: str | None, epochs: int | None, hybrid_batches: int,
+        pulse_card: str | None, v_read: float | None, g_min: float | None,
+        g_max: float | None, weights: str | None, epochs: int | None, hybrid_batches: int,
         n_energy: int, seed: int, as_json: bool) -> None:
     """Run the whole chain for a preset network (resuming finished stages) and write
     OUT/report.json."""
@@ -63,8 +91,9 @@ def run(name: str, dataset: str, out: str, train_images: int | None, test_images
 
     cfg = RunConfig(network=name, dataset=dataset, train_images=train_images,
                     test_images=test_images, replicate_first=replicate_first,
-                    hybrid_fraction=hybrid_fraction, engine=engine, iv_card=iv_card,
-                    pulse_card=pulse_card, weights=weights, epochs=epochs,
+                    hybrid_fraction=hybrid_fraction, engine=engine,
+                    **device_config(iv_card, pulse_card, v_read, g_min, g_max),
+                    weights=weights, epochs=epochs,
                     hybrid_batches=hybrid_batches, n_energy=n_energy, seed=seed)
     ctx = run_pipeline(cfg, out)
     rep = network_report(ctx)
