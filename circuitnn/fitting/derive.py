@@ -18,8 +18,10 @@ v_gate - V, taken at the pulse's full amplitude (exact on the plateau; on the 5 
 device voltage is below threshold, and the ngspice check measures what is left). After each
 pulse the read conductance is I(v_read) / v_read of the card at its state. SET ramps start at
 the window's low conductance, RESET ramps at its high one, and each stops when it has crossed
-the whole window, when its state saturates (a step below SATURATED of the window) or after
-`pulses` pulses.
+the whole window, when its state saturates (a step below SATURATED of the window, or steps
+shrinking towards a level inside it, SATURATION_LEVEL), when it is too slow (its first pulse
+moves less than SATURATED, or its pace after SLOW_AFTER pulses would cover less than
+SLOW_FRACTION of the window within the budget) or after `pulses` pulses.
 
 Amplitude rule (when not given): the smallest of AMPLITUDE_FACTORS x the card's switching
 threshold of that polarity (`circuitnn.devices.operating`), capped at V_PULSE_MAX, whose ramp
@@ -75,7 +77,7 @@ from circuitnn.tile.spec import Transistor
 
 DERIVE_VERSION = 1  # bump when the derivation changes what a cached card would hold
 #: x the switching threshold of the polarity (the default amplitude rule)
-AMPLITUDE_FACTORS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0)
+AMPLITUDE_FACTORS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 V_PULSE_MAX = V_MAX  # V: no pulse amplitude above the tile's largest voltage
 MIN_PULSES = 4  # a ramp crossing the window in fewer pulses gives too coarse a law
 SATURATED = 1e-4  # a pulse moving the read conductance by less than this x window: saturated
@@ -243,7 +245,7 @@ def _ramps(dev: Device, v_read: float, window: tuple[float, float], up: np.ndarr
             final = covered + np.where(q < 1, step * q / np.maximum(1 - q, 1e-12), np.inf) / span
             stuck |= active & ~crossed & (q < 1) & (final < SATURATION_LEVEL)
         end[crossed] = "crossed"
-        end[stuck] = "saturated"
+        end[stuck] = "saturated" if k > 1 else "too slow"
         active &= ~(crossed | stuck)
         if k >= SLOW_AFTER:
             covered = np.where(up, 1.0, -1.0) * (g[k] - g[0]) / span
@@ -400,7 +402,7 @@ def derived_pulse(profile: DeviceProfile, settings: DeriveSettings | None = None
     if not isinstance(settings, DeriveSettings):
         raise CircuitnnError(f"settings must be DeriveSettings, got {type(settings).__name__}")
     check_profile(profile)
-    thresholds = profile.operating.thresholds
+    plan = _plan(profile, settings)
     folder = cache_dir(CACHE_SUB)
     key = _cache_key(profile, settings)
     path = folder / f"pulse-{profile.iv_card.model}-{key}.json"
@@ -413,7 +415,7 @@ def derived_pulse(profile: DeviceProfile, settings: DeriveSettings | None = None
             card = _add_check(card, profile, progress)
             card.save(path)
             return PulseModel.from_card(card), _report(path, card, cached=True)
-        card = _derive(profile, settings, thresholds, check_ngspice, progress)
+        card = _derive(profile, settings, plan, check_ngspice, progress)
         card.save(path)
     return PulseModel.from_card(card), _report(path, card, cached=False)
 
@@ -452,21 +454,31 @@ def _run_check(profile: DeviceProfile, dev: Device, chosen: dict[str, _Pulse],
     return check
 
 
-def _derive(profile: DeviceProfile, settings: DeriveSettings, thresholds: tuple[float, float],
-            check_ngspice: bool, progress: Callable[[int], None] | None) -> ModelCard:
+def _plan(profile: DeviceProfile, settings: DeriveSettings
+          ) -> tuple[Device, str, dict[str, float]]:
+    """(device, the program.py kind that SETs, threshold per kind), with the given amplitudes
+    checked against the thresholds: everything refused before any simulation."""
+    dev = load_device(profile.iv_card)
+    thresholds = profile.operating.thresholds
+    kind_thr = {"set": thresholds[0], "reset": thresholds[1]}
+    kind_up = _polarity_up(dev, profile.v_read, profile.window, thresholds)
+    kind_down = "reset" if kind_up == "set" else "set"
+    _check_amplitude(settings.amplitude_set, kind_thr[kind_up], "amplitude_set")
+    _check_amplitude(settings.amplitude_reset, kind_thr[kind_down], "amplitude_reset")
+    return dev, kind_up, kind_thr
+
+
+def _derive(profile: DeviceProfile, settings: DeriveSettings,
+            plan: tuple[Device, str, dict[str, float]], check_ngspice: bool,
+            progress: Callable[[int], None] | None) -> ModelCard:
     from circuitnn import __version__
     from circuitnn.fitting.pulse import PulseData, fit_pulse
 
     t0 = time.perf_counter()
-    dev = load_device(profile.iv_card)
+    dev, kind_up, kind_thr = plan
     window, v_read, transistor = profile.window, profile.v_read, Transistor()
     gates = (settings.gate_set, settings.gate_reset)
-    # kinds in program.py's terms: which polarity SETs (raises G)
-    kind_thr = {"set": thresholds[0], "reset": thresholds[1]}
-    kind_up = _polarity_up(dev, v_read, window, thresholds)
     kind_down = "reset" if kind_up == "set" else "set"
-    _check_amplitude(settings.amplitude_set, kind_thr[kind_up], "amplitude_set")
-    _check_amplitude(settings.amplitude_reset, kind_thr[kind_down], "amplitude_reset")
     cands: dict[str, list[_Pulse]] = {}
     for word, kind, gate, given in (("set", kind_up, gates[0], settings.amplitude_set),
                                     ("reset", kind_down, gates[1], settings.amplitude_reset)):
@@ -530,7 +542,8 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings, thresholds: tuple[
                                 sigma_mult_p=0.0, sigma_mult_d=0.0, sigma_level=0.0,
                                 rho_level=0.0)
     card = fit.card
-    fitted_noise = card.variation.get("cycle_to_cycle", {})
+    fitted_noise = {k: v for k, v in card.variation.get("cycle_to_cycle", {}).items()
+                    if k.startswith(("sigma", "rho"))}
     card.variation = model.variation()
     card.variation["cycle_to_cycle"].update({
         "source": noise_source, "sigma_rel": sigma, "unit": "S",
@@ -564,3 +577,34 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings, thresholds: tuple[
     card.notes += (" Derived from the I-V card by simulated SET/RESET pulse trains in a 1T1R "
                    "cell (circuitnn.fitting.derive).")
     return card
+
+
+def plot_derived(model: PulseModel, report: dict[str, Any], path: str | Path) -> Path:
+    """The simulated SET / RESET ramps (points) and the fitted law from the same starts (lines),
+    in uS against pulse number, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from circuitnn.io import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    pulses = report["pulses"]
+    for ax, word, sign in ((axes[0], "set", 1), (axes[1], "reset", -1)):
+        g = np.asarray(report["ramps_S"][word])
+        n = np.arange(g.size)
+        ax.plot(n, g * 1e6, "o", color="k", ms=4, label="cell simulation (numpy)")
+        ax.plot(n, model.ramp(g[0], g.size - 1, sign) * 1e6, color="tab:red", lw=1.8,
+                label=f"fitted law ({report['fit']['law']})")
+        for edge in report["window"]:
+            ax.axhline(edge * 1e6, color="0.6", lw=0.8, ls=":")
+        p = pulses[word]
+        ax.set_title(f"{word.upper()}: {p['amplitude']:.3g} V, gate {p['gate']:g} V, "
+                     f"{report['settings']['width'] * 1e9:g} ns", fontsize=9)
+        ax.set_xlabel("pulse number")
+        ax.set_ylabel(f"G at v_read = {report['v_read']:g} V (uS)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"pulse law derived from {Path(report['iv_card']['path']).name}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
