@@ -463,8 +463,14 @@ def _plan(profile: DeviceProfile, settings: DeriveSettings
     kind_thr = {"set": thresholds[0], "reset": thresholds[1]}
     kind_up = _polarity_up(dev, profile.v_read, profile.window, thresholds)
     kind_down = "reset" if kind_up == "set" else "set"
-    _check_amplitude(settings.amplitude_set, kind_thr[kind_up], "amplitude_set")
-    _check_amplitude(settings.amplitude_reset, kind_thr[kind_down], "amplitude_reset")
+    for word, kind in (("set", kind_up), ("reset", kind_down)):
+        given = getattr(settings, f"amplitude_{word}")
+        _check_amplitude(given, kind_thr[kind], f"amplitude_{word}")
+        if given is None and AMPLITUDE_FACTORS[0] * kind_thr[kind] > V_PULSE_MAX:
+            raise CircuitnnError(
+                f"{profile.iv_path.name}: the {word.upper()} switching threshold "
+                f"{kind_thr[kind]:.4g} V leaves no pulse amplitude of at least "
+                f"{AMPLITUDE_FACTORS[0]:g} x threshold within {V_PULSE_MAX:g} V")
     return dev, kind_up, kind_thr
 
 
