@@ -260,25 +260,136 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
             click.echo(f"best model for device {name}: {res['best']} (lowest score)")
 
 
+def _window(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise CircuitnnError(f"--window must be GMIN,GMAX in siemens, got {text!r}") from None
+    return lo, hi
+
+
+def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset: float | None,
+                         width: float | None, pulses: int, noise: float | None,
+                         window: str | None, v_read: float | None, check: bool, out: str | None,
+                         figure: str | None, as_json: bool) -> None:
+    """`fit-pulse --from-card`: every input checked, then derive (progress bar on stderr)."""
+    from tqdm import tqdm
+
+    from circuitnn.devices.card import ModelCard
+    from circuitnn.devices.operating import PULSE_MODEL
+    from circuitnn.devices.profile import DeviceProfile
+    from circuitnn.fitting.derive import DeriveSettings, derived_pulse, plot_derived
+
+    path = Path(card)
+    if not path.is_file():
+        raise CircuitnnError(f"{card}: card file not found")
+    if ModelCard.load(path).model == PULSE_MODEL:
+        raise CircuitnnError(f"{card} is a pulse-update card; --from-card needs an I-V "
+                             "compact-model card (a pulse card is used as it is)")
+    extra = {} if width is None else {"width": width}
+    settings = DeriveSettings(amplitude_set=amplitude_set, amplitude_reset=amplitude_reset,
+                              pulses=pulses, noise=noise, **extra)
+    profile = DeviceProfile.load(path, v_read=v_read, window=_window(window))
+    with tqdm(desc=f"derive pulse law from {path.name}", unit="pulse", file=sys.stderr,
+              disable=None, leave=False) as bar:
+        model, report = derived_pulse(profile, settings, check_ngspice=check,
+                                      progress=bar.update)
+    if out is not None:
+        ModelCard.load(report["path"]).save(out)
+        report["copied_to"] = str(out)
+    if figure is not None:
+        report["figure"] = str(plot_derived(model, report, figure))
+    if as_json:
+        report.pop("ramps_S", None)
+        click.echo(json.dumps(report, default=_json_default))
+        return
+    p, d = report["pulses"]["set"], report["pulses"]["reset"]
+    click.echo(f"pulse law derived from {path.name} at v_read = {report['v_read']:g} V, window "
+               f"[{report['window'][0] * 1e6:.4g}, {report['window'][1] * 1e6:.4g}] uS"
+               + (" (cached)" if report["cached"] else f" in {report['seconds']['total']:.1f} s"))
+    click.echo(f"  SET   {p['amplitude']:.3g} V, gate {p['gate']:g} V: "
+               f"{report['ramp_pulses']['set']} pulses across the window "
+               f"({report['amplitude_rule']['set']})")
+    click.echo(f"  RESET {d['amplitude']:.3g} V, gate {d['gate']:g} V: "
+               f"{report['ramp_pulses']['reset']} pulses across the window "
+               f"({report['amplitude_rule']['reset']})")
+    fit = report["fit"]
+    click.echo(f"  law {fit['law']}: mean-ramp max deviation SET "
+               f"{100 * fit['p']['mean_ramp_max_dev_rel']:.2f}%, RESET "
+               f"{100 * fit['d']['mean_ramp_max_dev_rel']:.2f}% of the range; noise "
+               f"{report['noise_sigma_rel']:g} of the window per pulse ({report['noise_source']})")
+    chk = report["ngspice_check"]
+    if chk is not None:
+        click.echo(f"  ngspice check: max state error {100 * chk['max_state_error']:.3f}% of the "
+                   f"window's state span over {chk['set']['pulses']} pulses per direction")
+    click.echo(f"  card: {report['path']}" + (f" (copied to {out})" if out else ""))
+    if figure is not None:
+        click.echo(f"  figure: {report['figure']}")
+
+
 @click.command("fit-pulse")
-@click.argument("dataset", type=click.Choice(["taox-pulse", "reram-pulse-gong"]))
+@click.argument("dataset", required=False, type=click.Choice(["taox-pulse", "reram-pulse-gong"]))
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Folder of the dataset (default: the registered measured-data folder).")
+@click.option("--from-card", "from_card", default=None,
+              help="Derive the law from this I-V compact-model card instead of measured data: "
+                   "SET/RESET pulse trains of the card in its 1T1R cell (circuitnn.fitting."
+                   "derive), checked against ngspice, then fitted.")
+@click.option("--amplitude-set", type=float, default=None,
+              help="--from-card: SET pulse amplitude in V (default: the amplitude rule, a "
+                   "multiple of the card's switching threshold).")
+@click.option("--amplitude-reset", type=float, default=None,
+              help="--from-card: RESET pulse amplitude |V| (default: the amplitude rule).")
+@click.option("--width", type=float, default=None,
+              help="--from-card: pulse width in s (default: the reference's 50 ns).")
+@click.option("--pulses", type=int, default=100, show_default=True,
+              help="--from-card: most pulses per ramp.")
+@click.option("--noise", type=float, default=None,
+              help="--from-card: cycle-to-cycle sigma per pulse as a fraction of the window, "
+                   "used when the card has no variation.cycle_to_cycle.sigma_rel (default 0).")
+@click.option("--window", default=None,
+              help="--from-card: programmable window GMIN,GMAX in S (default: the card's).")
+@click.option("--v-read", type=float, default=None,
+              help="--from-card: read voltage in V (default: the card's safe v_read).")
+@click.option("--no-ngspice-check", is_flag=True,
+              help="--from-card: skip the ngspice check of the cell simulation.")
 @click.option("--out", default=None,
-              help="Card path (default runs/fit-pulse/<taox-pulse|gong-pulse>.json).")
+              help="Card path (default runs/fit-pulse/<taox-pulse|gong-pulse>.json; with "
+                   "--from-card the card stays in the user cache unless --out is given).")
 @click.option("--figure", default=None,
-              help="Figure path (default runs/fit-pulse/pulse_fit_<dataset>.png).")
+              help="Figure path (default runs/fit-pulse/pulse_fit_<dataset>.png; with "
+                   "--from-card: no figure unless given).")
 @click.option("--n-sim", type=click.IntRange(1, 10000), default=20, show_default=True,
               help="Noisy simulations used to check the noise model.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the fit quality as JSON on stdout and nothing else.")
-def fit_pulse(dataset: str, data_dir: str | None, out: str | None, figure: str | None,
-              n_sim: int, seed: int, as_json: bool) -> None:
-    """Fit the pulse-update model (bounds, mean step law, update noise) to measured pulse ramps.
+              help="Print the fit quality (with --from-card: the derivation report) as JSON on "
+                   "stdout and nothing else.")
+def fit_pulse(dataset: str | None, data_dir: str | None, from_card: str | None,
+              amplitude_set: float | None, amplitude_reset: float | None, width: float | None,
+              pulses: int, noise: float | None, window: str | None, v_read: float | None,
+              no_ngspice_check: bool, out: str | None, figure: str | None, n_sim: int,
+              seed: int, as_json: bool) -> None:
+    """Fit the pulse-update model (bounds, mean step law, update noise) to measured pulse ramps,
+    or derive it from an I-V card (--from-card).
 
     DATASET is a registered pulse dataset; writes a model card and a figure.
     """
+    if (dataset is None) == (from_card is None):
+        raise CircuitnnError("give either a DATASET (measured pulse ramps) or --from-card CARD")
+    if from_card is not None:
+        if data_dir is not None:
+            raise CircuitnnError("--data-dir belongs to a DATASET, not to --from-card")
+        _fit_pulse_from_card(from_card, amplitude_set, amplitude_reset, width, pulses, noise,
+                             window, v_read, not no_ngspice_check, out, figure, as_json)
+        return
+    derive_only = {"--amplitude-set": amplitude_set, "--amplitude-reset": amplitude_reset,
+                   "--width": width, "--noise": noise, "--window": window, "--v-read": v_read}
+    given = [k for k, v in derive_only.items() if v is not None]
+    if given or no_ngspice_check or pulses != 100:
+        raise CircuitnnError(f"{', '.join(given) or 'those options'} belong to --from-card")
     from circuitnn.fitting.pulse import fit_pulse_cli_main, summary_lines
 
     result = fit_pulse_cli_main(dataset, data_dir, out, figure, n_sim=n_sim, seed=seed)

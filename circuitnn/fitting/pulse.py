@@ -488,7 +488,8 @@ def _quality(model: PulseModel, data: PulseData, offsets: dict[str, float], n_si
             "mean_ramp_max_dev_rel_noisy_model_p95": float(np.percentile(null_dev, 95)),
             "step_spread_measured": measured,
             "step_spread_simulated": simulated,
-            "step_spread_ratio": simulated / measured,
+            # NaN when the ramps have no step spread at all (noise-free simulated ramps)
+            "step_spread_ratio": simulated / measured if measured > 0 else math.nan,
             "n_simulations": n_sim,
         }
     return out

@@ -1,0 +1,616 @@
+"""A pulse-update law derived from an I-V compact card: programming without measured pulse data.
+
+The cell: the card's device in series with the access transistor of `circuitnn.tile.spec`
+(SPICE level 1 with `Transistor`'s parameters, at a fixed gate voltage), driven as
+`circuitnn.tile.program` drives a 1T1R cell: a "set" pulse puts +V on the device's positive
+terminal with the transistor as a common-source switch (its gate voltage limits the current),
+a "reset" pulse puts -V on it with the transistor as a source follower (the usual high RESET
+gate). Pulses are trapezoids: `edge` of rest, `edge` rise, `width` at full amplitude, `edge`
+fall, `edge` of rest (program.py's waveform: 5 ns edges, the reference's 50 ns width).
+
+Which pulse raises the conductance (SET, potentiating) is read from the card: the polarity
+whose pulses move the state towards higher read conductance (a card with polarity -1 SETs with
+negative pulses); RESET is the other.
+
+numpy: `circuitnn.devices.transient.simulate` with the transistor as an `ExprElement`
+(`access_transistor`); in a reset pulse the level-1 current depends on the gate-source voltage
+v_gate - V, taken at the pulse's full amplitude (exact on the plateau; on the 5 ns edges the
+device voltage is below threshold, and the ngspice check measures what is left). After each
+pulse the read conductance is I(v_read) / v_read of the card at its state. SET ramps start at
+the window's low conductance, RESET ramps at its high one, and each stops when it has crossed
+the whole window, when its state saturates (a step below SATURATED of the window, or steps
+shrinking towards a level inside it, SATURATION_LEVEL), when it is too slow (its first pulse
+moves less than SATURATED, or its pace after SLOW_AFTER pulses would cover less than
+SLOW_FRACTION of the window within the budget) or after `pulses` pulses.
+
+Amplitude rule (when not given): the smallest of AMPLITUDE_FACTORS x the card's switching
+threshold of that polarity (`circuitnn.devices.operating`), capped at V_PULSE_MAX, whose ramp
+crosses the window within `pulses` pulses and in at least MIN_PULSES (a finer law; the
+candidates are simulated together). The reference's pulse-mode amplitudes (2.0 V / -1.8 V for
+its HfOx devices, about 1.9 and 1.7 x the built-in HfOx card's 1.05 V threshold) lie inside
+this ladder. A given amplitude must lie above the threshold.
+
+ngspice check (optional): the first CHECK_PULSES pulses of each chosen ramp on a 1x1 tile with
+ideal wires, by `circuitnn.tile.program.program_pulse`, chained through its states; the
+numpy trajectory over the same pulses is sampled on ngspice's time grid; the error is the
+largest |state difference| as a fraction of the state span of the window (the state range the
+law is about). Refused above MAX_CHECK_ERROR = 1%.
+
+Fit: `circuitnn.fitting.pulse.fit_pulse` on the two ramps (one per direction, in siemens), as
+a measured data set is fitted. The simulated ramps are noise-free, so the law's
+cycle-to-cycle noise does not come from the fit: it is the card's
+`variation.cycle_to_cycle.sigma_rel` (standard deviation of each pulse's update as a fraction
+of the window), else `DeriveSettings.noise`, else 0; the card records which.
+
+Cache: `circuitnn.cache.cache_dir("pulse")`, one pulse card per key = sha256 of the I-V card's
+file, v_read, window, the settings and DERIVE_VERSION; the card carries the derivation report
+(`fit["derivation"]`), so a second call reads it and simulates nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from circuitnn.cache import cache_dir, locked
+from circuitnn.devices import load_device
+from circuitnn.devices.card import ModelCard
+from circuitnn.devices.device import Device
+from circuitnn.devices.operating import PULSE_MODEL, V_MAX
+from circuitnn.devices.profile import DeviceProfile, file_sha256
+from circuitnn.devices.pulse import PulseModel
+from circuitnn.devices.series import ExprElement
+from circuitnn.errors import CircuitnnError
+from circuitnn.reference import REF
+from circuitnn.tile.program import DEFAULTS as PROGRAM_DEFAULTS
+from circuitnn.tile.spec import Transistor
+
+DERIVE_VERSION = 1  # bump when the derivation changes what a cached card would hold
+#: x the switching threshold of the polarity (the default amplitude rule)
+AMPLITUDE_FACTORS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
+V_PULSE_MAX = V_MAX  # V: no pulse amplitude above the tile's largest voltage
+MIN_PULSES = 4  # a ramp crossing the window in fewer pulses gives too coarse a law
+SATURATED = 1e-4  # a pulse moving the read conductance by less than this x window: saturated
+#: a ramp whose steps shrink by a ratio q < 1 stops as saturated once covered + step q / (1 - q)
+#: (where a geometric series of steps would end) stays below this fraction of the window
+SATURATION_LEVEL = 0.8
+SLOW_AFTER = 5  # pulses after which a ramp whose pace would cover less than SLOW_FRACTION of
+SLOW_FRACTION = 0.25  # the window within the pulse budget stops ("too slow")
+CHECK_PULSES = 3  # pulses per direction in the ngspice check
+MAX_CHECK_ERROR = 0.01  # ngspice check: largest state error / window state span
+#: ngspice time steps per edge in the check (dt = 0.1 ns for 5 ns edges: at program.py's 2 ns
+#: the gear integration itself is off by ~1% of the window per pulse on the built-in card)
+CHECK_STEPS = 50
+COMPARE_SAMPLES = 200  # points per pulse at which the two state trajectories are compared
+EDGE = 5e-9  # s, rise and fall time (circuitnn.tile.program's default)
+MAX_WIDTH = 1e-3  # s, the longest pulse circuitnn.tile.program accepts
+CACHE_SUB = "pulse"
+SPLINE_KNOTS = (4, 6, 8)  # knot counts tried by fit_pulse (those the shorter ramp allows)
+
+#: level-1 (Shichman-Hodges) NMOS drain current, u = drain-source voltage, vgs = gate-source,
+#: source and drain swapped for u < 0 (as `circuitnn.tile.nodal.mos1_current`, ngspice's
+#: mos1load.c with GAMMA = 0)
+_VGST = "max(where(u >= 0, vgs, vgs - u) - vto, 0)"
+_X = f"min(abs(u), {_VGST})"
+MOS1_EXPRESSION = (f"where(u >= 0, 1, -1) * beta * (1 + lam * abs(u)) * {_X} * "
+                   f"({_VGST} - 0.5 * {_X})")
+
+
+def access_transistor(transistor: Transistor, v_gs: float | np.ndarray) -> ExprElement:
+    """The access NMOS at a fixed gate-source voltage as a series element (u = V_DS)."""
+    if not isinstance(transistor, Transistor):
+        raise CircuitnnError("transistor must be a circuitnn.tile.spec.Transistor")
+    return ExprElement(MOS1_EXPRESSION, {"beta": transistor.beta, "vto": transistor.vto,
+                                         "lam": transistor.lam, "vgs": v_gs},
+                       f"level-1 NMOS, V_GS = {v_gs} V")
+
+
+def _number(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer)):
+        raise CircuitnnError(f"{what} must be a number, got {x!r}")
+    x = float(x)
+    if not math.isfinite(x):
+        raise CircuitnnError(f"{what} must be finite, got {x!r}")
+    return x
+
+
+@dataclass(frozen=True)
+class DeriveSettings:
+    """How pulses are applied to derive the law (module doc for the rules)."""
+
+    amplitude_set: float | None = None  # V, |pulse| that raises G; None: the amplitude rule
+    amplitude_reset: float | None = None  # V, |pulse| that lowers G; None: the amplitude rule
+    width: float = REF.hardware.program_pulse_s  # s, plateau of each pulse
+    gate_set: float = PROGRAM_DEFAULTS["set"]["v_gate"]  # V, word line during SET
+    gate_reset: float = PROGRAM_DEFAULTS["reset"]["v_gate"]  # V, word line during RESET
+    pulses: int = 100  # most pulses per ramp
+    noise: float | None = None  # cycle-to-cycle sigma / window per pulse, if the card has none
+
+    def __post_init__(self) -> None:
+        for name in ("amplitude_set", "amplitude_reset"):
+            val = getattr(self, name)
+            if val is not None:
+                val = _number(val, name)
+                if not 0 < val <= V_PULSE_MAX:
+                    raise CircuitnnError(f"{name} must be in (0, {V_PULSE_MAX:g}] V, got {val:g}")
+                object.__setattr__(self, name, val)
+        width = _number(self.width, "width")
+        if not 0 < width <= MAX_WIDTH:
+            raise CircuitnnError(f"width must be in (0, {MAX_WIDTH:g}] s, got {width:g}")
+        object.__setattr__(self, "width", width)
+        for name in ("gate_set", "gate_reset"):
+            val = _number(getattr(self, name), name)
+            if not 0 < val <= V_MAX:
+                raise CircuitnnError(f"{name} must be in (0, {V_MAX:g}] V, got {val:g}")
+            object.__setattr__(self, name, val)
+        if isinstance(self.pulses, bool) or not isinstance(self.pulses, (int, np.integer)) or \
+                not MIN_PULSES <= self.pulses <= 10000:
+            raise CircuitnnError(f"pulses must be a whole number in [{MIN_PULSES}, 10000], "
+                                 f"got {self.pulses!r}")
+        object.__setattr__(self, "pulses", int(self.pulses))
+        if self.noise is not None:
+            noise = _number(self.noise, "noise")
+            if not 0 <= noise < 1:
+                raise CircuitnnError(f"noise must be in [0, 1) (sigma per pulse / window), "
+                                     f"got {noise:g}")
+            object.__setattr__(self, "noise", noise)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- the cell ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Pulse:
+    """One direction's pulse: program.py kind ('set': +V on the device, 'reset': -V), |V| and
+    gate voltage."""
+
+    kind: str
+    amplitude: float
+    gate: float
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.kind == "set" else -1.0
+
+    def v_gs(self) -> float:
+        """Gate-source voltage of the transistor on the plateau (module doc)."""
+        return self.gate if self.kind == "set" else self.gate - self.amplitude
+
+
+def _waveform(width: float, samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(t, shape) of one unit pulse; `samples` > 0 adds that many evenly spaced points."""
+    t = np.array([0.0, EDGE, 2 * EDGE, 2 * EDGE + width, 3 * EDGE + width, 4 * EDGE + width])
+    shape = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    if samples:
+        fine = np.union1d(t, np.linspace(0.0, t[-1], samples))
+        return fine, np.interp(fine, t, shape)
+    return t, shape
+
+
+def _pulse_states(dev: Device, s: np.ndarray, amp: np.ndarray, v_gs: np.ndarray,
+                  width: float, transistor: Transistor) -> np.ndarray:
+    """State after one pulse of signed amplitude `amp` for each element of s (vectorised)."""
+    t, shape = _waveform(width)
+    tr = dev.simulate(t, amp[..., None] * shape, s0=s,
+                      series=access_transistor(transistor, v_gs), strict=False)
+    return tr.state[..., -1]
+
+
+def _ramps(dev: Device, v_read: float, window: tuple[float, float], up: np.ndarray,
+           pulses: list[_Pulse], width: float, n_max: int, transistor: Transistor,
+           progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Ramps of every candidate pulse at once: each starts at the window edge opposite to its
+    direction (`up`: True raises G) and stops as in the module doc. Returns the read
+    conductances (n_max + 1, candidates), NaN after a ramp's end, and why each ramp ended."""
+    g_lo, g_hi = window
+    span = g_hi - g_lo
+    s_start = dev.state_for_conductance(np.where(up, g_lo, g_hi), v_read)
+    amp = np.array([p.sign * p.amplitude for p in pulses])
+    v_gs = np.array([p.v_gs() for p in pulses])
+    n = len(pulses)
+    g = np.full((n_max + 1, n), np.nan)
+    g[0] = dev.conductance(s_start, v_read)
+    s = s_start.copy()
+    end = np.array(["pulse budget"] * n, dtype=object)
+    active = np.ones(n, dtype=bool)
+    for k in range(1, n_max + 1):
+        idx = np.flatnonzero(active)
+        s_new = s.copy()
+        s_new[idx] = _pulse_states(dev, s[idx], amp[idx], v_gs[idx], width, transistor)
+        g_new = dev.conductance(s_new, v_read)
+        failed = active & ~np.isfinite(g_new)
+        end[failed] = "integration failed"
+        active &= ~failed
+        g[k] = np.where(active, g_new, np.nan)
+        s = np.where(active, s_new, s)
+        step = np.where(up, 1.0, -1.0) * (g_new - g[k - 1])
+        crossed = active & np.where(up, g_new >= g_hi, g_new <= g_lo)
+        stuck = active & ~crossed & (step < SATURATED * span)
+        if k >= 3:  # steps shrinking geometrically towards a level inside the window
+            sign = np.where(up, 1.0, -1.0)
+            before = sign * (g[k - 1] - g[k - 2])
+            q = np.where(before > 0, step / np.where(before > 0, before, 1.0), 1.0)
+            covered = sign * (g[k] - g[0]) / span
+            final = covered + np.where(q < 1, step * q / np.maximum(1 - q, 1e-12), np.inf) / span
+            stuck |= active & ~crossed & (q < 1) & (final < SATURATION_LEVEL)
+        end[crossed] = "crossed"
+        end[stuck] = "saturated" if k > 1 else "too slow"
+        active &= ~(crossed | stuck)
+        if k >= SLOW_AFTER:
+            covered = np.where(up, 1.0, -1.0) * (g[k] - g[0]) / span
+            slow = active & (covered * n_max / k < SLOW_FRACTION)
+            end[slow] = "too slow"
+            active &= ~slow
+        if progress is not None:
+            progress(1)
+        if not active.any():
+            break
+    return {"g": g, "end": end, "pulses": np.sum(np.isfinite(g), axis=0) - 1}
+
+
+def _polarity_up(dev: Device, v_read: float, window: tuple[float, float],
+                 thresholds: tuple[float, float]) -> str:
+    """The program.py kind ('set': +V, 'reset': -V on the device) whose pulses raise the read
+    conductance: the sign of the state rate at 2 x threshold across the window's states,
+    times the sign of dG/d state."""
+    if not all(math.isfinite(t) for t in thresholds):
+        side = "positive" if not math.isfinite(thresholds[0]) else "negative"
+        raise CircuitnnError(f"the card does not switch under {side} voltages up to {V_MAX:g} V: "
+                             "no pulse train can program it both ways")
+    s = dev.state_for_conductance(np.linspace(window[0], window[1], 9), v_read)
+    rising = float(np.sign(s[-1] - s[0]))  # +1: the state grows with the conductance
+    up = []
+    for sign, thr in ((1.0, thresholds[0]), (-1.0, thresholds[1])):
+        r = dev.rate(sign * min(2 * thr, V_MAX), s)
+        up.append(float(np.sum(np.sign(r))) * rising)
+    if up[0] > 0 >= up[1]:
+        return "set"
+    if up[1] > 0 >= up[0]:
+        return "reset"
+    raise CircuitnnError("pulses of both polarities move the read conductance the same way: "
+                         "not a bipolar switching device")
+
+
+def _refuse(word: str, tried: list[tuple[_Pulse, np.ndarray, str]], given: bool, width: float,
+            n_max: int, window: tuple[float, float]) -> None:
+    """A CircuitnnError saying why no candidate pulse of one direction gives a usable ramp."""
+    span = window[1] - window[0]
+    parts = [f"{c.amplitude:.3g} V: {end} after {len(g) - 1} pulse(s), "
+             f"{float(np.max(np.abs(g - g[0]))) / span:.2%} of the window"
+             for c, g, end in tried]
+    ends = {end for _, _, end in tried}
+    if "crossed" in ends:
+        hint = (f"pulses this strong cross the window in under {MIN_PULSES} pulses: give a "
+                "lower amplitude or a shorter --width")
+    elif "saturated" in ends and "too slow" not in ends:
+        hint = ("the state stops inside the window (the transistor's current limit or the "
+                "model's window function): give another gate voltage or amplitude")
+    elif "integration failed" in ends and len(ends) == 1:
+        hint = "the card's state could not be integrated under these pulses"
+    else:
+        hint = (f"the device switches too slowly for {width:g} s pulses: give a longer --width "
+                f"or more pulses (now {n_max})")
+    who = "the given amplitude" if given else "the amplitude rule"
+    raise CircuitnnError(f"{word} ramps do not cross the window [{window[0] * 1e6:.4g}, "
+                         f"{window[1] * 1e6:.4g}] uS with {who} ({'; '.join(parts)}); {hint}")
+
+
+def _check_amplitude(value: float | None, threshold: float, name: str) -> None:
+    if value is not None and value <= threshold:
+        raise CircuitnnError(f"{name} = {value:g} V is not above the card's switching threshold "
+                             f"{threshold:.4g} V for that polarity: the pulse would not switch")
+
+
+# --- ngspice check ----------------------------------------------------------------------------
+def _ngspice_check(card: ModelCard, dev: Device, v_read: float, pulses: dict[str, _Pulse],
+                   starts: dict[str, float], window_span_s: float, width: float,
+                   transistor: Transistor, n_pulses: int = CHECK_PULSES,
+                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """State trajectories of `n_pulses` chained pulses per direction, ngspice against numpy."""
+    from circuitnn.tile.program import program_pulse
+    from circuitnn.tile.spec import TileSpec
+
+    g0 = float(dev.conductance(starts[next(iter(starts))], v_read))
+    spec = TileSpec(np.array([[g0]]), device=card, r_row=0.0, r_col=0.0, r_wl=0.0,
+                    transistor=transistor, v_read=v_read)
+    dt = max(EDGE, width / 10) / CHECK_STEPS
+    t_np, shape_np = _waveform(width, samples=COMPARE_SAMPLES)
+    worst, out = 0.0, {}
+    t0 = time.perf_counter()
+    for word, p in pulses.items():
+        s_ng = s_np = float(starts[word])
+        err = 0.0
+        for _ in range(n_pulses):
+            res = program_pulse(spec, 0, 0, kind=p.kind, v_pulse=p.amplitude, v_gate=p.gate,
+                                width=width, edge=EDGE, dt=dt, states=[[s_ng]])
+            tr = dev.simulate(t_np, p.sign * p.amplitude * shape_np, s0=s_np,
+                              series=access_transistor(transistor, p.v_gs()))
+            ng_t = np.interp(t_np, res.t, res.states_t[0, 0])
+            err = max(err, float(np.max(np.abs(ng_t - tr.state))) / window_span_s)
+            s_ng, s_np = float(res.states_after[0, 0]), float(tr.state[-1])
+            if progress is not None:
+                progress(1)
+        out[word] = {"pulses": n_pulses, "max_state_error": err,
+                     "g_after_ngspice": float(dev.conductance(s_ng, v_read)),
+                     "g_after_numpy": float(dev.conductance(s_np, v_read))}
+        worst = max(worst, err)
+    return {"engine": "ngspice", "cell": "1x1 tile, ideal wires (circuitnn.tile.program)",
+            "max_state_error": worst, "limit": MAX_CHECK_ERROR,
+            "error_unit": "fraction of the window's state span", "time_step_s": dt,
+            "seconds": time.perf_counter() - t0, **out}
+
+
+# --- noise ------------------------------------------------------------------------------------
+def _noise(card: ModelCard, settings: DeriveSettings) -> tuple[float, str]:
+    c2c = card.variation.get("cycle_to_cycle") if isinstance(card.variation, dict) else None
+    if isinstance(c2c, dict) and "sigma_rel" in c2c:
+        val = _number(c2c["sigma_rel"], "card variation.cycle_to_cycle.sigma_rel")
+        if not 0 <= val < 1:
+            raise CircuitnnError(f"card variation.cycle_to_cycle.sigma_rel must be in [0, 1), "
+                                 f"got {val:g}")
+        return val, "card variation.cycle_to_cycle.sigma_rel"
+    if settings.noise is not None:
+        return settings.noise, "option"
+    return 0.0, "none (0: the card has no cycle-to-cycle statistics and none was given)"
+
+
+# --- entry point ------------------------------------------------------------------------------
+def _cache_key(profile: DeviceProfile, settings: DeriveSettings) -> str:
+    from circuitnn import __version__
+
+    identity = {"version": DERIVE_VERSION, "circuitnn": __version__,
+                "iv_sha256": file_sha256(profile.iv_path), "v_read": profile.v_read,
+                "window": list(profile.window), "settings": settings.to_json(),
+                "transistor": dataclasses.asdict(Transistor())}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _report(path: Path, card: ModelCard, cached: bool) -> dict[str, Any]:
+    rec = dict(card.fit["derivation"])
+    rec.update({"source": "derived", "path": str(path), "sha256": file_sha256(path),
+                "cached": cached})
+    return rec
+
+
+def check_profile(profile: DeviceProfile) -> None:
+    """Refuse what is not an I-V card with a window, before any simulation."""
+    if not isinstance(profile, DeviceProfile):
+        raise CircuitnnError(f"profile must be a DeviceProfile, got {type(profile).__name__}")
+    if profile.iv_card.model == PULSE_MODEL:
+        raise CircuitnnError(f"{profile.iv_path} is a pulse-update card; an I-V card is needed")
+    profile.window  # noqa: B018  (raises when empty)
+
+
+def derived_pulse(profile: DeviceProfile, settings: DeriveSettings | None = None,
+                  check_ngspice: bool = True, progress: Callable[[int], None] | None = None
+                  ) -> tuple[PulseModel, dict[str, Any]]:
+    """The pulse-update law of `profile`'s I-V card (module doc) and a plain-JSON report:
+    {source: "derived", path, sha256, settings, ngspice_check, noise_source, fit, cached,
+    seconds}. `progress(k)` is called as pulses are simulated (k pulses done)."""
+    settings = DeriveSettings() if settings is None else settings
+    if not isinstance(settings, DeriveSettings):
+        raise CircuitnnError(f"settings must be DeriveSettings, got {type(settings).__name__}")
+    check_profile(profile)
+    plan = _plan(profile, settings)
+    folder = cache_dir(CACHE_SUB)
+    key = _cache_key(profile, settings)
+    path = folder / f"pulse-{profile.iv_card.model}-{key}.json"
+    with locked(folder / f".{key}.lock"):
+        if path.is_file():
+            card = ModelCard.load(path)
+            rec = card.fit.get("derivation", {})
+            if not check_ngspice or rec.get("ngspice_check") is not None:
+                return PulseModel.from_card(card), _report(path, card, cached=True)
+            card = _add_check(card, profile, progress)
+            card.save(path)
+            return PulseModel.from_card(card), _report(path, card, cached=True)
+        card = _derive(profile, settings, plan, check_ngspice, progress)
+        card.save(path)
+    return PulseModel.from_card(card), _report(path, card, cached=False)
+
+
+def _starts(dev: Device, profile: DeviceProfile) -> dict[str, float]:
+    g_lo, g_hi = profile.window
+    return {"set": float(dev.state_for_conductance(g_lo, profile.v_read)),
+            "reset": float(dev.state_for_conductance(g_hi, profile.v_read))}
+
+
+def _add_check(card: ModelCard, profile: DeviceProfile,
+               progress: Callable[[int], None] | None) -> ModelCard:
+    """A cached card made without the ngspice check, with it (refused when over the limit)."""
+    rec = card.fit["derivation"]
+    dev = load_device(profile.iv_card)
+    chosen = {w: _Pulse(**rec["pulses"][w]) for w in ("set", "reset")}
+    starts = _starts(dev, profile)
+    check = _run_check(profile, dev, chosen, starts, rec["settings"]["width"], progress)
+    rec["ngspice_check"] = check
+    card.provenance["ngspice_check"] = check
+    return card
+
+
+def _run_check(profile: DeviceProfile, dev: Device, chosen: dict[str, _Pulse],
+               starts: dict[str, float], width: float,
+               progress: Callable[[int], None] | None) -> dict[str, Any]:
+    span_s = abs(starts["reset"] - starts["set"])
+    by_kind = {w: starts[w] for w in chosen}
+    check = _ngspice_check(profile.iv_card, dev, profile.v_read, chosen, by_kind, span_s,
+                           width, Transistor(), progress=progress)
+    if check["max_state_error"] > MAX_CHECK_ERROR:
+        raise CircuitnnError(
+            f"{profile.iv_path.name}: the numpy pulse simulation disagrees with ngspice by "
+            f"{check['max_state_error']:.2%} of the window's state span (limit "
+            f"{MAX_CHECK_ERROR:.0%}); no pulse law derived")
+    return check
+
+
+def _plan(profile: DeviceProfile, settings: DeriveSettings
+          ) -> tuple[Device, str, dict[str, float]]:
+    """(device, the program.py kind that SETs, threshold per kind), with the given amplitudes
+    checked against the thresholds: everything refused before any simulation."""
+    dev = load_device(profile.iv_card)
+    thresholds = profile.operating.thresholds
+    kind_thr = {"set": thresholds[0], "reset": thresholds[1]}
+    kind_up = _polarity_up(dev, profile.v_read, profile.window, thresholds)
+    kind_down = "reset" if kind_up == "set" else "set"
+    for word, kind in (("set", kind_up), ("reset", kind_down)):
+        given = getattr(settings, f"amplitude_{word}")
+        _check_amplitude(given, kind_thr[kind], f"amplitude_{word}")
+        if given is None and AMPLITUDE_FACTORS[0] * kind_thr[kind] > V_PULSE_MAX:
+            raise CircuitnnError(
+                f"{profile.iv_path.name}: the {word.upper()} switching threshold "
+                f"{kind_thr[kind]:.4g} V leaves no pulse amplitude of at least "
+                f"{AMPLITUDE_FACTORS[0]:g} x threshold within {V_PULSE_MAX:g} V")
+    return dev, kind_up, kind_thr
+
+
+def _derive(profile: DeviceProfile, settings: DeriveSettings,
+            plan: tuple[Device, str, dict[str, float]], check_ngspice: bool,
+            progress: Callable[[int], None] | None) -> ModelCard:
+    from circuitnn import __version__
+    from circuitnn.fitting.pulse import PulseData, fit_pulse
+
+    t0 = time.perf_counter()
+    dev, kind_up, kind_thr = plan
+    window, v_read, transistor = profile.window, profile.v_read, Transistor()
+    gates = (settings.gate_set, settings.gate_reset)
+    kind_down = "reset" if kind_up == "set" else "set"
+    cands: dict[str, list[_Pulse]] = {}
+    for word, kind, gate, given in (("set", kind_up, gates[0], settings.amplitude_set),
+                                    ("reset", kind_down, gates[1], settings.amplitude_reset)):
+        if given is not None:
+            amps = [given]
+        else:
+            amps = sorted({min(f * kind_thr[kind], V_PULSE_MAX) for f in AMPLITUDE_FACTORS})
+        cands[word] = [_Pulse(kind, a, gate) for a in amps]
+    # the ladder in increasing amplitude, both directions together, until each has a ramp
+    tried: dict[str, list[tuple[_Pulse, np.ndarray, str]]] = {"set": [], "reset": []}
+    chosen: dict[str, _Pulse] = {}
+    cols: dict[str, np.ndarray] = {}
+    for rung in range(max(len(c) for c in cands.values())):
+        batch = [(w, cands[w][rung]) for w in ("set", "reset")
+                 if w not in chosen and rung < len(cands[w])
+                 and not any(e == "crossed" for _, _, e in tried[w])]
+        if not batch:
+            break
+        ramps = _ramps(dev, v_read, window, np.array([w == "set" for w, _ in batch]),
+                       [c for _, c in batch], settings.width, settings.pulses, transistor,
+                       progress)
+        for j, (w, c) in enumerate(batch):
+            col = ramps["g"][:, j]
+            col = col[np.isfinite(col)]
+            tried[w].append((c, col, str(ramps["end"][j])))
+            if ramps["end"][j] == "crossed" and len(col) - 1 >= MIN_PULSES:
+                chosen[w], cols[w] = c, col
+    for w in ("set", "reset"):
+        if w not in chosen:
+            _refuse(w.upper(), tried[w], getattr(settings, f"amplitude_{w}") is not None,
+                    settings.width, settings.pulses, window)
+    t_numpy = time.perf_counter() - t0
+    rule = {w: ("given" if getattr(settings, f"amplitude_{w}") is not None else
+                f"{chosen[w].amplitude / kind_thr[chosen[w].kind]:g} x threshold "
+                f"{kind_thr[chosen[w].kind]:.4g} V (smallest of {list(AMPLITUDE_FACTORS)} "
+                f"crossing the window in {MIN_PULSES}..{settings.pulses} pulses)")
+            for w in chosen}
+    check = None
+    if check_ngspice:
+        check = _run_check(profile, dev, chosen, _starts(dev, profile), settings.width,
+                           progress)
+    t_check = time.perf_counter() - t0 - t_numpy
+    longest = max(len(c) for c in cols.values())
+    table = {w: np.full((longest, 1), np.nan) for w in cols}
+    for w, c in cols.items():
+        table[w][:len(c), 0] = c
+    data = PulseData(f"derived from {profile.iv_path.name}", table["set"], table["reset"], "S",
+                     [profile.iv_path.name], "simulated pulse ramps of the I-V card in its 1T1R "
+                     "cell (circuitnn.fitting.derive)", f"G = I(v_read) / v_read at v_read = "
+                     f"{v_read:g} V")
+    shortest = min(len(c) for c in cols.values())
+    knots = tuple(k for k in SPLINE_KNOTS if k + 1 <= shortest) or (2,)
+    fit = fit_pulse(data, n_sim=5, seed=0, spline_knots=knots)
+    sigma, noise_source = _noise(profile.iv_card, settings)
+    model = fit.model
+    span = model.g_max - model.g_min
+    if model.g_min > window[0] * (1 + 1e-9) or model.g_max < window[1] * (1 - 1e-9):
+        raise CircuitnnError(f"derived law covers [{model.g_min * 1e6:.4g}, "
+                             f"{model.g_max * 1e6:.4g}] uS, not the whole window")
+    model = dataclasses.replace(model, sigma_add_p=sigma * span, sigma_add_d=sigma * span,
+                                sigma_mult_p=0.0, sigma_mult_d=0.0, sigma_level=0.0,
+                                rho_level=0.0)
+    card = fit.card
+    fitted_noise = {k: v for k, v in card.variation.get("cycle_to_cycle", {}).items()
+                    if k.startswith(("sigma", "rho"))}
+    card.variation = model.variation()
+    card.variation["cycle_to_cycle"].update({
+        "source": noise_source, "sigma_rel": sigma, "unit": "S",
+        "model": "update noise per pulse sigma_add = sigma_rel x (g_max - g_min), accumulating"})
+    card.variation["device_to_device"]["basis"] = "not derived: one simulated device"
+    quality = {t: {k: v for k, v in fit.metrics[t].items() if not k.startswith("step_spread")}
+               for t in ("p", "d")}
+    seconds = {"numpy": t_numpy, "ngspice_check": t_check if check_ngspice else 0.0,
+               "fit": fit.metrics["fit_seconds"], "total": time.perf_counter() - t0}
+    derivation = {
+        "iv_card": {"path": str(profile.iv_path), "sha256": file_sha256(profile.iv_path),
+                    "model": profile.iv_card.model},
+        "v_read": v_read, "window": list(window), "settings": settings.to_json(),
+        "pulses": {w: dataclasses.asdict(p) for w, p in chosen.items()},
+        "amplitude_rule": rule,
+        "ramp_pulses": {w: int(len(c) - 1) for w, c in cols.items()},
+        "ramps_S": {w: [float(x) for x in c] for w, c in cols.items()},
+        "noise_source": noise_source, "noise_sigma_rel": sigma,
+        "ngspice_check": check,
+        "fit": {"law": fit.metrics["law"], "g_range": [model.g_min, model.g_max], **quality,
+                "fitted_step_noise_not_used": fitted_noise},
+        "seconds": seconds,
+    }
+    card.fit["derivation"] = derivation
+    card.provenance = {"source": "derived", "dataset": data.name, "date":
+                       _dt.date.today().isoformat(), "circuitnn_version": __version__,
+                       "iv_card": derivation["iv_card"], "v_read": v_read,
+                       "window": list(window), "settings": settings.to_json(),
+                       "noise_source": noise_source, "ngspice_check": check,
+                       "method": "circuitnn.fitting.derive (module doc)"}
+    card.notes += (" Derived from the I-V card by simulated SET/RESET pulse trains in a 1T1R "
+                   "cell (circuitnn.fitting.derive).")
+    return card
+
+
+def plot_derived(model: PulseModel, report: dict[str, Any], path: str | Path) -> Path:
+    """The simulated SET / RESET ramps (points) and the fitted law from the same starts (lines),
+    in uS against pulse number, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from circuitnn.io import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    pulses = report["pulses"]
+    for ax, word, sign in ((axes[0], "set", 1), (axes[1], "reset", -1)):
+        g = np.asarray(report["ramps_S"][word])
+        n = np.arange(g.size)
+        ax.plot(n, g * 1e6, "o", color="k", ms=4, label="cell simulation (numpy)")
+        ax.plot(n, model.ramp(g[0], g.size - 1, sign) * 1e6, color="tab:red", lw=1.8,
+                label=f"fitted law ({report['fit']['law']})")
+        for edge in report["window"]:
+            ax.axhline(edge * 1e6, color="0.6", lw=0.8, ls=":")
+        p = pulses[word]
+        ax.set_title(f"{word.upper()}: {p['amplitude']:.3g} V, gate {p['gate']:g} V, "
+                     f"{report['settings']['width'] * 1e9:g} ns", fontsize=9)
+        ax.set_xlabel("pulse number")
+        ax.set_ylabel(f"G at v_read = {report['v_read']:g} V (uS)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"pulse law derived from {Path(report['iv_card']['path']).name}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
