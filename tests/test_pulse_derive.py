@@ -157,7 +157,7 @@ def test_too_slow_device_is_refused_with_a_hint() -> None:
     # the Knowm Yakopcic card was fitted to 1 Hz - 1 kHz sweeps: 50 ns pulses barely move it
     profile = DeviceProfile.load(DEVICE_MODELS_DIR / "knowm-m1-yakopcic.json")
     with pytest.raises(CircuitnnError, match="too slowly.*--width"):
-        derived_pulse(profile, check_ngspice=False)
+        derived_pulse(profile, DeriveSettings(width=50e-9), check_ngspice=False)
 
 
 # --- CLI ----------------------------------------------------------------------------------------

@@ -288,9 +288,8 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
     if ModelCard.load(path).model == PULSE_MODEL:
         raise CircuitnnError(f"{card} is a pulse-update card; --from-card needs an I-V "
                              "compact-model card (a pulse card is used as it is)")
-    extra = {} if width is None else {"width": width}
     settings = DeriveSettings(amplitude_set=amplitude_set, amplitude_reset=amplitude_reset,
-                              pulses=pulses, noise=noise, **extra)
+                              width=width, pulses=pulses, noise=noise)
     profile = DeviceProfile.load(path, v_read=v_read, window=_window(window))
     with tqdm(desc=f"derive pulse law from {path.name}", unit="pulse", file=sys.stderr,
               disable=None, leave=False) as bar:
@@ -343,7 +342,8 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
 @click.option("--amplitude-reset", type=float, default=None,
               help="--from-card: RESET pulse amplitude |V| (default: the amplitude rule).")
 @click.option("--width", type=float, default=None,
-              help="--from-card: pulse width in s (default: the reference's 50 ns).")
+              help="--from-card: pulse width in s (default: the reference's 50 ns, else the first "
+                   "decade longer whose pulses cross the window).")
 @click.option("--pulses", type=int, default=100, show_default=True,
               help="--from-card: most pulses per ramp.")
 @click.option("--noise", type=float, default=None,

@@ -94,6 +94,8 @@ CHECK_STEPS = 50
 COMPARE_SAMPLES = 200  # points per pulse at which the two state trajectories are compared
 EDGE = 5e-9  # s, rise and fall time (circuitnn.tile.program's default)
 MAX_WIDTH = 1e-3  # s, the longest pulse circuitnn.tile.program accepts
+#: width rule: the reference's 50 ns first, then decades longer (devices fitted to slow sweeps)
+WIDTHS = tuple(REF.hardware.program_pulse_s * 10.0 ** k for k in range(5))
 CACHE_SUB = "pulse"
 SPLINE_KNOTS = (4, 6, 8)  # knot counts tried by fit_pulse (those the shorter ramp allows)
 
@@ -130,7 +132,7 @@ class DeriveSettings:
 
     amplitude_set: float | None = None  # V, |pulse| that raises G; None: the amplitude rule
     amplitude_reset: float | None = None  # V, |pulse| that lowers G; None: the amplitude rule
-    width: float = REF.hardware.program_pulse_s  # s, plateau of each pulse
+    width: float | None = None  # s, plateau of each pulse; None: the width rule (WIDTHS)
     gate_set: float = PROGRAM_DEFAULTS["set"]["v_gate"]  # V, word line during SET
     gate_reset: float = PROGRAM_DEFAULTS["reset"]["v_gate"]  # V, word line during RESET
     pulses: int = 100  # most pulses per ramp
@@ -144,10 +146,11 @@ class DeriveSettings:
                 if not 0 < val <= V_PULSE_MAX:
                     raise CircuitnnError(f"{name} must be in (0, {V_PULSE_MAX:g}] V, got {val:g}")
                 object.__setattr__(self, name, val)
-        width = _number(self.width, "width")
-        if not 0 < width <= MAX_WIDTH:
-            raise CircuitnnError(f"width must be in (0, {MAX_WIDTH:g}] s, got {width:g}")
-        object.__setattr__(self, "width", width)
+        if self.width is not None:
+            width = _number(self.width, "width")
+            if not 0 < width <= MAX_WIDTH:
+                raise CircuitnnError(f"width must be in (0, {MAX_WIDTH:g}] s, got {width:g}")
+            object.__setattr__(self, "width", width)
         for name in ("gate_set", "gate_reset"):
             val = _number(getattr(self, name), name)
             if not 0 < val <= V_MAX:
@@ -282,6 +285,10 @@ def _polarity_up(dev: Device, v_read: float, window: tuple[float, float],
                          "not a bipolar switching device")
 
 
+class TooSlow(CircuitnnError):
+    """No pulse of the amplitude ladder moves the device across the window at this width."""
+
+
 def _refuse(word: str, tried: list[tuple[_Pulse, np.ndarray, str]], given: bool, width: float,
             n_max: int, window: tuple[float, float]) -> None:
     """A CircuitnnError saying why no candidate pulse of one direction gives a usable ramp."""
@@ -302,7 +309,8 @@ def _refuse(word: str, tried: list[tuple[_Pulse, np.ndarray, str]], given: bool,
         hint = (f"the device switches too slowly for {width:g} s pulses: give a longer --width "
                 f"or more pulses (now {n_max})")
     who = "the given amplitude" if given else "the amplitude rule"
-    raise CircuitnnError(f"{word} ramps do not cross the window [{window[0] * 1e6:.4g}, "
+    error = TooSlow if hint.startswith("the device switches too slowly") else CircuitnnError
+    raise error(f"{word} ramps do not cross the window [{window[0] * 1e6:.4g}, "
                          f"{window[1] * 1e6:.4g}] uS with {who} ({'; '.join(parts)}); {hint}")
 
 
@@ -415,9 +423,33 @@ def derived_pulse(profile: DeviceProfile, settings: DeriveSettings | None = None
             card = _add_check(card, profile, progress)
             card.save(path)
             return PulseModel.from_card(card), _report(path, card, cached=True)
-        card = _derive(profile, settings, plan, check_ngspice, progress)
+        card = _derive_any_width(profile, settings, plan, check_ngspice, progress)
         card.save(path)
     return PulseModel.from_card(card), _report(path, card, cached=False)
+
+
+def _derive_any_width(profile: DeviceProfile, settings: DeriveSettings,
+                      plan: tuple[Device, str, dict[str, float]], check_ngspice: bool,
+                      progress: Callable[[int], None] | None) -> ModelCard:
+    """`_derive` at the given width, or the width rule: the first of WIDTHS at which the
+    amplitude ladder crosses the window (the card records the rule)."""
+    if settings.width is not None:
+        return _derive(profile, settings, plan, check_ngspice, progress)
+    slow = []
+    for width in WIDTHS:
+        try:
+            card = _derive(profile, dataclasses.replace(settings, width=width), plan,
+                           check_ngspice, progress)
+        except TooSlow as err:
+            slow.append(f"{width:.3g} s: {err}")
+            continue
+        rule = (f"the shortest of {[f'{w:.3g}' for w in WIDTHS]} s (the reference's "
+                f"{WIDTHS[0]:.3g} s, then decades longer) whose pulses cross the window")
+        card.fit["derivation"]["width_rule"] = rule
+        card.provenance["width_rule"] = rule
+        return card
+    raise CircuitnnError(f"{profile.iv_path.name}: no pulse width up to {WIDTHS[-1]:.3g} s "
+                         f"programs this device across its window ({slow[-1]})")
 
 
 def _starts(dev: Device, profile: DeviceProfile) -> dict[str, float]:
