@@ -2,13 +2,15 @@
 
 A read of inputs V (batch, rows) gives column currents
 
-    I = y0 + V @ A1 + V^2 @ A2 + V^3 @ A3 + (V @ P + V^2 @ P2) * (V @ Q)
+    I = y0 + V @ A1 + V^2 @ A2 + V^3 @ A3 + (V @ P + V^2 @ P2 + Z @ K) * (V @ Q)
 
-(powers and * element-wise). Derivation, in the wire resistance to first order around the exact
-linear tile:
+(powers and * element-wise; Z = 1[V = 0], the rows held at 0 V). Derivation, in the wire
+resistance to first order around the exact linear tile:
 
 * y0 + V @ A1 is the tile with every cell replaced by its small-signal conductance
-  p1 = f'(0), solved exactly (all IR drop, sneak paths, driver and sense; `LinearNetwork`);
+  p1 = f'(0+), solved exactly (all IR drop, sneak paths, driver and sense; `LinearNetwork`). The
+  slope is one-sided: reads bias cells at v >= 0, and an asymmetric compact model (Yakopcic,
+  MSS: other prefactors for v < 0) has a slope jump, the kink f'(0+) - f'(0-), at 0 V;
 * each cell's nonlinearity n_ij(v) = f_ij(v) - p1 v (device I-V in series with the transistor,
   cubic fit p2 v^2 + p3 v^3) is evaluated at the input voltage of its row: V^2 @ p2 + V^3 @ p3;
 * the IR drop d_ij that a cell sees changes its nonlinear current by -n'_ij(V_i) d_ij. Its own-row
@@ -16,16 +18,31 @@ linear tile:
   folded into A2, A3 per cell; the part caused by the other rows of a column is a bilinear form
   sum_i sum_k n'_ij(V_i) K_j[i, k] g_kj V_k with K_j the column line's resistance kernel,
   whose leading eigen-pair lambda_j phi_j carries almost all of it (a smooth ladder kernel):
-  (V @ P + V^2 @ P2) * (V @ Q) with P = -2 p2 lambda phi, P2 = -3 p3 lambda phi, Q = g_chord phi.
+  (V @ P + V^2 @ P2) * (V @ Q) with P = -2 p2 lambda phi, P2 = -3 p3 lambda phi, Q = g_chord phi;
+* a cell whose row is at 0 V is reverse-biased by the column's IR drop, by u_ij = (W_j V)_i in
+  the linear tile (`LinearNetwork.reverse_transfer`), and conducts kink_ij u_ij more than there
+  (its slope is f'(0-), not p1): sum_i Z_i kink_ij (W_j V)_i, with W_j projected on the same
+  Q_j (rank 1, as the bilinear term): K = kink (W_j Q_j) / |Q_j|^2. For binary inputs
+  Z = 1 - V / v_read, so the term folds into A1 and P.
 
-Four global factors theta = (nl, row, diag, bil) scale the nonlinear terms (1 = pure first
+Five global factors theta = (nl, row, diag, bil, kink) scale the nonlinear terms (1 = pure first
 order); each is a + b_row r_row + b_col r_col, calibrated against circuit solutions
 (`circuitnn.surrogate.calibrate`), so that they absorb the second-order terms, which grow with
 the wire resistance. Binary inputs (0 or v_read per line) collapse the powers, so a
 read is one (batch, rows) @ (rows, 3 cols) product plus (batch, cols) work.
 
+Accuracy (BENCHMARKS.md, surrogate sections): the shipped HfOx card (128 x 16, 0-3 ohm,
+4.95-40 uS) is within 0.24% RMS of ngspice; a 16 x 8 Knowm M1 Yakopcic tile (a2 / a1 = 0.057)
+at 2 ohm within 0.11% of nodal with theta = 1 (1.0% without the kink term, 44% with the
+central-difference slope). Limit: when the column IR drop is of the order of v_read (128 x 16
+at 2 ohm with cells of hundreds of uS: the ideal V @ G is off by 100-400%), which cells are
+reverse-biased depends on the input pattern and no first-order term captures it; calibration
+then fails validation and such tiles are read with nodal or ngspice.
+
 All matrices are computed once per programmed tile (`program`); `SurrogateTile.vjp` gives
-gradients with respect to the inputs and the conductances (through that per-tile computation).
+gradients with respect to the inputs and the conductances (through that per-tile computation;
+the kink term's reverse-bias transfer W is held fixed there, within a few % of finite
+differences on an asymmetric card).
 """
 
 from __future__ import annotations
