@@ -79,7 +79,10 @@ def _covers(sc: SurrogateCard, probes: list[TileSpec]) -> bool:
 def _covering(probes: list[TileSpec]) -> SurrogateCard | None:
     for folder in card_folders():
         for path in sorted(folder.glob(CARD_GLOB)) if folder.is_dir() else []:
-            sc = SurrogateCard.load(path)
+            try:
+                sc = SurrogateCard.load(path)
+            except CircuitnnError:  # a cached card of an older format: calibrate anew
+                continue
             if _covers(sc, probes):
                 return sc
     return None

@@ -172,7 +172,11 @@ def find_card(spec: TileSpec, cards_dir: str | Path | None = None) -> SurrogateC
     reasons = []
     for folder in folders:
         for path in sorted(folder.glob(CARD_GLOB)) if folder.is_dir() else []:
-            card = SurrogateCard.load(path)
+            try:
+                card = SurrogateCard.load(path)
+            except CircuitnnError as exc:  # e.g. a cached card of an older format
+                reasons.append(f"{path.name}: {exc}")
+                continue
             why = card.why_not(spec)
             if why is None:
                 return card
