@@ -111,7 +111,7 @@ def test_bad_card_files(tmp_path):
     p.write_text(json.dumps({"schema": "other"}))
     with pytest.raises(CircuitnnError, match="not a surrogate card"):
         SurrogateCard.load(p)
-    p.write_text(json.dumps({"schema": "circuitnn.surrogate/1", "theta": {"nl": 1}}))
+    p.write_text(json.dumps({"schema": "circuitnn.surrogate/2", "theta": {"nl": 1}}))
     with pytest.raises(CircuitnnError, match="theta"):
         SurrogateCard.load(p)
     with pytest.raises(CircuitnnError, match="not found"):
@@ -140,7 +140,7 @@ def test_shipped_card_against_ngspice():
 def test_gradients_match_finite_differences(sense):
     rng = np.random.default_rng(11)
     spec = _spec(rows=8, cols=4, seed=2, r_row=2.0, r_col=3.0, sense=sense)
-    theta = {"nl": 0.9, "row": 0.8, "diag": 3.0, "bil": 0.7}
+    theta = {"nl": 0.9, "row": 0.8, "diag": 3.0, "bil": 0.7, "kink": 1.0}
     tile = SurrogateTile(spec, theta)
     v = np.concatenate([draw_inputs(rng, 8, 8, spec.v_read)])
     w = rng.normal(size=(v.shape[0], 4))

@@ -43,7 +43,7 @@ from circuitnn.surrogate.card import (
 from circuitnn.surrogate.validate import VALIDATION_SEED, validate
 from circuitnn.tile.spec import TileSpec
 
-CALIBRATION_VERSION = 1  # bump when the calibration or validation procedure changes
+CALIBRATION_VERSION = 2  # bump when the calibration or validation procedure changes
 MAX_RMS_ERROR = 0.01  # fraction of the RMS column current
 
 
@@ -79,7 +79,10 @@ def _covers(sc: SurrogateCard, probes: list[TileSpec]) -> bool:
 def _covering(probes: list[TileSpec]) -> SurrogateCard | None:
     for folder in card_folders():
         for path in sorted(folder.glob(CARD_GLOB)) if folder.is_dir() else []:
-            sc = SurrogateCard.load(path)
+            try:
+                sc = SurrogateCard.load(path)
+            except CircuitnnError:  # a cached card of an older format: calibrate anew
+                continue
             if _covers(sc, probes):
                 return sc
     return None

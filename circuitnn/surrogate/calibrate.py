@@ -163,19 +163,23 @@ def fit_theta(samples: list[dict[str, np.ndarray]], card: ModelCard, spec_kwargs
         scales.append(np.full(s["I"].shape, math.sqrt(float(np.mean(s["I"] ** 2)))))
     base, term, truth, scale, ideal, r = (np.concatenate(x) for x in
                                           (bases, terms, truths, scales, ideals, rr))
-    # theta_k = a_k + b_row,k r_row + b_col,k r_col
+    # theta_k = a_k + b_row,k r_row + b_col,k r_col; a term that is zero on every sample (the
+    # kink of a smooth I-V) keeps theta = 1
+    active = np.flatnonzero(np.any(term != 0, axis=tuple(range(term.ndim - 1))))
+    term = term[..., active]
     feats = np.concatenate([term, term * r[..., :1], term * r[..., 1:]], axis=-1)
-    nt = len(THETA_NAMES)
+    na = active.size
 
     def resid(th: np.ndarray) -> np.ndarray:
         return ((base + feats @ th - truth) / scale).ravel()
 
-    start = np.concatenate([np.ones(nt), np.zeros(2 * nt)])
+    start = np.concatenate([np.ones(na), np.zeros(2 * na)])
     sol = least_squares(resid, start, method="lm")
     if not sol.success or not np.all(np.isfinite(sol.x)):
         raise CircuitnnError(f"surrogate fit failed: {sol.message}")
-    theta = {k: [float(sol.x[i]), float(sol.x[nt + i]), float(sol.x[2 * nt + i])]
-             for i, k in enumerate(THETA_NAMES)}
+    theta = {k: [1.0, 0.0, 0.0] for k in THETA_NAMES}
+    for i, k in enumerate(active):
+        theta[THETA_NAMES[k]] = [float(sol.x[i]), float(sol.x[na + i]), float(sol.x[2 * na + i])]
     return theta, metrics(base + feats @ sol.x, truth, ideal)
 
 

@@ -22,7 +22,8 @@ from circuitnn.io import write_json
 from circuitnn.surrogate.model import THETA_NAMES
 from circuitnn.tile.spec import TileSpec
 
-SCHEMA = "circuitnn.surrogate/1"
+SCHEMA = "circuitnn.surrogate/2"  # 2: theta gains "kink" (asymmetric I-V at 0 V)
+_OLD_SCHEMAS = ("circuitnn.surrogate/1",)
 CARD_GLOB = "surrogate-*.json"
 CACHE_SUB = "surrogate"  # sub-folder of the user cache holding calibrated cards
 _REL = 1e-9
@@ -81,6 +82,10 @@ class SurrogateCard:
             raise CircuitnnError(f"{path}: surrogate card not found") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CircuitnnError(f"{path}: cannot read surrogate card ({exc})") from None
+        if isinstance(obj, dict) and obj.get("schema") in _OLD_SCHEMAS:
+            raise CircuitnnError(f"{path}: surrogate card of an older format "
+                                 f"({obj['schema']}, without the kink term); calibrate it "
+                                 "again with `circuitnn surrogate fit`")
         if not isinstance(obj, dict) or obj.get("schema") != SCHEMA:
             raise CircuitnnError(f"{path}: not a surrogate card (schema must be {SCHEMA!r})")
         theta = obj.get("theta")
@@ -167,7 +172,11 @@ def find_card(spec: TileSpec, cards_dir: str | Path | None = None) -> SurrogateC
     reasons = []
     for folder in folders:
         for path in sorted(folder.glob(CARD_GLOB)) if folder.is_dir() else []:
-            card = SurrogateCard.load(path)
+            try:
+                card = SurrogateCard.load(path)
+            except CircuitnnError as exc:  # e.g. a cached card of an older format
+                reasons.append(f"{path.name}: {exc}")
+                continue
             why = card.why_not(spec)
             if why is None:
                 return card

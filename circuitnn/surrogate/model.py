@@ -2,13 +2,15 @@
 
 A read of inputs V (batch, rows) gives column currents
 
-    I = y0 + V @ A1 + V^2 @ A2 + V^3 @ A3 + (V @ P + V^2 @ P2) * (V @ Q)
+    I = y0 + V @ A1 + V^2 @ A2 + V^3 @ A3 + (V @ P + V^2 @ P2 + Z @ K) * (V @ Q)
 
-(powers and * element-wise). Derivation, in the wire resistance to first order around the exact
-linear tile:
+(powers and * element-wise; Z = 1[V = 0], the rows held at 0 V). Derivation, in the wire
+resistance to first order around the exact linear tile:
 
 * y0 + V @ A1 is the tile with every cell replaced by its small-signal conductance
-  p1 = f'(0), solved exactly (all IR drop, sneak paths, driver and sense; `LinearNetwork`);
+  p1 = f'(0+), solved exactly (all IR drop, sneak paths, driver and sense; `LinearNetwork`). The
+  slope is one-sided: reads bias cells at v >= 0, and an asymmetric compact model (Yakopcic,
+  MSS: other prefactors for v < 0) has a slope jump, the kink f'(0+) - f'(0-), at 0 V;
 * each cell's nonlinearity n_ij(v) = f_ij(v) - p1 v (device I-V in series with the transistor,
   cubic fit p2 v^2 + p3 v^3) is evaluated at the input voltage of its row: V^2 @ p2 + V^3 @ p3;
 * the IR drop d_ij that a cell sees changes its nonlinear current by -n'_ij(V_i) d_ij. Its own-row
@@ -16,16 +18,31 @@ linear tile:
   folded into A2, A3 per cell; the part caused by the other rows of a column is a bilinear form
   sum_i sum_k n'_ij(V_i) K_j[i, k] g_kj V_k with K_j the column line's resistance kernel,
   whose leading eigen-pair lambda_j phi_j carries almost all of it (a smooth ladder kernel):
-  (V @ P + V^2 @ P2) * (V @ Q) with P = -2 p2 lambda phi, P2 = -3 p3 lambda phi, Q = g_chord phi.
+  (V @ P + V^2 @ P2) * (V @ Q) with P = -2 p2 lambda phi, P2 = -3 p3 lambda phi, Q = g_chord phi;
+* a cell whose row is at 0 V is reverse-biased by the column's IR drop, by u_ij = (W_j V)_i in
+  the linear tile (`LinearNetwork.reverse_transfer`), and conducts kink_ij u_ij more than there
+  (its slope is f'(0-), not p1): sum_i Z_i kink_ij (W_j V)_i, with W_j projected on the same
+  Q_j (rank 1, as the bilinear term): K = kink (W_j Q_j) / |Q_j|^2. For binary inputs
+  Z = 1 - V / v_read, so the term folds into A1 and P.
 
-Four global factors theta = (nl, row, diag, bil) scale the nonlinear terms (1 = pure first
+Five global factors theta = (nl, row, diag, bil, kink) scale the nonlinear terms (1 = pure first
 order); each is a + b_row r_row + b_col r_col, calibrated against circuit solutions
 (`circuitnn.surrogate.calibrate`), so that they absorb the second-order terms, which grow with
 the wire resistance. Binary inputs (0 or v_read per line) collapse the powers, so a
 read is one (batch, rows) @ (rows, 3 cols) product plus (batch, cols) work.
 
+Accuracy (BENCHMARKS.md, surrogate sections): the shipped HfOx card (128 x 16, 0-3 ohm,
+4.95-40 uS) is within 0.24% RMS of ngspice; a 16 x 8 Knowm M1 Yakopcic tile (a2 / a1 = 0.057)
+at 2 ohm within 0.11% of nodal with theta = 1 (1.0% without the kink term, 44% with the
+central-difference slope). Limit: when the column IR drop is of the order of v_read (128 x 16
+at 2 ohm with cells of hundreds of uS: the ideal V @ G is off by 100-400%), which cells are
+reverse-biased depends on the input pattern and no first-order term captures it; calibration
+then fails validation and such tiles are read with nodal or ngspice.
+
 All matrices are computed once per programmed tile (`program`); `SurrogateTile.vjp` gives
-gradients with respect to the inputs and the conductances (through that per-tile computation).
+gradients with respect to the inputs and the conductances (through that per-tile computation;
+the kink term's reverse-bias transfer W is held fixed there, within a few % of finite
+differences on an asymmetric card).
 """
 
 from __future__ import annotations
@@ -38,7 +55,7 @@ from circuitnn.surrogate import physics as ph
 from circuitnn.tile.nodal import assemble_network
 from circuitnn.tile.spec import TileSpec
 
-THETA_NAMES = ("nl", "row", "diag", "bil")
+THETA_NAMES = ("nl", "row", "diag", "bil", "kink")
 UNIT_THETA = {k: 1.0 for k in THETA_NAMES}
 _REL_EPS = 1e-6  # relative conductance step for the per-cell derivative of the cell curves
 
@@ -57,6 +74,8 @@ class _Parts:
     rho_lin: np.ndarray  # (R, C, S) the same with small-signal cells
     hr: np.ndarray  # (2, R, C) own-row correction coefficients (v^2, v^3)
     hd: np.ndarray  # (2, R, C) own-node column correction coefficients
+    rev: np.ndarray | None  # (R, C) rank-1 reverse bias of each cell per unit of V @ Q
+    w_rev: np.ndarray | None  # (R, C, R) reverse-bias transfer (`LinearNetwork.reverse_transfer`)
 
 
 def resolve_theta(theta: dict | None, spec: TileSpec) -> dict[str, float]:
@@ -101,8 +120,13 @@ def _parts(spec: TileSpec) -> _Parts:
     rho_lin = np.einsum("rcd,rd->rc", kr, cc.p1)[..., None] * vs
     h_row = cc.df * rho - cc.p1[..., None] * rho_lin
     h_diag = diag[..., None] * (cc.df * cc.gch[..., None] - cc.p1[..., None] ** 2) * vs
+    rev, w_rev = None, None
+    if np.any(cc.kink):
+        w_rev = lin.reverse_transfer()
+        q = cc.gch * phi
+        rev = np.einsum("icl,lc->ic", w_rev, q) / np.sum(q * q, axis=0)
     return _Parts(cc, lin, lam * phi, phi, diag, kr, rho, rho_lin,
-                  ph.fit23(vs, h_row), ph.fit23(vs, h_diag))
+                  ph.fit23(vs, h_row), ph.fit23(vs, h_diag), rev, w_rev)
 
 
 @dataclass(frozen=True)
@@ -156,11 +180,17 @@ class SurrogateTile:
         self.p = -t["bil"] * 2.0 * cc.p2 * p.lam_phi
         self.p2 = -t["bil"] * 3.0 * cc.p3 * p.lam_phi
         self.q = cc.gch * p.phi
+        # kink: cells of rows at 0 V conduct f'(0-) = p1 - kink when reverse-biased
+        self.k = t["kink"] * cc.kink * p.rev if p.rev is not None else None
         self.m1 = np.ascontiguousarray(np.concatenate([self.a1, self.p, self.q], axis=1))
         self.m2 = np.ascontiguousarray(np.concatenate([self.a2, self.p2], axis=1))
         vr = self.v_read
-        self.m_bin = np.ascontiguousarray(np.concatenate(
-            [self.a1 + vr * self.a2 + vr * vr * self.a3, self.p + vr * self.p2, self.q], axis=1))
+        a_bin = self.a1 + vr * self.a2 + vr * vr * self.a3
+        p_bin = self.p + vr * self.p2
+        if self.k is not None:  # binary: 1[V = 0] = 1 - V / v_read, the constant folds into A
+            a_bin = a_bin + self.k.sum(axis=0) * self.q
+            p_bin = p_bin - self.k / vr
+        self.m_bin = np.ascontiguousarray(np.concatenate([a_bin, p_bin, self.q], axis=1))
         self._c = cols
 
     # --- reads -----------------------------------------------------------------------------
@@ -184,7 +214,10 @@ class SurrogateTile:
             v2 *= v
             out = x[:, :c] + x2[:, :c]
             out += v2 @ self.a3
-            out += (x[:, c:2 * c] + x2[:, c:]) * x[:, 2 * c:]
+            pq = x[:, c:2 * c] + x2[:, c:]
+            if self.k is not None:
+                pq += (v == 0.0) @ self.k
+            out += pq * x[:, 2 * c:]
         if np.any(self.y0):
             out += self.y0
         return out
@@ -211,6 +244,8 @@ class SurrogateTile:
             "diag": -(v2 @ p.hd[0] + v3 @ p.hd[1]),
             "bil": (v @ (-2.0 * cc.p2 * p.lam_phi) + v2 @ (-3.0 * cc.p3 * p.lam_phi))
             * (v @ self.q),
+            "kink": np.zeros_like(base) if p.rev is None
+            else ((v == 0.0) @ (cc.kink * p.rev)) * (v @ self.q),
         }
         return base, out
 
@@ -227,6 +262,9 @@ class SurrogateTile:
         v2 = v * v
         v3 = v2 * v
         a = v @ self.p + v2 @ self.p2
+        zero = (v == 0.0).astype(float) if self.k is not None else None
+        if zero is not None:  # the zero-row mask is piecewise constant: no input gradient
+            a = a + zero @ self.k
         b = v @ self.q
         gb = g * b
         ga = g * a
@@ -236,6 +274,8 @@ class SurrogateTile:
             return dv, None
         d = {"a1": v.T @ g, "a2": v2.T @ g, "a3": v3.T @ g, "p": v.T @ gb, "p2": v2.T @ gb,
              "q": v.T @ ga, "y0": g.sum(axis=0)}
+        if zero is not None:
+            d["k"] = zero.T @ gb
         return dv, self._vjp_g(d)
 
     def _vjp_g(self, d: dict[str, np.ndarray]) -> np.ndarray:
@@ -244,7 +284,15 @@ class SurrogateTile:
         d_p1 = p.lin.vjp_p1(d["a1"], d["y0"])
         d_p2 = t["nl"] * d["a2"] - t["bil"] * 2.0 * p.lam_phi * d["p"]
         d_p3 = t["nl"] * d["a3"] - t["bil"] * 3.0 * p.lam_phi * d["p2"]
-        d_gch = p.phi * d["q"]
+        d_q = d["q"].copy()
+        d_kink = np.zeros_like(d_q)
+        if "k" in d:  # k = theta kink rev, rev = (W q) / |q|^2 (W held fixed, see docstring)
+            qq = np.sum(self.q ** 2, axis=0)
+            d_rev = t["kink"] * cc.kink * d["k"]
+            d_kink = t["kink"] * p.rev * d["k"]
+            d_q += np.einsum("icl,ic->lc", p.w_rev, d_rev) / qq
+            d_q -= 2.0 * self.q * np.sum(d_rev * p.rev, axis=0) / qq
+        d_gch = p.phi * d_q
         d_a23 = np.stack([d["a2"], d["a3"]])
         dh_row = ph.fit23_adjoint(vs, -t["row"] * d_a23)
         dh_diag = ph.fit23_adjoint(vs, -t["diag"] * d_a23)
@@ -270,7 +318,8 @@ class SurrogateTile:
         c_dn = ph.cell_curves(self.spec, dn)
         span = up - dn
         grad = np.zeros_like(g0)
-        for name, dq in (("p1", d_p1), ("p2", d_p2), ("p3", d_p3), ("gch", d_gch)):
+        for name, dq in (("p1", d_p1), ("p2", d_p2), ("p3", d_p3), ("gch", d_gch),
+                         ("kink", d_kink)):
             grad += dq * (getattr(c_up, name) - getattr(c_dn, name)) / span
         grad += np.sum(d_f * (c_up.f - c_dn.f) + d_df * (c_up.df - c_dn.df), axis=-1) / span
         return grad

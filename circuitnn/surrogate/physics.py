@@ -4,13 +4,17 @@ Everything here is computed once when a tile is programmed (from its `TileSpec`)
 read. The circuit is `circuitnn.tile.nodal`'s (same node space, same cell equations):
 
 * `cell_curves`: each cell's current f_ij(v) with its column terminal at 0 V (memristor + access
-  transistor in series, `CellModel.cell_current`), sampled on [0, v_read]; f'(0) is the cell's
-  small-signal conductance p1; the rest is a cubic fit f - p1 v ~ p2 v^2 + p3 v^3.
+  transistor in series, `CellModel.cell_current`), sampled on [0, v_read]; the one-sided slope
+  f'(0+) is the cell's small-signal conductance p1 (reads bias cells at v >= 0; compact models
+  such as Yakopcic's have other prefactors for v < 0, so the I-V can have a kink at 0 V); the rest
+  is a cubic fit f - p1 v ~ p2 v^2 + p3 v^3; kink = f'(0+) - f'(0-) is the slope jump that a
+  cell reverse-biased by IR drop sees.
 * `line_kernels`: the resistance kernel of every column line (voltage rise at each cell's column
   node per unit current injected at another) and of every row line, from the wire network alone.
 * `LinearNetwork`: the tile with every cell replaced by its small-signal conductance p1, solved
   exactly for a unit input on each row (sparse LU): I_lin = y0 + V @ A1. Its adjoint gives
-  dA1/dp1 for gradients with respect to the conductances.
+  dA1/dp1 for gradients with respect to the conductances; `reverse_transfer` gives the voltage
+  by which each cell is reverse-biased per unit input on each other row.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from circuitnn.tile.spec import TileSpec
 
 N_SAMPLES = 17  # voltage samples of each cell curve on [0, v_read]
 _H = 1e-6  # V, finite-difference step for cell slopes
+_KINK_TOL = 1e-6  # relative slope jumps below this are taken as 0 (smooth I-V)
 
 
 @dataclass
@@ -35,11 +40,12 @@ class CellCurves:
 
     vs: np.ndarray  # (S,) sample voltages on [0, v_read]
     f: np.ndarray  # (R, C, S) cell current at vs
-    df: np.ndarray  # (R, C, S) dI/dv at vs
-    p1: np.ndarray  # (R, C) small-signal conductance f'(0)
+    df: np.ndarray  # (R, C, S) dI/dv at vs (one-sided at 0)
+    p1: np.ndarray  # (R, C) small-signal conductance f'(0+)
     p2: np.ndarray  # (R, C) cubic-fit coefficients of f - p1 v
     p3: np.ndarray
     gch: np.ndarray  # (R, C) chord conductance f(v_read) / v_read
+    kink: np.ndarray  # (R, C) slope jump at 0 V: f'(0+) - f'(0-)
 
 
 def _fit23(vs: np.ndarray) -> np.ndarray:
@@ -59,44 +65,52 @@ def settings_key(spec: TileSpec) -> tuple:
 # the last sampled tiles per settings: re-programming a tile (hybrid training) re-samples only the
 # cells whose conductance changed, starting from the stored tile of the same settings that differs
 # least (tiles of one spec, e.g. the PEs of one layer, alternate without evicting each other)
-_LAST: OrderedDict[object, tuple[tuple, np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+_LAST: OrderedDict[object, tuple[tuple, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = (
+    OrderedDict())
 _LAST_SIZE = 8
 
 
-def _sample(spec: TileSpec, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every cell's current and slope at the sample voltages: (R, C, S) each."""
-    grid = np.concatenate([vs, vs + _H, vs - _H])
+def _sample(spec: TileSpec, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every cell's current and slope at the sample voltages (R, C, S), and its slope just below
+    0 V (R, C). Slopes at vs[0] = 0 are one-sided (second-order differences): the cell's I-V
+    may have a kink at 0 V (different branches for v >= 0 and v < 0)."""
+    grid = np.concatenate([vs, vs + _H, vs - _H, [2 * _H, -_H, -2 * _H]])
     cur = _currents(CellModel(spec), spec, grid)
     s = len(vs)
-    return cur[..., :s], (cur[..., s:2 * s] - cur[..., 2 * s:]) / (2 * _H)
+    f = cur[..., :s]
+    df = (cur[..., s:2 * s] - cur[..., 2 * s:3 * s]) / (2 * _H)
+    f0, fp1, fp2, fm1, fm2 = f[..., 0], cur[..., s], cur[..., -3], cur[..., -2], cur[..., -1]
+    df[..., 0] = (-3 * f0 + 4 * fp1 - fp2) / (2 * _H)
+    return f, df, (3 * f0 - 4 * fm1 + fm2) / (2 * _H)
 
 
-def _sample_incremental(spec: TileSpec, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sample_incremental(spec: TileSpec, vs: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     key = settings_key(spec)
     g = spec.conductance
     best, best_changed = None, None
     if spec.row_mask is None:
-        for slot, (k, g0, _, _) in _LAST.items():
+        for slot, (k, g0, *_) in _LAST.items():
             if k == key and g0.shape == g.shape:
                 changed = g != g0
                 if best_changed is None or changed.sum() < best_changed.sum():
                     best, best_changed = slot, changed
     if best is not None and best_changed.mean() < 0.5:  # cells are independent: sample changed
-        _, _, f0, df0 = _LAST[best]
+        _, _, f0, df0, dfm0 = _LAST[best]
         if not best_changed.any():
             _LAST.move_to_end(best)
-            return f0, df0
+            return f0, df0, dfm0
         sub = spec.with_(conductance=g[best_changed][None, :])
-        fs, dfs = _sample(sub, vs)
-        f, df = f0.copy(), df0.copy()
-        f[best_changed], df[best_changed] = fs[0], dfs[0]
+        fs, dfs, dfms = _sample(sub, vs)
+        f, df, dfm = f0.copy(), df0.copy(), dfm0.copy()
+        f[best_changed], df[best_changed], dfm[best_changed] = fs[0], dfs[0], dfms[0]
         del _LAST[best]
     else:
-        f, df = _sample(spec, vs)
-    _LAST[object()] = (key, g.copy(), f, df)
+        f, df, dfm = _sample(spec, vs)
+    _LAST[object()] = (key, g.copy(), f, df, dfm)
     while len(_LAST) > _LAST_SIZE:
         _LAST.popitem(last=False)
-    return f, df
+    return f, df, dfm
 
 
 def cell_curves(spec: TileSpec, conductance: np.ndarray | None = None) -> CellCurves:
@@ -105,11 +119,14 @@ def cell_curves(spec: TileSpec, conductance: np.ndarray | None = None) -> CellCu
         spec = spec.with_(conductance=conductance)
     vr = float(spec.v_read)
     vs = np.linspace(0.0, vr, N_SAMPLES)
-    f, df = _sample_incremental(spec, vs)
+    f, df, dfm = _sample_incremental(spec, vs)
     p1 = df[..., 0]
     resid = f - p1[..., None] * vs
     c = np.einsum("ks,rcs->krc", _fit23(vs), resid)
-    return CellCurves(vs=vs, f=f, df=df, p1=p1, p2=c[0], p3=c[1], gch=f[..., -1] / vr)
+    kink = p1 - dfm
+    kink[np.abs(kink) <= _KINK_TOL * np.abs(p1)] = 0.0  # a smooth I-V: difference noise only
+    return CellCurves(vs=vs, f=f, df=df, p1=p1, p2=c[0], p3=c[1], gch=f[..., -1] / vr,
+                      kink=kink)
 
 
 def _currents(cells: CellModel, spec: TileSpec, grid: np.ndarray) -> np.ndarray:
@@ -254,6 +271,17 @@ class LinearNetwork:
             rhs = -(self.full[:n, n:] @ u) - net.i_const[:n, None]
             self._x = np.vstack([_solve(self.lu, rhs), u])
         return self._x
+
+    def reverse_transfer(self) -> np.ndarray:
+        """(R, C, R): W[i, j, l] = bot - top voltage of cell (i, j) per unit input on row l
+        (zero-input part excluded), with W[i, j, i] = 0: how far the other rows' inputs
+        reverse-bias a cell whose own row is at 0 V."""
+        rows, cols = self.spec.shape
+        x = self.x
+        x_in = x[:, :-1] - x[:, -1:]
+        w = (x_in[self.net.bot] - x_in[self.net.top]).reshape(rows, cols, rows)
+        w[np.arange(rows), :, np.arange(rows)] = 0.0
+        return w
 
     def vjp_p1(self, d_a1: np.ndarray, d_y0: np.ndarray | None = None) -> np.ndarray:
         """dL/dp1 (rows, cols) given dL/dA1 (rows, cols) [and dL/dy0 (cols,)]."""
