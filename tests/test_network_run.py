@@ -111,6 +111,12 @@ def test_iv_card_sets_the_read_voltage(tmp_path):
     dev = array_device(path, pulse_card=DEVICE_MODELS_DIR / "taox-pulse.json",
                        g_window=(1.7e-3, 2.4e-3))
     assert dev.v_read == pytest.approx(0.15) and dev.tile_card is not None
+    assert dev.summary["pulse"]["source"] == "card"
+    derived = array_device(path, g_window=(6e-6, 24e-6))  # the law from the card itself
+    assert derived.summary["pulse"]["source"] == "derived"
+    assert derived.summary["pulse"]["ngspice_check"]["max_state_error"] <= 0.01
+    law = derived.programming_model(0.0)
+    assert (law.g_min, law.g_max) == pytest.approx((6e-6, 24e-6), rel=1e-6)
     assert array_device().v_read == pytest.approx(0.2)
     assert array_device("ohmic").tile_card is None
 

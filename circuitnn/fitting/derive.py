@@ -26,9 +26,12 @@ SLOW_FRACTION of the window within the budget) or after `pulses` pulses.
 Amplitude rule (when not given): the smallest of AMPLITUDE_FACTORS x the card's switching
 threshold of that polarity (`circuitnn.devices.operating`), capped at V_PULSE_MAX, whose ramp
 crosses the window within `pulses` pulses and in at least MIN_PULSES (a finer law; the
-candidates are simulated together). The reference's pulse-mode amplitudes (2.0 V / -1.8 V for
-its HfOx devices, about 1.9 and 1.7 x the built-in HfOx card's 1.05 V threshold) lie inside
-this ladder. A given amplitude must lie above the threshold.
+candidates are simulated together); when that ramp takes fewer than TARGET_PULSES pulses, the
+amplitude is bisected between it and the rung below (REFINE_STEPS times) for the slowest ramp
+that still crosses (the finest law the pulse budget allows: steep devices such as HfOx
+otherwise jump from "too slow" to ten pulses across the window). The reference's pulse-mode
+amplitudes (2.0 V / -1.8 V for its HfOx devices, about 1.9 and 1.7 x the built-in HfOx card's
+1.05 V threshold) lie inside this ladder. A given amplitude must lie above the threshold.
 
 ngspice check (optional): the first CHECK_PULSES pulses of each chosen ramp on a 1x1 tile with
 ideal wires, by `circuitnn.tile.program.program_pulse`, chained through its states; the
@@ -55,6 +58,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,11 +79,13 @@ from circuitnn.reference import REF
 from circuitnn.tile.program import DEFAULTS as PROGRAM_DEFAULTS
 from circuitnn.tile.spec import Transistor
 
-DERIVE_VERSION = 1  # bump when the derivation changes what a cached card would hold
+DERIVE_VERSION = 2  # bump when the derivation changes what a cached card would hold
 #: x the switching threshold of the polarity (the default amplitude rule)
 AMPLITUDE_FACTORS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 V_PULSE_MAX = V_MAX  # V: no pulse amplitude above the tile's largest voltage
 MIN_PULSES = 4  # a ramp crossing the window in fewer pulses gives too coarse a law
+TARGET_PULSES = 30  # refine the amplitude between rungs until a ramp takes at least this many
+REFINE_STEPS = 8  # bisections of the amplitude between two rungs of the ladder
 SATURATED = 1e-4  # a pulse moving the read conductance by less than this x window: saturated
 #: a ramp whose steps shrink by a ratio q < 1 stops as saturated once covered + step q / (1 - q)
 #: (where a geometric series of steps would end) stays below this fraction of the window
@@ -260,6 +266,41 @@ def _ramps(dev: Device, v_read: float, window: tuple[float, float], up: np.ndarr
         if not active.any():
             break
     return {"g": g, "end": end, "pulses": np.sum(np.isfinite(g), axis=0) - 1}
+
+
+def _refine(dev: Device, v_read: float, window: tuple[float, float], settings: DeriveSettings,
+            transistor: Transistor, tried: dict[str, list[tuple[_Pulse, np.ndarray, str]]],
+            chosen: dict[str, _Pulse], cols: dict[str, np.ndarray],
+            progress: Callable[[int], None] | None) -> None:
+    """A finer law than the ladder's rung: where the chosen amplitude crosses the window in
+    fewer than TARGET_PULSES pulses and the rung below it did not cross, bisect the amplitude
+    between the two (REFINE_STEPS times) for the slowest ramp that still crosses within the
+    budget (in place)."""
+    brackets = {}
+    for w, c in chosen.items():
+        below = [p.amplitude for p, _, end in tried[w]
+                 if end != "crossed" and p.amplitude < c.amplitude]
+        if getattr(settings, f"amplitude_{w}") is None and below and \
+                len(cols[w]) - 1 < TARGET_PULSES:
+            brackets[w] = [max(below), c.amplitude]
+    for _ in range(REFINE_STEPS if brackets else 0):
+        words = list(brackets)
+        cands = [dataclasses.replace(chosen[w], amplitude=0.5 * sum(brackets[w])) for w in words]
+        ramps = _ramps(dev, v_read, window, np.array([w == "set" for w in words]), cands,
+                       settings.width, settings.pulses, transistor, progress)
+        for j, w in enumerate(words):
+            col = ramps["g"][:, j]
+            col = col[np.isfinite(col)]
+            if ramps["end"][j] == "crossed":
+                brackets[w][1] = cands[j].amplitude
+                if len(col) - 1 >= MIN_PULSES:
+                    chosen[w], cols[w] = cands[j], col
+            else:
+                brackets[w][0] = cands[j].amplitude
+            if len(cols[w]) - 1 >= TARGET_PULSES:
+                del brackets[w]
+        if not brackets:
+            break
 
 
 def _polarity_up(dev: Device, v_read: float, window: tuple[float, float],
@@ -544,15 +585,17 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
             tried[w].append((c, col, str(ramps["end"][j])))
             if ramps["end"][j] == "crossed" and len(col) - 1 >= MIN_PULSES:
                 chosen[w], cols[w] = c, col
+    _refine(dev, v_read, window, settings, transistor, tried, chosen, cols, progress)
     for w in ("set", "reset"):
         if w not in chosen:
             _refuse(w.upper(), tried[w], getattr(settings, f"amplitude_{w}") is not None,
                     settings.width, settings.pulses, window)
     t_numpy = time.perf_counter() - t0
     rule = {w: ("given" if getattr(settings, f"amplitude_{w}") is not None else
-                f"{chosen[w].amplitude / kind_thr[chosen[w].kind]:g} x threshold "
+                f"{chosen[w].amplitude / kind_thr[chosen[w].kind]:.4g} x threshold "
                 f"{kind_thr[chosen[w].kind]:.4g} V (smallest of {list(AMPLITUDE_FACTORS)} "
-                f"crossing the window in {MIN_PULSES}..{settings.pulses} pulses)")
+                f"crossing the window in {MIN_PULSES}..{settings.pulses} pulses, refined "
+                f"towards {TARGET_PULSES} or more pulses)")
             for w in chosen}
     check = None
     if check_ngspice:
@@ -569,7 +612,9 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
                      f"{v_read:g} V")
     shortest = min(len(c) for c in cols.values())
     knots = tuple(k for k in SPLINE_KNOTS if k + 1 <= shortest) or (2,)
-    fit = fit_pulse(data, n_sim=5, seed=0, spline_knots=knots)
+    with warnings.catch_warnings():  # one ramp per direction: no spread to estimate
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fit = fit_pulse(data, n_sim=5, seed=0, spline_knots=knots)
     sigma, noise_source = _noise(profile.iv_card, settings)
     model = fit.model
     span = model.g_max - model.g_min

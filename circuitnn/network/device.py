@@ -38,7 +38,7 @@ from circuitnn.network.mapping import Window
 from circuitnn.reference import REF
 
 BUILTIN_PATH = DEVICE_MODELS_DIR / BUILTIN_CARD
-LEGACY_PULSE_CARD = DEVICE_MODELS_DIR / "taox-pulse.json"  # measured TaOx ramps (CrossSim)
+TAOX_PULSE_CARD = DEVICE_MODELS_DIR / "taox-pulse.json"  # measured TaOx ramps (ohmic cells)
 READ_MARGIN = 1.25  # read_range = [g_min / 1.25, g_max * 1.25] inside the card's range
 
 
@@ -98,18 +98,20 @@ def array_device(iv_card: str | os.PathLike | None = None,
 
 
 def derived_pulse_law(profile: DeviceProfile) -> tuple[PulseModel, dict[str, Any]]:
-    """The pulse law of a device without a pulse card, and the report's `pulse` entry."""
-    # Until the derivation from the I-V card lands, the built-in device keeps the previous
-    # version's law: the measured TaOx ramps mapped onto its window.
-    if profile.iv_path.resolve() != BUILTIN_PATH.resolve():
-        raise CircuitnnError(f"{profile.iv_path}: give the device's pulse-update card "
-                             "(--pulse-card)")
-    model = _pulse_card(LEGACY_PULSE_CARD)
+    """The pulse law of a device without a pulse card, derived from its I-V card in its 1T1R
+    cell (`circuitnn.fitting.derive`, cached), mapped onto the window; and the report's
+    `pulse` entry."""
+    from tqdm import tqdm
+
+    from circuitnn.fitting.derive import derived_pulse
+
+    with tqdm(desc=f"pulse law of {profile.iv_path.name}", unit="pulse", disable=None,
+              leave=False) as bar:
+        model, report = derived_pulse(profile, progress=bar.update)
     g_min, g_max = profile.window
-    return scale_model(model, g_min, g_max), {
-        "source": "card", "path": str(LEGACY_PULSE_CARD),
-        "sha256": file_sha256(LEGACY_PULSE_CARD),
-        "note": "measured TaOx ramps mapped onto the window by relative position"}
+    keep = ("source", "path", "sha256", "settings", "pulses", "amplitude_rule", "width_rule",
+            "ngspice_check", "noise_source", "cached")
+    return scale_model(model, g_min, g_max), {k: report[k] for k in keep if k in report}
 
 
 def _pulse_card(path: str | os.PathLike) -> PulseModel:
@@ -131,7 +133,7 @@ def _ohmic(pulse_card: str | os.PathLike | None, g_window: tuple[float, float] |
     v_read = REF.hardware.v_read if v_read is None else float(v_read)
     if not 0 < v_read <= 1.0:
         raise CircuitnnError(f"read voltage must be in (0, 1] V, got {v_read}")
-    path = Path(pulse_card) if pulse_card is not None else LEGACY_PULSE_CARD
+    path = Path(pulse_card) if pulse_card is not None else TAOX_PULSE_CARD
     pulse = scale_model(_pulse_card(path), g_min, g_max)
     summary = {"iv_card": None, "pulse": {"source": "card", "path": str(path),
                                           "sha256": file_sha256(path)},
