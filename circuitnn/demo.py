@@ -5,8 +5,9 @@ Stages, each through the same commands a user runs, each printing its time:
 1. fits: every compact model to the Knowm W-SDC M1 loops (four frequencies, one parameter set;
    `fit --model all`), the bipolar Cu/a-SiC/TiN loop with its 100 uA compliance (VTEAM), and the
    pulse-update law to the measured TaOx ramps;
-2. the device: the best-ranked Knowm M1 card that an array can use (`device check`: a safe read
-   voltage exists, the state holds at 0 V), chosen automatically;
+2. the device: the best-ranked Knowm M1 card that the chain can use (a safe read voltage exists,
+   the state holds at 0 V, a pulse law can be derived from it, its surrogate passes validation
+   against ngspice), chosen automatically; the report says why better-ranked ones were not;
 3. tile figures (wire convention, IR drop of the 128 x 16 reference array);
 4. the reference chain (`mcnn run`) twice on the same ex-situ trained network: with the built-in
    HfOx device of the reference, and with the Knowm M1 device fitted in step 1 (its pulse law
@@ -78,9 +79,13 @@ class _Stages:
 
 def usable_card(fit_json: dict[str, Any]) -> tuple[str, Path, list[str]]:
     """(model, card path, why the better-ranked ones were passed over) of the best-ranked model
-    whose card an array can use (`circuitnn.devices.operating`)."""
+    whose card the chain can use: an operating point (`circuitnn.devices.operating`), a pulse
+    law derived from the card (`circuitnn.fitting.derive`) and a surrogate of its PEs that
+    passes validation against ngspice (both cached, so the chain reuses them)."""
     from circuitnn.devices import ModelCard
     from circuitnn.errors import CircuitnnError
+    from circuitnn.network.device import array_device
+    from circuitnn.training.pipeline import device_surrogate
 
     ranked = sorted((m for m, e in fit_json["models"].items() if "card" in e),
                     key=lambda m: fit_json["models"][m]["score"])
@@ -88,9 +93,15 @@ def usable_card(fit_json: dict[str, Any]) -> tuple[str, Path, list[str]]:
     for model in ranked:
         path = Path(fit_json["models"][model]["card"])
         op = ModelCard.load(path).operating
-        if op.get("usable", True):
-            return model, path, skipped
-        skipped.append(f"{model}: {op.get('reason')}")
+        if not op.get("usable", True):
+            skipped.append(f"{model}: {op.get('reason')}")
+            continue
+        try:
+            device_surrogate(array_device(path))
+        except CircuitnnError as err:
+            skipped.append(f"{model}: {err}")
+            continue
+        return model, path, skipped
     raise CircuitnnError("no fitted Knowm M1 card can be used in an array: " + "; ".join(skipped))
 
 

@@ -127,7 +127,7 @@ def test_nodal_and_ngspice_read_at_the_safe_voltage(knowm_spec):
 
 def test_device_check_json_of_a_fitted_card(tmp_path, capsys):
     saved = with_operating_point(ModelCard.load(KNOWM)).save(tmp_path / "m1.json")
-    code, out, err = run(["device", "check", str(saved), "--json"], capsys)
+    code, out, err = run(["device", "check", str(saved), "--json", "--no-derive"], capsys)
     assert code == 0, err
     r = json.loads(out)  # stdout is one JSON object
     op = r["operating"]
@@ -138,10 +138,18 @@ def test_device_check_json_of_a_fitted_card(tmp_path, capsys):
     assert op["on_off"] > 1e6  # the low state is nearly open
     assert r["iv_card"]["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
     assert r["source"]["datasets"] == ["knowm-wsdc-iv"] and r["pulse_response"] is None
-    code, out, err = run(["device", "check", str(KNOWM)], capsys)
+    code, out, err = run(["device", "check", str(KNOWM), "--no-derive"], capsys)
     assert code == 0, err
     assert "v_read: 0.09 V (computed on load)" in out and "switching thresholds" in out
     assert "read disturb: drift 0 after 1,000,000 reads" in out and "pass" in out
+
+
+def test_device_check_shows_the_derived_pulse_law(capsys):
+    code, out, err = run(["device", "check", str(HFOX), "--g-min-uS", "6", "--g-max-uS", "24"],
+                         capsys)
+    assert code == 0, err
+    assert "pulse law: derived from the card" in out and "ngspice agrees within" in out
+    assert "SET: " in out and "pulses to traverse the window" in out
 
 
 def test_device_profile_with_a_pulse_card(capsys):

@@ -51,9 +51,21 @@ def _text(r: dict[str, Any]) -> list[str]:
                  f"{d['pulse_width_s'] * 1e9:g} ns at {d['v_read']:g} V (limit "
                  f"{d['limit']:.0%}): {'pass' if d['passes'] else 'FAIL'}")
     pr = r["pulse_response"]
-    if pr is not None:
+    if r["pulse"] is not None and "error" in r["pulse"]:
+        lines.append(f"pulse law: cannot be derived from the card: {r['pulse']['error']}")
+    if pr is not None and r["pulse"]["source"] == "derived":
+        p = r["pulse"]
+        amps = ", ".join(f"{w.upper()} {p['pulses'][w]['amplitude']:.3g} V (gate "
+                         f"{p['pulses'][w]['gate']:g} V)" for w in ("set", "reset"))
+        chk = p.get("ngspice_check")
+        lines.append(f"pulse law: derived from the card ({pr['law']} law; {amps}, "
+                     f"{p['settings']['width']:.3g} s pulses"
+                     + (f"; ngspice agrees within {chk['max_state_error']:.2%} of the state "
+                        "span" if chk else "") + f"; card {p['path']})")
+    elif pr is not None:
         lines.append(f"pulse card: {r['pulse']['path']} ({pr['law']} law, mapped onto the window "
                      f"x{r['pulse']['pulse_scale']:.3g})")
+    if pr is not None:
         for name in ("set", "reset"):
             p = pr[name]
             n = "not within 1e6 pulses" if p["pulses"] is None else f"{p['pulses']} pulses"
@@ -83,19 +95,34 @@ def device() -> None:
               help="Window low end (uS) instead of the default rule.")
 @click.option("--g-max-uS", "g_max_us", type=float, default=None,
               help="Window high end (uS) instead of the default rule.")
+@click.option("--derive/--no-derive", default=True, show_default=True,
+              help="Without --pulse-card, derive the pulse law from the card (circuitnn "
+                   "fit-pulse --from-card; cached) and show its response.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def check(card: str, pulse_card: str | None, v_read: float | None, g_min_us: float | None,
-          g_max_us: float | None, as_json: bool) -> None:
+          g_max_us: float | None, derive: bool, as_json: bool) -> None:
     """Check a device before using it: model and source, the safe read voltage and why,
     switching thresholds, conductance range and programmable window at v_read, on/off ratio,
-    read-disturb drift after 10^6 reads, and with --pulse-card the pulse response (pulses to
-    traverse the window each way, nonlinearity, noise). CARD is an I-V card (circuitnn fit);
-    a card without an operating record gets one computed (see circuitnn.devices.operating).
+    read-disturb drift after 10^6 reads, and the pulse response (pulses to traverse the window
+    each way, nonlinearity, noise) of --pulse-card or of the law derived from the card. CARD
+    is an I-V card (circuitnn fit); a card without an operating record gets one computed (see
+    circuitnn.devices.operating).
     """
     from circuitnn.devices.profile import DeviceProfile
 
     profile = DeviceProfile.load(card, pulse_card, v_read, _window(g_min_us, g_max_us))
     report = profile.report()
+    if pulse_card is None and derive:
+        from circuitnn.devices.pulse import pulse_response, scale_model
+        from circuitnn.fitting.derive import derived_pulse
+
+        try:
+            model, derived = derived_pulse(profile)
+        except CircuitnnError as err:  # a finding about the device, not a failed check
+            report["pulse"] = {"source": "derived", "error": str(err)}
+        else:
+            report["pulse"] = derived
+            report["pulse_response"] = pulse_response(scale_model(model, *profile.window))
     if as_json:
         click.echo(json.dumps(report))
         return

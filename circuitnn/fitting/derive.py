@@ -272,20 +272,24 @@ def _refine(dev: Device, v_read: float, window: tuple[float, float], settings: D
             transistor: Transistor, tried: dict[str, list[tuple[_Pulse, np.ndarray, str]]],
             chosen: dict[str, _Pulse], cols: dict[str, np.ndarray],
             progress: Callable[[int], None] | None) -> None:
-    """A finer law than the ladder's rung: where the chosen amplitude crosses the window in
-    fewer than TARGET_PULSES pulses and the rung below it did not cross, bisect the amplitude
-    between the two (REFINE_STEPS times) for the slowest ramp that still crosses within the
-    budget (in place)."""
-    brackets = {}
-    for w, c in chosen.items():
+    """A finer law than the ladder's rungs: where the lowest crossing rung crosses the window in
+    fewer than TARGET_PULSES pulses (or fewer than MIN_PULSES: not usable) and the rung below it
+    did not cross, bisect the amplitude between the two (REFINE_STEPS times) for the slowest
+    ramp that still crosses within the budget (`chosen`, `cols` updated in place)."""
+    brackets, kinds = {}, {}
+    for w in ("set", "reset"):
+        crossing = [p for p, _, end in tried[w] if end == "crossed"]
+        if getattr(settings, f"amplitude_{w}") is not None or not crossing or (
+                w in chosen and len(cols[w]) - 1 >= TARGET_PULSES):
+            continue
+        top = min(crossing, key=lambda p: p.amplitude)
         below = [p.amplitude for p, _, end in tried[w]
-                 if end != "crossed" and p.amplitude < c.amplitude]
-        if getattr(settings, f"amplitude_{w}") is None and below and \
-                len(cols[w]) - 1 < TARGET_PULSES:
-            brackets[w] = [max(below), c.amplitude]
+                 if end != "crossed" and p.amplitude < top.amplitude]
+        if below:
+            brackets[w], kinds[w] = [max(below), top.amplitude], top
     for _ in range(REFINE_STEPS if brackets else 0):
         words = list(brackets)
-        cands = [dataclasses.replace(chosen[w], amplitude=0.5 * sum(brackets[w])) for w in words]
+        cands = [dataclasses.replace(kinds[w], amplitude=0.5 * sum(brackets[w])) for w in words]
         ramps = _ramps(dev, v_read, window, np.array([w == "set" for w in words]), cands,
                        settings.width, settings.pulses, transistor, progress)
         for j, w in enumerate(words):
@@ -297,7 +301,7 @@ def _refine(dev: Device, v_read: float, window: tuple[float, float], settings: D
                     chosen[w], cols[w] = cands[j], col
             else:
                 brackets[w][0] = cands[j].amplitude
-            if len(cols[w]) - 1 >= TARGET_PULSES:
+            if w in chosen and len(cols[w]) - 1 >= TARGET_PULSES:
                 del brackets[w]
         if not brackets:
             break

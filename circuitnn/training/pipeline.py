@@ -291,6 +291,22 @@ class Context:
 
 
 # ----------------------------------------------------------------------------- stages
+def device_surrogate(dev: ArrayDevice, tile_options: dict[str, Any] | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """{card_sha256, calibrated, validation} of the surrogate card that covers the device's
+    PEs over its read range: shipped, cached, or calibrated now and validated against ngspice
+    (refused above 1% RMS error; `circuitnn.surrogate.auto.surrogate_for`)."""
+    from circuitnn.surrogate.auto import surrogate_for
+
+    opts = dict(tile_options or {})
+    r = [float(opts.pop(k, TILE_DEFAULTS[k])) for k in ("r_row", "r_col")]
+    name = Path(dev.summary["iv_card"]["path"]).name
+    _, info = surrogate_for(dev.tile_card, REF.hardware.pe_rows, REF.hardware.pe_cols,
+                            (min(r), max(r)), dev.read_range, dev.v_read, opts, name,
+                            progress=progress)
+    return {k: info[k] for k in ("card_sha256", "calibrated", "validation")}
+
+
 def stage_device(ctx: Context) -> DeviceInfo:
     """The device summary and, for the surrogate engine, the surrogate card that covers the
     device's tiles: shipped, cached, or calibrated now and validated against ngspice (refused
@@ -299,15 +315,7 @@ def stage_device(ctx: Context) -> DeviceInfo:
     surrogate: dict[str, Any] = {"card_sha256": None, "calibrated": False, "validation": None,
                                  "used": c.engine == "surrogate"}
     if c.engine == "surrogate" and dev.tile_card is not None:
-        from circuitnn.surrogate.auto import surrogate_for
-
-        opts = dict(c.tile_options or {})
-        r = [float(opts.pop(k, TILE_DEFAULTS[k])) for k in ("r_row", "r_col")]
-        name = Path(dev.summary["iv_card"]["path"]).name
-        _, info = surrogate_for(dev.tile_card, REF.hardware.pe_rows, REF.hardware.pe_cols,
-                                (min(r), max(r)), dev.read_range, dev.v_read, opts, name,
-                                progress=ctx.progress)
-        surrogate.update({k: info[k] for k in ("card_sha256", "calibrated", "validation")})
+        surrogate.update(device_surrogate(dev, c.tile_options, ctx.progress))
     if dev.tile_card is not None:
         from circuitnn.devices.figure import device_figure
 
