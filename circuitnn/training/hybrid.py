@@ -6,7 +6,9 @@ hardware (they do not change during hybrid training, so the caller computes them
 layer runs on its current conductances through the same engine, the cross-entropy gradient of
 its weights is computed digitally, and the desired change of each weight is accumulated in
 conductance units (dG = -lr dL/dW x unit / layer scale). Where the accumulated |dG| exceeds
-`threshold` (reference: about 1.5 uS, unconfirmed), a pulse train is applied to that pair, open
+`threshold` (reference: about 1.5 uS, unconfirmed), and half the nominal step of one pulse (a
+coarse device, e.g. a law derived from a steep I-V card, would otherwise overshoot every
+wish), a pulse train is applied to that pair, open
 loop through the pulse-update model with its noise: n = clip(round(|dG| / nominal step), 1,
 max_pulses) pulses, ceil(n/2) to G+ and the rest to G- (SET on G+ / RESET on G- for an increase,
 the opposite for a decrease, which keeps each pair centred); the accumulator is reduced by the
@@ -106,6 +108,7 @@ def train_last_layer(chip: ChipState, engine: str, bias: np.ndarray, feats: np.n
     dev_m = {k: v[tile, row, cm] for k, v in devices.items()}
     stuck_p, stuck_m = stuck[tile, row, cp], stuck[tile, row, cm]
     step = (model.g_max - model.g_min) / model.pmax_p  # nominal conductance change per pulse
+    fire_at = max(cfg.threshold, 0.5 * step)  # a pulse never does more than twice the wish
     to_g = unit / scale
     acc = np.zeros(m.shapes[layer])
     bias = np.array(bias, float)
@@ -135,7 +138,7 @@ def train_last_layer(chip: ChipState, engine: str, bias: np.ndarray, feats: np.n
         loss, dlogits = softmax_cross_entropy(logits, labels[idx])
         acc += -cfg.lr * (x.T @ dlogits) * to_g
         bias -= cfg.bias_lr * dlogits.sum(axis=0)
-        fire = np.abs(acc) >= cfg.threshold
+        fire = np.abs(acc) >= fire_at
         n = np.where(fire, np.clip(np.rint(np.abs(acc) / step), 1, cfg.max_pulses), 0)
         sign = np.sign(acc).astype(np.int64)
         n_p = np.ceil(n / 2).astype(np.int64)
