@@ -44,6 +44,7 @@ from circuitnn.periphery.bitserial import (
     ideal_column_read,
 )
 from circuitnn.reference import REF
+from circuitnn.surrogate.model import binary_currents, stack_blocks
 from circuitnn.tile.read import CIRCUIT_ENGINES
 from circuitnn.tile.read import read as tile_read
 from circuitnn.tile.spec import TileSpec
@@ -52,6 +53,7 @@ from circuitnn.tile.spec import TileSpec
 ENGINES = ("ideal", "quantised", *CIRCUIT_ENGINES)
 INPUT_BITS = REF.hardware.input_bits
 READER_CACHE = 4096  # surrogate tile readers kept per engine (about 50 kB each at 128 x 16)
+FAST_SLOT_VALUES = 1 << 24  # slot currents per array product of the fast path (64 MB float32)
 
 
 def check_engine(engine: str) -> str:
@@ -174,6 +176,11 @@ class CircuitRead:
             self._tiles.move_to_end(key)
         return reader
 
+    def surrogate_block(self, g_tile: np.ndarray, p: Placement) -> tuple[np.ndarray, ...]:
+        """(A, P, Q, y0) of block p of a tile through its programmed surrogate
+        (`BinaryReader.block`)."""
+        return self.surrogate_reader(self.whole_tile(g_tile)).block(p.rows, p.cols)
+
     def block_read(self, g_tile: np.ndarray, p: Placement) -> ColumnRead:
         """`column_read(V, G)` of block p: V (slots, block rows) -> its columns' currents."""
         g_full = self.whole_tile(g_tile)
@@ -220,7 +227,10 @@ class ChipEngine:
     def quantise_input(self, layer: str, x: np.ndarray) -> np.ndarray:
         """Layer inputs -> integer codes 0..2**input_bits-1 with the layer's step."""
         top = 2 ** self.input_bits - 1
-        return np.clip(np.rint(x / self.chip.act_scales[layer]), 0, top).astype(np.int64)
+        q = np.divide(x, self.chip.act_scales[layer])
+        np.rint(q, out=q)
+        np.clip(q, 0, top, out=q)
+        return q.astype(np.uint8 if self.input_bits <= 8 else np.int64)
 
     def effective_weights(self, layer: str, group: int) -> np.ndarray:
         """The chip's weights of one replica as floats: (G+ - G-) / unit x layer scale."""
@@ -269,6 +279,37 @@ class ChipEngine:
         cur[live] = cur_live
         return cur
 
+    def _block_matrix(self, blocks: list[Placement]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(M, zero) for a row block read as one product of 0/1 bit planes, or None (energy is
+        counted, or the engine reads tiles by circuit solves): the ideal crossbar's
+        M = v_read [G of every block side by side]; the surrogate's `stack_blocks` of every
+        block's surrogate matrices. zero: the columns' currents with no row driven."""
+        c, vr = self.chip, self.v_read
+        if self.counter is not None or self.engine not in ("quantised", "surrogate"):
+            return None
+        if self.engine == "quantised":
+            m = np.hstack([c.conductances[p.tile, p.rows, p.cols] for p in blocks])
+            return np.ascontiguousarray(m * vr, dtype=self.dtype), np.zeros(m.shape[1])
+        parts = [self.circuit.surrogate_block(c.conductances[p.tile], p) for p in blocks]
+        return stack_blocks(parts, scale=vr, dtype=self.dtype)
+
+    def _read_planes(self, xb: np.ndarray, m: np.ndarray, zero: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Currents of the live slots of codes xb (batch, rows) through M (`_block_matrix`):
+        (currents (live slots, cols), slot-major indices of the live slots). A slot with no
+        input bit set is not read (it carries `zero`)."""
+        bits, n = self.input_bits, xb.shape[0]
+        any_bit = np.bitwise_or.reduce(xb, axis=1)
+        idx = [np.flatnonzero((any_bit >> k) & 1) for k in range(bits)]
+        planes = np.empty((sum(len(i) for i in idx), xb.shape[1]), dtype=self.dtype)
+        o = 0
+        for k, i in enumerate(idx):
+            np.bitwise_and(xb[i] >> k, 1, out=planes[o:o + len(i)], casting="unsafe")
+            o += len(i)
+        live = np.concatenate([k * n + i for k, i in enumerate(idx)])
+        x = planes @ m
+        return (x if self.engine == "quantised" else binary_currents(x, zero)), live
+
     def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
         if self.engine == "ideal":
             return x @ self.effective_weights(layer, group)
@@ -280,17 +321,25 @@ class ChipEngine:
         unit, g_max = c.device.window.unit, c.device.window.g_max
         for (r0, r1), blocks in self._row_blocks(layer, group).items():
             full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
-            for s in range(0, flat.shape[0], self.chunk):
-                xb = flat[s:s + self.chunk, r0:r1]
-                planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2).reshape(-1, r1 - r0)
-                cur = self._read_block_row(layer, blocks, planes)
+            fast = self._block_matrix(blocks)
+            chunk = self.chunk if fast is None else max(
+                64, min(self.chunk, FAST_SLOT_VALUES // (self.input_bits * fast[0].shape[1])))
+            for s in range(0, flat.shape[0], chunk):
+                xb = flat[s:s + chunk, r0:r1]
+                if fast is None:
+                    planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2)
+                    cur = self._read_block_row(layer, blocks, planes.reshape(-1, r1 - r0))
+                    live, zero = None, None
+                else:
+                    cur, live = self._read_planes(xb, *fast)
+                    zero = fast[1]
                 y = differential_output(cur, len(xb), g_unit=unit, v_read=vr,
                                         adc_bits=self.adc_bits, full_scale=full_scale,
-                                        input_bits=self.input_bits)
+                                        input_bits=self.input_bits, live=live, zero=zero)
                 j = 0
                 for p in blocks:
                     n = p.w_cols.stop - p.w_cols.start
-                    out[s:s + self.chunk, p.w_cols] += y[:, j:j + n]
+                    out[s:s + chunk, p.w_cols] += y[:, j:j + n]
                     j += n
         scale = c.act_scales[layer] * c.weight_scales[layer]
         return out.reshape(lead + (out.shape[-1],)) * scale
