@@ -26,7 +26,9 @@ g-th band of output rows (top to bottom); with `group=g` replica g (mod its coun
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +44,11 @@ from circuitnn.periphery.bitserial import (
     bit_planes,
     differential_output,
     ideal_column_read,
+)
+from circuitnn.periphery.calibration import (
+    apply_column_gains,
+    fit_column_gains,
+    relative_error,
 )
 from circuitnn.reference import REF
 from circuitnn.surrogate.model import binary_currents, stack_blocks
@@ -106,11 +113,23 @@ class ChipState:
     device: ArrayDevice
     adc_bits: int | None = REF.hardware.adc_bits
     adc_fraction: float = REF.choices.adc_fraction
+    #: per-column digital gain and offset of each row block (`calibrate_columns`), by
+    #: `gain_key(layer, group)`: (2, row blocks, outputs); None = no column calibration
+    column_gains: dict[str, np.ndarray] | None = None
 
     def with_conductances(self, g: np.ndarray) -> ChipState:
-        """The same chip with other conductances (e.g. after hybrid training)."""
-        return ChipState(self.net, self.mapping, g, self.weight_scales, self.act_scales,
-                         self.device, self.adc_bits, self.adc_fraction)
+        """The same chip with other conductances (e.g. after hybrid training); the column
+        calibration is kept (the periphery is not re-calibrated)."""
+        return dataclasses.replace(self, conductances=g)
+
+    def with_column_gains(self, gains: dict[str, np.ndarray] | None) -> ChipState:
+        """The same chip with another column calibration (None: none)."""
+        return dataclasses.replace(self, column_gains=gains)
+
+
+def gain_key(layer: str, group: int) -> str:
+    """Key of a replica's column calibration in `ChipState.column_gains`."""
+    return f"{layer}@{group}"
 
 
 class CircuitRead:
@@ -247,11 +266,11 @@ class ChipEngine:
         return read or ideal_column_read
 
     def _row_blocks(self, layer: str, group: int) -> dict[tuple[int, int], list[Placement]]:
-        """A replica's placements grouped by the input rows they take."""
+        """A replica's placements grouped by the input rows they take, in row order."""
         out: dict[tuple[int, int], list[Placement]] = {}
         for p in self.mapping.of(layer, group):
             out.setdefault((p.w_rows.start, p.w_rows.stop), []).append(p)
-        return out
+        return dict(sorted(out.items()))
 
     def _read_block_row(self, layer: str, blocks: list[Placement], planes: np.ndarray
                         ) -> np.ndarray:
@@ -310,22 +329,21 @@ class ChipEngine:
         x = planes @ m
         return (x if self.engine == "quantised" else binary_currents(x, zero)), live
 
-    def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
-        if self.engine == "ideal":
-            return x @ self.effective_weights(layer, group)
-        codes = self.quantise_input(layer, x)
-        lead = codes.shape[:-1]
-        flat = codes.reshape(-1, codes.shape[-1])
-        out = np.zeros((flat.shape[0], self.mapping.shapes[layer][1]))
+    def block_outputs(self, layer: str, codes: np.ndarray, group: int
+                      ) -> Iterator[tuple[int, np.ndarray, int, np.ndarray]]:
+        """The digital outputs of each row block before partial sums are added: yields
+        (row block index, its output columns, first input vector, outputs (vectors, columns)
+        in code x level units, no column calibration) for codes (n, rows) of a layer."""
         c, vr = self.chip, self.v_read
         unit, g_max = c.device.window.unit, c.device.window.g_max
-        for (r0, r1), blocks in self._row_blocks(layer, group).items():
+        for i, ((r0, r1), blocks) in enumerate(self._row_blocks(layer, group).items()):
+            cols = np.concatenate([np.arange(p.w_cols.start, p.w_cols.stop) for p in blocks])
             full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
             fast = self._block_matrix(blocks)
             chunk = self.chunk if fast is None else max(
                 64, min(self.chunk, FAST_SLOT_VALUES // (self.input_bits * fast[0].shape[1])))
-            for s in range(0, flat.shape[0], chunk):
-                xb = flat[s:s + chunk, r0:r1]
+            for s in range(0, codes.shape[0], chunk):
+                xb = codes[s:s + chunk, r0:r1]
                 if fast is None:
                     planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2)
                     cur = self._read_block_row(layer, blocks, planes.reshape(-1, r1 - r0))
@@ -333,14 +351,23 @@ class ChipEngine:
                 else:
                     cur, live = self._read_planes(xb, *fast)
                     zero = fast[1]
-                y = differential_output(cur, len(xb), g_unit=unit, v_read=vr,
-                                        adc_bits=self.adc_bits, full_scale=full_scale,
-                                        input_bits=self.input_bits, live=live, zero=zero)
-                j = 0
-                for p in blocks:
-                    n = p.w_cols.stop - p.w_cols.start
-                    out[s:s + chunk, p.w_cols] += y[:, j:j + n]
-                    j += n
+                yield i, cols, s, differential_output(
+                    cur, len(xb), g_unit=unit, v_read=vr, adc_bits=self.adc_bits,
+                    full_scale=full_scale, input_bits=self.input_bits, live=live, zero=zero)
+
+    def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
+        if self.engine == "ideal":
+            return x @ self.effective_weights(layer, group)
+        codes = self.quantise_input(layer, x)
+        lead = codes.shape[:-1]
+        flat = codes.reshape(-1, codes.shape[-1])
+        out = np.zeros((flat.shape[0], self.mapping.shapes[layer][1]))
+        c = self.chip
+        gains = (c.column_gains or {}).get(gain_key(layer, group))
+        for i, cols, s, y in self.block_outputs(layer, flat, group):
+            if gains is not None:
+                apply_column_gains(y, gains[:, i, cols])
+            out[s:s + len(y), cols] += y
         scale = c.act_scales[layer] * c.weight_scales[layer]
         return out.reshape(lead + (out.shape[-1],)) * scale
 
@@ -380,6 +407,63 @@ def build_engine(chip: ChipState, engine: str = "surrogate", *, group: int | Non
     return ChipEngine(chip, engine, group, bits, circuit, counter,
                       chunk=4096 if engine in ("nodal", "ngspice") else 16384,
                       dtype=np.float32 if engine in ("quantised", "surrogate") else np.float64)
+
+
+def layer_inputs(net: Network, params: dict[str, np.ndarray], images: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """Every weight layer's input vectors (n, rows) in the float network for uint8 images."""
+    seen: dict[str, np.ndarray] = {}
+
+    def record(layer: str, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        seen[layer] = x.reshape(-1, x.shape[-1])
+        return x @ w
+
+    graph.forward(net, params, graph.preprocess(net, images), matmul=record)
+    return seen
+
+
+def calibrate_columns(engine: ChipEngine, levels: dict[str, np.ndarray],
+                      inputs: dict[str, np.ndarray], max_vectors: int = 2048
+                      ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Per-column digital gain and offset of every row block of every replica, measured
+    through `engine` (a bit-serial engine of the programmed chip) with calibration inputs.
+
+    inputs: each layer's input vectors (`layer_inputs` of a few calibration images; at most
+    `max_vectors` of them, evenly spaced, are used); levels: the intended integer weight
+    levels (rows, outputs) of each layer. Each row block's outputs are fitted to the codes
+    times the intended levels of its rows (`fit_column_gains`). Returns (gains for
+    `ChipState.column_gains`, per layer: relative RMS output error before and after, gain
+    range)."""
+    if engine.engine == "ideal":
+        raise CircuitnnError("column calibration needs a bit-serial engine, not 'ideal'")
+    gains: dict[str, np.ndarray] = {}
+    report: dict[str, dict] = {}
+    m = engine.mapping
+    for layer in m.shapes:
+        x = inputs[layer]
+        x = x[np.linspace(0, len(x) - 1, min(len(x), max_vectors)).astype(int)]
+        codes = engine.quantise_input(layer, x)
+        lv = np.asarray(levels[layer], dtype=float)
+        err = {"before": [], "after": []}
+        for group in range(m.groups[layer]):
+            blocks = list(engine._row_blocks(layer, group))
+            measured = np.zeros((len(blocks), len(codes), lv.shape[1]))
+            for i, cols, s, y in engine.block_outputs(layer, codes, group):
+                measured[i][s:s + len(y), cols] = y
+            g = np.empty((2, len(blocks), lv.shape[1]))
+            for i, (r0, r1) in enumerate(blocks):
+                target = codes[:, r0:r1].astype(float) @ lv[r0:r1]
+                g[:, i] = fit_column_gains(measured[i], target)
+                err["before"].append(relative_error(measured[i], target))
+                err["after"].append(relative_error(apply_column_gains(measured[i], g[:, i]),
+                                                   target))
+            gains[gain_key(layer, group)] = g
+        gk = np.concatenate([gains[gain_key(layer, k)][0].ravel() for k in range(m.groups[layer])])
+        report[layer] = {"rel_error_before": float(np.mean(err["before"])),
+                         "rel_error_after": float(np.mean(err["after"])),
+                         "gain_min": float(gk.min()), "gain_max": float(gk.max()),
+                         "vectors": len(codes)}
+    return gains, report
 
 
 def run_engine(engine: ChipEngine, params: dict[str, np.ndarray], images: np.ndarray,
