@@ -50,10 +50,10 @@ def network() -> None:
               help="Mini-batches of in-situ training of the last layer.")
 @click.option("--n-energy", default=20, show_default=True, type=int,
               help="Test images whose reads are counted for energy.")
-@click.option("--calibrate-columns/--no-calibrate-columns", default=False, show_default=True,
+@click.option("--calibrate-columns/--no-calibrate-columns", default=True, show_default=True,
               help="After transfer, measure every output column of every row block with the "
                    "layer inputs of 8 training images and apply a fitted digital gain and "
-                   "offset before partial sums are added (bit-serial engines).")
+                   "offset before partial sums are added (bit-serial engines; a few seconds).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 def run(name: str, dataset: str, out: str, train_images: int | None, test_images: int | None,

@@ -60,7 +60,7 @@ from circuitnn.tile.spec import TileSpec
 ENGINES = ("ideal", "quantised", *CIRCUIT_ENGINES)
 INPUT_BITS = REF.hardware.input_bits
 READER_CACHE = 4096  # surrogate tile readers kept per engine (about 50 kB each at 128 x 16)
-FAST_SLOT_VALUES = 1 << 24  # slot currents per array product of the fast path (64 MB float32)
+FAST_SLOT_VALUES = 1 << 22  # slot currents per array product of the fast path (16 MB float32)
 
 
 def check_engine(engine: str) -> str:

@@ -101,7 +101,7 @@ class RunConfig:
     refresh_every: int = 10
     n_energy: int = 20
     tile_options: dict[str, Any] = field(default_factory=dict)
-    calibrate_columns: bool = False  # per-column digital gain/offset after transfer
+    calibrate_columns: bool = True  # per-column digital gain/offset after transfer
 
     def check(self) -> None:
         """Raise CircuitnnError for options that cannot work (fast: before any stage)."""
