@@ -166,6 +166,26 @@ def test_surrogate_engine_reads_whole_pe_and_counts_energy(run_dir):
     assert 0.7 < s["array"] / q["array"] < 1.0
 
 
+@pytest.mark.parametrize("engine", ["surrogate", "quantised"])
+def test_fast_row_block_product_matches_block_by_block_reads(run_dir, engine):
+    """The fast path (one float32 product per row block, all-zero slots not read, ADC in
+    codes) against the block-by-block column reads the energy counter uses."""
+    chip = Chip.load(run_dir)
+    state = chip.state(1)
+    x = graph.preprocess(chip.net, load_dataset(n_test=1000).x_test[:3])
+    p = dict(chip.params, b_FC=chip.bias["single"])
+    for adc in (None, "chip"):
+        fast = build_engine(state, engine, group=0, adc_bits=adc)
+        slow = build_engine(state, engine, group=0, adc_bits=adc,
+                            counter=EnergyCounter(), circuit=fast.circuit)
+        a, b = graph.forward(chip.net, p, x, fast), graph.forward(chip.net, p, x, slow)
+        assert np.array_equal(a.argmax(1), b.argmax(1))
+        if adc is None:  # float32 products in another order: rounding only
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.abs(b).max())
+        else:  # a current within rounding of an ADC threshold may take the other code
+            assert np.abs(a - b).max() < 0.05 * np.abs(b).max()
+
+
 def test_ngspice_crosscheck(run_dir, capsys):
     capsys.readouterr()
     main(QUICK[:-1] + ["2", "--out", str(run_dir)])

@@ -50,6 +50,17 @@ def test_network_run_report(cnn5_run, capsys):
     main(args[:i + 1] + ["10"] + args[i + 2:])
     computed = capsys.readouterr().out.split("computed:")[1]
     assert "hybrid" in computed and "exsitu" not in computed
+    cal = rep["column_calibration"]  # on by default
+    assert cal["enabled"] and cal["images"] == 8
+    for layer in ("C1", "C3", "FC"):
+        c = cal["per_layer"][layer]
+        assert c["rel_error_after"] <= c["rel_error_before"] and c["vectors"] > 0
+    # without it: the stage after transfer and what follows are recomputed, transfer is not
+    main(args + ["--no-calibrate-columns"])
+    computed = capsys.readouterr().out.split("computed:")[1]
+    assert computed.split(";")[0].split(", ")[0].strip() == "calibrate"
+    assert json.loads((out / "report.json").read_text())["column_calibration"] == {
+        "enabled": False}
 
 
 def test_resnet20_maps_and_runs_on_given_weights(tmp_path):

@@ -77,13 +77,17 @@ def network() -> None:
               help="Mini-batches of in-situ training of the last layer.")
 @click.option("--n-energy", default=20, show_default=True, type=int,
               help="Test images whose reads are counted for energy.")
+@click.option("--calibrate-columns/--no-calibrate-columns", default=True, show_default=True,
+              help="After transfer, measure every output column of every row block with the "
+                   "layer inputs of 8 training images and apply a fitted digital gain and "
+                   "offset before partial sums are added (bit-serial engines; a few seconds).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 def run(name: str, dataset: str, out: str, train_images: int | None, test_images: int | None,
         replicate_first: int, hybrid_fraction: float | None, engine: str, iv_card: str | None,
         pulse_card: str | None, v_read: float | None, g_min: float | None,
         g_max: float | None, weights: str | None, epochs: int | None, hybrid_batches: int,
-        n_energy: int, seed: int, as_json: bool) -> None:
+        n_energy: int, calibrate_columns: bool, seed: int, as_json: bool) -> None:
     """Run the whole chain for a preset network (resuming finished stages) and write
     OUT/report.json."""
     from circuitnn.io import write_json
@@ -94,7 +98,8 @@ def run(name: str, dataset: str, out: str, train_images: int | None, test_images
                     hybrid_fraction=hybrid_fraction, engine=engine,
                     **device_config(iv_card, pulse_card, v_read, g_min, g_max),
                     weights=weights, epochs=epochs,
-                    hybrid_batches=hybrid_batches, n_energy=n_energy, seed=seed)
+                    hybrid_batches=hybrid_batches, n_energy=n_energy, seed=seed,
+                    calibrate_columns=calibrate_columns)
     ctx = run_pipeline(cfg, out)
     rep = network_report(ctx)
     write_json(Path(out) / "report.json", rep)

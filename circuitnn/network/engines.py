@@ -26,7 +26,9 @@ g-th band of output rows (top to bottom); with `group=g` replica g (mod its coun
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +45,13 @@ from circuitnn.periphery.bitserial import (
     differential_output,
     ideal_column_read,
 )
+from circuitnn.periphery.calibration import (
+    apply_column_gains,
+    fit_column_gains,
+    relative_error,
+)
 from circuitnn.reference import REF
+from circuitnn.surrogate.model import binary_currents, stack_blocks
 from circuitnn.tile.read import CIRCUIT_ENGINES
 from circuitnn.tile.read import read as tile_read
 from circuitnn.tile.spec import TileSpec
@@ -52,6 +60,7 @@ from circuitnn.tile.spec import TileSpec
 ENGINES = ("ideal", "quantised", *CIRCUIT_ENGINES)
 INPUT_BITS = REF.hardware.input_bits
 READER_CACHE = 4096  # surrogate tile readers kept per engine (about 50 kB each at 128 x 16)
+FAST_SLOT_VALUES = 1 << 22  # slot currents per array product of the fast path (16 MB float32)
 
 
 def check_engine(engine: str) -> str:
@@ -104,11 +113,23 @@ class ChipState:
     device: ArrayDevice
     adc_bits: int | None = REF.hardware.adc_bits
     adc_fraction: float = REF.choices.adc_fraction
+    #: per-column digital gain and offset of each row block (`calibrate_columns`), by
+    #: `gain_key(layer, group)`: (2, row blocks, outputs); None = no column calibration
+    column_gains: dict[str, np.ndarray] | None = None
 
     def with_conductances(self, g: np.ndarray) -> ChipState:
-        """The same chip with other conductances (e.g. after hybrid training)."""
-        return ChipState(self.net, self.mapping, g, self.weight_scales, self.act_scales,
-                         self.device, self.adc_bits, self.adc_fraction)
+        """The same chip with other conductances (e.g. after hybrid training); the column
+        calibration is kept (the periphery is not re-calibrated)."""
+        return dataclasses.replace(self, conductances=g)
+
+    def with_column_gains(self, gains: dict[str, np.ndarray] | None) -> ChipState:
+        """The same chip with another column calibration (None: none)."""
+        return dataclasses.replace(self, column_gains=gains)
+
+
+def gain_key(layer: str, group: int) -> str:
+    """Key of a replica's column calibration in `ChipState.column_gains`."""
+    return f"{layer}@{group}"
 
 
 class CircuitRead:
@@ -174,6 +195,11 @@ class CircuitRead:
             self._tiles.move_to_end(key)
         return reader
 
+    def surrogate_block(self, g_tile: np.ndarray, p: Placement) -> tuple[np.ndarray, ...]:
+        """(A, P, Q, y0) of block p of a tile through its programmed surrogate
+        (`BinaryReader.block`)."""
+        return self.surrogate_reader(self.whole_tile(g_tile)).block(p.rows, p.cols)
+
     def block_read(self, g_tile: np.ndarray, p: Placement) -> ColumnRead:
         """`column_read(V, G)` of block p: V (slots, block rows) -> its columns' currents."""
         g_full = self.whole_tile(g_tile)
@@ -220,7 +246,10 @@ class ChipEngine:
     def quantise_input(self, layer: str, x: np.ndarray) -> np.ndarray:
         """Layer inputs -> integer codes 0..2**input_bits-1 with the layer's step."""
         top = 2 ** self.input_bits - 1
-        return np.clip(np.rint(x / self.chip.act_scales[layer]), 0, top).astype(np.int64)
+        q = np.divide(x, self.chip.act_scales[layer])
+        np.rint(q, out=q)
+        np.clip(q, 0, top, out=q)
+        return q.astype(np.uint8 if self.input_bits <= 8 else np.int64)
 
     def effective_weights(self, layer: str, group: int) -> np.ndarray:
         """The chip's weights of one replica as floats: (G+ - G-) / unit x layer scale."""
@@ -237,11 +266,11 @@ class ChipEngine:
         return read or ideal_column_read
 
     def _row_blocks(self, layer: str, group: int) -> dict[tuple[int, int], list[Placement]]:
-        """A replica's placements grouped by the input rows they take."""
+        """A replica's placements grouped by the input rows they take, in row order."""
         out: dict[tuple[int, int], list[Placement]] = {}
         for p in self.mapping.of(layer, group):
             out.setdefault((p.w_rows.start, p.w_rows.stop), []).append(p)
-        return out
+        return dict(sorted(out.items()))
 
     def _read_block_row(self, layer: str, blocks: list[Placement], planes: np.ndarray
                         ) -> np.ndarray:
@@ -269,6 +298,63 @@ class ChipEngine:
         cur[live] = cur_live
         return cur
 
+    def _block_matrix(self, blocks: list[Placement]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(M, zero) for a row block read as one product of 0/1 bit planes, or None (energy is
+        counted, or the engine reads tiles by circuit solves): the ideal crossbar's
+        M = v_read [G of every block side by side]; the surrogate's `stack_blocks` of every
+        block's surrogate matrices. zero: the columns' currents with no row driven."""
+        c, vr = self.chip, self.v_read
+        if self.counter is not None or self.engine not in ("quantised", "surrogate"):
+            return None
+        if self.engine == "quantised":
+            m = np.hstack([c.conductances[p.tile, p.rows, p.cols] for p in blocks])
+            return np.ascontiguousarray(m * vr, dtype=self.dtype), np.zeros(m.shape[1])
+        parts = [self.circuit.surrogate_block(c.conductances[p.tile], p) for p in blocks]
+        return stack_blocks(parts, scale=vr, dtype=self.dtype)
+
+    def _read_planes(self, xb: np.ndarray, m: np.ndarray, zero: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Currents of the live slots of codes xb (batch, rows) through M (`_block_matrix`):
+        (currents (live slots, cols), slot-major indices of the live slots). A slot with no
+        input bit set is not read (it carries `zero`)."""
+        bits, n = self.input_bits, xb.shape[0]
+        any_bit = np.bitwise_or.reduce(xb, axis=1)
+        idx = [np.flatnonzero((any_bit >> k) & 1) for k in range(bits)]
+        planes = np.empty((sum(len(i) for i in idx), xb.shape[1]), dtype=self.dtype)
+        o = 0
+        for k, i in enumerate(idx):
+            np.bitwise_and(xb[i] >> k, 1, out=planes[o:o + len(i)], casting="unsafe")
+            o += len(i)
+        live = np.concatenate([k * n + i for k, i in enumerate(idx)])
+        x = planes @ m
+        return (x if self.engine == "quantised" else binary_currents(x, zero)), live
+
+    def block_outputs(self, layer: str, codes: np.ndarray, group: int
+                      ) -> Iterator[tuple[int, np.ndarray, int, np.ndarray]]:
+        """The digital outputs of each row block before partial sums are added: yields
+        (row block index, its output columns, first input vector, outputs (vectors, columns)
+        in code x level units, no column calibration) for codes (n, rows) of a layer."""
+        c, vr = self.chip, self.v_read
+        unit, g_max = c.device.window.unit, c.device.window.g_max
+        for i, ((r0, r1), blocks) in enumerate(self._row_blocks(layer, group).items()):
+            cols = np.concatenate([np.arange(p.w_cols.start, p.w_cols.stop) for p in blocks])
+            full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
+            fast = self._block_matrix(blocks)
+            chunk = self.chunk if fast is None else max(
+                64, min(self.chunk, FAST_SLOT_VALUES // (self.input_bits * fast[0].shape[1])))
+            for s in range(0, codes.shape[0], chunk):
+                xb = codes[s:s + chunk, r0:r1]
+                if fast is None:
+                    planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2)
+                    cur = self._read_block_row(layer, blocks, planes.reshape(-1, r1 - r0))
+                    live, zero = None, None
+                else:
+                    cur, live = self._read_planes(xb, *fast)
+                    zero = fast[1]
+                yield i, cols, s, differential_output(
+                    cur, len(xb), g_unit=unit, v_read=vr, adc_bits=self.adc_bits,
+                    full_scale=full_scale, input_bits=self.input_bits, live=live, zero=zero)
+
     def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
         if self.engine == "ideal":
             return x @ self.effective_weights(layer, group)
@@ -276,22 +362,12 @@ class ChipEngine:
         lead = codes.shape[:-1]
         flat = codes.reshape(-1, codes.shape[-1])
         out = np.zeros((flat.shape[0], self.mapping.shapes[layer][1]))
-        c, vr = self.chip, self.v_read
-        unit, g_max = c.device.window.unit, c.device.window.g_max
-        for (r0, r1), blocks in self._row_blocks(layer, group).items():
-            full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
-            for s in range(0, flat.shape[0], self.chunk):
-                xb = flat[s:s + self.chunk, r0:r1]
-                planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2).reshape(-1, r1 - r0)
-                cur = self._read_block_row(layer, blocks, planes)
-                y = differential_output(cur, len(xb), g_unit=unit, v_read=vr,
-                                        adc_bits=self.adc_bits, full_scale=full_scale,
-                                        input_bits=self.input_bits)
-                j = 0
-                for p in blocks:
-                    n = p.w_cols.stop - p.w_cols.start
-                    out[s:s + self.chunk, p.w_cols] += y[:, j:j + n]
-                    j += n
+        c = self.chip
+        gains = (c.column_gains or {}).get(gain_key(layer, group))
+        for i, cols, s, y in self.block_outputs(layer, flat, group):
+            if gains is not None:
+                apply_column_gains(y, gains[:, i, cols])
+            out[s:s + len(y), cols] += y
         scale = c.act_scales[layer] * c.weight_scales[layer]
         return out.reshape(lead + (out.shape[-1],)) * scale
 
@@ -331,6 +407,63 @@ def build_engine(chip: ChipState, engine: str = "surrogate", *, group: int | Non
     return ChipEngine(chip, engine, group, bits, circuit, counter,
                       chunk=4096 if engine in ("nodal", "ngspice") else 16384,
                       dtype=np.float32 if engine in ("quantised", "surrogate") else np.float64)
+
+
+def layer_inputs(net: Network, params: dict[str, np.ndarray], images: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """Every weight layer's input vectors (n, rows) in the float network for uint8 images."""
+    seen: dict[str, np.ndarray] = {}
+
+    def record(layer: str, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        seen[layer] = x.reshape(-1, x.shape[-1])
+        return x @ w
+
+    graph.forward(net, params, graph.preprocess(net, images), matmul=record)
+    return seen
+
+
+def calibrate_columns(engine: ChipEngine, levels: dict[str, np.ndarray],
+                      inputs: dict[str, np.ndarray], max_vectors: int = 2048
+                      ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Per-column digital gain and offset of every row block of every replica, measured
+    through `engine` (a bit-serial engine of the programmed chip) with calibration inputs.
+
+    inputs: each layer's input vectors (`layer_inputs` of a few calibration images; at most
+    `max_vectors` of them, evenly spaced, are used); levels: the intended integer weight
+    levels (rows, outputs) of each layer. Each row block's outputs are fitted to the codes
+    times the intended levels of its rows (`fit_column_gains`). Returns (gains for
+    `ChipState.column_gains`, per layer: relative RMS output error before and after, gain
+    range)."""
+    if engine.engine == "ideal":
+        raise CircuitnnError("column calibration needs a bit-serial engine, not 'ideal'")
+    gains: dict[str, np.ndarray] = {}
+    report: dict[str, dict] = {}
+    m = engine.mapping
+    for layer in m.shapes:
+        x = inputs[layer]
+        x = x[np.linspace(0, len(x) - 1, min(len(x), max_vectors)).astype(int)]
+        codes = engine.quantise_input(layer, x)
+        lv = np.asarray(levels[layer], dtype=float)
+        err = {"before": [], "after": []}
+        for group in range(m.groups[layer]):
+            blocks = list(engine._row_blocks(layer, group))
+            measured = np.zeros((len(blocks), len(codes), lv.shape[1]))
+            for i, cols, s, y in engine.block_outputs(layer, codes, group):
+                measured[i][s:s + len(y), cols] = y
+            g = np.empty((2, len(blocks), lv.shape[1]))
+            for i, (r0, r1) in enumerate(blocks):
+                target = codes[:, r0:r1].astype(float) @ lv[r0:r1]
+                g[:, i] = fit_column_gains(measured[i], target)
+                err["before"].append(relative_error(measured[i], target))
+                err["after"].append(relative_error(apply_column_gains(measured[i], g[:, i]),
+                                                   target))
+            gains[gain_key(layer, group)] = g
+        gk = np.concatenate([gains[gain_key(layer, k)][0].ravel() for k in range(m.groups[layer])])
+        report[layer] = {"rel_error_before": float(np.mean(err["before"])),
+                         "rel_error_after": float(np.mean(err["after"])),
+                         "gain_min": float(gk.min()), "gain_max": float(gk.max()),
+                         "vectors": len(codes)}
+    return gains, report
 
 
 def run_engine(engine: ChipEngine, params: dict[str, np.ndarray], images: np.ndarray,

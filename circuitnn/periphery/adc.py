@@ -17,14 +17,28 @@ from circuitnn.reference import REF
 MAX_ADC_BITS = 24
 
 
-def adc_convert(current: np.ndarray, bits: int, full_scale: float) -> np.ndarray:
-    """Digitise currents (A) and return the reconstructed currents (A)."""
+def adc_codes(current: np.ndarray, bits: int, full_scale: float) -> tuple[np.ndarray, float]:
+    """Digitise currents (A): (codes 0..2**bits-1 as floats of the currents' float type, the
+    current of one code step in A). Reconstructed currents are codes x step."""
     if not 1 <= bits <= MAX_ADC_BITS or not full_scale > 0:
         raise CircuitnnError(f"ADC needs bits in 1..{MAX_ADC_BITS} and full scale > 0 (got "
                              f"{bits}, {full_scale})")
     top = 2 ** bits - 1
     lsb = full_scale / top
-    return np.clip(np.rint(current / lsb), 0, top) * lsb
+    cur = np.asarray(current)
+    if cur.dtype == np.float32 and bits <= 16:  # codes stay exact integers in float32
+        codes = cur * np.float32(1.0 / lsb)
+    else:
+        codes = np.asarray(cur, dtype=float) / lsb
+    np.rint(codes, out=codes)
+    np.clip(codes, 0, top, out=codes)
+    return codes, lsb
+
+
+def adc_convert(current: np.ndarray, bits: int, full_scale: float) -> np.ndarray:
+    """Digitise currents (A) and return the reconstructed currents (A)."""
+    codes, lsb = adc_codes(current, bits, full_scale)
+    return np.asarray(codes, dtype=float) * lsb
 
 
 @dataclass(frozen=True)

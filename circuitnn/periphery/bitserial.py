@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
-from circuitnn.periphery.adc import ADC, adc_convert
+from circuitnn.periphery.adc import ADC, adc_codes
 from circuitnn.reference import REF
 from circuitnn.spice import fmt, run_netlist
 from circuitnn.tile import netlist as tnl
@@ -101,14 +101,33 @@ def slot_voltages(x_codes: np.ndarray, input_bits: int = INPUT_BITS,
 
 def differential_output(cur: np.ndarray, batch: int, *, g_unit: float, v_read: float,
                         adc_bits: int | None, full_scale: float,
-                        input_bits: int = INPUT_BITS) -> np.ndarray:
+                        input_bits: int = INPUT_BITS, live: np.ndarray | None = None,
+                        zero: np.ndarray | None = None) -> np.ndarray:
     """Slot-major column currents (input_bits * batch, 2 * outs) of interleaved G+ / G-
     columns -> ADC per column and slot, shift-and-add, G+ minus G-, in code x level units:
-    (batch, outs)."""
+    (batch, outs).
+
+    live: the slot-major indices of the rows `cur` holds (slots with at least one input bit
+    set); every other slot reads `zero` (2 * outs,), the currents with no row driven. The ADC
+    works in codes and shift-and-add sums codes (exact integers, also in float32); the step is
+    applied once at the end."""
+    step = 1.0
     if adc_bits is not None:
-        cur = adc_convert(cur, adc_bits, full_scale)
-    acc = shift_add(cur.reshape(input_bits, batch, -1).transpose(1, 0, 2))
-    return (acc[:, 0::2] - acc[:, 1::2]) / (v_read * g_unit)
+        cur, step = adc_codes(cur, adc_bits, full_scale)
+        if zero is not None:
+            zero = adc_codes(np.asarray(zero, dtype=cur.dtype), adc_bits, full_scale)[0]
+    else:  # analog currents: G+ minus G- cancels most of them, so sum in float64
+        cur = np.asarray(cur, dtype=float)
+    if live is not None:
+        full = np.empty((input_bits * batch, cur.shape[1]), dtype=cur.dtype)
+        full[:] = 0.0 if zero is None else zero
+        full[live] = cur
+        cur = full
+    weights = (2.0 ** np.arange(input_bits)).astype(cur.dtype)
+    acc = (weights @ cur.reshape(input_bits, -1)).reshape(batch, -1)
+    diff = np.asarray(acc[:, 0::2] - acc[:, 1::2], dtype=float)
+    diff *= step / (v_read * g_unit)
+    return diff
 
 
 def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarray, *,

@@ -137,6 +137,14 @@ class BinaryReader:
     y0: np.ndarray
     cols: int
 
+    def block(self, rows: slice, cols: slice | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(A, P, Q, y0) of a block: `rows` x `cols` (default all columns) of each matrix."""
+        c = self.cols
+        cs = slice(0, c) if cols is None else slice(*cols.indices(c))
+        m = self.m_bin[rows]
+        return (m[:, cs], m[:, c:2 * c][:, cs], m[:, 2 * c:][:, cs], self.y0[cs])
+
     def read_driven_rows(self, v: np.ndarray, rows: slice, cols: slice | None = None
                          ) -> np.ndarray:
         """Bit-serial read with only `rows` driven and the other rows at 0 V (no checks).
@@ -146,16 +154,31 @@ class BinaryReader:
         the inputs zero-padded to all rows, up to floating-point rounding (the zero rows are
         skipped). A float32 v is read in float32 (about twice as fast; rounding ~1e-7).
         """
-        c = self.cols
-        cs = range(c)[cols] if cols is not None else range(c)
-        idx = np.r_[cs, c + np.asarray(cs), 2 * c + np.asarray(cs)]
-        x = v @ self.m_bin[rows][:, idx].astype(v.dtype if v.dtype == np.float32 else float)
-        n = len(cs)
-        out = x[:, :n] * 1.0
-        out += x[:, n:2 * n] * x[:, 2 * n:]
-        if np.any(self.y0):
-            out += self.y0[cs.start:cs.stop:cs.step]
-        return out
+        m, y0 = stack_blocks([self.block(rows, cols)],
+                             dtype=np.float32 if v.dtype == np.float32 else float)
+        return binary_currents(v @ m, y0)
+
+
+def stack_blocks(blocks: list[tuple[np.ndarray, ...]], scale: float = 1.0,
+                 dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """One matrix for the bit-serial reads of several blocks (`BinaryReader.block`) that take
+    the same row inputs: (M, y0) with M = scale x [A_1 .. A_m | P_1 .. P_m | Q_1 .. Q_m] and
+    y0 the blocks' zero-input currents side by side; read with `binary_currents(V @ M, y0)`
+    (scale = v_read turns 0/1 bit planes into the row voltages)."""
+    m = np.concatenate([b[t] for t in range(3) for b in blocks], axis=1)
+    if scale != 1.0:
+        m = m * scale
+    return np.ascontiguousarray(m, dtype=dtype), np.concatenate([b[3] for b in blocks])
+
+
+def binary_currents(x: np.ndarray, y0: np.ndarray) -> np.ndarray:
+    """Column currents from x = V @ M of `stack_blocks`: A-part + P-part * Q-part + y0."""
+    n = x.shape[1] // 3
+    out = x[:, n:2 * n] * x[:, 2 * n:]
+    out += x[:, :n]
+    if np.any(y0):
+        out += y0.astype(out.dtype)
+    return out
 
 
 class SurrogateTile:

@@ -36,7 +36,9 @@ from circuitnn.network.engines import (
     ChipState,
     build_engine,
     calibrate_activation_scales,
+    calibrate_columns,
     check_engine,
+    layer_inputs,
 )
 from circuitnn.network.graph import Network
 from circuitnn.network.mapping import (
@@ -59,7 +61,8 @@ from circuitnn.training.transfer import ProgramConfig, plot_transfer, write_veri
 TILE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TileSpec)}
 N_CLASSES = 10  # every supported dataset (MNIST, IDX digits, CIFAR-10) has 10 classes
 STAGES = ("device", "data", "exsitu", "quantise", "mapping", "transfer", "eval_transfer", "hybrid",
-          "eval_hybrid", "energy")
+          "eval_hybrid", "energy", "calibrate")  # (index = seed of a stage's random numbers)
+CALIBRATION_IMAGES = 8  # training images whose layer inputs calibrate the columns
 
 
 @dataclass
@@ -98,6 +101,7 @@ class RunConfig:
     refresh_every: int = 10
     n_energy: int = 20
     tile_options: dict[str, Any] = field(default_factory=dict)
+    calibrate_columns: bool = True  # per-column digital gain/offset after transfer
 
     def check(self) -> None:
         """Raise CircuitnnError for options that cannot work (fast: before any stage)."""
@@ -205,6 +209,14 @@ class Transferred:
 
 
 @dataclass
+class Calibration:
+    """Per-column digital gains and offsets of the programmed chip (empty: not calibrated)."""
+
+    gains: dict[str, np.ndarray]
+    report: dict
+
+
+@dataclass
 class Features:
     """Last-layer inputs through the hardware, per mode; accuracies after transfer."""
 
@@ -278,8 +290,9 @@ class Context:
     def chip(self, conductances: np.ndarray | None = None) -> ChipState:
         q, m = self["quantise"], Mapping.from_dict(self["mapping"].mapping)
         g = self["transfer"].conductance if conductances is None else conductances
+        gains = self.log.results["calibrate"].gains if "calibrate" in self.log.results else {}
         return ChipState(self.net(), m, g, q.weight_scales, q.act_scales, self.device,
-                         self.cfg.adc_bits, self.cfg.adc_fraction)
+                         self.cfg.adc_bits, self.cfg.adc_fraction, gains or None)
 
     def engine(self, chip: ChipState, group: int | None, **kw: Any):
         """An engine of the run's kind; circuit engines share one set of programmed tiles."""
@@ -432,6 +445,22 @@ def stage_transfer(ctx: Context) -> Transferred:
                        report)
 
 
+def stage_calibrate(ctx: Context) -> Calibration:
+    """With `calibrate_columns`: each row block's output columns measured through the run's
+    engine with the layer inputs of `CALIBRATION_IMAGES` training images and given a digital
+    gain and offset (`circuitnn.network.engines.calibrate_columns`); the ideal engine has no
+    periphery to calibrate."""
+    c = ctx.cfg
+    if not c.calibrate_columns or c.engine == "ideal":
+        return Calibration({}, {"enabled": False})
+    chip = ctx.chip().with_column_gains(None)
+    net, params = ctx.net(), ctx["exsitu"].params
+    inputs = layer_inputs(net, params, ctx.data.x_train[:CALIBRATION_IMAGES])
+    gains, per_layer = calibrate_columns(ctx.engine(chip, None), ctx["quantise"].levels, inputs)
+    return Calibration(gains, {"enabled": True, "images": CALIBRATION_IMAGES,
+                               "per_layer": per_layer})
+
+
 def hybrid_images(cfg: RunConfig, n_train: int) -> int:
     """Training images used by hybrid training (and the train-set error): the fraction given,
     else 3% for the ResNets (the reference's ResNet-56 run) and for cnn5 all of a small
@@ -559,6 +588,10 @@ NETWORK_STAGES = [
     Stage("transfer", Transferred, stage_transfer,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "tolerance", "max_pulses", "cell_yield", "variation_scale")}),
+    Stage("calibrate", Calibration, stage_calibrate,
+          lambda ctx: {k: getattr(ctx.cfg, k) for k in (
+              "calibrate_columns", "engine", "tile_options")}
+          | {"images": CALIBRATION_IMAGES}),
     Stage("eval_transfer", Features, stage_eval_transfer,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "engine", "tile_options", "modes", "hybrid_fraction")}),
@@ -614,6 +647,7 @@ def network_report(ctx: Context) -> dict:
         "hybrid_images": int(len(r["eval_transfer"].train_idx)),
         "hybrid_pulses_total": int(np.sum(r["hybrid"].history[mode]["pulses"])),
         "energy": r["energy"].energy,
+        "column_calibration": r["calibrate"].report,
         "transfer": r["transfer"].report,
         "mapping": r["mapping"].summary,
         "data": {"source": d["source"], "n_train": d["n_train"], "n_test": d["n_test"]},
