@@ -5,12 +5,13 @@ Stages, each through the same commands a user runs, each printing its time:
 1. fits: every compact model to the Knowm W-SDC M1 loops (four frequencies, one parameter set;
    `fit --model all`), the bipolar Cu/a-SiC/TiN loop with its 100 uA compliance (VTEAM), and the
    pulse-update law to the measured TaOx ramps;
-2. the device: the best-ranked Knowm M1 card that the chain can use (a safe read voltage exists,
-   the state holds at 0 V, a pulse law can be derived from it, its surrogate passes validation
-   against ngspice), chosen automatically; the report says why better-ranked ones were not;
+2. the device: the first fitted card that the chain can use (a safe read voltage exists, the
+   state holds at 0 V, a pulse law can be derived from it, its surrogate passes validation
+   against ngspice), trying Knowm M1's models best-ranked first, then the bipolar loop's card;
+   the report says why the ones before it were passed over;
 3. tile figures (wire convention, IR drop of the 128 x 16 reference array);
 4. the reference chain (`mcnn run`) twice on the same ex-situ trained network: with the built-in
-   HfOx device of the reference, and with the Knowm M1 device fitted in step 1 (its pulse law
+   HfOx device of the reference, and with the device chosen in step 2 (its pulse law
    derived from the card, its surrogate calibrated and validated automatically), and one report
    that sets the two devices side by side (`OUT/report.md`).
 
@@ -40,15 +41,15 @@ CURATED = {
     "tile/ir_drop_128x16.png": "ir_drop_128x16.png",
     "hfox/mapping.png": "pe_mapping.png",
     "hfox/device.png": "device_hfox.png",
-    "knowm/device.png": "device_knowm-m1.png",
+    "fitted/device.png": "device_fitted.png",
     "hfox/transfer_error_hist.png": "mcnn_transfer_error_hist.png",
     "hfox/transfer_pulse_hist.png": "mcnn_transfer_pulse_hist.png",
     "hfox/hybrid_accuracy.png": "mcnn_hybrid_accuracy.png",
-    "knowm/hybrid_accuracy.png": "mcnn_hybrid_accuracy_knowm-m1.png",
+    "fitted/hybrid_accuracy.png": "mcnn_hybrid_accuracy_fitted.png",
 }
 #: devices of the comparison: folder under --out, label
 DEVICES = {"hfox": "built-in HfOx (Stanford-PKU card, the reference's device class)",
-           "knowm": "Knowm M1, fitted from the measured loops in this run"}
+           "fitted": "fitted from measured data in this run"}
 
 
 def _run(args: list[str], capture: bool = False) -> str:
@@ -77,32 +78,42 @@ class _Stages:
         click.echo(f"[demo] {name}: {self.seconds[name]:.0f} s", err=True)
 
 
-def usable_card(fit_json: dict[str, Any]) -> tuple[str, Path, list[str]]:
-    """(model, card path, why the better-ranked ones were passed over) of the best-ranked model
-    whose card the chain can use: an operating point (`circuitnn.devices.operating`), a pulse
-    law derived from the card (`circuitnn.fitting.derive`) and a surrogate of its PEs that
-    passes validation against ngspice (both cached, so the chain reuses them)."""
+def usable_card(candidates: list[tuple[str, Path]]) -> tuple[str, Path, list[str]]:
+    """(label, card path, why the ones before it were passed over) of the first candidate card
+    (best first) that the chain can use: an operating point (`circuitnn.devices.operating`:
+    a safe read voltage, a state that holds at 0 V), a pulse law derived from the card
+    (`circuitnn.fitting.derive`) and a surrogate of its PEs that passes validation against
+    ngspice (both cached, so the chain reuses them)."""
     from circuitnn.devices import ModelCard
     from circuitnn.errors import CircuitnnError
     from circuitnn.network.device import array_device
     from circuitnn.training.pipeline import device_surrogate
 
-    ranked = sorted((m for m, e in fit_json["models"].items() if "card" in e),
-                    key=lambda m: fit_json["models"][m]["score"])
     skipped = []
-    for model in ranked:
-        path = Path(fit_json["models"][model]["card"])
+    for label, path in candidates:
         op = ModelCard.load(path).operating
         if not op.get("usable", True):
-            skipped.append(f"{model}: {op.get('reason')}")
+            skipped.append(f"{label}: {op.get('reason')}")
             continue
         try:
             device_surrogate(array_device(path))
         except CircuitnnError as err:
-            skipped.append(f"{model}: {err}")
+            skipped.append(f"{label}: {err}")
             continue
-        return model, path, skipped
-    raise CircuitnnError("no fitted Knowm M1 card can be used in an array: " + "; ".join(skipped))
+        return label, path, skipped
+    raise CircuitnnError("no fitted card can be used in an array: " + "; ".join(skipped))
+
+
+def candidates(ranking: dict[str, Any], bipolar: Path
+               ) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The fitted cards in the order the demo tries them: Knowm M1's models by their fit
+    ranking (`fit --model all`), then the bipolar loop's VTEAM card."""
+    models = ranking["models"]
+    ranked = sorted((m for m, e in models.items() if "card" in e),
+                    key=lambda m: models[m]["score"])
+    rejected = [f"Knowm M1 {m}: {e['error']}" for m, e in models.items() if "card" not in e]
+    return [(f"Knowm M1 ({m})", Path(models[m]["card"])) for m in ranked] + [
+        ("bipolar Cu/a-SiC/TiN (vteam)", bipolar)], rejected
 
 
 def copy_figures(run: Path, dest: Path) -> list[Path]:
@@ -125,8 +136,9 @@ def copy_figures(run: Path, dest: Path) -> list[Path]:
               help="Also copy the curated figures into this folder (`make figures`: figures/).")
 @click.option("--quick", is_flag=True, help="Small, fast settings everywhere (smoke test).")
 def demo(out: str, figures_dir: str | None, quick: bool) -> None:
-    """Run the main job: fit the measured devices, pick the Knowm M1 card, draw the tile
-    figures, and run the reference CNN chain on the built-in and on the fitted device."""
+    """Run the main job: fit the measured devices, pick the fitted card the chain can use,
+    draw the tile figures, and run the reference CNN chain on the built-in and on the fitted
+    device."""
     from circuitnn.datasets import bipolar_manifest, knowm_manifest
     from circuitnn.io import write_json, write_text
     from circuitnn.tile.figures import ir_drop, wire_convention
@@ -134,23 +146,32 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
     root, t0 = Path(out), time.perf_counter()
     fits, stages = root / "fits", _Stages()
     effort = ["--maxiter", "3"] if quick else []
-    with stages.stage("fits"):
-        knowm = write_text(fits / "knowm-m1.toml", knowm_manifest("M1"))
-        ranking = json.loads(_run(
-            ["fit", str(knowm), "--model", "all", "--json", *effort,
-             "--out", str(fits / "knowm-m1-{model}.json"),
-             "--figure", str(fits / "fit_knowm-m1-{model}.png")], capture=True))
-        bipolar = write_text(fits / "bipolar.toml", bipolar_manifest())
-        _run(["fit", str(bipolar), "--model", "vteam", *effort,
-              "--out", str(fits / "bipolar-vteam.json"),
-              "--figure", str(fits / "fit_bipolar-vteam.png")])
-        _run(["fit-pulse", "taox-pulse", "--out", str(fits / "taox-pulse.json"),
-              "--figure", str(fits / "pulse_fit_taox-pulse.png")])
+    with stages.stage("fits"):  # each fit's outputs are written atomically: a rerun resumes
+        ranking_path = fits / "knowm-m1-ranking.json"
+        if ranking_path.is_file():
+            ranking = json.loads(ranking_path.read_text())
+        else:
+            knowm = write_text(fits / "knowm-m1.toml", knowm_manifest("M1"))
+            ranking = json.loads(_run(
+                ["fit", str(knowm), "--model", "all", "--json", *effort,
+                 "--out", str(fits / "knowm-m1-{model}.json"),
+                 "--figure", str(fits / "fit_knowm-m1-{model}.png")], capture=True))
+            write_json(ranking_path, ranking)
+        if not (fits / "bipolar-vteam.json").is_file():
+            bipolar = write_text(fits / "bipolar.toml", bipolar_manifest())
+            _run(["fit", str(bipolar), "--model", "vteam", *effort,
+                  "--out", str(fits / "bipolar-vteam.json"),
+                  "--figure", str(fits / "fit_bipolar-vteam.png")])
+        if not (fits / "taox-pulse.json").is_file():
+            _run(["fit-pulse", "taox-pulse", "--out", str(fits / "taox-pulse.json"),
+                  "--figure", str(fits / "pulse_fit_taox-pulse.png")])
     with stages.stage("device"):
-        model, card, skipped = usable_card(ranking)
-        write_json(fits / "knowm-m1-choice.json", {"model": model, "card": str(card),
-                                                   "ranking": ranking, "skipped": skipped})
-        click.echo(f"[demo] Knowm M1 device: {model} ({card}); passed over: "
+        cands, rejected = candidates(ranking, fits / "bipolar-vteam.json")
+        label, card, skipped = usable_card(cands)
+        skipped = rejected + skipped
+        write_json(fits / "device-choice.json", {"device": label, "card": str(card),
+                                                  "ranking": ranking, "skipped": skipped})
+        click.echo(f"[demo] fitted device: {label} ({card}); passed over: "
                    f"{'; '.join(skipped) or 'none'}", err=True)
         _run(["device", "check", str(card)])
     with stages.stage("tile figures"):
@@ -162,10 +183,10 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
     quick_args = ["--quick"] if quick else ["--n-check", "10"]
     with stages.stage("chain, built-in HfOx"):
         _run(["mcnn", "run", "--out", str(root / "hfox"), *quick_args])
-    with stages.stage("chain, Knowm M1"):
-        _run(["mcnn", "run", "--out", str(root / "knowm"), "--iv-card", str(card),
+    with stages.stage("chain, fitted device"):
+        _run(["mcnn", "run", "--out", str(root / "fitted"), "--iv-card", str(card),
               "--weights", str(root / "hfox" / "weights.npz"), *quick_args])
-    compare(root, {"model": model, "card": str(card), "skipped": skipped})
+    compare(root, {"device": label, "card": str(card), "skipped": skipped})
     if figures_dir is not None:
         copied = copy_figures(root, Path(figures_dir))
         click.echo(f"copied {len(copied)} figures into {figures_dir}/", err=True)
@@ -173,6 +194,14 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
     write_json(root / "timings.json", stages.seconds)
     click.echo(f"demo finished in {stages.seconds['total']:.0f} s; report: {root / 'report.md'}",
                err=True)
+
+
+def _pulse_law(p: dict[str, Any]) -> str:
+    """A pulse entry of report.json in a few words."""
+    if p["source"] != "derived":
+        return f"card {Path(p['path']).name}"
+    amps = "/".join(f"{p['pulses'][w]['amplitude']:.2g}" for w in ("set", "reset"))
+    return f"derived: {amps} V SET/RESET, {p['settings']['width']:.2g} s pulses"
 
 
 def compare(root: Path, choice: dict[str, Any]) -> Path:
@@ -196,18 +225,21 @@ def compare(root: Path, choice: dict[str, Any]) -> Path:
              "convolver groups) trained once ex situ, then transferred, hybrid-trained and "
              "evaluated on each device. Each run's own report: "
              + ", ".join(f"[{k}]({k}/report.md)" for k in DEVICES) + ".", "",
-             f"Knowm M1 device: the `{choice['model']}` card (`{choice['card']}`), the "
-             "best-ranked fit an array can use"
-             + (f"; passed over: {'; '.join(choice['skipped'])}" if choice["skipped"] else "")
-             + ".", "",
-             "| | " + " | ".join(DEVICES.values()) + " | Yao et al. 2020 |",
+             f"Fitted device: **{choice['device']}** (`{choice['card']}`), the first fit in "
+             "the order Knowm M1 (best-ranked model first), then the bipolar loop, that the "
+             "chain can use (a safe read voltage, a state that holds, a pulse law derived from "
+             "the card, a surrogate validated against ngspice).", "",
+             *([f"Passed over: {'; '.join(choice['skipped'])}.", ""] if choice["skipped"]
+               else []),
+             "| | " + " | ".join([DEVICES["hfox"], f"{choice['device']}, {DEVICES['fitted']}"])
+             + " | Yao et al. 2020 |",
              "|---|" + "---|" * (len(DEVICES) + 1),
              row("I-V model", lambda r: r["device"]["iv_card"]["model"], str),
              row("read voltage (V)", lambda r: r["device"]["v_read"], lambda v: f"{v:g}",
                  f"{REF.hardware.v_read:g}"),
              row("window (uS)", lambda r: r["device"]["g_window"],
                  lambda w: f"{w[0] * 1e6:.3g}-{w[1] * 1e6:.3g}"),
-             row("pulse law", lambda r: r["device"]["pulse"]["source"], str),
+             row("pulse law", lambda r: r["device"]["pulse"], _pulse_law),
              row("surrogate", lambda r: r["surrogate"],
                  lambda s: ("calibrated now, " if s["calibrated"] else "shipped/cached, ")
                  + (f"{s['validation']['rms_error']:.2%} RMS vs ngspice"

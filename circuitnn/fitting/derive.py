@@ -100,8 +100,8 @@ CHECK_STEPS = 50
 COMPARE_SAMPLES = 200  # points per pulse at which the two state trajectories are compared
 EDGE = 5e-9  # s, rise and fall time (circuitnn.tile.program's default)
 MAX_WIDTH = 1e-3  # s, the longest pulse circuitnn.tile.program accepts
-#: width rule: the reference's 50 ns first, then decades longer (devices fitted to slow sweeps)
-WIDTHS = tuple(REF.hardware.program_pulse_s * 10.0 ** k for k in range(5))
+#: width rule: the reference's 50 ns, then decades longer up to MAX_WIDTH (slow devices)
+WIDTHS = tuple(REF.hardware.program_pulse_s * 10.0 ** k for k in range(5)) + (MAX_WIDTH,)
 CACHE_SUB = "pulse"
 SPLINE_KNOTS = (4, 6, 8)  # knot counts tried by fit_pulse (those the shorter ramp allows)
 
@@ -489,7 +489,8 @@ def _derive_any_width(profile: DeviceProfile, settings: DeriveSettings,
             slow.append(f"{width:.3g} s: {err}")
             continue
         rule = (f"the shortest of {[f'{w:.3g}' for w in WIDTHS]} s (the reference's "
-                f"{WIDTHS[0]:.3g} s, then decades longer) whose pulses cross the window")
+                f"{WIDTHS[0]:.3g} s, then decades longer, up to {MAX_WIDTH:.3g} s) whose "
+                "pulses cross the window")
         card.fit["derivation"]["width_rule"] = rule
         card.provenance["width_rule"] = rule
         return card
