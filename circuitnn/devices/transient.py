@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 D = 1.0 / (2.0 + math.sqrt(2.0))
 E32 = 6.0 + math.sqrt(2.0)
+#: step (fraction of the sample interval) below which a step meeting a switching threshold
+#: stops on it (`_switch_point`): the state slides along the threshold
+SLIDING_STEP = 1e-2
 #: default local error tolerances (see the module doc)
 RTOL = 1e-4
 ATOL = 1e-7
@@ -97,14 +100,13 @@ def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarra
 
 def _switch_point(dev: Device, node, va: np.ndarray, s: np.ndarray, y: np.ndarray,
                   vd: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where the rate switches off between s and y at applied voltage va, by bisection to 1e-6
-    of the distance (far inside the integration tolerance): (the first state with rate 0, the
-    rate just before it). Elements outside `mask`, or whose rate at y is not 0, come back with
-    a rate of 0 (no switch)."""
+    """Where the rate switches off between s and y at applied voltage va, by bisection to 1e-12
+    of the distance: (the first state with rate 0, the rate just before it). Elements outside
+    `mask`, or whose rate at y is not 0, come back with a rate of 0 (no switch)."""
     mask = mask & (dev.evaluate("rate", node(va, y, vd)[0], y)[0] == 0) & (
         dev.evaluate("rate", node(va, s, vd)[0], s)[0] != 0)
     a, b = s.copy(), y.copy()
-    for _ in range(20):
+    for _ in range(40):
         mid = 0.5 * (a + b)
         r = dev.evaluate("rate", node(va, mid, vd)[0], mid)[0]
         a, b = np.where(r != 0, mid, a), np.where(r != 0, b, mid)
@@ -251,10 +253,11 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 # a step whose stages meet a switching threshold (the rate exactly 0 beyond it,
                 # e.g. Stanford-PKU's minimum field): the state stops on the threshold if its
                 # slowest rate on the way gets it there within the step (see the module doc)
-                # (only where the step would be rejected: an accepted step needs no help)
+                # (only once the step has shrunk to SLIDING_STEP of the sample interval: a
+                # crossing of the threshold at a normal step size needs no help)
                 moving = (f0 != 0) | (f1 != 0) | (f2 != 0)
-                off = todo & moving & ((f0 == 0) | (f1 == 0) | (f2 == 0)) & (w > 0) & ~(
-                    err <= 1.0)
+                off = todo & moving & ((f0 == 0) | (f1 == 0) | (f2 == 0)) & (w > 0) & (
+                    hs < SLIDING_STEP * t_step)
                 if off.any():
                     va_end = va + hs * slope
                     f_dir = np.where(f0 != 0, f0, np.where(f1 != 0, f1, f2))
