@@ -125,6 +125,21 @@ def test_model_all_fits_and_ranks_every_model(tmp_path, capsys) -> None:
     assert obj["best"] == min(scores, key=scores.get)
 
 
+def test_a_list_of_models_and_bad_lists(tmp_path, capsys) -> None:
+    data = _write(tmp_path, "loop.csv", "".join(
+        f"{0.8 * np.sin(2 * np.pi * k / 24):.6f},{1e-4 * np.sin(2 * np.pi * k / 24):.6e}\n"
+        for k in range(24)))
+    base = ["fit", str(data), "--columns", "0,1", "--current-unit", "A", "--frequency-hz", "10",
+            "--maxiter", "2", "--popsize", "2", "--out", str(tmp_path / "{model}.json"),
+            "--figure", str(tmp_path / "{model}.png"), "--json"]
+    code, out, err = run(base + ["--model", "vteam,yakopcic"], capsys)
+    assert code == 0, err
+    assert set(json.loads(out)["models"]) == {"vteam", "yakopcic"}
+    for bad in ("vteam,nope", "vteam,vteam", ""):
+        code, out, err = run(base + ["--model", bad], capsys)
+        assert code != 0 and "--model" in err and len(err.strip().splitlines()) == 1
+
+
 def test_help_lists_fit_commands(capsys) -> None:
     code, out, _ = run(["fit", "--help"], capsys)
     assert code == 0 and "--model" in out and "periodic steady state" in out

@@ -90,10 +90,10 @@ def _path(template: str, device: str, model: str) -> Path:
 
 @click.command("fit")
 @click.argument("source", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--model", "model_name", required=True,
-              type=click.Choice([*FIT_MODELS, "all"]),
-              help="Compact model to fit, or 'all' to fit every model and rank them by the score "
-                   "mean over sweeps of (NRMSE/0.05)^2 + (log error/0.3)^2 (lower is better).")
+@click.option("--model", "model_name", required=True, metavar=f"{{{'|'.join(FIT_MODELS)}|all}}",
+              help="Compact model to fit, 'all' to fit every model, or several separated by "
+                   "commas (e.g. mss,yakopcic); several are ranked by the score mean over sweeps "
+                   "of (NRMSE/0.05)^2 + (log error/0.3)^2 (lower is better).")
 @click.option("--columns", default=None,
               help="Quick form: voltage,current[,time] columns of SOURCE (0-based or header "
                    "names), e.g. 0,1.")
@@ -164,7 +164,11 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
 
     groups, manifest = _load_sweeps(source, columns, current_unit, frequency_hz, device,
                                     series_resistance_ohm, compliance_a, noise_floor_a)
-    models = list(FIT_MODELS) if model_name == "all" else [model_name]
+    models = list(FIT_MODELS) if model_name == "all" else model_name.split(",")
+    unknown = [m for m in models if m not in FIT_MODELS]
+    if unknown or len(set(models)) != len(models):
+        raise CircuitnnError(f"--model: {model_name!r} is not a model, 'all' or a list of "
+                             f"distinct models separated by commas ({', '.join(FIT_MODELS)})")
     for opt, value in (("--out", out), ("--figure", figure)):
         if value is None:
             continue
@@ -173,7 +177,7 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
                                  f"({', '.join(groups)}); {opt} must contain '{{device}}' "
                                  "or pick one with --device")
         if len(models) > 1 and "{model}" not in value:
-            raise CircuitnnError(f"{opt} must contain '{{model}}' with --model all")
+            raise CircuitnnError(f"{opt} must contain '{{model}}' with several models")
     settings = FitSettings(maxiter=maxiter, popsize=popsize, seed=seed, max_nfev=max_nfev,
                            bootstrap=bootstrap)
     if start_card is not None:
