@@ -16,8 +16,9 @@ Stages, each through the same commands a user runs, each printing its time:
    that sets the two devices side by side (`OUT/report.md`).
 
 The built-in device's chain needs nothing from the fits and runs beside them in its own process
-(its log: OUT/hfox.log). Everything is written under --out (default runs/demo); `--figures-dir` also copies the curated
-figures there (`make figures` uses it to refresh the repository's figures/).
+(its log: OUT/hfox.log). Everything is written under --out (default runs/demo);
+`--figures-dir` also copies the curated figures there (`make figures` uses it to refresh the
+repository's figures/).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 I-V: the card simulated (`Device.simulate`) on a triangular sweep of period SWEEP_PERIOD from 0 V
 to +V_top, back through 0 V to -V_bottom and back, where each V is SWEEP_OVERDRIVE x the card's
-switching threshold of that polarity (capped at SWEEP_MAX), starting from the lower state bound
+switching threshold of that polarity (capped at SWEEP_MAX; or the programming pulses' amplitudes
+when given: a steep device barely moves at 1.5 x threshold in a slow sweep), starting from the
+lower state bound
 and plotted over the second period (steady state). The read voltage and the window's conductance
 lines I = G v (g_min, g_max) are marked. Pulse response: the mean conductance after each pulse of
 the pulse law, SET from g_min and RESET from g_max.
@@ -34,15 +36,16 @@ def sweep_amplitudes(thresholds: tuple[float, float]) -> tuple[float, float]:
 
 def device_figure(card: ModelCard, thresholds: tuple[float, float], v_read: float,
                   window: tuple[float, float], pulse: PulseModel | None, title: str,
-                  path: str | Path) -> Path:
-    """Draw the figure (module text) into `path` (PNG)."""
+                  path: str | Path, drive: tuple[float, float] | None = None) -> Path:
+    """Draw the figure (module text) into `path` (PNG). `drive`: (+V, -V) magnitudes of the
+    sweep instead of the threshold rule (e.g. the programming pulses' amplitudes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     dev = Device.from_card(card)
-    up, down = sweep_amplitudes(thresholds)
+    up, down = sweep_amplitudes(thresholds) if drive is None else drive
     corners = np.array([0.0, up, 0.0, -down, 0.0])
     u = np.linspace(0, 4, SWEEP_SAMPLES + 1)
     v_one = np.interp(u, np.arange(5), corners)

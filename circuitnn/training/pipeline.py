@@ -332,11 +332,14 @@ def stage_device(ctx: Context) -> DeviceInfo:
     if dev.tile_card is not None:
         from circuitnn.devices.figure import device_figure
 
-        iv = dev.summary["iv_card"]
+        iv, pulses = dev.summary["iv_card"], dev.summary["pulse"].get("pulses")
+        drive = None if not pulses else tuple(
+            next(p["amplitude"] for p in pulses.values() if p["kind"] == kind)
+            for kind in ("set", "reset"))
         device_figure(dev.tile_card, dev.thresholds, dev.v_read,
                       (dev.window.g_min, dev.window.g_max), dev.pulse_model,
                       f"device: {Path(iv['path']).name} ({iv['model']}), pulse law "
-                      f"{dev.summary['pulse']['source']}", ctx.out / "device.png")
+                      f"{dev.summary['pulse']['source']}", ctx.out / "device.png", drive)
     return DeviceInfo(dict(dev.summary), surrogate)
 
 
