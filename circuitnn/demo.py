@@ -96,8 +96,10 @@ class _Stages:
         click.echo(f"[demo] {name}: {self.seconds[name]:.0f} s", err=True)
 
 
-def usable_card(candidates: list[tuple[str, Path]]) -> tuple[str, Path, list[str]]:
-    """(label, card path, why the ones before it were passed over) of the first candidate card
+def usable_card(candidates: list[tuple[str, Path]]
+                ) -> tuple[str, Path, list[str], dict[str, Any]]:
+    """(label, card path, why the ones before it were passed over, its surrogate's record with
+    the seconds its pulse law and surrogate took) of the first candidate card
     (best first) that the chain can use: an operating point (`circuitnn.devices.operating`:
     a safe read voltage, a state that holds at 0 V), a pulse law derived from the card
     (`circuitnn.fitting.derive`) and a surrogate of its PEs that passes validation against
@@ -112,12 +114,14 @@ def usable_card(candidates: list[tuple[str, Path]]) -> tuple[str, Path, list[str
         if not op.get("usable", True):
             skipped.append(f"{label}: {op.get('reason')}")
             continue
+        t0 = time.perf_counter()
         try:
-            device_surrogate(array_device(path))
+            surrogate = device_surrogate(array_device(path))
         except CircuitnnError as err:
             skipped.append(f"{label}: {err}")
             continue
-        return label, path, skipped
+        surrogate["seconds"] = time.perf_counter() - t0
+        return label, path, skipped, surrogate
     raise CircuitnnError("no fitted card can be used in an array: " + "; ".join(skipped))
 
 
@@ -189,10 +193,11 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
                       "--figure", str(fits / "pulse_fit_taox-pulse.png")])
         with stages.stage("device"):
             cands, rejected = candidates(ranking, fits / "bipolar-vteam.json")
-            label, card, skipped = usable_card(cands)
+            label, card, skipped, surrogate = usable_card(cands)
             skipped = rejected + skipped
             write_json(fits / "device-choice.json", {"device": label, "card": str(card),
-                                                      "ranking": ranking, "skipped": skipped})
+                                                      "ranking": ranking, "skipped": skipped,
+                                                      "surrogate": surrogate})
             click.echo(f"[demo] fitted device: {label} ({card}); passed over: "
                        f"{'; '.join(skipped) or 'none'}", err=True)
             _run(["device", "check", str(card)])
@@ -211,7 +216,8 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
     with stages.stage("chain, fitted device"):
         _run(["mcnn", "run", "--out", str(root / "fitted"), "--iv-card", str(card),
               "--weights", str(root / "hfox" / "weights.npz"), *quick_args])
-    compare(root, {"device": label, "card": str(card), "skipped": skipped})
+    compare(root, {"device": label, "card": str(card), "skipped": skipped,
+                   "surrogate": surrogate})
     if figures_dir is not None:
         copied = copy_figures(root, Path(figures_dir))
         click.echo(f"copied {len(copied)} figures into {figures_dir}/", err=True)
@@ -236,6 +242,7 @@ def compare(root: Path, choice: dict[str, Any]) -> Path:
     from circuitnn.reference import REF
 
     reps = {k: json.loads((root / k / "report.json").read_text()) for k in DEVICES}
+    made = choice["surrogate"] if choice["surrogate"]["calibrated"] else {"card_sha256": None}
     ref = REF.published
 
     def row(name: str, get, fmt=_pct, reference: str = "-") -> str:
@@ -266,7 +273,8 @@ def compare(root: Path, choice: dict[str, Any]) -> Path:
                  lambda w: f"{w[0] * 1e6:.3g}-{w[1] * 1e6:.3g}"),
              row("pulse law", lambda r: r["device"]["pulse"], _pulse_law),
              row("surrogate", lambda r: r["surrogate"],
-                 lambda s: ("calibrated now, " if s["calibrated"] else "shipped/cached, ")
+                 lambda s: ("calibrated in this run, " if s["calibrated"] or s["card_sha256"]
+                            == made["card_sha256"] else "shipped or cached, ")
                  + (f"{s['validation']['rms_error']:.2%} RMS vs ngspice"
                     if s.get("validation") else "")),
              row("software accuracy", lambda r: r["software_test_accuracy"], _pct,
