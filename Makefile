@@ -8,8 +8,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 demo: setup
 	$(VENV)/bin/circuitnn demo
 
+# two worker processes: the suite's long tests (fits, chains, ngspice) are independent
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # refresh the curated figures in figures/ from a demo run (the only command that writes there)
 figures: setup
