@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run
 
-from circuitnn.cli import main
 from circuitnn.datasets import dataset_path
 from circuitnn.devices import Device, ModelCard
 from circuitnn.fitting.iv import FIT_MODELS
@@ -27,16 +27,6 @@ BIPOLAR_VTEAM = {
     "alpha_off": 7.477510127468661, "alpha_on": 7.106646561630634, "a_off": 1.4999999999973974,
     "a_on": -0.35383581065747044, "w_c": 0.11511304700013987,
 }
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()

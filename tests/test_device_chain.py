@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_run import run
 
 from circuitnn.cli import main
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard
@@ -20,16 +21,6 @@ pytestmark = pytest.mark.ngspice
 
 CARD = DEVICE_MODELS_DIR / "bipolar-vteam.json"
 QUICK = ["mcnn", "run", "--quick", "--n-check", "0", "--iv-card", str(CARD)]
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code or 0, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 import pytest
+from cli_run import run
 
-from circuitnn.cli import main
 from circuitnn.devices import (
     DEVICE_MODELS_DIR,
     Device,
@@ -37,16 +37,6 @@ VTEAM = DEVICE_MODELS_DIR / "bipolar-vteam.json"  # fitted to the bipolar loop (
 HFOX = DEVICE_MODELS_DIR / "stanford-pku-hfox.json"
 TAOX = DEVICE_MODELS_DIR / "taox-pulse.json"  # pulse law fitted to the TaOx ramps
 GONG = DEVICE_MODELS_DIR / "gong-pulse.json"  # pulse law in normalised units
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_thresholds_are_the_models_own():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run
 
-from circuitnn.cli import main
 from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR, ModelCard
 from circuitnn.devices.profile import DeviceProfile, file_sha256
 from circuitnn.errors import CircuitnnError
@@ -28,16 +28,6 @@ from circuitnn.tile.spec import Transistor
 
 BUILTIN = DEVICE_MODELS_DIR / BUILTIN_CARD
 WINDOW = (6e-6, 24e-6)
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
