@@ -35,6 +35,19 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def load_pulse_card(path: str | Path) -> tuple[ModelCard, PulseModel]:
+    """A pulse-update card and its law in siemens; anything else refused in one line."""
+    pcard = ModelCard.load(path)
+    if pcard.model != PULSE_MODEL:
+        raise CircuitnnError(f"{path} is an I-V card (model {pcard.model!r}); a pulse-update "
+                             "card is expected here (see circuitnn fit-pulse)")
+    model = PulseModel.from_card(pcard)
+    if model.unit != "S":
+        raise CircuitnnError(f"{path}: pulse card conductances are in {model.unit!r} units, "
+                             "not siemens; its range cannot be checked against a window")
+    return pcard, model
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
     """One device: I-V card with its operating point, and its pulse law mapped onto the window."""
@@ -76,15 +89,7 @@ class DeviceProfile:
         if pulse_card is None:
             return cls(card, iv_path, op, source)
         p_path = Path(pulse_card)
-        pcard = ModelCard.load(p_path)
-        if pcard.model != PULSE_MODEL:
-            raise CircuitnnError(f"{p_path} is an I-V card (model {pcard.model!r}); a "
-                                 "pulse-update card is expected here (see circuitnn fit-pulse)")
-        model = PulseModel.from_card(pcard)
-        if model.unit != "S":
-            raise CircuitnnError(f"{p_path}: pulse card conductances are in {model.unit!r} "
-                                 "units, not siemens; its range cannot be checked against the "
-                                 "I-V card's window")
+        pcard, model = load_pulse_card(p_path)
         lo, hi = max(model.g_min, g_min), min(model.g_max, g_max)
         if not lo < hi:
             raise CircuitnnError(

@@ -12,7 +12,7 @@ Which pulse raises the conductance (SET, potentiating) is read from the card: th
 whose pulses move the state towards higher read conductance (a card with polarity -1 SETs with
 negative pulses); RESET is the other.
 
-numpy: `circuitnn.devices.transient.simulate` with the transistor as an `ExprElement`
+numpy: `circuitnn.devices.transient.simulate` with the transistor as a series element
 (`access_transistor`); in a reset pulse the level-1 current depends on the gate-source voltage
 v_gate - V, taken at the pulse's full amplitude (exact on the plateau; on the 5 ns edges the
 device voltage is below threshold, and the ngspice check measures what is left). After each
@@ -73,9 +73,9 @@ from circuitnn.devices.device import Device
 from circuitnn.devices.operating import PULSE_MODEL, V_MAX
 from circuitnn.devices.profile import DeviceProfile, file_sha256
 from circuitnn.devices.pulse import PulseModel
-from circuitnn.devices.series import ExprElement
 from circuitnn.errors import CircuitnnError
 from circuitnn.reference import REF
+from circuitnn.tile.nodal import mos1_current
 from circuitnn.tile.program import DEFAULTS as PROGRAM_DEFAULTS
 from circuitnn.tile.spec import Transistor
 
@@ -105,22 +105,29 @@ WIDTHS = tuple(REF.hardware.program_pulse_s * 10.0 ** k for k in range(5)) + (MA
 CACHE_SUB = "pulse"
 SPLINE_KNOTS = (4, 6, 8)  # knot counts tried by fit_pulse (those the shorter ramp allows)
 
-#: level-1 (Shichman-Hodges) NMOS drain current, u = drain-source voltage, vgs = gate-source,
-#: source and drain swapped for u < 0 (as `circuitnn.tile.nodal.mos1_current`, ngspice's
-#: mos1load.c with GAMMA = 0)
-_VGST = "max(where(u >= 0, vgs, vgs - u) - vto, 0)"
-_X = f"min(abs(u), {_VGST})"
-MOS1_EXPRESSION = (f"where(u >= 0, 1, -1) * beta * (1 + lam * abs(u)) * {_X} * "
-                   f"({_VGST} - 0.5 * {_X})")
+class AccessTransistor:
+    """The access NMOS at a fixed gate-source voltage as a series element (u = V_DS): the
+    level-1 current of `circuitnn.tile.nodal.mos1_current`, source and drain swapped for u < 0."""
+
+    def __init__(self, transistor: Transistor, v_gs: float | np.ndarray) -> None:
+        self.t, self.v_gs = transistor, np.asarray(v_gs, dtype=float)
+
+    def current_and_conductance(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, _, gds = mos1_current(self.v_gs, u, self.t.beta, self.t.vto, self.t.lam)
+        return ids, gds
+
+    def current(self, u: np.ndarray) -> np.ndarray:
+        return self.current_and_conductance(u)[0]
+
+    def conductance(self, u: np.ndarray) -> np.ndarray:
+        return self.current_and_conductance(u)[1]
 
 
-def access_transistor(transistor: Transistor, v_gs: float | np.ndarray) -> ExprElement:
+def access_transistor(transistor: Transistor, v_gs: float | np.ndarray) -> AccessTransistor:
     """The access NMOS at a fixed gate-source voltage as a series element (u = V_DS)."""
     if not isinstance(transistor, Transistor):
         raise CircuitnnError("transistor must be a circuitnn.tile.spec.Transistor")
-    return ExprElement(MOS1_EXPRESSION, {"beta": transistor.beta, "vto": transistor.vto,
-                                         "lam": transistor.lam, "vgs": v_gs},
-                       f"level-1 NMOS, V_GS = {v_gs} V")
+    return AccessTransistor(transistor, v_gs)
 
 
 def _number(x: Any, what: str) -> float:

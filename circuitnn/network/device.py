@@ -31,7 +31,7 @@ from typing import Any
 
 from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR
 from circuitnn.devices.card import ModelCard
-from circuitnn.devices.profile import DeviceProfile, file_sha256
+from circuitnn.devices.profile import DeviceProfile, file_sha256, load_pulse_card
 from circuitnn.devices.pulse import PulseModel, scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.network.mapping import Window
@@ -114,17 +114,6 @@ def derived_pulse_law(profile: DeviceProfile) -> tuple[PulseModel, dict[str, Any
     return scale_model(model, g_min, g_max), {k: report[k] for k in keep if k in report}
 
 
-def _pulse_card(path: str | os.PathLike) -> PulseModel:
-    path = Path(path)
-    if not path.is_file():
-        raise CircuitnnError(f"pulse card not found: {path}")
-    card = ModelCard.load(path)
-    if card.model != "pulse-update":
-        raise CircuitnnError(f"{path} is an I-V card (model {card.model!r}); a pulse-update "
-                             "card is expected here (see circuitnn fit-pulse)")
-    return PulseModel.from_card(card)
-
-
 def _ohmic(pulse_card: str | os.PathLike | None, g_window: tuple[float, float] | None,
            v_read: float | None, levels: int) -> ArrayDevice:
     """Ohmic cells (no I-V card): the window as given, a pulse card's law mapped onto it."""
@@ -134,7 +123,7 @@ def _ohmic(pulse_card: str | os.PathLike | None, g_window: tuple[float, float] |
     if not 0 < v_read <= 1.0:
         raise CircuitnnError(f"read voltage must be in (0, 1] V, got {v_read}")
     path = Path(pulse_card) if pulse_card is not None else TAOX_PULSE_CARD
-    pulse = scale_model(_pulse_card(path), g_min, g_max)
+    pulse = scale_model(load_pulse_card(path)[1], g_min, g_max)
     summary = {"iv_card": None, "pulse": {"source": "card", "path": str(path),
                                           "sha256": file_sha256(path)},
                "v_read": v_read, "g_window": [g_min, g_max]}
