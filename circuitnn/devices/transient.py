@@ -20,8 +20,12 @@ Error control: the local error estimate e of each step must satisfy
 the state to its nearer bound, so a state approaching a bound is resolved relative to that
 distance, e.g. the OFF-state conductance of a device near x = 0). Rejected steps are retried
 shorter; the step size follows 0.9 (1 / err)^(1/3), limited to a factor 0.2..5. Every element
-(device, candidate parameter set, sweep) has its own step size; steps never cross a sample of
-the piecewise-linear drive (its corners), and values are reported at the samples.
+(device, candidate parameter set, sweep) has its own step size and walks through the samples
+on its own (no element waits for the others at a sample), so one vectorised pass costs as many
+iterations as the element that needs the most steps in total, not the sum over samples of the
+most steps any element needs there (a fit's population: 2-2.5x fewer iterations). Steps never
+cross a sample of the piecewise-linear drive (its corners), and values are reported at the
+samples.
 
 Switching thresholds: where a model's rate drops to exactly 0 (Stanford-PKU's minimum field,
 Yakopcic's and VTEAM's voltage thresholds at a state-dependent device voltage), a state driven
@@ -105,6 +109,8 @@ def _switch_point(dev: Device, node, va: np.ndarray, s: np.ndarray, y: np.ndarra
     `mask`, or whose rate at y is not 0, come back with a rate of 0 (no switch)."""
     mask = mask & (dev.evaluate("rate", node(va, y, vd)[0], y)[0] == 0) & (
         dev.evaluate("rate", node(va, s, vd)[0], s)[0] != 0)
+    if not mask.any():
+        return y, np.zeros(np.shape(y))
     a, b = s.copy(), y.copy()
     for _ in range(40):
         mid = 0.5 * (a + b)
@@ -173,6 +179,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     lo, hi = dev.bounds()
     shape = np.broadcast_shapes(v.shape[:-1], t.shape[:-1], np.shape(s0), lo.shape,
                                 *(p.shape for p in dev.params.values()))
+    out_shape, shape = shape, shape or (1,)  # one element is simulated as an array of one
     n = v.shape[-1]
     # time-major copies: one contiguous row per sample
     tt = np.ascontiguousarray(np.moveaxis(np.broadcast_to(t, shape + (n,)), -1, 0))
@@ -180,7 +187,6 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     s = np.broadcast_to(lo if s0 is None else np.clip(s0, lo, hi), shape).astype(float)
     tol_abs = atol * np.broadcast_to(hi - lo, shape)
     states, vdev, cur = (np.empty((n,) + shape) for _ in range(3))
-    failed = np.zeros(shape, dtype=bool)
     pol = dev.polarity
 
     def clip(x: np.ndarray) -> np.ndarray:
@@ -213,99 +219,107 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         vd_s, vd_va = -i_s / denom, g / denom
         return r, r_s + r_v * vd_s, r_v * vd_va, vd, vd_s, vd_va
 
-    def record(k: int, vd: np.ndarray) -> None:
-        states[k] = s
-        vdev[k] = vd
-        cur[k] = pol * dev.evaluate("current", vd, s)[0]
+    def at(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Each element's value of a time-major array at its own sample index."""
+        return np.take_along_axis(a, idx[None], axis=0)[0]
+
+    # every element walks through the samples on its own: k its interval, tau its time in it
+    k = np.zeros(shape, dtype=np.intp)
+    tau = np.zeros(shape)
+    steps = np.zeros(shape, dtype=np.intp)  # steps taken in the current interval
+    active = np.full(shape, n > 1)
+    states[:], vdev[:] = np.nan, np.nan  # samples a failed element never reaches stay NaN
+
+    def record(idx: np.ndarray, where: tuple[np.ndarray, ...], s_: np.ndarray,
+               vd_: np.ndarray) -> None:
+        states[(idx,) + where] = s_
+        vdev[(idx,) + where] = vd_
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         f0, jac, f_va, vd, sens["ds"], sens["dva"] = point(vv[0], s, None)
-        record(0, vd)
+        vd = np.broadcast_to(vd, shape).astype(float)
+        states[0], vdev[0] = s, vd
         h = np.broadcast_to(tt[1] - tt[0] if n > 1 else 1.0, shape).astype(float)
-        for k in range(n - 1):
-            t_step = tt[k + 1] - tt[k]
-            v0 = vv[k]
-            slope = (vv[k + 1] - v0) / t_step
-            tau = np.zeros(shape)
-            todo = np.ones(shape, dtype=bool)
-            for _ in range(max_steps):
-                left = t_step - tau
-                # the rest of the interval, or half of it when that is less than two steps
-                hs = np.where(left <= h, left, np.where(left < 2 * h, 0.5 * left, h))
-                if not todo.all():
-                    hs = np.where(todo, hs, 0.0)
-                va = v0 + slope * tau
-                f_t = f_va * slope
-                w = 1.0 - hs * D * jac
-                k1 = (f0 + hs * D * f_t) / w
-                s_mid = clip(s + 0.5 * hs * k1)
-                vd_mid = node(va + 0.5 * hs * slope, s_mid,
-                              guess(vd, 0.5 * hs * slope, s_mid - s))[0]
-                f1 = dev.evaluate("rate", vd_mid, s_mid)[0]
-                k2 = (f1 - k1) / w + k1
-                y_new = clip(s + hs * k2)
-                f2, jac2, f_va2, vd2, vd_s2, vd_va2 = point(va + hs * slope, y_new,
-                                                           guess(vd, hs * slope, y_new - s))
-                k3 = (f2 - E32 * (k2 - f1) - 2.0 * (k1 - f0) + hs * D * f_t) / w
-                est = hs / 6.0 * (k1 - 2.0 * k2 + k3)
-                dist = np.maximum(np.minimum(s - lo, hi - s), np.minimum(y_new - lo, hi - y_new))
-                err = np.abs(clip(y_new + est) - y_new) / (tol_abs + rtol * dist)
-                # a step whose stages meet a switching threshold (the rate exactly 0 beyond it,
-                # e.g. Stanford-PKU's minimum field): the state stops on the threshold if its
-                # slowest rate on the way gets it there within the step (see the module doc)
-                # (only once the step has shrunk to SLIDING_STEP of the sample interval: a
-                # crossing of the threshold at a normal step size needs no help)
-                moving = (f0 != 0) | (f1 != 0) | (f2 != 0)
-                off = todo & moving & ((f0 == 0) | (f1 == 0) | (f2 == 0)) & (w > 0) & (
-                    hs < SLIDING_STEP * t_step)
-                if off.any():
-                    va_end = va + hs * slope
-                    f_dir = np.where(f0 != 0, f0, np.where(f1 != 0, f1, f2))
-                    euler = clip(s + hs * f_dir)
-                    y_sw, f_in = _switch_points(dev, series, node, shape, va_end, s, euler,
-                                                vd2, off)
-                    stop = off & (f_in != 0) & (np.abs(y_sw - s) <= hs * np.abs(f_in))
-                    if stop.any():
-                        p = point(va_end, np.where(stop, y_sw, y_new), vd2)
-                        y_new = np.where(stop, y_sw, y_new)
-                        f2, jac2, f_va2, vd2, vd_s2, vd_va2 = (
-                            np.where(stop, a, b) for a, b in zip(
-                                p, (f2, jac2, f_va2, vd2, vd_s2, vd_va2), strict=True))
-                        err = np.where(stop, 0.0, err)
-                ok = todo & (err <= 1.0) & (w > 0) & np.isfinite(f2)
-                fac = np.minimum(np.maximum(0.9 / np.cbrt(np.maximum(err, 1e-10)), 0.2), 5.0)
-                fac = np.where(np.isfinite(fac) & (w > 0), fac, 0.2)
-                if ok.all():
-                    s, f0, jac, f_va, vd = y_new, f2, jac2, f_va2, vd2
-                    sens["ds"], sens["dva"] = vd_s2, vd_va2
-                    tau = np.where(hs >= left, t_step, tau + hs)
-                    h = np.where(hs < h, np.maximum(h, hs * fac), hs * fac)
-                else:
-                    s = np.where(ok, y_new, s)
-                    f0, jac, f_va, vd, sens["ds"], sens["dva"] = (
-                        np.where(ok, a, b) for a, b in
-                        ((f2, f0), (jac2, jac), (f_va2, f_va), (vd2, vd), (vd_s2, sens["ds"]),
-                         (vd_va2, sens["dva"])))
-                    tau = np.where(ok, np.where(hs >= left, t_step, tau + hs), tau)
-                    h = np.where(todo, np.where(ok & (hs < h), np.maximum(h, hs * fac), hs * fac),
-                                 h)
-                    bad = todo & ~ok & (~np.isfinite(f0) | (hs < 1e-14 * t_step))
-                    if bad.any():
-                        failed |= bad
-                        s = np.where(bad, np.nan, s)
-                        tau = np.where(bad, t_step, tau)
-                todo = (t_step - tau) > 1e-12 * t_step
-                if not todo.any():
-                    break
-            else:
-                failed |= todo
-                s = np.where(todo, np.nan, s)
-            if strict and failed.any():
-                raise CircuitnnError(
-                    f"transient of {dev.model.name}: the state could not be integrated near "
-                    f"t = {float(np.max(tt[k + 1])):.4g} s (non-finite rate or step size "
-                    "collapse); check the parameters")
-            record(k + 1, vd if series is not None else vv[k + 1])
-    back = lambda a: np.moveaxis(a, 0, -1)  # noqa: E731
-    return Trace(np.broadcast_to(t, shape + (n,)), np.broadcast_to(v, shape + (n,)),
+        while active.any():
+            k1_ = np.minimum(k + 1, n - 1)
+            t0, v0 = at(tt, k), at(vv, k)
+            t_step = np.where(active, at(tt, k1_) - t0, 1.0)
+            slope = np.where(active, (at(vv, k1_) - v0) / t_step, 0.0)
+            left = t_step - tau
+            # the rest of the interval, or half of it when that is less than two steps
+            hs = np.where(left <= h, left, np.where(left < 2 * h, 0.5 * left, h))
+            hs = np.where(active, hs, 0.0)
+            va = v0 + slope * tau
+            f_t = f_va * slope
+            w = 1.0 - hs * D * jac
+            k1 = (f0 + hs * D * f_t) / w
+            s_mid = clip(s + 0.5 * hs * k1)
+            vd_mid = node(va + 0.5 * hs * slope, s_mid,
+                          guess(vd, 0.5 * hs * slope, s_mid - s))[0]
+            f1 = dev.evaluate("rate", vd_mid, s_mid)[0]
+            k2 = (f1 - k1) / w + k1
+            y_new = clip(s + hs * k2)
+            f2, jac2, f_va2, vd2, vd_s2, vd_va2 = point(va + hs * slope, y_new,
+                                                       guess(vd, hs * slope, y_new - s))
+            k3 = (f2 - E32 * (k2 - f1) - 2.0 * (k1 - f0) + hs * D * f_t) / w
+            est = hs / 6.0 * (k1 - 2.0 * k2 + k3)
+            dist = np.maximum(np.minimum(s - lo, hi - s), np.minimum(y_new - lo, hi - y_new))
+            err = np.abs(clip(y_new + est) - y_new) / (tol_abs + rtol * dist)
+            # a step whose stages meet a switching threshold (the rate exactly 0 beyond it,
+            # e.g. Stanford-PKU's minimum field): the state stops on the threshold if its
+            # slowest rate on the way gets it there within the step (see the module doc)
+            # (only once the step has shrunk to SLIDING_STEP of the sample interval: a
+            # crossing of the threshold at a normal step size needs no help)
+            moving = (f0 != 0) | (f1 != 0) | (f2 != 0)
+            off = active & moving & ((f0 == 0) | (f1 == 0) | (f2 == 0)) & (w > 0) & (
+                hs < SLIDING_STEP * t_step)
+            if off.any():
+                va_end = va + hs * slope
+                f_dir = np.where(f0 != 0, f0, np.where(f1 != 0, f1, f2))
+                euler = clip(s + hs * f_dir)
+                y_sw, f_in = _switch_points(dev, series, node, shape, va_end, s, euler,
+                                            vd2, off)
+                stop = off & (f_in != 0) & (np.abs(y_sw - s) <= hs * np.abs(f_in))
+                if stop.any():
+                    p = point(va_end, np.where(stop, y_sw, y_new), vd2)
+                    y_new = np.where(stop, y_sw, y_new)
+                    f2, jac2, f_va2, vd2, vd_s2, vd_va2 = (
+                        np.where(stop, a, b) for a, b in zip(
+                            p, (f2, jac2, f_va2, vd2, vd_s2, vd_va2), strict=True))
+                    err = np.where(stop, 0.0, err)
+            ok = active & (err <= 1.0) & (w > 0) & np.isfinite(f2)
+            fac = np.minimum(np.maximum(0.9 / np.cbrt(np.maximum(err, 1e-10)), 0.2), 5.0)
+            fac = np.where(np.isfinite(fac) & (w > 0), fac, 0.2)
+            s = np.where(ok, y_new, s)
+            f0, jac, f_va, vd, sens["ds"], sens["dva"] = (
+                np.where(ok, a, b) for a, b in
+                ((f2, f0), (jac2, jac), (f_va2, f_va), (vd2, vd), (vd_s2, sens["ds"]),
+                 (vd_va2, sens["dva"])))
+            tau = np.where(ok, np.where(hs >= left, t_step, tau + hs), tau)
+            h = np.where(active, np.where(ok & (hs < h), np.maximum(h, hs * fac), hs * fac), h)
+            steps += active
+            bad = active & ((~ok & (~np.isfinite(f0) | (hs < 1e-14 * t_step)))
+                            | (steps > max_steps))
+            if bad.any():
+                if strict:
+                    raise CircuitnnError(
+                        f"transient of {dev.model.name}: the state could not be integrated "
+                        f"near t = {float(np.max(at(tt, k1_)[bad])):.4g} s (non-finite rate "
+                        "or step size collapse); check the parameters")
+                active &= ~bad
+                s = np.where(bad, np.nan, s)
+            done = active & ((t_step - tau) <= 1e-12 * t_step)
+            if done.any():
+                where = np.nonzero(done)
+                record(k[where] + 1, where, s[where],
+                       (vd if series is not None else at(vv, k1_))[where])
+                k = np.where(done, k + 1, k)
+                tau = np.where(done, 0.0, tau)
+                steps = np.where(done, 0, steps)
+                active &= k < n - 1
+        cur[:] = pol * dev.evaluate("current", vdev, states)[0]
+    def back(a: np.ndarray) -> np.ndarray:
+        return np.moveaxis(a, 0, -1).reshape(out_shape + (n,))
+
+    return Trace(np.broadcast_to(t, out_shape + (n,)), np.broadcast_to(v, out_shape + (n,)),
                  back(vdev), back(cur), back(states))
