@@ -54,6 +54,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -101,6 +102,8 @@ SEARCH_MAX_STEPS = 40
 MAX_CORR = 0.99
 #: numpy and ngspice NRMSE must agree within this
 NGSPICE_AGREEMENT = 0.01
+#: ngspice processes of the check running at a time (one per core of the project machine)
+NGSPICE_WORKERS = 2
 #: a fit fails when a sweep's R^2 is below MIN_R2 or the overall NRMSE above MAX_NRMSE
 MIN_R2 = 0.5
 MAX_NRMSE = 0.3
@@ -162,6 +165,7 @@ class IVFit:
     nrmse_ngspice: float | None
     per_sweep: dict[str, SweepMeasures]
     predicted: list[np.ndarray]  # simulated current per sweep (A), tight integration
+    start_states: list[float]  # state at the start of the compared period, per sweep
     log_masks: list[np.ndarray]  # points entering the log error, per sweep
     sweeps: list[Sweep]
     settings: FitSettings
@@ -364,10 +368,16 @@ class _Problem:
         `polarity` may be one value per candidate: a device of polarity p driven by v is a
         device of polarity +1 driven by p v whose current is p I (the series elements are odd).
         """
+        return self.simulate(x, polarity, rtol, warmup)[0]
+
+    def simulate(self, x: np.ndarray, polarity: float | np.ndarray, rtol: float,
+                 warmup: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """`predict`, and the state at the start of the compared period per sweep: (S,)."""
         warmup = self.warmup if warmup is None else warmup
         pol = np.broadcast_to(np.asarray(polarity, dtype=float), (np.atleast_2d(x).shape[0],))
         dev = Device(self.model, self.to_params(x))
         out: list[np.ndarray] = [np.empty(0)] * len(self.sweeps)
+        start: list[np.ndarray] = [np.empty(0)] * len(self.sweeps)
         with np.errstate(all="ignore"):
             lo, hi = dev.bounds()
             s0 = 0.5 * (lo + hi)
@@ -382,7 +392,8 @@ class _Problem:
                 cur = pol[:, None, None] * tr.i[..., -n:]
                 for j, k in enumerate(g.idx):
                     out[k] = cur[:, j, :]
-        return out
+                    start[k] = tr.state[:, j, -n]
+        return out, start
 
     def residuals(self, x: np.ndarray, polarity: float | np.ndarray, rtol: float) -> np.ndarray:
         """(S, m) residuals whose sum of squares is the objective (see the module doc)."""
@@ -629,7 +640,8 @@ def fit_iv(
         stderr, reason, corr = _uncertainty(prob, x, pol, st.rtol_refine)
         boot = _bootstrap(prob, x, pol, st, tick("refine")) if st.bootstrap else {}
         seconds["refine"] = time.perf_counter() - t1
-        pred = [p[0] for p in prob.predict(x, pol, st.rtol_check)]
+        pred, start = prob.simulate(x, pol, st.rtol_check)
+        pred = [p[0] for p in pred]
     refinement = {
         "method": "lmfit least_squares (trust region reflective), central-difference Jacobian",
         "converged": bool(result.success) and result.nfev < (st.max_nfev or 100 * (len(x) + 1)),
@@ -653,7 +665,8 @@ def fit_iv(
         stderr=stderr, stderr_reason=reason, polarity=pol,
         nrmse=float(np.mean([m.nrmse for m in per_sweep.values()])),
         log_error=float(np.mean([m.log_error_decades for m in per_sweep.values()])),
-        nrmse_ngspice=None, per_sweep=per_sweep, predicted=pred, log_masks=prob.masks,
+        nrmse_ngspice=None, per_sweep=per_sweep, predicted=pred,
+        start_states=[float(a[0]) for a in start], log_masks=prob.masks,
         sweeps=sweeps, settings=st, seconds=seconds, search_objective=search_f,
         objective=float(prob.objective(x[None], pol, st.rtol_refine)[0]),
         fixed=dict(prob.fixed), refinement=refinement, correlations=corr,
@@ -676,25 +689,26 @@ def ngspice_check(fit: IVFit) -> None:
     ngspice runs the same warm-up periods and compared period, starting from the periodic steady
     state (the numpy state at the start of the compared period), not from the arbitrary middle
     of the state range: a device far from its steady state may snap within picoseconds, which
-    ngspice's time step control cannot follow, and which says nothing about the fit."""
+    ngspice's time step control cannot follow, and which says nothing about the fit. The sweeps
+    run as NGSPICE_WORKERS ngspice processes at a time."""
     from circuitnn.spice.subckt import simulate_ngspice
 
     dev = fit.device_obj()
-    lo, hi = dev.bounds()
-    for s, mask in zip(fit.sweeps, fit.log_masks, strict=True):
+
+    def run(j: int) -> None:
+        s, mask = fit.sweeps[j], fit.log_masks[j]
         t, v = periodic_drive(s, fit.settings.warmup_periods + 1)
-        element = series_element(s)
         m = fit.per_sweep[s.name]
-        steady = dev.simulate(t, v, 0.5 * (lo + hi), series=element, rtol=fit.settings.rtol_check,
-                              atol=fit.settings.rtol_check * 1e-3, strict=False)
-        s0 = float(steady.state[-s.n])
         try:
-            tr = simulate_ngspice(dev, t, v, s0, series=element)
+            tr = simulate_ngspice(dev, t, v, fit.start_states[j], series=series_element(s))
         except CircuitnnError as exc:
             m.ngspice_error = str(exc)
-            continue
+            return
         m.nrmse_ngspice = float(nrmse(tr.i[-s.n:], s.i))
         m.log_error_ngspice = float(log_error(tr.i[-s.n:], s, mask))
+
+    with ThreadPoolExecutor(NGSPICE_WORKERS) as pool:
+        list(pool.map(run, range(len(fit.sweeps))))
     done = [m.nrmse_ngspice for m in fit.per_sweep.values() if m.nrmse_ngspice is not None]
     fit.nrmse_ngspice = float(np.mean(done)) if len(done) == len(fit.sweeps) else None
 
