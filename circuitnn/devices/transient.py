@@ -179,7 +179,6 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     lo, hi = dev.bounds()
     shape = np.broadcast_shapes(v.shape[:-1], t.shape[:-1], np.shape(s0), lo.shape,
                                 *(p.shape for p in dev.params.values()))
-    out_shape, shape = shape, shape or (1,)  # one element is simulated as an array of one
     n = v.shape[-1]
     # time-major copies: one contiguous row per sample
     tt = np.ascontiguousarray(np.moveaxis(np.broadcast_to(t, shape + (n,)), -1, 0))
@@ -219,36 +218,38 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         vd_s, vd_va = -i_s / denom, g / denom
         return r, r_s + r_v * vd_s, r_v * vd_va, vd, vd_s, vd_va
 
-    def at(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Each element's value of a time-major array at its own sample index."""
-        return np.take_along_axis(a, idx[None], axis=0)[0]
-
     # every element walks through the samples on its own: k its interval, tau its time in it
+    flat_t, flat_v = tt.reshape(n, -1), vv.reshape(n, -1)
+    column = np.arange(flat_t.shape[1])
+
+    def interval(k: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(t0, v0, v1, length, slope) of each element's interval k (k < n - 1)."""
+        kf = k.reshape(-1)
+        t0, v0 = flat_t[kf, column].reshape(shape), flat_v[kf, column].reshape(shape)
+        v1 = flat_v[kf + 1, column].reshape(shape)
+        length = flat_t[kf + 1, column].reshape(shape) - t0
+        return t0, v0, v1, length, (v1 - v0) / length
+
     k = np.zeros(shape, dtype=np.intp)
     tau = np.zeros(shape)
     steps = np.zeros(shape, dtype=np.intp)  # steps taken in the current interval
     active = np.full(shape, n > 1)
     states[:], vdev[:] = np.nan, np.nan  # samples a failed element never reaches stay NaN
 
-    def record(idx: np.ndarray, where: tuple[np.ndarray, ...], s_: np.ndarray,
-               vd_: np.ndarray) -> None:
-        states[(idx,) + where] = s_
-        vdev[(idx,) + where] = vd_
-
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         f0, jac, f_va, vd, sens["ds"], sens["dva"] = point(vv[0], s, None)
         vd = np.broadcast_to(vd, shape).astype(float)
         states[0], vdev[0] = s, vd
         h = np.broadcast_to(tt[1] - tt[0] if n > 1 else 1.0, shape).astype(float)
+        if n > 1:
+            t0, v0, v1, t_step, slope = interval(k)
+        synced = True  # every element in the same interval
         while active.any():
-            k1_ = np.minimum(k + 1, n - 1)
-            t0, v0 = at(tt, k), at(vv, k)
-            t_step = np.where(active, at(tt, k1_) - t0, 1.0)
-            slope = np.where(active, (at(vv, k1_) - v0) / t_step, 0.0)
             left = t_step - tau
             # the rest of the interval, or half of it when that is less than two steps
             hs = np.where(left <= h, left, np.where(left < 2 * h, 0.5 * left, h))
-            hs = np.where(active, hs, 0.0)
+            if not active.all():
+                hs = np.where(active, hs, 0.0)
             va = v0 + slope * tau
             f_t = f_va * slope
             w = 1.0 - hs * D * jac
@@ -290,12 +291,17 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
             ok = active & (err <= 1.0) & (w > 0) & np.isfinite(f2)
             fac = np.minimum(np.maximum(0.9 / np.cbrt(np.maximum(err, 1e-10)), 0.2), 5.0)
             fac = np.where(np.isfinite(fac) & (w > 0), fac, 0.2)
-            s = np.where(ok, y_new, s)
-            f0, jac, f_va, vd, sens["ds"], sens["dva"] = (
-                np.where(ok, a, b) for a, b in
-                ((f2, f0), (jac2, jac), (f_va2, f_va), (vd2, vd), (vd_s2, sens["ds"]),
-                 (vd_va2, sens["dva"])))
-            tau = np.where(ok, np.where(hs >= left, t_step, tau + hs), tau)
+            if ok.all():
+                s, f0, jac, f_va, vd = y_new, f2, jac2, f_va2, vd2
+                sens["ds"], sens["dva"] = vd_s2, vd_va2
+                tau = np.where(hs >= left, t_step, tau + hs)
+            else:
+                s = np.where(ok, y_new, s)
+                f0, jac, f_va, vd, sens["ds"], sens["dva"] = (
+                    np.where(ok, a, b) for a, b in
+                    ((f2, f0), (jac2, jac), (f_va2, f_va), (vd2, vd), (vd_s2, sens["ds"]),
+                     (vd_va2, sens["dva"])))
+                tau = np.where(ok, np.where(hs >= left, t_step, tau + hs), tau)
             h = np.where(active, np.where(ok & (hs < h), np.maximum(h, hs * fac), hs * fac), h)
             steps += active
             bad = active & ((~ok & (~np.isfinite(f0) | (hs < 1e-14 * t_step)))
@@ -304,22 +310,35 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 if strict:
                     raise CircuitnnError(
                         f"transient of {dev.model.name}: the state could not be integrated "
-                        f"near t = {float(np.max(at(tt, k1_)[bad])):.4g} s (non-finite rate "
+                        f"near t = {float(np.max((t0 + t_step)[bad])):.4g} s (non-finite rate "
                         "or step size collapse); check the parameters")
                 active &= ~bad
                 s = np.where(bad, np.nan, s)
             done = active & ((t_step - tau) <= 1e-12 * t_step)
-            if done.any():
+            if synced and done.all():  # all in one interval, all through it: a row at a time
+                j = int(k.flat[0]) + 1
+                states[j], vdev[j] = s, (vd if series is not None else vv[j])
+                k = k + 1
+                tau, steps = np.zeros(shape), np.zeros(shape, dtype=np.intp)
+                if j == n - 1:
+                    break
+                t0, v0, v1, t_step = tt[j], vv[j], vv[j + 1], tt[j + 1] - tt[j]
+                slope = (v1 - v0) / t_step
+            elif done.any():
+                synced = False
                 where = np.nonzero(done)
-                record(k[where] + 1, where, s[where],
-                       (vd if series is not None else at(vv, k1_))[where])
+                states[(k[where] + 1,) + where] = s[where]
+                vdev[(k[where] + 1,) + where] = (vd if series is not None else v1)[where]
                 k = np.where(done, k + 1, k)
                 tau = np.where(done, 0.0, tau)
                 steps = np.where(done, 0, steps)
                 active &= k < n - 1
+                nxt = interval(np.minimum(k, n - 2))
+                t0, v0, v1, t_step, slope = (np.where(done, a, b) for a, b in
+                                             zip(nxt, (t0, v0, v1, t_step, slope), strict=True))
         cur[:] = pol * dev.evaluate("current", vdev, states)[0]
     def back(a: np.ndarray) -> np.ndarray:
-        return np.moveaxis(a, 0, -1).reshape(out_shape + (n,))
+        return np.moveaxis(a, 0, -1).reshape(shape + (n,))
 
-    return Trace(np.broadcast_to(t, out_shape + (n,)), np.broadcast_to(v, out_shape + (n,)),
+    return Trace(np.broadcast_to(t, shape + (n,)), np.broadcast_to(v, shape + (n,)),
                  back(vdev), back(cur), back(states))
