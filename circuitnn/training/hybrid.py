@@ -6,13 +6,14 @@ hardware (they do not change during hybrid training, so the caller computes them
 layer runs on its current conductances through the same engine, the cross-entropy gradient of
 its weights is computed digitally, and the desired change of each weight is accumulated in
 conductance units (dG = -lr dL/dW x unit / layer scale). Where the accumulated |dG| exceeds
-`threshold` (reference: about 1.5 uS, unconfirmed), and half the nominal step of one pulse (a
-coarse device, e.g. a law derived from a steep I-V card, would otherwise overshoot every
-wish), a pulse train is applied to that pair, open
-loop through the pulse-update model with its noise: n = clip(round(|dG| / nominal step), 1,
+`threshold` (reference: about 1.5 uS, unconfirmed), and half the step one pulse makes at the
+cell's present conductance (the pulse model's mean step on G+: a strongly nonlinear law, e.g.
+one derived from a steep I-V card, moves a cell near one end of its window by tens of nominal
+steps, and would otherwise overshoot every wish), a pulse train is applied to that pair, open
+loop through the pulse-update model with its noise: n = clip(round(|dG| / that step), 1,
 max_pulses) pulses, ceil(n/2) to G+ and the rest to G- (SET on G+ / RESET on G- for an increase,
-the opposite for a decrease, which keeps each pair centred); the accumulator is reduced by the
-nominal change applied. The layer's bias is digital and updated by plain SGD.
+the opposite for a decrease, which keeps each pair centred); the accumulator is reduced by n
+such steps. The layer's bias is digital and updated by plain SGD.
 
 Speed: programming a circuit tile (the surrogate's per-tile matrices) costs far more than a
 batch of reads, so the layer's tiles are re-programmed from the true conductances every
@@ -107,8 +108,7 @@ def train_last_layer(chip: ChipState, engine: str, bias: np.ndarray, feats: np.n
     dev_p = {k: v[tile, row, cp] for k, v in devices.items()}
     dev_m = {k: v[tile, row, cm] for k, v in devices.items()}
     stuck_p, stuck_m = stuck[tile, row, cp], stuck[tile, row, cm]
-    step = (model.g_max - model.g_min) / model.pmax_p  # nominal conductance change per pulse
-    fire_at = max(cfg.threshold, 0.5 * step)  # a pulse never does more than twice the wish
+    nominal = (model.g_max - model.g_min) / model.pmax_p  # mean conductance change per pulse
     to_g = unit / scale
     acc = np.zeros(m.shapes[layer])
     bias = np.array(bias, float)
@@ -138,9 +138,12 @@ def train_last_layer(chip: ChipState, engine: str, bias: np.ndarray, feats: np.n
         loss, dlogits = softmax_cross_entropy(logits, labels[idx])
         acc += -cfg.lr * (x.T @ dlogits) * to_g
         bias -= cfg.bias_lr * dlogits.sum(axis=0)
-        fire = np.abs(acc) >= fire_at
-        n = np.where(fire, np.clip(np.rint(np.abs(acc) / step), 1, cfg.max_pulses), 0)
         sign = np.sign(acc).astype(np.int64)
+        # the expected change of a train's first pulse (to G+) at the cell's present conductance
+        step = np.abs(model.mean_step(g[tile, row, cp], sign, dev_p))
+        step = np.where(step > 0, step, nominal)
+        fire = np.abs(acc) >= np.maximum(cfg.threshold, 0.5 * step)
+        n = np.where(fire, np.clip(np.rint(np.abs(acc) / step), 1, cfg.max_pulses), 0)
         n_p = np.ceil(n / 2).astype(np.int64)
         n_m = n.astype(np.int64) - n_p
         g[tile, row, cp] = update_pulses(g[tile, row, cp], sign * n_p, model, dev_p, stuck_p, rng)
