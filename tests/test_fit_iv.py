@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -188,6 +189,18 @@ def test_short_global_search_and_progress() -> None:
     assert stages.count("search") >= 2 and "refine" in stages
     assert fit.polarity in (1.0, -1.0) and fit.search_objective is not None
     assert np.isfinite(fit.nrmse)
+
+
+def test_several_searches_refine_the_best() -> None:
+    _, sweep = _synthetic(10, n=60)
+    st = FitSettings(popsize=2, maxiter=2, max_nfev=3, ngspice=False)
+    single = [fit_iv([sweep], "vteam", replace(st, seed=k), check=False).search_objective
+              for k in (3, 4)]
+    stages: list[str] = []
+    both = fit_iv([sweep], "vteam", replace(st, seed=3, searches=2), progress=stages.append,
+                  check=False)
+    assert both.search_objective == pytest.approx(min(single), rel=1e-9)
+    assert stages.count("search") >= 2 * 2
 
 
 def test_noise_does_not_converge() -> None:

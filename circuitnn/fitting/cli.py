@@ -124,6 +124,9 @@ def _path(template: str, device: str, model: str) -> Path:
 @click.option("--popsize", type=click.IntRange(2, 200), default=8, show_default=True,
               help="DE population per search variable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the search.")
+@click.option("--searches", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Independent searches (seeds SEED, SEED+1, ...); the one with the lowest "
+                   "search objective is refined. Each costs one search's time.")
 @click.option("--max-nfev", type=click.IntRange(0, 100000), default=0, show_default=True,
               help="Safety cap on the refinement's residual evaluations (0: 100 per variable); "
                    "the refinement ends on its tolerance, and a fit that hits the cap fails.")
@@ -134,7 +137,7 @@ def _path(template: str, device: str, model: str) -> Path:
 def fit(source: str, model_name: str, columns: str | None, current_unit: str | None,
         frequency_hz: float | None, device: str | None, series_resistance_ohm: float,
         compliance_a: float | None, noise_floor_a: float | None, out: str | None,
-        figure: str | None, as_json: bool, maxiter: int, popsize: int, seed: int,
+        figure: str | None, as_json: bool, maxiter: int, popsize: int, seed: int, searches: int,
         max_nfev: int, bootstrap: int, start_card: str | None) -> None:
     """Fit ONE parameter set of a compact model to all I-V sweeps of a device.
 
@@ -178,8 +181,8 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
                                  "or pick one with --device")
         if len(models) > 1 and "{model}" not in value:
             raise CircuitnnError(f"{opt} must contain '{{model}}' with several models")
-    settings = FitSettings(maxiter=maxiter, popsize=popsize, seed=seed, max_nfev=max_nfev,
-                           bootstrap=bootstrap)
+    settings = FitSettings(maxiter=maxiter, popsize=popsize, seed=seed, searches=searches,
+                           max_nfev=max_nfev, bootstrap=bootstrap)
     if start_card is not None:
         if len(models) > 1:
             raise CircuitnnError("--start refines one model's card; give --model too")
@@ -197,7 +200,7 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     for name, sweeps in groups.items():
         fits[name], errors[name] = {}, {}
         for model in models:
-            bar = _Progress(f"fit {model} {name}", settings.maxiter)
+            bar = _Progress(f"fit {model} {name}", settings.maxiter * settings.searches)
             try:
                 f = fit_iv(sweeps, model, settings, progress=bar, check=False)
                 check_fit(f)

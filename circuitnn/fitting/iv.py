@@ -55,7 +55,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import lmfit
@@ -121,6 +121,7 @@ class FitSettings:
     popsize: int = 8  # DE population = popsize * number of search variables
     maxiter: int = 100  # DE generations (the search also stops when the population converged)
     seed: int = 0
+    searches: int = 1  # independent DE searches (seeds seed, seed + 1, ...); the best is refined
     warmup_periods: int = 2
     search_warmup_periods: int = 1
     rtol_search: float = 5e-2  # integration tolerance of the global search (ranking only)
@@ -631,8 +632,10 @@ def fit_iv(
             x0 = prob.to_vector(dict(cm.defaults(), **st.start))
             pol = float(st.start_polarity if st.start_polarity is not None
                         else st.polarities[0])
-        else:
-            x0, pol, search_f = _search(prob, st, tick("search"))
+        else:  # independent searches; the lowest search objective is refined
+            x0, pol, search_f = min(
+                (_search(prob, replace(st, seed=st.seed + j), tick("search"))
+                 for j in range(st.searches)), key=lambda r: r[2])
         seconds["search"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         result = _refine(prob, x0, pol, st, tick("refine"))
