@@ -6,14 +6,15 @@ hardware (they do not change during hybrid training, so the caller computes them
 layer runs on its current conductances through the same engine, the cross-entropy gradient of
 its weights is computed digitally, and the desired change of each weight is accumulated in
 conductance units (dG = -lr dL/dW x unit / layer scale). Where the accumulated |dG| exceeds
-`threshold` (reference: about 1.5 uS, unconfirmed), and half the step one pulse makes at the
-cell's present conductance (the pulse model's mean step on G+: a strongly nonlinear law, e.g.
-one derived from a steep I-V card, moves a cell near one end of its window by tens of nominal
-steps, and would otherwise overshoot every wish), a pulse train is applied to that pair, open
-loop through the pulse-update model with its noise: n = clip(round(|dG| / that step), 1,
+`threshold` (reference: about 1.5 uS, unconfirmed), and half the step one pulse makes on G+ at
+its present conductance (the pulse model's mean step: a strongly nonlinear law, e.g. one derived
+from a steep I-V card, moves a cell near one end of its window by tens of nominal steps, and
+would otherwise overshoot every wish), a pulse train is applied to that pair, open loop through
+the pulse-update model with its noise: n = clip(round(|dG| / mean of the G+ and G- steps), 1,
 max_pulses) pulses, ceil(n/2) to G+ and the rest to G- (SET on G+ / RESET on G- for an increase,
-the opposite for a decrease, which keeps each pair centred); the accumulator is reduced by n
-such steps. The layer's bias is digital and updated by plain SGD.
+the opposite for a decrease, which keeps each pair centred); the accumulator is reduced by the
+train's expected change (the pulses on G+ and G- times their steps). The layer's bias is
+digital and updated by plain SGD.
 
 Speed: programming a circuit tile (the surrogate's per-tile matrices) costs far more than a
 batch of reads, so the layer's tiles are re-programmed from the true conductances every
@@ -139,17 +140,20 @@ def train_last_layer(chip: ChipState, engine: str, bias: np.ndarray, feats: np.n
         acc += -cfg.lr * (x.T @ dlogits) * to_g
         bias -= cfg.bias_lr * dlogits.sum(axis=0)
         sign = np.sign(acc).astype(np.int64)
-        # the expected change of a train's first pulse (to G+) at the cell's present conductance
-        step = np.abs(model.mean_step(g[tile, row, cp], sign, dev_p))
-        step = np.where(step > 0, step, nominal)
-        fire = np.abs(acc) >= np.maximum(cfg.threshold, 0.5 * step)
-        n = np.where(fire, np.clip(np.rint(np.abs(acc) / step), 1, cfg.max_pulses), 0)
+        # expected change of one pulse at the cells' present conductances: on G+ (a train's
+        # first pulse) and on G- in the opposite direction
+        step_p = np.abs(model.mean_step(g[tile, row, cp], sign, dev_p))
+        step_m = np.abs(model.mean_step(g[tile, row, cm], -sign, dev_m))
+        step_p, step_m = (np.where(a > 0, a, nominal) for a in (step_p, step_m))
+        fire = np.abs(acc) >= np.maximum(cfg.threshold, 0.5 * step_p)
+        n = np.where(fire, np.clip(np.rint(2 * np.abs(acc) / (step_p + step_m)), 1,
+                                   cfg.max_pulses), 0)
         n_p = np.ceil(n / 2).astype(np.int64)
         n_m = n.astype(np.int64) - n_p
         g[tile, row, cp] = update_pulses(g[tile, row, cp], sign * n_p, model, dev_p, stuck_p, rng)
         g[tile, row, cm] = update_pulses(g[tile, row, cm], -sign * n_m, model, dev_m, stuck_m,
                                          rng)
-        acc -= sign * n * step
+        acc -= sign * (n_p * step_p + n_m * step_m)
         hist["batch"].append(b + 1)
         hist["batch_acc"].append(float(np.mean(logits.argmax(1) == labels[idx])))
         hist["loss"].append(loss)
