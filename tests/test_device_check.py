@@ -55,10 +55,12 @@ def test_old_cards_get_a_safe_read_voltage_on_load():
     assert raw.values()["v_read"] == 0.2 and not raw.operating  # written before the rule
     card = with_operating_point(raw)
     vp = raw.values()["Vp"]
-    assert card.values()["v_read"] == math.floor(READ_MARGIN * vp * 1000) / 1000 == 0.090
+    rule = math.floor(READ_MARGIN * vp * 1000) / 1000
+    assert card.values()["v_read"] == pytest.approx(rule, abs=1e-12)
+    assert card.values()["v_read"] == pytest.approx(0.090, abs=1e-12)
     assert with_operating_point(card) is card  # the record matches: nothing recomputed
-    assert load_device(KNOWM).v_read == 0.090
-    assert TileSpec(np.full((2, 2), 2e-4), device=raw).v_read == 0.090
+    assert load_device(KNOWM).v_read == pytest.approx(0.090, abs=1e-12)
+    assert TileSpec(np.full((2, 2), 2e-4), device=raw).v_read == pytest.approx(0.090, abs=1e-12)
     # the built-in HfOx card keeps the reference's 0.2 V (threshold 1.05 V)
     assert Device.from_card(builtin_card()).v_read == 0.2
     assert builtin_card().operating["thresholds_V"]["positive"] == pytest.approx(1.05, abs=0.01)
@@ -73,7 +75,7 @@ def test_read_disturb_check_is_real():
     above = read_disturb(dev, 0.3)  # well above the SET threshold: the state runs away
     assert not above["passes"] and above["drift"] > 10 * DISTURB_LIMIT
     below = read_disturb(dev, 0.090)
-    assert below["passes"] and below["drift"] == 0.0
+    assert below["passes"] and below["drift"] == pytest.approx(0.0, abs=1e-15)
     # were the threshold rule blind (pretend thresholds of 1 V), the disturb check lowers v_read
     v, why = safe_read_voltage(dev, (1.0, 1.0), 0.2)
     assert v == pytest.approx(0.2 * 0.8) and "lowered from 0.2 V" in why
@@ -103,7 +105,7 @@ def knowm_spec():
 
 def test_nodal_and_ngspice_read_at_the_safe_voltage(knowm_spec):
     spec = knowm_spec
-    assert spec.v_read == 0.090 and spec.disturb_voltage > spec.v_read
+    assert spec.v_read == pytest.approx(0.090, abs=1e-12) and spec.disturb_voltage > spec.v_read
     v = (np.random.default_rng(1).random((6, 16)) < 0.5) * spec.v_read
     i_nodal = read(spec, v, engine="nodal")
     i_spice = read(spec, v, engine="ngspice")
