@@ -58,6 +58,11 @@ class Device:
         self.polarity = float(polarity)
         self.v_read = float(v_read)
 
+    def take(self, shape: tuple[int, ...], index: np.ndarray) -> Device:
+        """The devices at the flat positions `index` of this device array seen with `shape`."""
+        return Device(self.model, {k: np.broadcast_to(v, shape).reshape(-1)[index]
+                                   for k, v in self.params.items()}, self.polarity, self.v_read)
+
     @classmethod
     def from_card(cls, card: ModelCard) -> Device:
         """Build a device from a model card."""

@@ -22,6 +22,8 @@ from circuitnn.errors import CircuitnnError
 
 #: sharpness of the current limit (exponent of the smooth minimum); see `current_limit`
 LIMIT_SHARPNESS = 20.0
+#: compiled element kernels by expression
+_KERNELS: dict[str, expr.Kernel] = {}
 
 
 @runtime_checkable
@@ -44,9 +46,17 @@ class ExprElement:
         self.expression = expression
         self.params = {k: np.asarray(v, dtype=float) for k, v in params.items()}
         self.description = description
-        node = expr.parse(expression)
-        self._kernel = expr.Kernel([node, expr.derivative(node, "u")], ("u",), "element")
+        if expression not in _KERNELS:
+            node = expr.parse(expression)
+            _KERNELS[expression] = expr.Kernel([node, expr.derivative(node, "u")], ("u",),
+                                               "element")
+        self._kernel = _KERNELS[expression]
         self._env = self._kernel.prepare(self.params)
+
+    def take(self, shape: tuple[int, ...], index: np.ndarray) -> ExprElement:
+        """The elements at the flat positions `index` of this element array seen with `shape`."""
+        return ExprElement(self.expression, {k: np.broadcast_to(v, shape).reshape(-1)[index]
+                                             for k, v in self.params.items()}, self.description)
 
     def current_and_conductance(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         i, g = self._kernel({**self._env, "u": u})

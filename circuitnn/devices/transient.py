@@ -120,37 +120,35 @@ def _switch_point(dev: Device, node, va: np.ndarray, s: np.ndarray, y: np.ndarra
     return np.where(mask, b, y), np.where(mask, f_in, 0.0)
 
 
-def _switch_points(dev: Device, series: SeriesElement | None, node, shape: tuple[int, ...],
-                   va: np.ndarray, s: np.ndarray, y: np.ndarray, vd: np.ndarray,
-                   mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _switch_points(dev: Device, series: SeriesElement | None, node, va: np.ndarray,
+                   s: np.ndarray, y: np.ndarray, vd: np.ndarray, mask: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """`_switch_point` computed on the masked elements alone when they are a small part of a
-    large population (a fit's candidates), else on all of them."""
-    from circuitnn.devices.device import Device
+    large flat population (a fit's candidates), else on all of them."""
     from circuitnn.devices.series import ExprElement
 
     if mask.sum() * 4 > mask.size or not (series is None or isinstance(series, ExprElement)):
         return _switch_point(dev, node, va, s, y, vd, mask)
-
-    idx = np.nonzero(mask)
-
-    def part(a: Any) -> np.ndarray:
-        return np.broadcast_to(a, shape)[idx]
-
-    sub = Device(dev.model, {k: part(v) for k, v in dev.params.items()}, dev.polarity,
-                 dev.v_read)
-    sub_series = None if series is None else ExprElement(
-        series.expression, {k: part(v) for k, v in series.params.items()}, series.description)
+    shape = mask.shape
+    idx = np.flatnonzero(mask)
+    sub = dev.take(shape, idx)
+    sub_series = None if series is None else series.take(shape, idx)
 
     def sub_node(va_: np.ndarray, ss: np.ndarray, guess: np.ndarray | None):
         if sub_series is None:
             return va_, None
         return solve_node(sub, sub_series, va_, ss, guess)[0], None
 
-    y_sw, f_in = _switch_point(sub, sub_node, part(va), part(s), part(y), part(vd),
-                               np.ones(len(idx[0]), dtype=bool))
+    y_sw, f_in = _switch_point(sub, sub_node, *(_take(a, shape, idx) for a in (va, s, y, vd)),
+                               np.ones(idx.size, dtype=bool))
     out_y, out_f = np.array(np.broadcast_to(y, shape)), np.zeros(shape)
-    out_y[idx], out_f[idx] = y_sw, f_in
+    out_y.reshape(-1)[idx], out_f.reshape(-1)[idx] = y_sw, f_in
     return out_y, out_f
+
+
+def _take(a: Any, shape: tuple[int, ...], index: np.ndarray) -> Any:
+    """The flat positions `index` of `a` seen with `shape` (scalars stay as they are)."""
+    return np.broadcast_to(a, shape).reshape(-1)[index] if np.ndim(a) else a
 
 
 def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElement | None,
@@ -165,6 +163,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     parameter set is simply bad).
     """
     from circuitnn.devices.device import Trace
+    from circuitnn.devices.series import ExprElement
 
     t = np.asarray(t, dtype=float)
     v = np.asarray(v, dtype=float)
@@ -176,16 +175,27 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         raise CircuitnnError("waveform times must be strictly increasing")
     if not (rtol > 0 and atol > 0):
         raise CircuitnnError("integration tolerances must be > 0")
-    lo, hi = dev.bounds()
-    shape = np.broadcast_shapes(v.shape[:-1], t.shape[:-1], np.shape(s0), lo.shape,
+    full_lo, full_hi = dev.bounds()
+    shape = np.broadcast_shapes(v.shape[:-1], t.shape[:-1], np.shape(s0), full_lo.shape,
                                 *(p.shape for p in dev.params.values()))
     n = v.shape[-1]
+    size = math.prod(shape)
+    # the elements being integrated (working arrays): all of them in `shape`, until most have
+    # finished; then the unfinished ones go on alone as a flat array (`compact`; not with a
+    # series element of a caller's own kind, whose parameters only broadcast against `shape`)
+    compactable = series is None or isinstance(series, ExprElement)
+    wshape = shape
+    column = np.arange(size).reshape(shape)  # each working element's flat index
+    full_dev = dev
     # time-major copies: one contiguous row per sample
     tt = np.ascontiguousarray(np.moveaxis(np.broadcast_to(t, shape + (n,)), -1, 0))
     vv = np.ascontiguousarray(np.moveaxis(np.broadcast_to(v, shape + (n,)), -1, 0))
+    flat_t, flat_v = tt.reshape(n, size), vv.reshape(n, size)
+    lo, hi = full_lo, full_hi
     s = np.broadcast_to(lo if s0 is None else np.clip(s0, lo, hi), shape).astype(float)
     tol_abs = atol * np.broadcast_to(hi - lo, shape)
-    states, vdev, cur = (np.empty((n,) + shape) for _ in range(3))
+    states, vdev = np.empty((n,) + shape), np.empty((n,) + shape)
+    flat_states, flat_vdev = states.reshape(n, size), vdev.reshape(n, size)
     pol = dev.polarity
 
     def clip(x: np.ndarray) -> np.ndarray:
@@ -218,22 +228,17 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         vd_s, vd_va = -i_s / denom, g / denom
         return r, r_s + r_v * vd_s, r_v * vd_va, vd, vd_s, vd_va
 
-    # every element walks through the samples on its own: k its interval, tau its time in it
-    flat_t, flat_v = tt.reshape(n, -1), vv.reshape(n, -1)
-    column = np.arange(flat_t.shape[1])
-
     def interval(k: np.ndarray) -> tuple[np.ndarray, ...]:
         """(t0, v0, v1, length, slope) of each element's interval k (k < n - 1)."""
-        kf = k.reshape(-1)
-        t0, v0 = flat_t[kf, column].reshape(shape), flat_v[kf, column].reshape(shape)
-        v1 = flat_v[kf + 1, column].reshape(shape)
-        length = flat_t[kf + 1, column].reshape(shape) - t0
+        t0, v0, v1 = flat_t[k, column], flat_v[k, column], flat_v[k + 1, column]
+        length = flat_t[k + 1, column] - t0
         return t0, v0, v1, length, (v1 - v0) / length
 
-    k = np.zeros(shape, dtype=np.intp)
-    tau = np.zeros(shape)
-    steps = np.zeros(shape, dtype=np.intp)  # steps taken in the current interval
-    active = np.full(shape, n > 1)
+    # every element walks through the samples on its own: k its interval, tau its time in it
+    k = np.zeros(wshape, dtype=np.intp)
+    tau = np.zeros(wshape)
+    steps = np.zeros(wshape, dtype=np.intp)  # steps taken in the current interval
+    active = np.full(wshape, n > 1)
     states[:], vdev[:] = np.nan, np.nan  # samples a failed element never reaches stay NaN
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
@@ -278,8 +283,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 va_end = va + hs * slope
                 f_dir = np.where(f0 != 0, f0, np.where(f1 != 0, f1, f2))
                 euler = clip(s + hs * f_dir)
-                y_sw, f_in = _switch_points(dev, series, node, shape, va_end, s, euler,
-                                            vd2, off)
+                y_sw, f_in = _switch_points(dev, series, node, va_end, s, euler, vd2, off)
                 stop = off & (f_in != 0) & (np.abs(y_sw - s) <= hs * np.abs(f_in))
                 if stop.any():
                     p = point(va_end, np.where(stop, y_sw, y_new), vd2)
@@ -324,11 +328,11 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                     break
                 t0, v0, v1, t_step = tt[j], vv[j], vv[j + 1], tt[j + 1] - tt[j]
                 slope = (v1 - v0) / t_step
-            elif done.any():
+                continue
+            if done.any():
                 synced = False
-                where = np.nonzero(done)
-                states[(k[where] + 1,) + where] = s[where]
-                vdev[(k[where] + 1,) + where] = (vd if series is not None else v1)[where]
+                flat_states[k[done] + 1, column[done]] = s[done]
+                flat_vdev[k[done] + 1, column[done]] = (vd if series is not None else v1)[done]
                 k = np.where(done, k + 1, k)
                 tau = np.where(done, 0.0, tau)
                 steps = np.where(done, 0, steps)
@@ -336,9 +340,21 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 nxt = interval(np.minimum(k, n - 2))
                 t0, v0, v1, t_step, slope = (np.where(done, a, b) for a, b in
                                              zip(nxt, (t0, v0, v1, t_step, slope), strict=True))
-        cur[:] = pol * dev.evaluate("current", vdev, states)[0]
+            if compactable and active.size >= 16 and 0 < 2 * active.sum() <= active.size:
+                # most elements are through (or failed): the others go on alone
+                keep = np.flatnonzero(active)
+                dev = dev.take(wshape, keep)
+                series = None if series is None else series.take(wshape, keep)
+                (column, k, tau, steps, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0, v0, v1,
+                 t_step, slope, active) = (_take(a, wshape, keep) for a in (
+                    column, k, tau, steps, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0, v0, v1,
+                    t_step, slope, active))
+                sens = {key: _take(a, wshape, keep) for key, a in sens.items()}
+                wshape = (keep.size,)
+        cur = pol * full_dev.evaluate("current", vdev, states)[0]
+
     def back(a: np.ndarray) -> np.ndarray:
-        return np.moveaxis(a, 0, -1).reshape(shape + (n,))
+        return np.moveaxis(np.broadcast_to(a, (n,) + shape), 0, -1)
 
     return Trace(np.broadcast_to(t, shape + (n,)), np.broadcast_to(v, shape + (n,)),
                  back(vdev), back(cur), back(states))
