@@ -125,8 +125,9 @@ def _path(template: str, device: str, model: str) -> Path:
               help="DE population per search variable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the search.")
 @click.option("--searches", type=click.IntRange(1, 100), default=1, show_default=True,
-              help="Independent searches (seeds SEED, SEED+1, ...); the one with the lowest "
-                   "search objective is refined. Each costs one search's time.")
+              help="Independent searches per terminal orientation (seeds SEED, SEED+1, ...), "
+                   "run side by side; each one's best is refined and the lowest refined "
+                   "objective wins.")
 @click.option("--max-nfev", type=click.IntRange(0, 100000), default=0, show_default=True,
               help="Safety cap on the refinement's residual evaluations (0: 100 per variable); "
                    "the refinement ends on its tolerance, and a fit that hits the cap fails.")
@@ -200,7 +201,8 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     for name, sweeps in groups.items():
         fits[name], errors[name] = {}, {}
         for model in models:
-            bar = _Progress(f"fit {model} {name}", settings.maxiter * settings.searches)
+            bar = _Progress(f"fit {model} {name}",
+                            settings.maxiter * settings.searches * len(settings.polarities))
             try:
                 f = fit_iv(sweeps, model, settings, progress=bar, check=False)
                 check_fit(f)

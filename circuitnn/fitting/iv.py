@@ -25,19 +25,23 @@ Method:
 1. Periodic steady state. Each sweep is one period of a repeated drive starting at an arbitrary
    phase; the waveform is repeated `warmup_periods` times before the compared period, starting
    from the middle of the state range.
-2. Global search: scipy `differential_evolution(vectorized=True)`; one objective call simulates
-   the whole population on every sweep at once (on every second sample of long sweeps, with
-   one warm-up period and a loose integration tolerance: the search only ranks candidates;
-   a candidate needing more than 40 integration steps between two samples scores as bad).
-   Log-flagged parameters (`ParamSpec.log`) are searched as log10; the terminal orientation
-   (polarity) is one more search variable (its sign), so both orientations compete in one
-   population.
-3. Refinement: lmfit least squares (trust region reflective) on the same variables, to
-   convergence: it stops when the relative decrease of the cost in an iteration falls below
-   `ftol` = 1e-4 (a change of the NRMSE in its fifth digit) or the relative step below
-   `xtol` = 1e-6; the Jacobian is a central difference with all columns simulated
-   in one vectorised call. A refinement that ends on its evaluation cap instead is reported as
-   not converged.
+2. Global search: scipy `differential_evolution(vectorized=True)`, one search per terminal
+   orientation (polarity) and seed (`searches`), side by side: each generation, one call
+   simulates every search's population on every sweep at once (`lockstep.Lockstep`; on every
+   second sample of long sweeps, with one warm-up period and a loose integration tolerance:
+   the searches only rank candidates; a candidate needing more than 40 integration steps
+   between two samples scores as bad). Log-flagged parameters (`ParamSpec.log`) are searched
+   as log10. The orientations are searched apart: one population over both settles on one of
+   them within a few generations, not always on the one that refines best (Knowm M3: the
+   other orientation refines to half the objective). The searches race: after 15 generations,
+   one whose best objective is above twice the best search's is dropped.
+3. Refinement: lmfit least squares (trust region reflective) on the same variables from every
+   search's best, side by side (racing as the searches, after 3 evaluations); the lowest
+   refined objective wins. Each refinement runs to convergence: it stops when the relative
+   decrease of the cost in an iteration falls below `ftol` = 1e-4 (a change of the NRMSE in
+   its fifth digit) or the relative step below `xtol` = 1e-6; the Jacobian is a central
+   difference with all columns simulated in the same vectorised call. A refinement that ends on
+   its evaluation cap instead is reported as not converged.
 4. Uncertainty: covariance s^2 (J^T J)^-1 of the search variables at the optimum (s^2 = residual
    sum of squares / (m - k), as lmfit), converted to physical units. A parameter gets no
    standard error, with the reason in `stderr_reason`, when it ends at a bound of its search
@@ -51,11 +55,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lmfit
@@ -71,6 +76,7 @@ from circuitnn.devices.operating import with_operating_point_or_reason
 from circuitnn.devices.series import ExprElement, current_limit, resistor
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.data import Sweep
+from circuitnn.fitting.lockstep import Lockstep, Request
 
 #: models the `fit` command accepts
 FIT_MODELS = ("yakopcic", "vteam", "stanford-pku", "mss")
@@ -98,6 +104,12 @@ SEARCH_SAMPLES = 100
 #: in the search, a candidate needing more integration steps between two samples scores as bad
 #: (dynamics thousands of times faster than the sampling; ranking them exactly is not worth it)
 SEARCH_MAX_STEPS = 40
+#: side-by-side searches (and refinements) race: after RACE_GENERATIONS generations (
+#: RACE_EVALUATIONS evaluations), one whose best objective is above RACE_RATIO times the best
+#: one's is dropped
+RACE_GENERATIONS = 15
+RACE_EVALUATIONS = 3
+RACE_RATIO = 2.0
 #: parameters correlated beyond this are reported as not identifiable
 MAX_CORR = 0.99
 #: numpy and ngspice NRMSE must agree within this
@@ -121,7 +133,7 @@ class FitSettings:
     popsize: int = 8  # DE population = popsize * number of search variables
     maxiter: int = 100  # DE generations (the search also stops when the population converged)
     seed: int = 0
-    searches: int = 1  # independent DE searches (seeds seed, seed + 1, ...); the best is refined
+    searches: int = 1  # DE searches per polarity (seeds seed, seed + 1, ...), side by side
     warmup_periods: int = 2
     search_warmup_periods: int = 1
     rtol_search: float = 5e-2  # integration tolerance of the global search (ranking only)
@@ -419,36 +431,45 @@ class _Problem:
 # ----------------------------------------------------------------------------- search & refine
 
 
-def _search(full: _Problem, st: FitSettings,
-            progress: Callable[[], None] | None) -> tuple[np.ndarray, float, float]:
-    """Differential evolution over the whole population at once; returns (x, polarity, f).
+def _searches(full: _Problem, st: FitSettings, progress: Callable[[], None] | None
+              ) -> list[tuple[np.ndarray, float, float]]:
+    """Differential evolution, one search per seed (`searches`) and terminal orientation
+    (`polarities`), all side by side: each generation's populations are simulated in one
+    vectorised call (`Lockstep`). Returns (x, polarity, f) of each search's best.
 
-    With two polarities the last search variable is the orientation (its sign). The search sees
-    the sweeps on every second sample when they have more than SEARCH_SAMPLES samples, after
-    `search_warmup_periods`, at the loose `rtol_search`: it only ranks candidates."""
+    The searches see the sweeps on every second sample when they have more than SEARCH_SAMPLES
+    samples, after `search_warmup_periods`, at the loose `rtol_search`: they only rank
+    candidates. The two orientations are searched apart because one population over both
+    settles on one of them within a few generations, not always on the better one."""
     stride = 2 if min(s.n for s in full.sweeps) > SEARCH_SAMPLES else 1
     prob = _Problem(full.model, full.sweeps, st.search_warmup_periods, stride)
     prob.max_steps = SEARCH_MAX_STEPS
-    both = len(st.polarities) > 1
-    bounds = list(zip(prob.lo, prob.hi, strict=True)) + ([(-1.0, 1.0)] if both else [])
-    k = len(prob.lo)
+    bounds = list(zip(prob.lo, prob.hi, strict=True))
 
-    def objective(xt: np.ndarray) -> np.ndarray:  # xt: (k, S)
-        x = xt.T
-        pol = np.where(x[:, k] >= 0, 1.0, -1.0) if both else st.polarities[0]
-        return prob.objective(x[:, :k], pol, st.rtol_search)
+    def batch(reqs: list[tuple[np.ndarray, float]]) -> list[np.ndarray]:
+        x = np.vstack([x for x, _ in reqs])
+        pol = np.concatenate([np.full(len(x), p) for x, p in reqs])
+        f = prob.objective(x, pol, st.rtol_search)
+        return np.split(f, np.cumsum([len(x) for x, _ in reqs])[:-1])
 
-    def callback(intermediate_result: Any) -> None:
+    def generation(intermediate_result: Any) -> None:
         if progress is not None:
             progress()
 
-    res = differential_evolution(
-        objective, bounds, popsize=st.popsize, maxiter=st.maxiter, seed=st.seed, tol=1e-3,
-        mutation=(0.5, 1.0), recombination=0.7, init="latinhypercube", polish=False,
-        vectorized=True, updating="deferred", callback=callback)
-    x = np.asarray(res.x)
-    pol = (1.0 if x[k] >= 0 else -1.0) if both else float(st.polarities[0])
-    return x[:k], pol, float(res.fun)
+    def task(seed: int, pol: float) -> Callable[[Request], tuple[np.ndarray, float, float]]:
+        def run(request: Request) -> tuple[np.ndarray, float, float]:
+            res = differential_evolution(
+                lambda xt: request((xt.T, pol)), bounds, popsize=st.popsize,
+                maxiter=st.maxiter, seed=seed, tol=1e-3, mutation=(0.5, 1.0),
+                recombination=0.7, init="latinhypercube", polish=False, vectorized=True,
+                updating="deferred", callback=generation)
+            return np.asarray(res.x), pol, float(res.fun)
+        return run
+
+    race = Lockstep(batch, lambda req, f: float(np.min(f)), RACE_GENERATIONS, RACE_RATIO)
+    found = race.run([task(st.seed + j, float(p)) for j in range(st.searches)
+                      for p in st.polarities])
+    return [r for r in found if r is not None]
 
 
 def _lmfit_params(prob: _Problem, x0: np.ndarray) -> lmfit.Parameters:
@@ -458,36 +479,47 @@ def _lmfit_params(prob: _Problem, x0: np.ndarray) -> lmfit.Parameters:
     return pars
 
 
-def _with_jacobian(prob: _Problem, x: np.ndarray, polarity: float, rtol: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Residuals (m,) and their central-difference Jacobian (m, k) at x, all in one vectorised
-    simulation (one-sided where a bound is closer than the step)."""
-    k = len(x)
+def _with_jacobians(prob: _Problem, reqs: Sequence[tuple[np.ndarray, float]], rtol: float
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Residuals (m,) and their central-difference Jacobian (m, k) at each (x, polarity), all
+    in one vectorised simulation (one-sided where a bound is closer than the step)."""
+    k = len(prob.lo)
     h = 1e-4 * (prob.hi - prob.lo)
-    up = np.minimum(x + h, prob.hi)
-    down = np.maximum(x - h, prob.lo)
     eye = np.eye(k, dtype=bool)
-    r = prob.residuals(np.vstack([x[None], np.where(eye, up, x), np.where(eye, down, x)]),
-                       polarity, rtol)
-    return r[0], ((r[1:k + 1] - r[k + 1:]) / (up - down)[:, None]).T
+    rows, pols, steps = [], [], []
+    for x, pol in reqs:
+        up = np.minimum(x + h, prob.hi)
+        down = np.maximum(x - h, prob.lo)
+        rows += [x[None], np.where(eye, up, x), np.where(eye, down, x)]
+        pols.append(np.full(2 * k + 1, pol))
+        steps.append(up - down)
+    r = prob.residuals(np.vstack(rows), np.concatenate(pols), rtol)
+    r = r.reshape(len(reqs), 2 * k + 1, -1)
+    return [(rj[0], ((rj[1:k + 1] - rj[k + 1:]) / d[:, None]).T)
+            for rj, d in zip(r, steps, strict=True)]
 
 
 def _refine(prob: _Problem, x0: np.ndarray, polarity: float, st: FitSettings,
-            progress: Callable[[], None] | None) -> lmfit.minimizer.MinimizerResult:
+            progress: Callable[[], None] | None, request: Request | None = None
+            ) -> lmfit.minimizer.MinimizerResult:
     """lmfit least squares from x0 to convergence (see the module doc).
 
     Each residual evaluation also simulates the Jacobian's 2k neighbours in the same call (one
     vectorised simulation costs about as much for 2k + 1 candidates as for one), so the
-    Jacobian that the trust-region step asks for next is already there."""
+    Jacobian that the trust-region step asks for next is already there. `request((x,
+    polarity))` returns both (by default, simulated alone; `_refines` batches several)."""
     names = prob.var_names
     cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+    if request is None:
+        def request(req: tuple[np.ndarray, float]) -> tuple[np.ndarray, np.ndarray]:
+            return _with_jacobians(prob, [req], st.rtol_refine)[0]
 
     def evaluate(pars: lmfit.Parameters) -> tuple[np.ndarray, np.ndarray]:
         x = np.array([pars[n].value for n in names])
         key = x.tobytes()
         if key not in cache:
             cache.clear()
-            cache[key] = _with_jacobian(prob, x, polarity, st.rtol_refine)
+            cache[key] = request((x, polarity))
         return cache[key]
 
     def residual(pars: lmfit.Parameters) -> np.ndarray:
@@ -504,11 +536,22 @@ def _refine(prob: _Problem, x0: np.ndarray, polarity: float, st: FitSettings,
                           gtol=1e-10, calc_covar=False)
 
 
+def _refines(prob: _Problem, starts: Sequence[tuple[np.ndarray, float]], st: FitSettings,
+             progress: Callable[[], None] | None) -> list[lmfit.minimizer.MinimizerResult]:
+    """`_refine` from each (x0, polarity), side by side (`Lockstep`); None for a refinement
+    dropped from the race."""
+    race = Lockstep(lambda reqs: _with_jacobians(prob, reqs, st.rtol_refine),
+                    lambda req, res: float(res[0] @ res[0]), RACE_EVALUATIONS, RACE_RATIO)
+    return race.run([lambda request, x0=x0, pol=pol: _refine(prob, x0, pol, st, progress,
+                                                             request)
+                     for x0, pol in starts])
+
+
 def _uncertainty(prob: _Problem, x: np.ndarray, polarity: float, rtol: float
                  ) -> tuple[dict[str, float | None], dict[str, str], dict[str, dict[str, float]]]:
     """Standard errors (physical units), reasons for the missing ones, and correlations with
     |corr| > 0.9 (see the module doc)."""
-    res, jac = _with_jacobian(prob, x, polarity, rtol)
+    ((res, jac),) = _with_jacobians(prob, [(x, polarity)], rtol)
     m, k = jac.shape
     span = prob.hi - prob.lo
     at_lo = x - prob.lo <= 1e-6 * span
@@ -622,23 +665,32 @@ def fit_iv(
     check_sweeps(sweeps)
     cm = get_model(model)
     prob = _Problem(cm, sweeps, st.warmup_periods)
-    tick = (lambda stage: (lambda: progress(stage))) if progress else (lambda stage: None)
+    lock = threading.Lock()  # the searches and refinements call it from their threads
+
+    def tick(stage: str) -> Callable[[], None] | None:
+        def call() -> None:
+            with lock:
+                progress(stage)
+        return call if progress is not None else None
+
     seconds: dict[str, float] = {}
     t0, cpu0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("always")
-        search_f = None
         if st.start is not None:
-            x0 = prob.to_vector(dict(cm.defaults(), **st.start))
-            pol = float(st.start_polarity if st.start_polarity is not None
-                        else st.polarities[0])
-        else:  # independent searches; the lowest search objective is refined
-            x0, pol, search_f = min(
-                (_search(prob, replace(st, seed=st.seed + j), tick("search"))
-                 for j in range(st.searches)), key=lambda r: r[2])
+            starts = [(prob.to_vector(dict(cm.defaults(), **st.start)), float(
+                st.start_polarity if st.start_polarity is not None else st.polarities[0]))]
+            search_f = [None]
+        else:  # every search's best is refined; the lowest refined objective wins
+            found = _searches(prob, st, tick("search"))
+            starts = [(x0, p) for x0, p, _ in found]
+            search_f = [f for _, _, f in found]
         seconds["search"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        result = _refine(prob, x0, pol, st, tick("refine"))
+        results = _refines(prob, starts, st, tick("refine"))
+        best = int(np.argmin([float(np.sum(r.residual ** 2)) if r is not None else np.inf
+                              for r in results]))
+        result, pol = results[best], starts[best][1]
         x = np.array([result.params[v].value for v in prob.var_names])
         stderr, reason, corr = _uncertainty(prob, x, pol, st.rtol_refine)
         boot = _bootstrap(prob, x, pol, st, tick("refine")) if st.bootstrap else {}
@@ -670,7 +722,7 @@ def fit_iv(
         log_error=float(np.mean([m.log_error_decades for m in per_sweep.values()])),
         nrmse_ngspice=None, per_sweep=per_sweep, predicted=pred,
         start_states=[float(a[0]) for a in start], log_masks=prob.masks,
-        sweeps=sweeps, settings=st, seconds=seconds, search_objective=search_f,
+        sweeps=sweeps, settings=st, seconds=seconds, search_objective=search_f[best],
         objective=float(prob.objective(x[None], pol, st.rtol_refine)[0]),
         fixed=dict(prob.fixed), refinement=refinement, correlations=corr,
         warnings=_warning_notes(caught), bootstrap=boot)
