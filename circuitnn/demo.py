@@ -185,10 +185,7 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
                 write_json(ranking_path, ranking)
             if not (fits / "bipolar-vteam.json").is_file():
                 bipolar = write_text(fits / "bipolar.toml", bipolar_manifest())
-                # the card the chain will most likely program: two independent searches
-                # (one search alone may end in a poorer basin, see BENCHMARKS.md)
-                _run(["fit", str(bipolar), "--model", "vteam",
-                      *(effort or ["--searches", "2"]),
+                _run(["fit", str(bipolar), "--model", "vteam", *effort,
                       "--out", str(fits / "bipolar-vteam.json"),
                       "--figure", str(fits / "fit_bipolar-vteam.png")])
             if not (fits / "taox-pulse.json").is_file():

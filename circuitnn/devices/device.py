@@ -184,6 +184,7 @@ class Device:
         atol: float = transient.ATOL,
         strict: bool = True,
         max_steps: int = transient.MAX_STEPS,
+        max_total_steps: int | None = None,
     ) -> Trace:
         """Integrate the state over a sampled voltage waveform (linear between samples).
 
@@ -192,7 +193,8 @@ class Device:
         s0: initial state (default: the lower bound). `r_series` (ohm, > 0 to use) or `series`
         (any `SeriesElement`, e.g. an access transistor) sits between the source and the device.
         Returns values at every sample. With `strict` False, a device whose state cannot be
-        integrated (non-finite rate, or more than `max_steps` steps between two samples) gets
+        integrated (non-finite rate, more than `max_steps` steps between two samples or
+        `max_total_steps` in all) gets
         NaN outputs instead of an error.
         """
         r = np.asarray(r_series, dtype=float)
@@ -201,7 +203,7 @@ class Device:
                 raise CircuitnnError("give either r_series or a series element, not both")
             series = resistor(np.where(r > 0, r, 1e-9))
         return transient.simulate(self, t, v, s0, series, rtol=rtol, atol=atol, strict=strict,
-                                  max_steps=max_steps)
+                                  max_steps=max_steps, max_total_steps=max_total_steps)
 
 
 _KERNELS: dict[tuple, dict[str, expr.Kernel]] = {}

@@ -153,12 +153,13 @@ def _take(a: Any, shape: tuple[int, ...], index: np.ndarray) -> Any:
 
 def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElement | None,
              rtol: float = RTOL, atol: float = ATOL, strict: bool = True,
-             max_steps: int = MAX_STEPS) -> Trace:
+             max_steps: int = MAX_STEPS, max_total_steps: int | None = None) -> Trace:
     """Integrate the device state over the sampled drive (t, v); see the module doc.
 
     Shapes: t (n,) or (..., n), v (..., n); parameters, s0 and the series element's parameters
     broadcast against the leading axes. With `strict`, an element whose state cannot be
-    integrated (non-finite rate, or more than `max_steps` steps between two samples) raises
+    integrated (non-finite rate, more than `max_steps` steps between two samples, or more than
+    `max_total_steps` in all) raises
     CircuitnnError; otherwise its outputs become NaN (used by fits, where such a candidate
     parameter set is simply bad).
     """
@@ -238,6 +239,8 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     k = np.zeros(wshape, dtype=np.intp)
     tau = np.zeros(wshape)
     steps = np.zeros(wshape, dtype=np.intp)  # steps taken in the current interval
+    taken = np.zeros(wshape, dtype=np.intp)  # steps taken in all
+    total_cap = np.iinfo(np.intp).max if max_total_steps is None else max_total_steps
     active = np.full(wshape, n > 1)
     states[:], vdev[:] = np.nan, np.nan  # samples a failed element never reaches stay NaN
 
@@ -308,8 +311,9 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 tau = np.where(ok, np.where(hs >= left, t_step, tau + hs), tau)
             h = np.where(active, np.where(ok & (hs < h), np.maximum(h, hs * fac), hs * fac), h)
             steps += active
+            taken += active
             bad = active & ((~ok & (~np.isfinite(f0) | (hs < 1e-14 * t_step)))
-                            | (steps > max_steps))
+                            | (steps > max_steps) | (taken > total_cap))
             if bad.any():
                 if strict:
                     raise CircuitnnError(
@@ -345,10 +349,10 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 keep = np.flatnonzero(active)
                 dev = dev.take(wshape, keep)
                 series = None if series is None else series.take(wshape, keep)
-                (column, k, tau, steps, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0, v0, v1,
-                 t_step, slope, active) = (_take(a, wshape, keep) for a in (
-                    column, k, tau, steps, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0, v0, v1,
-                    t_step, slope, active))
+                (column, k, tau, steps, taken, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0, v0,
+                 v1, t_step, slope, active) = (_take(a, wshape, keep) for a in (
+                    column, k, tau, steps, taken, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0,
+                    v0, v1, t_step, slope, active))
                 sens = {key: _take(a, wshape, keep) for key, a in sens.items()}
                 wshape = (keep.size,)
         cur = pol * full_dev.evaluate("current", vdev, states)[0]

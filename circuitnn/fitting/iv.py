@@ -104,6 +104,10 @@ SEARCH_SAMPLES = 100
 #: in the search, a candidate needing more integration steps between two samples scores as bad
 #: (dynamics thousands of times faster than the sampling; ranking them exactly is not worth it)
 SEARCH_MAX_STEPS = 40
+#: in the refinement, a candidate needing more integration steps per sample on average scores
+#: as bad (typical candidates need 1-5; Knowm M3's VTEAM refinement wandered into candidates
+#: needing ~100, 20 s per evaluation, without this)
+REFINE_STEPS_PER_SAMPLE = 16
 #: side-by-side searches (and refinements) race: after RACE_GENERATIONS generations (
 #: RACE_EVALUATIONS evaluations), one whose best objective is above RACE_RATIO times the best
 #: one's is dropped
@@ -321,6 +325,8 @@ class _Problem:
         self.stride = stride
         #: integration steps allowed between two samples (a candidate needing more is bad)
         self.max_steps = transient.MAX_STEPS
+        #: integration steps allowed per simulated sample on average (None: no limit)
+        self.steps_per_sample: float | None = None
         self.fixed = dict(FIXED.get(model.name, {}))
         self.free: list[ParamSpec] = [p for p in model.params if p.name not in self.fixed]
         self.kind = [_kind(p) for p in self.free]
@@ -400,8 +406,10 @@ class _Problem:
                           for k in g.idx]
                 t = np.stack([d[0] for d in drives])
                 v = pol[:, None, None] * np.stack([d[1] for d in drives])[None]
+                total = (None if self.steps_per_sample is None
+                         else int(self.steps_per_sample * t.shape[-1]))
                 tr = dev.simulate(t, v, s0, series=g.element, rtol=rtol, atol=rtol * 1e-3,
-                                  strict=False, max_steps=self.max_steps)
+                                  strict=False, max_steps=self.max_steps, max_total_steps=total)
                 cur = pol[:, None, None] * tr.i[..., -n:]
                 for j, k in enumerate(g.idx):
                     out[k] = cur[:, j, :]
@@ -687,6 +695,7 @@ def fit_iv(
             search_f = [f for _, _, f in found]
         seconds["search"] = time.perf_counter() - t0
         t1 = time.perf_counter()
+        prob.steps_per_sample = REFINE_STEPS_PER_SAMPLE
         results = _refines(prob, starts, st, tick("refine"))
         best = int(np.argmin([float(np.sum(r.residual ** 2)) if r is not None else np.inf
                               for r in results]))
@@ -695,6 +704,7 @@ def fit_iv(
         stderr, reason, corr = _uncertainty(prob, x, pol, st.rtol_refine)
         boot = _bootstrap(prob, x, pol, st, tick("refine")) if st.bootstrap else {}
         seconds["refine"] = time.perf_counter() - t1
+        prob.steps_per_sample = None  # the measures integrate the card whatever it costs
         pred, start = prob.simulate(x, pol, st.rtol_check)
         pred = [p[0] for p in pred]
     refinement = {
