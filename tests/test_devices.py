@@ -124,6 +124,26 @@ def test_many_devices_at_once() -> None:
     np.testing.assert_allclose(tr.i[1], single.i, rtol=1e-12)
 
 
+def test_compacted_batch_matches_single_runs() -> None:
+    """A batch whose elements finish at different iterations (the rest go on compacted), with a
+    series resistor, gives each element's single run; a total step budget fails only the
+    elements that exceed it."""
+    k_off = np.geomspace(1e2, 1e6, 40)  # slow to stiff switching: 40 different step counts
+    dev = Device("vteam", dict(VTEAM.params, k_off=k_off, k_on=-k_off))
+    t, v = sine(1.0, 100.0, pts=200)
+    tr = dev.simulate(t, v, 0.5, r_series=2e3)
+    for j in (0, 20, 39):
+        one = Device("vteam", dict(VTEAM.params, k_off=k_off[j], k_on=-k_off[j]))
+        np.testing.assert_allclose(tr.i[j], one.simulate(t, v, 0.5, r_series=2e3).i,
+                                   rtol=1e-6, atol=1e-12)
+    capped = dev.simulate(t, v, 0.5, r_series=2e3, strict=False, max_total_steps=3 * t.size)
+    failed = np.isnan(capped.i).any(axis=-1)
+    assert failed[-1] and not failed[0]  # the stiffest exceeds the budget, the slowest not
+    np.testing.assert_allclose(capped.i[~failed], tr.i[~failed], rtol=1e-6, atol=1e-12)
+    with pytest.raises(CircuitnnError, match="could not be integrated"):
+        dev.simulate(t, v, 0.5, r_series=2e3, max_total_steps=3 * t.size)
+
+
 def test_current_limit_agrees_with_ngspice() -> None:
     """A source with a current compliance: the device runs into the limit and snaps OFF."""
     dev = Device("vteam", VTEAM.params, polarity=-1.0)
