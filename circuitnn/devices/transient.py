@@ -279,9 +279,9 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
             # slowest rate on the way gets it there within the step (see the module doc)
             # (only once the step has shrunk to SLIDING_STEP of the sample interval: a
             # crossing of the threshold at a normal step size needs no help)
-            moving = (f0 != 0) | (f1 != 0) | (f2 != 0)
-            off = active & moving & ((f0 == 0) | (f1 == 0) | (f2 == 0)) & (w > 0) & (
-                hs < SLIDING_STEP * t_step)
+            short = hs < SLIDING_STEP * t_step
+            off = short & (active & (w > 0)) & ((f0 != 0) | (f1 != 0) | (f2 != 0)) & (
+                (f0 == 0) | (f1 == 0) | (f2 == 0)) if short.any() else short
             if off.any():
                 va_end = va + hs * slope
                 f_dir = np.where(f0 != 0, f0, np.where(f1 != 0, f1, f2))
