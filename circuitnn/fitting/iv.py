@@ -105,9 +105,9 @@ SEARCH_SAMPLES = 100
 #: (dynamics thousands of times faster than the sampling; ranking them exactly is not worth it)
 SEARCH_MAX_STEPS = 40
 #: in the refinement, a candidate needing more integration steps per sample on average scores
-#: as bad (typical candidates need 1-5; Knowm M3's VTEAM refinement wandered into candidates
-#: needing ~100, 20 s per evaluation, without this)
-REFINE_STEPS_PER_SAMPLE = 16
+#: as bad (the fitted cards of BENCHMARKS.md need 1.2-3.3; Knowm M3's VTEAM refinement wandered
+#: into candidates needing ~100, 20 s per evaluation, without this)
+REFINE_STEPS_PER_SAMPLE = 8
 #: side-by-side searches (and refinements) race: after RACE_GENERATIONS generations (
 #: RACE_EVALUATIONS evaluations), one whose best objective is above RACE_RATIO times the best
 #: one's is dropped
