@@ -23,9 +23,10 @@ shorter; the step size follows 0.9 (1 / err)^(1/3), limited to a factor 0.2..5. 
 (device, candidate parameter set, sweep) has its own step size and walks through the samples
 on its own (no element waits for the others at a sample), so one vectorised pass costs as many
 iterations as the element that needs the most steps in total, not the sum over samples of the
-most steps any element needs there (a fit's population: 2-2.5x fewer iterations). Steps never
-cross a sample of the piecewise-linear drive (its corners), and values are reported at the
-samples.
+most steps any element needs there (a fit's population: 2-2.5x fewer iterations). Once half of
+the elements have finished (or failed), the others go on alone, compacted into a smaller array
+(a fit's stragglers no longer carry the finished candidates along). Steps never cross a sample
+of the piecewise-linear drive (its corners), and values are reported at the samples.
 
 Switching thresholds: where a model's rate drops to exactly 0 (Stanford-PKU's minimum field,
 Yakopcic's and VTEAM's voltage thresholds at a state-dependent device voltage), a state driven
@@ -159,9 +160,8 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     Shapes: t (n,) or (..., n), v (..., n); parameters, s0 and the series element's parameters
     broadcast against the leading axes. With `strict`, an element whose state cannot be
     integrated (non-finite rate, more than `max_steps` steps between two samples, or more than
-    `max_total_steps` in all) raises
-    CircuitnnError; otherwise its outputs become NaN (used by fits, where such a candidate
-    parameter set is simply bad).
+    `max_total_steps` in all) raises CircuitnnError; otherwise its outputs become NaN (used by
+    fits, where such a candidate parameter set is simply bad).
     """
     from circuitnn.devices.device import Trace
     from circuitnn.devices.series import ExprElement
@@ -181,9 +181,9 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                                 *(p.shape for p in dev.params.values()))
     n = v.shape[-1]
     size = math.prod(shape)
-    # the elements being integrated (working arrays): all of them in `shape`, until most have
-    # finished; then the unfinished ones go on alone as a flat array (`compact`; not with a
-    # series element of a caller's own kind, whose parameters only broadcast against `shape`)
+    # the elements being integrated (working arrays): all of them in `shape` until half have
+    # finished; then the unfinished ones go on alone as a flat array (not with a series element
+    # of a caller's own kind, whose parameters only broadcast against `shape`)
     compactable = series is None or isinstance(series, ExprElement)
     wshape = shape
     column = np.arange(size).reshape(shape)  # each working element's flat index
