@@ -14,7 +14,7 @@ import numpy as np
 from circuitnn.devices import expr, transient
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.models import CompactModel, get_model
-from circuitnn.devices.series import SeriesElement, resistor
+from circuitnn.devices.series import SeriesElement, flat_take, resistor
 from circuitnn.errors import CircuitnnError
 
 ArrayLike = float | np.ndarray
@@ -60,8 +60,8 @@ class Device:
 
     def take(self, shape: tuple[int, ...], index: np.ndarray) -> Device:
         """The devices at the flat positions `index` of this device array seen with `shape`."""
-        return Device(self.model, {k: np.broadcast_to(v, shape).reshape(-1)[index]
-                                   for k, v in self.params.items()}, self.polarity, self.v_read)
+        return Device(self.model, {k: flat_take(v, shape, index) for k, v in self.params.items()},
+                      self.polarity, self.v_read)
 
     @classmethod
     def from_card(cls, card: ModelCard) -> Device:

@@ -13,7 +13,7 @@ B-source (`circuitnn.spice.subckt.element_line`), so the same element runs in ng
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,6 +24,12 @@ from circuitnn.errors import CircuitnnError
 LIMIT_SHARPNESS = 20.0
 #: compiled element kernels by expression
 _KERNELS: dict[str, expr.Kernel] = {}
+
+
+def flat_take(a: Any, shape: tuple[int, ...], index: np.ndarray) -> Any:
+    """The flat positions `index` of `a` seen with `shape` (scalars stay as they are): one
+    element of a vectorised simulation per position."""
+    return np.broadcast_to(a, shape).reshape(-1)[index] if np.ndim(a) else a
 
 
 @runtime_checkable
@@ -55,7 +61,7 @@ class ExprElement:
 
     def take(self, shape: tuple[int, ...], index: np.ndarray) -> ExprElement:
         """The elements at the flat positions `index` of this element array seen with `shape`."""
-        return ExprElement(self.expression, {k: np.broadcast_to(v, shape).reshape(-1)[index]
+        return ExprElement(self.expression, {k: flat_take(v, shape, index)
                                              for k, v in self.params.items()}, self.description)
 
     def current_and_conductance(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,7 @@ and the drive's time derivative dv_d/dt = G_elem v_a' / (G_elem + I_v).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -126,7 +126,7 @@ def _switch_points(dev: Device, series: SeriesElement | None, node, va: np.ndarr
                    ) -> tuple[np.ndarray, np.ndarray]:
     """`_switch_point` computed on the masked elements alone when they are a small part of a
     large flat population (a fit's candidates), else on all of them."""
-    from circuitnn.devices.series import ExprElement
+    from circuitnn.devices.series import ExprElement, flat_take
 
     if mask.sum() * 4 > mask.size or not (series is None or isinstance(series, ExprElement)):
         return _switch_point(dev, node, va, s, y, vd, mask)
@@ -140,16 +140,12 @@ def _switch_points(dev: Device, series: SeriesElement | None, node, va: np.ndarr
             return va_, None
         return solve_node(sub, sub_series, va_, ss, guess)[0], None
 
-    y_sw, f_in = _switch_point(sub, sub_node, *(_take(a, shape, idx) for a in (va, s, y, vd)),
+    y_sw, f_in = _switch_point(sub, sub_node,
+                               *(flat_take(a, shape, idx) for a in (va, s, y, vd)),
                                np.ones(idx.size, dtype=bool))
     out_y, out_f = np.array(np.broadcast_to(y, shape)), np.zeros(shape)
     out_y.reshape(-1)[idx], out_f.reshape(-1)[idx] = y_sw, f_in
     return out_y, out_f
-
-
-def _take(a: Any, shape: tuple[int, ...], index: np.ndarray) -> Any:
-    """The flat positions `index` of `a` seen with `shape` (scalars stay as they are)."""
-    return np.broadcast_to(a, shape).reshape(-1)[index] if np.ndim(a) else a
 
 
 def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElement | None,
@@ -164,7 +160,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     fits, where such a candidate parameter set is simply bad).
     """
     from circuitnn.devices.device import Trace
-    from circuitnn.devices.series import ExprElement
+    from circuitnn.devices.series import ExprElement, flat_take
 
     t = np.asarray(t, dtype=float)
     v = np.asarray(v, dtype=float)
@@ -176,8 +172,8 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         raise CircuitnnError("waveform times must be strictly increasing")
     if not (rtol > 0 and atol > 0):
         raise CircuitnnError("integration tolerances must be > 0")
-    full_lo, full_hi = dev.bounds()
-    shape = np.broadcast_shapes(v.shape[:-1], t.shape[:-1], np.shape(s0), full_lo.shape,
+    lo, hi = dev.bounds()
+    shape = np.broadcast_shapes(v.shape[:-1], t.shape[:-1], np.shape(s0), lo.shape,
                                 *(p.shape for p in dev.params.values()))
     n = v.shape[-1]
     size = math.prod(shape)
@@ -192,7 +188,6 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     tt = np.ascontiguousarray(np.moveaxis(np.broadcast_to(t, shape + (n,)), -1, 0))
     vv = np.ascontiguousarray(np.moveaxis(np.broadcast_to(v, shape + (n,)), -1, 0))
     flat_t, flat_v = tt.reshape(n, size), vv.reshape(n, size)
-    lo, hi = full_lo, full_hi
     s = np.broadcast_to(lo if s0 is None else np.clip(s0, lo, hi), shape).astype(float)
     tol_abs = atol * np.broadcast_to(hi - lo, shape)
     states, vdev = np.empty((n,) + shape), np.empty((n,) + shape)
@@ -350,10 +345,10 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 dev = dev.take(wshape, keep)
                 series = None if series is None else series.take(wshape, keep)
                 (column, k, tau, steps, taken, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0, v0,
-                 v1, t_step, slope, active) = (_take(a, wshape, keep) for a in (
+                 v1, t_step, slope, active) = (flat_take(a, wshape, keep) for a in (
                     column, k, tau, steps, taken, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0,
                     v0, v1, t_step, slope, active))
-                sens = {key: _take(a, wshape, keep) for key, a in sens.items()}
+                sens = {key: flat_take(a, wshape, keep) for key, a in sens.items()}
                 wshape = (keep.size,)
         cur = pol * full_dev.evaluate("current", vdev, states)[0]
 
