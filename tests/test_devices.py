@@ -210,9 +210,19 @@ def test_expression_derivative_rules() -> None:
     v = np.array([-0.7, 0.3, 0.9, 1.4])
     for text, want in cases.items():
         got = expr.Kernel([expr.derivative(text, "v")], ("v",))
-        env = got.prepare({})
-        np.testing.assert_allclose(got({**env, "v": v})[0] + 0 * v, expr.evaluate(want, {"v": v}),
-                                   rtol=1e-12)
+        prepared = got.prepare({})
+        want_v = expr.evaluate(want, {"v": v})
+        np.testing.assert_allclose(got(prepared, {"v": v})[0] + 0 * v, want_v, rtol=1e-12)
+        # one element at a time: the Python-float version of the same kernel
+        scalar = [got(prepared, {"v": x})[0] for x in v]
+        assert all(isinstance(x, float) for x in scalar)
+        np.testing.assert_allclose(scalar, want_v, rtol=1e-12)
+    # where Python's math raises (overflow, outside the domain), numpy's inf and NaN come back
+    kern = expr.Kernel(["exp(v)", "log(v)", "1 / v", "pow(v, 0.5)"], ("v",))
+    prepared = kern.prepare({})
+    assert kern(prepared, {"v": 1e3})[0] == np.inf
+    big, neg = kern(prepared, {"v": 0.0}), kern(prepared, {"v": -1.0})
+    assert big[1] == -np.inf and big[2] == np.inf and np.isnan(neg[3]) and np.isnan(neg[1])
 
 
 def test_builtin_card_and_g_range() -> None:

@@ -82,7 +82,7 @@ class Device:
         return ModelCard(self.model.name, params, **fields)
 
     # --- equations --------------------------------------------------------------------------
-    def _kernel(self, which: str) -> tuple[expr.Kernel, dict[str, object]]:
+    def _kernel(self, which: str) -> tuple[expr.Kernel, expr.Prepared]:
         """A compiled kernel of the model and its prepared parameter environment."""
         cache = self.__dict__.setdefault("_kernels", {})
         if which not in cache:
@@ -103,11 +103,9 @@ class Device:
         'current' (I,), 'current_jac' (I, I_v, I_s) at device voltage v and a state s inside its
         bounds, in the model's own orientation (see `current`, `rate` for the polarity), without
         broadcasting or floating-point error guards (callers set `np.errstate`)."""
-        kern, env = self._kernel(which)
-        env = dict(env)
-        env["v"] = v * self.polarity if self.polarity != 1.0 else v
-        env[self.model.state] = s
-        return kern.raw(env)
+        kern, prepared = self._kernel(which)
+        return kern.run(prepared, {"v": v * self.polarity if self.polarity != 1.0 else v,
+                                   self.model.state: s})
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper state bounds."""

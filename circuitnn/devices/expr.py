@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -34,6 +36,23 @@ FUNCTIONS: dict[str, tuple[Callable, str]] = {
     "max": (np.maximum, "max"),
     "pow": (np.power, "pow"),
     "where": (np.where, ""),
+}
+
+
+def _min(a: float, b: float) -> float:
+    return a if a <= b else b if b < a else math.nan  # NaN propagates, as with numpy
+
+
+def _max(a: float, b: float) -> float:
+    return a if a >= b else b if b > a else math.nan
+
+
+#: the same functions on Python floats, for kernels run on one element (`Kernel.run`); they
+#: raise on overflow or outside their domain where numpy returns inf or NaN
+SCALAR_FUNCTIONS: dict[str, Callable] = {
+    "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "sinh": math.sinh,
+    "cosh": math.cosh, "tanh": math.tanh, "abs": abs, "min": _min, "max": _max,
+    "pow": math.pow, "where": lambda c, a, b: a if c else b,
 }
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _CMPOPS = {ast.Gt: ">", ast.Lt: "<", ast.GtE: ">=", ast.LtE: "<="}
@@ -269,11 +288,16 @@ def _pow_derivative(a: ast.expr, b: ast.expr, da: ast.expr, db: ast.expr) -> ast
 
 
 class Kernel:
-    """Several expressions compiled into one numpy function with shared sub-expressions.
+    """Several expressions compiled into one function with shared sub-expressions.
 
     Sub-expressions that use none of the `varying` names (functions of the parameters only) are
-    hoisted into `prepare(params)`, evaluated once per parameter set; `__call__(env)` then takes
-    the prepared mapping plus the varying names and returns one array per expression.
+    hoisted into `prepare(params)`, evaluated once per parameter set; `run(prepared, values)`
+    then evaluates the expressions at the varying names' values and returns one result each.
+    The code is compiled twice: for numpy arrays, and for Python floats (`SCALAR_FUNCTIONS`),
+    which `run` uses when every value is a scalar (one element: a single waveform), where
+    numpy's per-call overhead would cost ten times the arithmetic; it returns np.float64 values
+    (numpy's division and overflow semantics downstream) and falls back to numpy where the
+    Python functions raise.
     """
 
     def __init__(self, nodes: Sequence[ast.expr | str], varying: Sequence[str],
@@ -297,7 +321,9 @@ class Kernel:
                 return memo[key]
             if isinstance(node, ast.BinOp):
                 (a, va), (b, vb) = emit(node.left), emit(node.right)
-                text, dep = f"{a} {_BINOPS[type(node.op)]} {b}", va or vb
+                text = (f"_f_pow({a}, {b})" if isinstance(node.op, ast.Pow)
+                        else f"{a} {_BINOPS[type(node.op)]} {b}")
+                dep = va or vb
             elif isinstance(node, ast.UnaryOp):
                 a, dep = emit(node.operand)
                 text = f"{'-' if isinstance(node.op, ast.USub) else '+'}{a}"
@@ -340,23 +366,48 @@ class Kernel:
         src_main = "\n".join([f"def {name}(env):",
                                *[f"    {v} = env[{v!r}]" for v in sorted(free_main)], *main,
                                f"    return ({', '.join(a for a, _ in outs)},)"])
-        namespace: dict[str, object] = {f"_f_{k}": f for k, (f, _) in FUNCTIONS.items()}
-        exec(compile(src_pre + "\n" + src_main, f"<{name}>", "exec"), namespace)  # noqa: S102
-        self._pre = namespace[f"{name}_pre"]
-        self._main = namespace[name]
-        #: the compiled function without the floating-point error guard (for hot loops that
-        #: set `np.errstate` themselves)
-        self.raw = self._main
         self.source = src_pre + "\n" + src_main
+        code = compile(self.source, f"<{name}>", "exec")
+        compiled = []
+        for functions in ({k: f for k, (f, _) in FUNCTIONS.items()}, SCALAR_FUNCTIONS):
+            namespace: dict[str, object] = {f"_f_{k}": f for k, f in functions.items()}
+            exec(code, namespace)  # noqa: S102
+            compiled.append((namespace[f"{name}_pre"], namespace[name]))
+        (self._pre, self._main), (_, self._scalar) = compiled
 
-    def prepare(self, params: Mapping[str, object]) -> dict[str, object]:
+    def prepare(self, params: Mapping[str, object]) -> Prepared:
         """The environment of one parameter set: `params` plus the hoisted sub-expressions."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            return {**params, **self._pre(params)}
+            env = {**params, **self._pre(params)}
+        scalars = None
+        if all(np.ndim(x) == 0 for x in env.values()):
+            scalars = {k: x.item() if isinstance(x, (np.ndarray, np.generic)) else x
+                       for k, x in env.items()}
+        return Prepared(env, scalars)
 
-    def __call__(self, env: Mapping[str, object]) -> tuple:
+    def run(self, prepared: Prepared, values: Mapping[str, object]) -> tuple:
+        """The expressions at `values` (the varying names), without the floating-point error
+        guard (for hot loops that set `np.errstate` themselves)."""
+        if prepared.scalars is not None and all(np.ndim(x) == 0 for x in values.values()):
+            try:
+                return tuple(map(np.float64, self._scalar(
+                    {**prepared.scalars, **{k: float(x) for k, x in values.items()}})))
+            except (ArithmeticError, ValueError):  # overflow or a domain error: numpy's inf/NaN
+                values = {k: np.float64(x) for k, x in values.items()}
+        return self._main({**prepared.env, **values})
+
+    def __call__(self, prepared: Prepared, values: Mapping[str, object]) -> tuple:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            return self._main(env)
+            return self.run(prepared, values)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A kernel's environment for one parameter set, and the same as Python scalars when every
+    value is one (else None)."""
+
+    env: dict[str, object]
+    scalars: dict[str, object] | None
 
 
 def _identifiers(text: str) -> set[str]:

@@ -57,7 +57,7 @@ class ExprElement:
             _KERNELS[expression] = expr.Kernel([node, expr.derivative(node, "u")], ("u",),
                                                "element")
         self._kernel = _KERNELS[expression]
-        self._env = self._kernel.prepare(self.params)
+        self._prepared = self._kernel.prepare(self.params)
 
     def take(self, shape: tuple[int, ...], index: np.ndarray) -> ExprElement:
         """The elements at the flat positions `index` of this element array seen with `shape`."""
@@ -65,7 +65,7 @@ class ExprElement:
                                              for k, v in self.params.items()}, self.description)
 
     def current_and_conductance(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        i, g = self._kernel({**self._env, "u": u})
+        i, g = self._kernel(self._prepared, {"u": u})
         return i + 0.0 * u, g + 0.0 * u
 
     def current(self, u: np.ndarray) -> np.ndarray:

@@ -36,6 +36,10 @@ point instead stops on it, found by bisection, when the smallest rate on the way
 before the point, on the monotone approach) covers the distance within the step; otherwise the
 step is shortened as usual.
 
+One element (a single waveform) is integrated on np.float64 scalars with plain Python
+operations (`SCALAR_OPS`) and the model kernels' Python-float versions (`expr.Kernel.run`):
+numpy's overhead per call, not the arithmetic, would otherwise set the cost of a step (3x).
+
 Series element (`circuitnn.devices.series`): the device voltage v_d solves
 I_elem(v_a - v_d) = I_dev(v_d, s), by Newton's method safeguarded by bisection on
 [min(0, v_a), max(0, v_a)]; the state's Jacobian then includes dv_d/ds = -I_s / (G_elem + I_v)
@@ -45,6 +49,7 @@ and the drive's time derivative dv_d/dt = G_elem v_a' / (G_elem + I_v).
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,6 +72,25 @@ ATOL = 1e-7
 MAX_STEPS = 2000
 #: series-node Newton iterations (safeguarded; converges in a few from a warm start)
 NODE_ITERATIONS = 60
+_NAN = np.float64(np.nan)
+
+#: the integrator's element-wise operations: numpy's on arrays, and plain Python ones on a
+#: single element (np.float64 values), where numpy's per-call overhead would dominate a step
+ARRAY_OPS = SimpleNamespace(
+    where=np.where, minimum=np.minimum, maximum=np.maximum, isfinite=np.isfinite,
+    abs=np.abs, cbrt=np.cbrt, any=lambda a: a.any(), all=lambda a: a.all())
+SCALAR_OPS = SimpleNamespace(
+    where=lambda c, a, b: a if c else b,
+    minimum=lambda a, b: a if a <= b else b if b < a else _NAN,  # NaN propagates
+    maximum=lambda a, b: a if a >= b else b if b > a else _NAN,
+    isfinite=lambda a: np.bool_(math.isfinite(a)), abs=abs,
+    cbrt=lambda a: math.copysign(abs(a) ** (1.0 / 3.0), a) if math.isfinite(a) else a,
+    any=bool, all=bool)
+
+
+def ops_for(a: np.ndarray | float) -> SimpleNamespace:
+    """The operations for values shaped like `a`."""
+    return SCALAR_OPS if np.ndim(a) == 0 else ARRAY_OPS
 
 
 def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarray,
@@ -79,11 +103,12 @@ def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarra
     """
     pol = dev.polarity
     both = getattr(element, "current_and_conductance", None)
-    lo = np.minimum(va, 0.0)
-    hi = np.maximum(va, 0.0)
-    x = np.minimum(np.maximum(guess, lo), hi) if guess is not None else 0.5 * (lo + hi)
+    op = ops_for(va)
+    lo = op.minimum(va, 0.0)
+    hi = op.maximum(va, 0.0)
+    x = op.minimum(op.maximum(guess, lo), hi) if guess is not None else 0.5 * (lo + hi)
     # Newton converges quadratically: after a step below 3e-5 |v_a| the error is ~1e-9 |v_a|
-    tol = 1e-15 + 3e-5 * np.abs(va)
+    tol = 1e-15 + 3e-5 * op.abs(va)
     for _ in range(NODE_ITERATIONS):
         i_dev, i_v, i_s = dev.evaluate("current_jac", x, s)
         if both is not None:
@@ -91,14 +116,14 @@ def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarra
         else:
             i_el, g_el = element.current(va - x), element.conductance(va - x)
         f = i_el - pol * i_dev  # decreasing in x
-        lo = np.where(f > 0, x, lo)
-        hi = np.where(f > 0, hi, x)
+        lo = op.where(f > 0, x, lo)
+        hi = op.where(f > 0, hi, x)
         step = x + f / (g_el + i_v)
-        bad = ~np.isfinite(step) | (step < lo) | (step > hi)
-        x_new = np.where(bad, 0.5 * (lo + hi), step)
-        done = ~(np.abs(x_new - x) > tol)  # NaN counts as done
+        bad = ~op.isfinite(step) | (step < lo) | (step > hi)
+        x_new = op.where(bad, 0.5 * (lo + hi), step)
+        done = ~(op.abs(x_new - x) > tol)  # NaN counts as done
         x = x_new
-        if done.all():
+        if op.all(done):
             break
     return x, g_el, i_v, pol * i_s
 
@@ -177,6 +202,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                                 *(p.shape for p in dev.params.values()))
     n = v.shape[-1]
     size = math.prod(shape)
+    op = ops_for(np.empty(shape))
     # the elements being integrated (working arrays): all of them in `shape` until half have
     # finished; then the unfinished ones go on alone as a flat array (not with a series element
     # of a caller's own kind, whose parameters only broadcast against `shape`)
@@ -188,14 +214,16 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     tt = np.ascontiguousarray(np.moveaxis(np.broadcast_to(t, shape + (n,)), -1, 0))
     vv = np.ascontiguousarray(np.moveaxis(np.broadcast_to(v, shape + (n,)), -1, 0))
     flat_t, flat_v = tt.reshape(n, size), vv.reshape(n, size)
-    s = np.broadcast_to(lo if s0 is None else np.clip(s0, lo, hi), shape).astype(float)
-    tol_abs = atol * np.broadcast_to(hi - lo, shape)
+    # (`a[()]`: one element as an np.float64, whose arithmetic costs less than a 0-d array's)
+    s = np.broadcast_to(lo if s0 is None else np.clip(s0, lo, hi), shape).astype(float)[()]
+    tol_abs = (atol * np.broadcast_to(hi - lo, shape))[()]
+    lo, hi = lo[()], hi[()]
     states, vdev = np.empty((n,) + shape), np.empty((n,) + shape)
     flat_states, flat_vdev = states.reshape(n, size), vdev.reshape(n, size)
     pol = dev.polarity
 
     def clip(x: np.ndarray) -> np.ndarray:
-        return np.minimum(np.maximum(x, lo), hi)
+        return op.minimum(op.maximum(x, lo), hi)
 
     def node(va: np.ndarray, ss: np.ndarray, guess: np.ndarray | None):
         if series is None:
@@ -214,7 +242,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         state ss."""
         vd, nd = node(va, ss, first)
         r, r_v, r_s = dev.evaluate("rate_jac", vd, ss)
-        r_s = np.where(((ss >= hi) & (r > 0)) | ((ss <= lo) & (r < 0)), 0.0, r_s)  # pinned
+        r_s = op.where(((ss >= hi) & (r > 0)) | ((ss <= lo) & (r < 0)), 0.0, r_s)  # pinned
         if pol != 1.0:
             r_v = pol * r_v
         if nd is None:
@@ -231,28 +259,28 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         return t0, v0, v1, length, (v1 - v0) / length
 
     # every element walks through the samples on its own: k its interval, tau its time in it
-    k = np.zeros(wshape, dtype=np.intp)
-    tau = np.zeros(wshape)
-    steps = np.zeros(wshape, dtype=np.intp)  # steps taken in the current interval
-    taken = np.zeros(wshape, dtype=np.intp)  # steps taken in all
+    k = np.zeros(wshape, dtype=np.intp)[()]
+    tau = np.zeros(wshape)[()]
+    steps = np.zeros(wshape, dtype=np.intp)[()]  # steps taken in the current interval
+    taken = np.zeros(wshape, dtype=np.intp)[()]  # steps taken in all
     total_cap = np.iinfo(np.intp).max if max_total_steps is None else max_total_steps
-    active = np.full(wshape, n > 1)
+    active = np.full(wshape, n > 1)[()]
     states[:], vdev[:] = np.nan, np.nan  # samples a failed element never reaches stay NaN
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         f0, jac, f_va, vd, sens["ds"], sens["dva"] = point(vv[0], s, None)
-        vd = np.broadcast_to(vd, shape).astype(float)
+        vd = np.broadcast_to(vd, shape).astype(float)[()]
         states[0], vdev[0] = s, vd
-        h = np.broadcast_to(tt[1] - tt[0] if n > 1 else 1.0, shape).astype(float)
+        h = np.broadcast_to(tt[1] - tt[0] if n > 1 else 1.0, shape).astype(float)[()]
         if n > 1:
             t0, v0, v1, t_step, slope = interval(k)
         synced = True  # every element in the same interval
-        while active.any():
+        while op.any(active):
             left = t_step - tau
             # the rest of the interval, or half of it when that is less than two steps
-            hs = np.where(left <= h, left, np.where(left < 2 * h, 0.5 * left, h))
-            if not active.all():
-                hs = np.where(active, hs, 0.0)
+            hs = op.where(left <= h, left, op.where(left < 2 * h, 0.5 * left, h))
+            if not op.all(active):
+                hs = op.where(active, hs, 0.0)
             va = v0 + slope * tau
             f_t = f_va * slope
             w = 1.0 - hs * D * jac
@@ -267,8 +295,8 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                                                        guess(vd, hs * slope, y_new - s))
             k3 = (f2 - E32 * (k2 - f1) - 2.0 * (k1 - f0) + hs * D * f_t) / w
             est = hs / 6.0 * (k1 - 2.0 * k2 + k3)
-            dist = np.maximum(np.minimum(s - lo, hi - s), np.minimum(y_new - lo, hi - y_new))
-            err = np.abs(clip(y_new + est) - y_new) / (tol_abs + rtol * dist)
+            dist = op.maximum(op.minimum(s - lo, hi - s), op.minimum(y_new - lo, hi - y_new))
+            err = op.abs(clip(y_new + est) - y_new) / (tol_abs + rtol * dist)
             # a step whose stages meet a switching threshold (the rate exactly 0 beyond it,
             # e.g. Stanford-PKU's minimum field): the state stops on the threshold if its
             # slowest rate on the way gets it there within the step (see the module doc)
@@ -276,68 +304,69 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
             # crossing of the threshold at a normal step size needs no help)
             short = hs < SLIDING_STEP * t_step
             off = short & (active & (w > 0)) & ((f0 != 0) | (f1 != 0) | (f2 != 0)) & (
-                (f0 == 0) | (f1 == 0) | (f2 == 0)) if short.any() else short
-            if off.any():
+                (f0 == 0) | (f1 == 0) | (f2 == 0)) if op.any(short) else short
+            if op.any(off):
                 va_end = va + hs * slope
-                f_dir = np.where(f0 != 0, f0, np.where(f1 != 0, f1, f2))
+                f_dir = op.where(f0 != 0, f0, op.where(f1 != 0, f1, f2))
                 euler = clip(s + hs * f_dir)
                 y_sw, f_in = _switch_points(dev, series, node, va_end, s, euler, vd2, off)
-                stop = off & (f_in != 0) & (np.abs(y_sw - s) <= hs * np.abs(f_in))
-                if stop.any():
-                    p = point(va_end, np.where(stop, y_sw, y_new), vd2)
-                    y_new = np.where(stop, y_sw, y_new)
+                stop = off & (f_in != 0) & (op.abs(y_sw - s) <= hs * op.abs(f_in))
+                if op.any(stop):
+                    p = point(va_end, op.where(stop, y_sw, y_new), vd2)
+                    y_new = op.where(stop, y_sw, y_new)
                     f2, jac2, f_va2, vd2, vd_s2, vd_va2 = (
-                        np.where(stop, a, b) for a, b in zip(
+                        op.where(stop, a, b) for a, b in zip(
                             p, (f2, jac2, f_va2, vd2, vd_s2, vd_va2), strict=True))
-                    err = np.where(stop, 0.0, err)
-            ok = active & (err <= 1.0) & (w > 0) & np.isfinite(f2)
-            fac = np.minimum(np.maximum(0.9 / np.cbrt(np.maximum(err, 1e-10)), 0.2), 5.0)
-            fac = np.where(np.isfinite(fac) & (w > 0), fac, 0.2)
-            if ok.all():
+                    err = op.where(stop, 0.0, err)
+            ok = active & (err <= 1.0) & (w > 0) & op.isfinite(f2)
+            fac = op.minimum(op.maximum(0.9 / op.cbrt(op.maximum(err, 1e-10)), 0.2), 5.0)
+            fac = op.where(op.isfinite(fac) & (w > 0), fac, 0.2)
+            if op.all(ok):
                 s, f0, jac, f_va, vd = y_new, f2, jac2, f_va2, vd2
                 sens["ds"], sens["dva"] = vd_s2, vd_va2
-                tau = np.where(hs >= left, t_step, tau + hs)
+                tau = op.where(hs >= left, t_step, tau + hs)
             else:
-                s = np.where(ok, y_new, s)
+                s = op.where(ok, y_new, s)
                 f0, jac, f_va, vd, sens["ds"], sens["dva"] = (
-                    np.where(ok, a, b) for a, b in
+                    op.where(ok, a, b) for a, b in
                     ((f2, f0), (jac2, jac), (f_va2, f_va), (vd2, vd), (vd_s2, sens["ds"]),
                      (vd_va2, sens["dva"])))
-                tau = np.where(ok, np.where(hs >= left, t_step, tau + hs), tau)
-            h = np.where(active, np.where(ok & (hs < h), np.maximum(h, hs * fac), hs * fac), h)
+                tau = op.where(ok, op.where(hs >= left, t_step, tau + hs), tau)
+            h = op.where(active, op.where(ok & (hs < h), op.maximum(h, hs * fac), hs * fac), h)
             steps += active
             taken += active
-            bad = active & ((~ok & (~np.isfinite(f0) | (hs < 1e-14 * t_step)))
+            bad = active & ((~ok & (~op.isfinite(f0) | (hs < 1e-14 * t_step)))
                             | (steps > max_steps) | (taken > total_cap))
-            if bad.any():
+            if op.any(bad):
                 if strict:
+                    t_bad = float(np.max(np.asarray(t0 + t_step)[bad]))
                     raise CircuitnnError(
                         f"transient of {dev.model.name}: the state could not be integrated "
-                        f"near t = {float(np.max((t0 + t_step)[bad])):.4g} s (non-finite rate "
-                        "or step size collapse); check the parameters")
+                        f"near t = {t_bad:.4g} s (non-finite rate or step size collapse); "
+                        "check the parameters")
                 active &= ~bad
-                s = np.where(bad, np.nan, s)
+                s = op.where(bad, np.nan, s)
             done = active & ((t_step - tau) <= 1e-12 * t_step)
-            if synced and done.all():  # all in one interval, all through it: a row at a time
+            if synced and op.all(done):  # all in one interval, all through it: a row at a time
                 j = int(k.flat[0]) + 1
                 states[j], vdev[j] = s, (vd if series is not None else vv[j])
                 k = k + 1
-                tau, steps = np.zeros(shape), np.zeros(shape, dtype=np.intp)
+                tau, steps = np.zeros(shape)[()], np.zeros(shape, dtype=np.intp)[()]
                 if j == n - 1:
                     break
                 t0, v0, v1, t_step = tt[j], vv[j], vv[j + 1], tt[j + 1] - tt[j]
                 slope = (v1 - v0) / t_step
                 continue
-            if done.any():
+            if op.any(done):
                 synced = False
                 flat_states[k[done] + 1, column[done]] = s[done]
                 flat_vdev[k[done] + 1, column[done]] = (vd if series is not None else v1)[done]
-                k = np.where(done, k + 1, k)
-                tau = np.where(done, 0.0, tau)
-                steps = np.where(done, 0, steps)
+                k = op.where(done, k + 1, k)
+                tau = op.where(done, 0.0, tau)
+                steps = op.where(done, 0, steps)
                 active &= k < n - 1
-                nxt = interval(np.minimum(k, n - 2))
-                t0, v0, v1, t_step, slope = (np.where(done, a, b) for a, b in
+                nxt = interval(op.minimum(k, n - 2))
+                t0, v0, v1, t_step, slope = (op.where(done, a, b) for a, b in
                                              zip(nxt, (t0, v0, v1, t_step, slope), strict=True))
             if compactable and active.size >= 16 and 0 < 2 * active.sum() <= active.size:
                 # most elements are through (or failed): the others go on alone
