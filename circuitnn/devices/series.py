@@ -65,14 +65,18 @@ class ExprElement:
                                              for k, v in self.params.items()}, self.description)
 
     def current_and_conductance(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        i, g = self._kernel(self._prepared, {"u": u})
+        """(current, conductance) at u, without floating-point error guards (for the
+        integrator, which sets `np.errstate`)."""
+        i, g = self._kernel.run(self._prepared, {"u": u})
         return i + 0.0 * u, g + 0.0 * u
 
     def current(self, u: np.ndarray) -> np.ndarray:
-        return self.current_and_conductance(u)[0]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return self.current_and_conductance(u)[0]
 
     def conductance(self, u: np.ndarray) -> np.ndarray:
-        return self.current_and_conductance(u)[1]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            return self.current_and_conductance(u)[1]
 
     def __repr__(self) -> str:
         return f"ExprElement({self.description})"

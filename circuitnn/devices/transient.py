@@ -43,7 +43,10 @@ numpy's overhead per call, not the arithmetic, would otherwise set the cost of a
 Series element (`circuitnn.devices.series`): the device voltage v_d solves
 I_elem(v_a - v_d) = I_dev(v_d, s), by Newton's method safeguarded by bisection on
 [min(0, v_a), max(0, v_a)]; the state's Jacobian then includes dv_d/ds = -I_s / (G_elem + I_v)
-and the drive's time derivative dv_d/dt = G_elem v_a' / (G_elem + I_v).
+and the drive's time derivative dv_d/dt = G_elem v_a' / (G_elem + I_v). Each solve starts
+from v_d extrapolated with these slopes; at the step's midpoint stage the first Newton step
+from there is accepted (its error is of fourth order in the step), at the step's end the solve
+runs to convergence.
 """
 
 from __future__ import annotations
@@ -94,12 +97,15 @@ def ops_for(a: np.ndarray | float) -> SimpleNamespace:
 
 
 def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarray,
-               guess: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               guess: np.ndarray | None, one_step: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Device voltage with `element` in series; returns (v_d, G_elem, dI/dv_d, dI/ds).
 
     `s` must lie within the state bounds; call under `np.errstate(all="ignore")`. Iterations
     stop after a step below 3e-5 |v_a| (the next one would be ~1e-9 |v_a|, Newton converging
-    quadratically); the slopes are those of the last iterate.
+    quadratically); the slopes are those of the last iterate. With `one_step` (a guess whose
+    error is already second order in the step, for the integrator's stage values) the first
+    Newton step is accepted unless it left the bracket.
     """
     pol = dev.polarity
     both = getattr(element, "current_and_conductance", None)
@@ -119,11 +125,11 @@ def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarra
         lo = op.where(f > 0, x, lo)
         hi = op.where(f > 0, hi, x)
         step = x + f / (g_el + i_v)
-        bad = ~op.isfinite(step) | (step < lo) | (step > hi)
+        bad = ~((step >= lo) & (step <= hi))  # or NaN
         x_new = op.where(bad, 0.5 * (lo + hi), step)
         done = ~(op.abs(x_new - x) > tol)  # NaN counts as done
         x = x_new
-        if op.all(done):
+        if op.all(done) or (one_step and not op.any(bad)):
             break
     return x, g_el, i_v, pol * i_s
 
@@ -225,10 +231,10 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
     def clip(x: np.ndarray) -> np.ndarray:
         return op.minimum(op.maximum(x, lo), hi)
 
-    def node(va: np.ndarray, ss: np.ndarray, guess: np.ndarray | None):
+    def node(va: np.ndarray, ss: np.ndarray, guess: np.ndarray | None, one_step: bool = False):
         if series is None:
             return va, None
-        vd, g, i_v, i_s = solve_node(dev, series, va, ss, guess)
+        vd, g, i_v, i_s = solve_node(dev, series, va, ss, guess, one_step)
         return vd, (g, i_v, i_s)
 
     # device-voltage sensitivities at the current point, for the stage solves' first guesses
@@ -287,7 +293,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
             k1 = (f0 + hs * D * f_t) / w
             s_mid = clip(s + 0.5 * hs * k1)
             vd_mid = node(va + 0.5 * hs * slope, s_mid,
-                          guess(vd, 0.5 * hs * slope, s_mid - s))[0]
+                          guess(vd, 0.5 * hs * slope, s_mid - s), True)[0]
             f1 = dev.evaluate("rate", vd_mid, s_mid)[0]
             k2 = (f1 - k1) / w + k1
             y_new = clip(s + hs * k2)
@@ -359,8 +365,9 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 continue
             if op.any(done):
                 synced = False
-                flat_states[k[done] + 1, column[done]] = s[done]
-                flat_vdev[k[done] + 1, column[done]] = (vd if series is not None else v1)[done]
+                rows, cols = np.asarray(k)[done] + 1, np.asarray(column)[done]
+                flat_states[rows, cols] = np.asarray(s)[done]
+                flat_vdev[rows, cols] = np.asarray(vd if series is not None else v1)[done]
                 k = op.where(done, k + 1, k)
                 tau = op.where(done, 0.0, tau)
                 steps = op.where(done, 0, steps)
@@ -368,9 +375,14 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 nxt = interval(op.minimum(k, n - 2))
                 t0, v0, v1, t_step, slope = (op.where(done, a, b) for a, b in
                                              zip(nxt, (t0, v0, v1, t_step, slope), strict=True))
-            if compactable and active.size >= 16 and 0 < 2 * active.sum() <= active.size:
-                # most elements are through (or failed): the others go on alone
+            alive = int(active.sum()) if compactable and active.size > 1 else 0
+            if alive == 1 or (active.size >= 16 and 0 < 2 * alive <= active.size):
+                # most elements are through (or failed): the others go on alone, the last one
+                # as a scalar
                 keep = np.flatnonzero(active)
+                if keep.size == 1:
+                    keep, op = keep[0], SCALAR_OPS
+                synced = False  # the working elements are no longer whole rows
                 dev = dev.take(wshape, keep)
                 series = None if series is None else series.take(wshape, keep)
                 (column, k, tau, steps, taken, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0, v0,
@@ -378,7 +390,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                     column, k, tau, steps, taken, h, s, f0, jac, f_va, vd, lo, hi, tol_abs, t0,
                     v0, v1, t_step, slope, active))
                 sens = {key: flat_take(a, wshape, keep) for key, a in sens.items()}
-                wshape = (keep.size,)
+                wshape = np.shape(keep)
         cur = pol * full_dev.evaluate("current", vdev, states)[0]
 
     def back(a: np.ndarray) -> np.ndarray:
