@@ -192,13 +192,16 @@ def test_short_global_search_and_progress() -> None:
 
 
 def test_several_searches_keep_the_best_refinement() -> None:
-    """Searches side by side give what each gives alone; the lowest refined objective wins."""
+    """Searches side by side give what each gives alone; the lowest refined objective wins
+    (one start per search: both are refined coarse, then in full)."""
     _, sweep = _synthetic(10, n=60)
-    st = FitSettings(popsize=2, maxiter=2, max_nfev=3, ngspice=False, polarities=(1.0,))
+    st = FitSettings(popsize=2, maxiter=2, max_nfev=3, ngspice=False, polarities=(1.0,),
+                     refine_starts=1)
     single = [fit_iv([sweep], "vteam", replace(st, seed=k), check=False) for k in (3, 4)]
     stages: list[str] = []
     both = fit_iv([sweep], "vteam", replace(st, seed=3, searches=2), progress=stages.append,
                   check=False)
+    assert both.refinement["coarse_starts"] == 2 and both.refinement["full_starts"] == 2
     assert both.objective == pytest.approx(min(f.objective for f in single), rel=1e-3)
     assert stages.count("search") >= 2 * 2
 

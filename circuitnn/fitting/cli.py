@@ -126,8 +126,8 @@ def _path(template: str, device: str, model: str) -> Path:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the search.")
 @click.option("--searches", type=click.IntRange(1, 100), default=1, show_default=True,
               help="Independent searches per terminal orientation (seeds SEED, SEED+1, ...), "
-                   "run side by side; each one's best is refined and the lowest refined "
-                   "objective wins.")
+                   "run side by side; the best members of each one's population are refined "
+                   "(coarse, then the two best in full) and the lowest refined objective wins.")
 @click.option("--max-nfev", type=click.IntRange(0, 100000), default=0, show_default=True,
               help="Safety cap on the refinement's residual evaluations (0: 100 per variable); "
                    "the refinement ends on its tolerance, and a fit that hits the cap fails.")
@@ -146,7 +146,8 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     --current-unit and --frequency-hz, one data file. Each sweep is fitted in periodic steady
     state (warm-up periods of the same waveform), through the instrument's series resistance and
     current compliance as the manifest gives them, by a vectorised differential-evolution
-    search over both polarities and an lmfit least-squares refinement to convergence. The
+    search over both polarities and an lmfit least-squares refinement (coarse from several
+    search results, then in full to convergence). The
     objective weighs the linear and the log scale: (NRMSE/0.05)^2 + (log error/0.3)^2 per sweep.
     Reports per sweep and overall the NRMSE, the log error (decades, points above 1e-3 of the
     peak current) and the NRMSE of the card re-simulated in ngspice; every free parameter with
