@@ -14,7 +14,7 @@ Cards and figures go to --out (default runs/bench_fit_iv/); with --write-device-
 and bipolar cards (M1 with the device-to-device spread of M1-M3) are also written to
 device_models/knowm-m1-<model>.json and device_models/bipolar-<model>.json.
 
-Run: .venv/bin/python benchmarks/bench_fit_iv.py [--maxiter 60] [--out DIR]
+Run: .venv/bin/python benchmarks/bench_fit_iv.py [--maxiter 40] [--out DIR]
      [--datasets knowm-m1,knowm-m2,knowm-m3,bipolar] [--models all] [--write-device-models]
 """
 
@@ -89,7 +89,7 @@ def waveform_timing(fit, repeats: int = 3, device_voltage: bool = False) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--maxiter", type=int, default=60)
+    ap.add_argument("--maxiter", type=int, default=FitSettings.maxiter)
     ap.add_argument("--popsize", type=int, default=8)
     ap.add_argument("--models", default="all", help="comma-separated, or 'all'")
     ap.add_argument("--datasets", default=",".join(MANIFESTS))

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from circuitnn.errors import CircuitnnError
-from circuitnn.fitting.iv import FIT_MODELS
+from circuitnn.fitting.iv import FIT_MODELS, FitSettings
 
 
 def _slug(text: str) -> str:
@@ -118,7 +118,8 @@ def _path(template: str, device: str, model: str) -> Path:
               help='Print {"best": MODEL, "models": {MODEL: {nrmse, log_error_decades, '
                    'nrmse_ngspice, params, stderr, stderr_reason, seconds, per_sweep}}} on '
                    "stdout and nothing else.")
-@click.option("--maxiter", type=click.IntRange(1, 10000), default=60, show_default=True,
+@click.option("--maxiter", type=click.IntRange(1, 10000), default=FitSettings.maxiter,
+              show_default=True,
               help="Differential-evolution generations (at most; it stops earlier when the "
                    "population has converged).")
 @click.option("--popsize", type=click.IntRange(2, 200), default=8, show_default=True,
@@ -158,7 +159,6 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     """
     from circuitnn.devices.card import ModelCard
     from circuitnn.fitting.iv import (
-        FitSettings,
         check_fit,
         device_spread,
         fit_iv,
