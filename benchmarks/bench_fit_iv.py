@@ -14,7 +14,7 @@ Cards and figures go to --out (default runs/bench_fit_iv/); with --write-device-
 and bipolar cards (M1 with the device-to-device spread of M1-M3) are also written to
 device_models/knowm-m1-<model>.json and device_models/bipolar-<model>.json.
 
-Run: .venv/bin/python benchmarks/bench_fit_iv.py [--maxiter 40] [--out DIR]
+Run: .venv/bin/python benchmarks/bench_fit_iv.py [--maxiter 60] [--out DIR]
      [--datasets knowm-m1,knowm-m2,knowm-m3,bipolar] [--models all] [--write-device-models]
 """
 

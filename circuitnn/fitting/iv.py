@@ -146,7 +146,7 @@ class FitSettings:
     """Effort, tolerances and options of an I-V fit."""
 
     popsize: int = 8  # DE population = popsize * number of search variables
-    maxiter: int = 40  # DE generations (the search also stops when the population converged)
+    maxiter: int = 60  # DE generations (the search also stops when the population converged)
     seed: int = 0
     searches: int = 1  # DE searches per polarity (seeds seed, seed + 1, ...), side by side
     warmup_periods: int = 2
