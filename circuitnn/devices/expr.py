@@ -39,19 +39,24 @@ FUNCTIONS: dict[str, tuple[Callable, str]] = {
 }
 
 
-def _min(a: float, b: float) -> float:
-    return a if a <= b else b if b < a else math.nan  # NaN propagates, as with numpy
+_NAN = np.float64(np.nan)
 
 
-def _max(a: float, b: float) -> float:
-    return a if a >= b else b if b > a else math.nan
+def scalar_min(a: float, b: float) -> float:
+    """min(a, b) of two scalars; NaN propagates, as with numpy."""
+    return a if a <= b else b if b < a else _NAN
+
+
+def scalar_max(a: float, b: float) -> float:
+    """max(a, b) of two scalars; NaN propagates, as with numpy."""
+    return a if a >= b else b if b > a else _NAN
 
 
 #: the same functions on Python floats, for kernels run on one element (`Kernel.run`); they
 #: raise on overflow or outside their domain where numpy returns inf or NaN
 SCALAR_FUNCTIONS: dict[str, Callable] = {
     "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "sinh": math.sinh,
-    "cosh": math.cosh, "tanh": math.tanh, "abs": abs, "min": _min, "max": _max,
+    "cosh": math.cosh, "tanh": math.tanh, "abs": abs, "min": scalar_min, "max": scalar_max,
     "pow": math.pow, "where": lambda c, a, b: a if c else b,
 }
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from circuitnn.devices import expr
 from circuitnn.errors import CircuitnnError
 
 if TYPE_CHECKING:
@@ -75,8 +76,6 @@ ATOL = 1e-7
 MAX_STEPS = 2000
 #: series-node Newton iterations (safeguarded; converges in a few from a warm start)
 NODE_ITERATIONS = 60
-_NAN = np.float64(np.nan)
-
 #: the integrator's element-wise operations: numpy's on arrays, and plain Python ones on a
 #: single element (np.float64 values), where numpy's per-call overhead would dominate a step
 ARRAY_OPS = SimpleNamespace(
@@ -84,8 +83,7 @@ ARRAY_OPS = SimpleNamespace(
     abs=np.abs, cbrt=np.cbrt, any=lambda a: a.any(), all=lambda a: a.all())
 SCALAR_OPS = SimpleNamespace(
     where=lambda c, a, b: a if c else b,
-    minimum=lambda a, b: a if a <= b else b if b < a else _NAN,  # NaN propagates
-    maximum=lambda a, b: a if a >= b else b if b > a else _NAN,
+    minimum=expr.scalar_min, maximum=expr.scalar_max,
     isfinite=lambda a: np.bool_(math.isfinite(a)), abs=abs,
     cbrt=lambda a: math.copysign(abs(a) ** (1.0 / 3.0), a) if math.isfinite(a) else a,
     any=bool, all=bool)
