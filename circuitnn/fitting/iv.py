@@ -42,7 +42,8 @@ Method:
    best member is not always in the best basin (Knowm M1 VTEAM: its best refined to 16.6, its
    fourth best to 4.3), and a coarse evaluation costs about a third of a full one. Full: from
    the two lowest coarse results, side by side (racing), on every sample after
-   `warmup_periods` at `rtol_refine`; the lowest refined objective wins. Each full refinement
+   `warmup_periods` at `rtol_refine`; the lowest refined objective wins (values given with
+   `start`, e.g. a card, are refined in full directly). Each full refinement
    runs to convergence: it stops when the relative decrease of the cost in an iteration falls
    below `ftol` = 1e-4 (a change of the NRMSE in its fifth digit) or the relative step below
    `xtol` = 1e-6; the Jacobian is a central difference with all columns simulated in the same
@@ -727,14 +728,17 @@ def fit_iv(
             search_f = [f for _, _, f in found]
         seconds["search"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        # coarse: every start on the searches' view of the sweeps; then the two best, in full
+        # coarse: every search result on the searches' view of the sweeps; then the two best,
+        # in full (given values are refined in full directly)
         coarse = _search_problem(prob, st)
         coarse.steps_per_sample = prob.steps_per_sample = REFINE_STEPS_PER_SAMPLE
-        rough = _refines(coarse, starts, replace(st, rtol_refine=st.rtol_coarse,
-                                                 ftol=COARSE_FTOL), tick("refine"))
-        chosen = [j for j in np.argsort(_costs(rough))[:FULL_STARTS] if rough[j] is not None]
-        results = _refines(prob, [(_values_of(rough[j], prob), starts[j][1]) for j in chosen],
-                           st, tick("refine"))
+        rough = [] if st.start is not None else _refines(
+            coarse, starts, replace(st, rtol_refine=st.rtol_coarse, ftol=COARSE_FTOL),
+            tick("refine"))
+        chosen = ([j for j in np.argsort(_costs(rough))[:FULL_STARTS] if rough[j] is not None]
+                  if rough else [0])
+        results = _refines(prob, [(_values_of(rough[j], prob) if rough else starts[j][0],
+                                   starts[j][1]) for j in chosen], st, tick("refine"))
         win = int(np.argmin(_costs(results)))
         best = chosen[win]
         result, pol = results[win], starts[best][1]
@@ -750,9 +754,9 @@ def fit_iv(
         "converged": bool(result.success) and result.nfev < (st.max_nfev or 100 * (len(x) + 1)),
         "message": str(result.message),
         "residual_evaluations": int(result.nfev),
-        "coarse_starts": len(starts),
+        "coarse_starts": len(rough),
         "coarse_residual_evaluations": int(sum(r.nfev for r in rough if r is not None)),
-        "coarse_objective": _costs(rough)[best],
+        "coarse_objective": _costs(rough)[best] if rough else None,
         "full_starts": len(chosen),
         "coarse_integration_rtol": st.rtol_coarse,
         "ftol": st.ftol,
