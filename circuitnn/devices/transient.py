@@ -206,7 +206,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                                 *(p.shape for p in dev.params.values()))
     n = v.shape[-1]
     size = math.prod(shape)
-    op = ops_for(np.empty(shape))
+    op = SCALAR_OPS if shape == () else ARRAY_OPS
     # the elements being integrated (working arrays): all of them in `shape` until half have
     # finished; then the unfinished ones go on alone as a flat array (not with a series element
     # of a caller's own kind, whose parameters only broadcast against `shape`)

@@ -728,17 +728,17 @@ def fit_iv(
             search_f = [f for _, _, f in found]
         seconds["search"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        # coarse: every search result on the searches' view of the sweeps; then the two best,
-        # in full (given values are refined in full directly)
-        coarse = _search_problem(prob, st)
-        coarse.steps_per_sample = prob.steps_per_sample = REFINE_STEPS_PER_SAMPLE
-        rough = [] if st.start is not None else _refines(
-            coarse, starts, replace(st, rtol_refine=st.rtol_coarse, ftol=COARSE_FTOL),
-            tick("refine"))
-        chosen = ([j for j in np.argsort(_costs(rough))[:FULL_STARTS] if rough[j] is not None]
-                  if rough else [0])
-        results = _refines(prob, [(_values_of(rough[j], prob) if rough else starts[j][0],
-                                   starts[j][1]) for j in chosen], st, tick("refine"))
+        prob.steps_per_sample = REFINE_STEPS_PER_SAMPLE
+        if st.start is None:  # coarse: every search result on the searches' view of the sweeps
+            coarse = _search_problem(prob, st)
+            coarse.steps_per_sample = REFINE_STEPS_PER_SAMPLE
+            rough = _refines(coarse, starts, replace(st, rtol_refine=st.rtol_coarse,
+                                                     ftol=COARSE_FTOL), tick("refine"))
+            chosen = [j for j in np.argsort(_costs(rough))[:FULL_STARTS] if rough[j] is not None]
+            full_starts = [(_values_of(rough[j], prob), starts[j][1]) for j in chosen]
+        else:  # given values are refined in full directly
+            rough, chosen, full_starts = [], [0], starts
+        results = _refines(prob, full_starts, st, tick("refine"))
         win = int(np.argmin(_costs(results)))
         best = chosen[win]
         result, pol = results[win], starts[best][1]
