@@ -144,6 +144,28 @@ def test_compacted_batch_matches_single_runs() -> None:
         dev.simulate(t, v, 0.5, r_series=2e3, max_total_steps=3 * t.size)
 
 
+def test_state_held_on_a_bound_through_a_resistor() -> None:
+    """A state held on a bound by a rate pushing outwards stays there in one step per sample,
+    also behind a series resistor (whose share of the rate's state derivative, dv_d/ds, used to
+    count while held: wrong-signed stages and rejected steps, ~30 per sample, and at a loose
+    tolerance a current far off). Two VTEAM candidates of a Knowm M1 search, 1 Hz, 5 kOhm."""
+    u = np.linspace(0, 8, 401)
+    v = np.interp(u, np.arange(9), [0, 0.8, 0, -0.8, 0, 0.8, 0, -0.8, 0])
+    t = u / 4  # two 1 s periods
+    for params in (
+            dict(R_on=6445.0, R_off=5.838e6, k_off=1.884e4, k_on=-1.288e11, v_off=2.114,
+                 v_on=-0.01661, alpha_off=2.585, alpha_on=3.274, a_off=0.5159, a_on=-0.4834,
+                 w_c=0.1891),
+            dict(R_on=7077.0, R_off=78420.0, k_off=1773.0, k_on=-2.745, v_off=0.2801,
+                 v_on=-0.05754, alpha_off=1.623, alpha_on=9.148, a_off=1.439, a_on=-0.2604,
+                 w_c=0.009457)):
+        dev = Device("vteam", params, polarity=-1.0)
+        fine = dev.simulate(t, v, 0.5, r_series=5e3, rtol=1e-5, atol=1e-8)
+        loose = dev.simulate(t, v, 0.5, r_series=5e3, rtol=5e-2, atol=5e-5,
+                             max_total_steps=3 * t.size)
+        assert nrmse(loose.i, fine.i) < 0.01
+
+
 def test_current_limit_agrees_with_ngspice() -> None:
     """A source with a current compliance: the device runs into the limit and snaps OFF."""
     dev = Device("vteam", VTEAM.params, polarity=-1.0)

@@ -12,8 +12,9 @@ of the next step's start, so a step costs two model evaluations.
 Bounds: the stages use the rate's smooth continuation (the rate at the state clipped into its
 bounds, not held at zero there), and each step's result is clipped; so a state that reaches a
 bound within a step ends exactly on it and stays there while the rate pushes outwards (where
-the Jacobian is then zero), and a step whose solution and error estimate both lie beyond the
-same bound has no error.
+the state Jacobian, a series element's share included, is then zero). A step that keeps the
+state on that bound (the rate at its end still pushing outwards), or whose solution and error
+estimate both lie beyond the same bound, has no error.
 
 Error control: the local error estimate e of each step must satisfy
 |e| <= atol * range + rtol * d (range: the state's span between its bounds; d: the distance of
@@ -246,15 +247,15 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
         state ss."""
         vd, nd = node(va, ss, first)
         r, r_v, r_s = dev.evaluate("rate_jac", vd, ss)
-        r_s = op.where(((ss >= hi) & (r > 0)) | ((ss <= lo) & (r < 0)), 0.0, r_s)  # pinned
+        pinned = ((ss >= hi) & (r > 0)) | ((ss <= lo) & (r < 0))  # held on a bound
         if pol != 1.0:
             r_v = pol * r_v
         if nd is None:
-            return r, r_s, r_v, vd, 0.0, 1.0
+            return r, op.where(pinned, 0.0, r_s), r_v, vd, 0.0, 1.0
         g, i_v, i_s = nd
         denom = g + i_v
         vd_s, vd_va = -i_s / denom, g / denom
-        return r, r_s + r_v * vd_s, r_v * vd_va, vd, vd_s, vd_va
+        return r, op.where(pinned, 0.0, r_s + r_v * vd_s), r_v * vd_va, vd, vd_s, vd_va
 
     def interval(k: np.ndarray) -> tuple[np.ndarray, ...]:
         """(t0, v0, v1, length, slope) of each element's interval k (k < n - 1)."""
@@ -301,6 +302,10 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
             est = hs / 6.0 * (k1 - 2.0 * k2 + k3)
             dist = op.maximum(op.minimum(s - lo, hi - s), op.minimum(y_new - lo, hi - y_new))
             err = op.abs(clip(y_new + est) - y_new) / (tol_abs + rtol * dist)
+            # held on a bound through the step: the stages' differences of a rate that moves
+            # nothing are no error
+            held = (y_new == s) & (((y_new >= hi) & (f2 > 0)) | ((y_new <= lo) & (f2 < 0)))
+            err = op.where(held, 0.0, err)
             # a step whose stages meet a switching threshold (the rate exactly 0 beyond it,
             # e.g. Stanford-PKU's minimum field): the state stops on the threshold if its
             # slowest rate on the way gets it there within the step (see the module doc)
