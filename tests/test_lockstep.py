@@ -30,6 +30,21 @@ def test_race_drops_a_task_far_behind() -> None:
     assert out[0] == 71.0 and out[1] is None and out[2] == 1.5 * 71.0
 
 
+def test_patience_drops_a_task_that_has_not_caught_up() -> None:
+    """Once a task finished (best 91 in 10 requests), one still above that after 20 requests
+    (patience 2) is dropped; one below it runs to its end."""
+    calls: list[int] = []
+
+    def batch(reqs):
+        calls.append(len(reqs))
+        return list(reqs)
+
+    out = Lockstep(batch, lambda req, res: res, patience=2.0).run(
+        [_descending(1.0, steps=10), _descending(1.5, steps=40), _descending(0.5, steps=40)])
+    assert out == [91.0, None, 0.5 * 61.0]
+    assert calls == [3] * 10 + [2] * 10 + [1] * 20
+
+
 def test_an_error_reaches_the_caller() -> None:
     def batch(reqs):
         if any(r < 80 for r in reqs):

@@ -41,7 +41,8 @@ Method:
    relative cost decrease of 1e-3 (racing as the searches, after 3 evaluations). A search's
    best member is not always in the best basin (Knowm M1 VTEAM: its best refined to 16.6, its
    fourth best to 4.3), and a coarse evaluation costs about a third of a full one. Full: from
-   the two lowest coarse results, side by side (racing), on every sample after
+   the two lowest coarse results, side by side (racing; once one has converged, the other is
+   given up if it is still above it after twice its evaluations), on every sample after
    `warmup_periods` at `rtol_refine`; the lowest refined objective wins (values given with
    `start`, e.g. a card, are refined in full directly). Each full refinement
    runs to convergence: it stops when the relative decrease of the cost in an iteration falls
@@ -120,6 +121,10 @@ COARSE_FTOL = 1e-3
 #: the coarse refinements refined in full (lowest coarse objectives first): a coarse optimum's
 #: rank is not always the full one's (Knowm M3 VTEAM: 2.28 and 2.38 refine to 2.95 and 2.61)
 FULL_STARTS = 2
+#: once one full refinement has converged, another still above its cost is given up after this
+#: many times its evaluations (Knowm M2 VTEAM: 4.84 in 21; the other crept from 5.37 to 5.15 in
+#: 148 more, 60 s)
+FULL_PATIENCE = 2.0
 #: side-by-side searches (and refinements) race: after RACE_GENERATIONS generations (
 #: RACE_EVALUATIONS evaluations), one whose best objective is above RACE_RATIO times the best
 #: one's is dropped
@@ -568,11 +573,13 @@ def _refine(prob: _Problem, x0: np.ndarray, polarity: float, st: FitSettings,
 
 
 def _refines(prob: _Problem, starts: Sequence[tuple[np.ndarray, float]], st: FitSettings,
-             progress: Callable[[], None] | None) -> list[lmfit.minimizer.MinimizerResult]:
-    """`_refine` from each (x0, polarity), side by side (`Lockstep`); None for a refinement
-    dropped from the race."""
+             progress: Callable[[], None] | None, patience: float = float("inf")
+             ) -> list[lmfit.minimizer.MinimizerResult]:
+    """`_refine` from each (x0, polarity), side by side (`Lockstep`, with its `patience`); None
+    for a refinement dropped from the race."""
     race = Lockstep(lambda reqs: _with_jacobians(prob, reqs, st.rtol_refine),
-                    lambda req, res: float(res[0] @ res[0]), RACE_EVALUATIONS, RACE_RATIO)
+                    lambda req, res: float(res[0] @ res[0]), RACE_EVALUATIONS, RACE_RATIO,
+                    patience)
     return race.run([lambda request, x0=x0, pol=pol: _refine(prob, x0, pol, st, progress,
                                                              request)
                      for x0, pol in starts])
@@ -738,7 +745,7 @@ def fit_iv(
             full_starts = [(_values_of(rough[j], prob), starts[j][1]) for j in chosen]
         else:  # given values are refined in full directly
             rough, chosen, full_starts = [], [0], starts
-        results = _refines(prob, full_starts, st, tick("refine"))
+        results = _refines(prob, full_starts, st, tick("refine"), FULL_PATIENCE)
         win = int(np.argmin(_costs(results)))
         best = chosen[win]
         result, pol = results[win], starts[best][1]

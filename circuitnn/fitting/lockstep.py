@@ -28,13 +28,17 @@ class Lockstep:
 
     Race (optional): `score(request, result)` rates each result (lower is better); after
     `rounds` requests of its own, a task whose best score exceeds `ratio` times the best score
-    of any task is dropped (its result is None)."""
+    of any task is dropped (its result is None). Once a task has finished, a task still running
+    whose best score is above the finished one's is dropped when it has made `patience` times
+    as many requests as the finished one (a slow optimisation that has not caught up)."""
 
     def __init__(self, batch: Callable[[list[Any]], list[Any]],
                  score: Callable[[Any, Any], float] | None = None, rounds: int = 0,
-                 ratio: float = float("inf")) -> None:
+                 ratio: float = float("inf"), patience: float = float("inf")) -> None:
         self._batch = batch
         self._score, self._rounds, self._ratio = score, rounds, ratio
+        self._patience = patience
+        self._finished: tuple[float, int] | None = None  # a finished task's (best, requests)
         self._cond = threading.Condition()
         self._pending: dict[int, Any] = {}
         self._results: dict[int, Any] = {}
@@ -56,6 +60,10 @@ class Lockstep:
         def work(i: int, task: Callable[[Request], R]) -> None:
             try:
                 out[i] = task(lambda req: self._request(i, req))
+                with self._cond:
+                    if i in self._best and (self._finished is None
+                                            or self._best[i] < self._finished[0]):
+                        self._finished = (self._best[i], self._count[i])
             except Dropped:
                 out[i] = None
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -114,6 +122,8 @@ class Lockstep:
             self._count[k] = self._count.get(k, 0) + 1
         leader = min(self._best.values())
         for k in keys:
-            if self._count[k] >= self._rounds and self._best[k] > self._ratio * leader:
+            behind = self._finished is not None and self._best[k] > self._finished[0] and (
+                self._count[k] >= self._patience * self._finished[1])
+            if behind or (self._count[k] >= self._rounds and self._best[k] > self._ratio * leader):
                 self._dropped.add(k)
                 del self._results[k]
