@@ -33,9 +33,9 @@ Switching thresholds: where a model's rate drops to exactly 0 (Stanford-PKU's mi
 Yakopcic's and VTEAM's voltage thresholds at a state-dependent device voltage), a state driven
 towards the threshold would be resolved with ever shorter steps as it slides along it (e.g. a
 gradual RESET that follows the threshold while the drive ramps). A step that ends beyond such a
-point instead stops on it, found by bisection (to SWITCH_RESOLUTION of the local error
-tolerance), when the smallest rate on the way (the one just before the point, on the monotone
-approach) covers the distance within the step; otherwise the step is shortened as usual.
+point instead stops on it, found by bisection, when the smallest rate on the way (the one just
+before the point, on the monotone approach) covers the distance within the step; otherwise the
+step is shortened as usual.
 
 One element (a single waveform) is integrated on np.float64 scalars with plain Python
 operations (`SCALAR_OPS`) and the model kernels' Python-float versions (`expr.Kernel.run`):
@@ -70,8 +70,6 @@ E32 = 6.0 + math.sqrt(2.0)
 #: step (fraction of the sample interval) below which a step meeting a switching threshold
 #: stops on it (`_switch_point`): the state slides along the threshold
 SLIDING_STEP = 1e-2
-#: a switching point is located to this fraction of the step's local error tolerance
-SWITCH_RESOLUTION = 1e-3
 #: default local error tolerances (see the module doc)
 RTOL = 1e-4
 ATOL = 1e-7
@@ -136,20 +134,16 @@ def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarra
 
 
 def _switch_point(dev: Device, node, va: np.ndarray, s: np.ndarray, y: np.ndarray,
-                  vd: np.ndarray, mask: np.ndarray, tol: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Where the rate switches off between s and y at applied voltage va, by bisection to
-    SWITCH_RESOLUTION of the local error tolerance `tol` (at most 1e-12 of the distance): (the
-    first state with rate 0, the rate just before it). Elements outside `mask`, or whose rate
-    at y is not 0, come back with a rate of 0 (no switch)."""
+                  vd: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where the rate switches off between s and y at applied voltage va, by bisection to 1e-12
+    of the distance: (the first state with rate 0, the rate just before it). Elements outside
+    `mask`, or whose rate at y is not 0, come back with a rate of 0 (no switch)."""
     mask = mask & (dev.evaluate("rate", node(va, y, vd)[0], y)[0] == 0) & (
         dev.evaluate("rate", node(va, s, vd)[0], s)[0] != 0)
     if not mask.any():
         return y, np.zeros(np.shape(y))
     a, b = s.copy(), y.copy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.max(np.where(mask, np.abs(y - s) / (SWITCH_RESOLUTION * tol), 1.0))
-    for _ in range(int(np.clip(np.ceil(np.log2(ratio)), 1, 40)) if ratio < np.inf else 40):
+    for _ in range(40):
         mid = 0.5 * (a + b)
         r = dev.evaluate("rate", node(va, mid, vd)[0], mid)[0]
         a, b = np.where(r != 0, mid, a), np.where(r != 0, b, mid)
@@ -158,14 +152,14 @@ def _switch_point(dev: Device, node, va: np.ndarray, s: np.ndarray, y: np.ndarra
 
 
 def _switch_points(dev: Device, series: SeriesElement | None, node, va: np.ndarray,
-                   s: np.ndarray, y: np.ndarray, vd: np.ndarray, mask: np.ndarray,
-                   tol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   s: np.ndarray, y: np.ndarray, vd: np.ndarray, mask: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """`_switch_point` computed on the masked elements alone when they are a small part of a
     large flat population (a fit's candidates), else on all of them."""
     from circuitnn.devices.series import ExprElement, flat_take
 
     if mask.sum() * 4 > mask.size or not (series is None or isinstance(series, ExprElement)):
-        return _switch_point(dev, node, va, s, y, vd, mask, tol)
+        return _switch_point(dev, node, va, s, y, vd, mask)
     shape = mask.shape
     idx = np.flatnonzero(mask)
     sub = dev.take(shape, idx)
@@ -178,7 +172,7 @@ def _switch_points(dev: Device, series: SeriesElement | None, node, va: np.ndarr
 
     y_sw, f_in = _switch_point(sub, sub_node,
                                *(flat_take(a, shape, idx) for a in (va, s, y, vd)),
-                               np.ones(idx.size, dtype=bool), flat_take(tol, shape, idx))
+                               np.ones(idx.size, dtype=bool))
     out_y, out_f = np.array(np.broadcast_to(y, shape)), np.zeros(shape)
     out_y.reshape(-1)[idx], out_f.reshape(-1)[idx] = y_sw, f_in
     return out_y, out_f
@@ -307,8 +301,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
             k3 = (f2 - E32 * (k2 - f1) - 2.0 * (k1 - f0) + hs * D * f_t) / w
             est = hs / 6.0 * (k1 - 2.0 * k2 + k3)
             dist = op.maximum(op.minimum(s - lo, hi - s), op.minimum(y_new - lo, hi - y_new))
-            tol = tol_abs + rtol * dist
-            err = op.abs(clip(y_new + est) - y_new) / tol
+            err = op.abs(clip(y_new + est) - y_new) / (tol_abs + rtol * dist)
             # held on a bound through the step: the stages' differences of a rate that moves
             # nothing are no error
             held = (y_new == s) & (((y_new >= hi) & (f2 > 0)) | ((y_new <= lo) & (f2 < 0)))
@@ -325,7 +318,7 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 va_end = va + hs * slope
                 f_dir = op.where(f0 != 0, f0, op.where(f1 != 0, f1, f2))
                 euler = clip(s + hs * f_dir)
-                y_sw, f_in = _switch_points(dev, series, node, va_end, s, euler, vd2, off, tol)
+                y_sw, f_in = _switch_points(dev, series, node, va_end, s, euler, vd2, off)
                 stop = off & (f_in != 0) & (op.abs(y_sw - s) <= hs * op.abs(f_in))
                 if op.any(stop):
                     p = point(va_end, op.where(stop, y_sw, y_new), vd2)
