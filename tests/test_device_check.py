@@ -24,6 +24,7 @@ from circuitnn.devices.operating import (
     DISTURB_LIMIT,
     READ_MARGIN,
     read_disturb,
+    reachable_states,
     safe_read_voltage,
     switching_thresholds,
 )
@@ -87,12 +88,29 @@ def test_default_window_rule():
     g_min, g_max = op.window
     lo, hi = op.g_range
     assert lo < 1e-9 and op.on_off > 1e6  # the fitted low state is nearly open at v_read
-    assert lo < g_min < g_max < hi and g_max / g_min == pytest.approx(9.0, rel=1e-6)
+    assert lo < g_min < g_max < hi and 1.5 < g_max / g_min <= 10.0 * (1 + 1e-12)
     # on/off capped at 10 where the device holds more (bipolar VTEAM: > 10^3)
     op = operating_point(ModelCard.load(VTEAM))
     assert op.v_read == math.floor(READ_MARGIN * min(op.thresholds) * 1000) / 1000
     assert op.on_off > 1e3
     assert op.window[1] / op.window[0] == pytest.approx(10.0)
+
+
+def test_window_inside_the_reachable_states():
+    """A VTEAM window function that stops the SET motion at x ~ a_on (inside the state range, as
+    in fitted cards) moves the window's edge in with it: pulses could not reach the edge 10% in
+    from the bound. Its edge: exp(-exp(-(x - a_on) / w_c)) = 1e-9 at x = a_on - 3.03 w_c."""
+    params = dict(R_on=2e3, R_off=1e7, k_off=1e2, k_on=-4e8, v_off=0.06, v_on=-0.48,
+                  alpha_off=4.0, alpha_on=3.0, a_off=1.5, a_on=0.2, w_c=0.02)
+    dev = Device("vteam", params, polarity=-1.0)
+    low, high = reachable_states(dev, switching_thresholds(dev))
+    assert low == pytest.approx(0.2 - 0.02 * math.log(-math.log(1e-9)), abs=2e-3)
+    assert high == 1.0  # a_off beyond the range: the OFF motion reaches the bound
+    card = dev.to_card()
+    op = operating_point(card)
+    x_edge = low + 0.1 * (high - low)
+    assert op.window[1] == pytest.approx(float(dev.conductance(x_edge, op.v_read)), rel=1e-9)
+    assert "reachable state range" in op.window_rule
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,15 @@ the wires take part of v_read. When the margin rule's voltage fails, it is lower
 x0.8 down to V_READ_MIN until one passes; if none does, the card is refused.
 
 Programmable window at v_read (default rule; a user window overrides it): the conductances of
-the states WINDOW_MARGIN = 10% of the state range in from each bound (the edges are where the
-models' window functions stop the motion), with g_min raised to at least g_max / MAX_ON_OFF
+the states WINDOW_MARGIN = 10% of the reachable state range in from each of its ends, with g_min
+raised to at least g_max / MAX_ON_OFF
 (MAX_ON_OFF = 10) so the lowest level stays well above an open cell: with the reference's 15
 levels, g_min is then ~1.5 level steps above 0 S. The window is never at 0 S; it is None (and
-`require_window` refuses it) when the conductance does not depend on the state.
+`require_window` refuses it) when the conductance does not depend on the state. Reachable state
+range: the states between the bounds from which a drive of REACH_DRIVE = 2x the switching
+threshold still moves the state towards the bound at STOP_FRACTION = 1e-3 of its fastest rate;
+it ends inside the bounds where a model's window function stops the motion there (a fitted
+VTEAM card's a_on, a_off), else at the bounds.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ DISTURB_LIMIT = 0.01  # largest relative conductance drift after READS reads
 WINDOW_MARGIN = 0.1  # fraction of the state range kept clear at each end of the window
 MAX_ON_OFF = 10.0  # g_max / g_min of the default window at most
 N_STATES = 33  # states searched for thresholds
+REACH_DRIVE = 2.0  # drive of the reachable state range, in switching thresholds
+STOP_FRACTION = 1e-9  # motion towards a bound below this fraction of its fastest rate: stopped
 MOVE_FRACTION = 1e-3  # "moves": this fraction of the state range within READS x READ_PULSE
 _LADDER = 0.8  # each lowering step of v_read multiplies it by this
 PULSE_MODEL = "pulse-update"
@@ -231,15 +237,37 @@ def safe_read_voltage(device: Device, thresholds: tuple[float, float],
     return float(ladder[k]), why
 
 
-def default_window(device: Device, v_read: float) -> tuple[tuple[float, float] | None, str]:
-    """(window or None, rule text) by the default rule of the module text."""
+def reachable_states(device: Device, thresholds: tuple[float, float]) -> tuple[float, float]:
+    """(lowest, highest) state of the reachable state range (see the module text)."""
     lo, hi = (float(x) for x in device.bounds())
+    volts = [sign * REACH_DRIVE * th for sign, th in zip((1.0, -1.0), thresholds, strict=True)
+             if 0 < th < math.inf]
+    if not volts:
+        return lo, hi
+    s = np.linspace(lo, hi, 1001)
+    with np.errstate(all="ignore"):
+        r = np.nan_to_num(device.rate(np.array(volts)[:, None], s[None, :]))
+    ends = []
+    for speed, end, edge in ((np.max(-r, axis=0)[::-1], lo, s[::-1]),
+                             (np.max(r, axis=0), hi, s)):
+        # the farthest state towards the bound that still moves (the bound's own point
+        # excluded: many rates vanish there)
+        moving = np.flatnonzero(speed[:-1] >= STOP_FRACTION * speed.max())
+        inside = moving.size and moving[-1] < speed.size - 2
+        ends.append(float(edge[moving[-1]]) if inside else end)
+    return ends[0], ends[1]
+
+
+def default_window(device: Device, v_read: float, thresholds: tuple[float, float]
+                   ) -> tuple[tuple[float, float] | None, str]:
+    """(window or None, rule text) by the default rule of the module text."""
+    lo, hi = reachable_states(device, thresholds)
     m = WINDOW_MARGIN * (hi - lo)
     g = np.abs(device.conductance(np.array([lo + m, hi - m]), v_read))
     g_max = float(g.max())
     g_min = max(float(g.min()), g_max / MAX_ON_OFF)
-    rule = (f"conductances {WINDOW_MARGIN:.0%} of the state range in from each bound, "
-            f"g_min >= g_max / {MAX_ON_OFF:g}")
+    rule = (f"conductances {WINDOW_MARGIN:.0%} of the reachable state range [{lo:.4g}, "
+            f"{hi:.4g}] in from each end, g_min >= g_max / {MAX_ON_OFF:g}")
     if not (g_max > 0 and g_min < g_max * (1 - 1e-9)):
         return None, "the read conductance does not depend on the state"
     return (g_min, g_max), rule
@@ -323,7 +351,7 @@ def _compute(device: Device, v_read: float | None, window: tuple[float, float] |
     g = np.abs(device.conductance(np.array([lo, hi]), vr))
     g_range = (float(g.min()), float(g.max()))
     if window is None:
-        win, rule = default_window(device, vr)
+        win, rule = default_window(device, vr, thresholds)
     else:
         win, rule = check_window(window, g_range, vr), "given"
     return OperatingPoint(device.model.name, vr, why, thresholds, g_range, win, rule, disturb)
