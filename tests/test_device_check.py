@@ -23,8 +23,8 @@ from circuitnn.devices import (
 from circuitnn.devices.operating import (
     DISTURB_LIMIT,
     READ_MARGIN,
-    read_disturb,
     reachable_states,
+    read_disturb,
     safe_read_voltage,
     switching_thresholds,
 )
