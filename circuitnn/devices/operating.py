@@ -35,7 +35,7 @@ raised to at least g_max / MAX_ON_OFF
 levels, g_min is then ~1.5 level steps above 0 S. The window is never at 0 S; it is None (and
 `require_window` refuses it) when the conductance does not depend on the state. Reachable state
 range: the states between the bounds from which a drive of REACH_DRIVE = 2x the switching
-threshold still moves the state towards the bound at STOP_FRACTION = 1e-3 of its fastest rate;
+threshold still moves the state towards the bound at STOP_FRACTION = 1e-9 of its fastest rate;
 it ends inside the bounds where a model's window function stops the motion there (a fitted
 VTEAM card's a_on, a_off), else at the bounds.
 """
@@ -253,7 +253,7 @@ def reachable_states(device: Device, thresholds: tuple[float, float]) -> tuple[f
         # the farthest state towards the bound that still moves (the bound's own point
         # excluded: many rates vanish there)
         moving = np.flatnonzero(speed[:-1] >= STOP_FRACTION * speed.max())
-        inside = moving.size and moving[-1] < speed.size - 2
+        inside = moving.size > 0 and moving[-1] < speed.size - 2
         ends.append(float(edge[moving[-1]]) if inside else end)
     return ends[0], ends[1]
 
