@@ -15,8 +15,10 @@ from circuitnn.devices.models import get_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.data import Sweep, load_manifest
 from circuitnn.fitting.iv import (
+    MAX_PERIOD_DRIFT,
     FitSettings,
     _Problem,
+    check_fit,
     check_sweeps,
     fit_iv,
     fit_summary,
@@ -217,6 +219,28 @@ def test_noise_does_not_converge() -> None:
         fit_iv([sweep], "yakopcic", st)
 
 
+def test_a_card_still_drifting_after_its_warm_up_is_rejected(knowm_fit) -> None:
+    """A device whose state creeps from period to period (slow, asymmetric switching), fitted
+    on its own third period from mid-range, fits it closely yet is rejected: its measures depend
+    on how long the waveform ran. A steady card (Knowm M1 MSS) does not drift."""
+    n, freq = 120, 50.0
+    dev = Device("yakopcic", dict(a1=1e-4, a2=8e-5, b=2.0, Ap=30.0, An=9.0, Vp=0.4, Vn=0.4,
+                                  xp=0.5, xn=0.9, alphap=1.0, alphan=3.0))
+    k = np.arange(3 * n)
+    tr = dev.simulate(k / (n * freq), 0.9 * np.sin(2 * np.pi * k / n), 0.5)
+    sweep = Sweep("creep", "creep", np.arange(n) / (n * freq), tr.v[2 * n:].copy(),
+                  tr.i[2 * n:].copy(), 0.0, True, freq, "synthetic")
+    values = {name: float(v) for name, v in dev.params.items()}
+    st = FitSettings(start=values, start_polarity=1.0, ngspice=False)
+    fit = fit_iv([sweep], "yakopcic", st, check=False)
+    m = fit.per_sweep["creep"]
+    assert m.nrmse < 1e-3 and m.period_drift > 2 * MAX_PERIOD_DRIFT
+    with pytest.raises(CircuitnnError, match="not in periodic steady state on creep"):
+        check_fit(fit)
+    steady, _ = knowm_fit
+    assert max(s.period_drift for s in steady.per_sweep.values()) < 1e-3
+
+
 def test_refinement_that_hits_its_cap_is_not_converged(bipolar) -> None:
     start = dict(BIPOLAR_VTEAM, R_on=2e4, v_off=0.3)
     st = FitSettings(start=start, start_polarity=BIPOLAR_VTEAM_POLARITY, max_nfev=2,
@@ -224,8 +248,6 @@ def test_refinement_that_hits_its_cap_is_not_converged(bipolar) -> None:
     fit = fit_iv(bipolar, "vteam", st, check=False)
     assert not fit.refinement["converged"]
     with pytest.raises(CircuitnnError, match="did not converge"):
-        from circuitnn.fitting.iv import check_fit
-
         check_fit(fit)
 
 

@@ -56,7 +56,11 @@ Method:
    range, when it has no effect on the currents, or when it is correlated with others at
    |corr| > 0.99 (not identifiable; the reason names them). Optional bootstrap over sweeps.
 5. Check: measures at a tight integration tolerance, and the card re-simulated in ngspice on its
-   own measured waveforms (`nrmse_ngspice`); numpy and ngspice must agree within 0.01.
+   own measured waveforms (`nrmse_ngspice`); numpy and ngspice must agree within 0.01. The
+   card must be in periodic steady state: the compared period and the one `warmup_periods`
+   periods later must agree within NRMSE 0.01 (`period_drift`); a card whose state still drifts
+   (Knowm M1-M3 Yakopcic cards: 0.011-0.029) fits a passing moment of its own transient, not
+   the device's steady loop.
 """
 
 from __future__ import annotations
@@ -135,6 +139,9 @@ RACE_RATIO = 2.0
 MAX_CORR = 0.99
 #: numpy and ngspice NRMSE must agree within this
 NGSPICE_AGREEMENT = 0.01
+#: a card's compared period and the one `warmup_periods` later must agree within this NRMSE
+#: (periodic steady state: the measures must not depend on how long the waveform ran)
+MAX_PERIOD_DRIFT = 0.01
 #: ngspice processes of the check running at a time (one per core of the project machine)
 NGSPICE_WORKERS = 2
 #: a fit fails when a sweep's R^2 is below MIN_R2 or the overall NRMSE above MAX_NRMSE
@@ -181,6 +188,9 @@ class SweepMeasures:
     r2: float
     points_log: int  # points entering the log error
     points_at_compliance: int
+    #: NRMSE between the compared period and the period `warmup_periods` later (the measures'
+    #: dependence on the warm-up; 0 in periodic steady state)
+    period_drift: float
     nrmse_ngspice: float | None = None
     log_error_ngspice: float | None = None
     ngspice_error: str | None = None
@@ -703,7 +713,8 @@ def fit_iv(
 
     `progress(stage)` is called once per DE generation ("search") and once per residual
     evaluation of the refinement ("refine"). With `check`, a fit that does not explain the data
-    (see MIN_R2 / MAX_NRMSE) or lives on integration error raises CircuitnnError.
+    (see MIN_R2 / MAX_NRMSE), is not in periodic steady state after its warm-up
+    (MAX_PERIOD_DRIFT) or lives on integration error raises CircuitnnError.
     """
     if model not in FIT_MODELS:
         raise CircuitnnError(f"unknown model {model!r} for fitting; choose from "
@@ -756,6 +767,7 @@ def fit_iv(
         prob.steps_per_sample = None  # the measures integrate the card whatever it costs
         pred, start = prob.simulate(x, pol, st.rtol_check)
         pred = [p[0] for p in pred]
+        later = [p[0] for p in prob.predict(x, pol, st.rtol_check, 2 * st.warmup_periods)]
     refinement = {
         "method": "lmfit least_squares (trust region reflective), central-difference Jacobian",
         "converged": bool(result.success) and result.nfev < (st.max_nfev or 100 * (len(x) + 1)),
@@ -771,12 +783,13 @@ def fit_iv(
         "integration_rtol": st.rtol_refine,
     }
     per_sweep: dict[str, SweepMeasures] = {}
-    for p, s, mask in zip(pred, sweeps, prob.masks, strict=True):
+    for p, q, s, mask in zip(pred, later, sweeps, prob.masks, strict=True):
         sst = float(np.sum((s.i - s.i.mean()) ** 2))
         per_sweep[s.name] = SweepMeasures(
             nrmse=float(nrmse(p, s.i)), log_error_decades=float(log_error(p, s, mask)),
             r2=1.0 - float(np.sum((p - s.i) ** 2)) / sst, points_log=int(mask.sum()),
-            points_at_compliance=int(s.at_compliance.sum()))
+            points_at_compliance=int(s.at_compliance.sum()),
+            period_drift=float(np.sqrt(np.mean((q - p) ** 2)) / np.ptp(s.i)))
     values = prob.values(x)
     fit = IVFit(
         model=model, device=sweeps[0].device,
@@ -854,6 +867,14 @@ def check_fit(fit: IVFit) -> None:
         raise CircuitnnError(f"fit did not converge ({where}): the refinement stopped after "
                              f"{fit.refinement['residual_evaluations']} evaluations without "
                              f"reaching its tolerance ({fit.refinement['message']})")
+    warmup = fit.settings.warmup_periods
+    for name, m in fit.per_sweep.items():
+        if not m.period_drift <= MAX_PERIOD_DRIFT:
+            raise CircuitnnError(
+                f"fit rejected ({where}): the card is not in periodic steady state on {name}: "
+                f"the period after {warmup} warm-up periods and the one {warmup} periods later "
+                f"differ by NRMSE {m.period_drift:.3f} (> {MAX_PERIOD_DRIFT}), so its measures "
+                "depend on how long the waveform ran")
     for name, m in fit.per_sweep.items():
         if m.ngspice_error is not None:
             raise CircuitnnError(f"fit rejected ({where}): ngspice cannot simulate the fitted "
