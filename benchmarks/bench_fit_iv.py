@@ -118,11 +118,12 @@ def main() -> None:
                 check_fit(fit)
                 status = "ok"
             except Exception as exc:  # noqa: BLE001 - reported in the table
-                status = f"rejected: {exc}"
+                status = f"rejected: {str(exc).split('): ', 1)[-1]}"  # without device, model
             fits[ds][model] = fit
             rows[ds].append({
                 "model": model, "nrmse": fit.nrmse, "log_error_decades": fit.log_error,
                 "nrmse_ngspice": fit.nrmse_ngspice, "score": fit.score,
+                "period_drift": max(m.period_drift for m in fit.per_sweep.values()),
                 "seconds": fit.seconds["total"], "per_sweep": {
                     k: [m.nrmse, m.log_error_decades] for k, m in fit.per_sweep.items()},
                 "converged": fit.refinement["converged"], "status": status})
@@ -155,14 +156,14 @@ def main() -> None:
 
     for ds, table in rows.items():
         print(f"\n{ds}:\n")
-        print("| model | NRMSE | log error (dec) | ngspice NRMSE | time (s) | per sweep "
-              "NRMSE / log error | status |")
-        print("|---|---|---|---|---|---|---|")
+        print("| model | NRMSE | log error (dec) | ngspice NRMSE | period drift | time (s) | "
+              "per sweep NRMSE / log error | status |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in sorted(table, key=lambda r: r["score"]):
             per = ", ".join(f"{a:.3f}/{b:.2f}" for a, b in r["per_sweep"].values())
             sp = "n/a" if r["nrmse_ngspice"] is None else f"{r['nrmse_ngspice']:.4f}"
             print(f"| {r['model']} | {r['nrmse']:.4f} | {r['log_error_decades']:.3f} | {sp} | "
-                  f"{r['seconds']:.0f} | {per} | {r['status'][:60]} |")
+                  f"{r['period_drift']:.4f} | {r['seconds']:.0f} | {per} | {r['status'][:70]} |")
     for tm in timing or []:
         print(f"\none {tm['model']} waveform ({tm['sweep']}, {tm['drive']}, {tm['samples']} "
               f"samples, warm-up included): numpy {tm['numpy_s']:.3f} s, ngspice "
