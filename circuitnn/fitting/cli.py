@@ -153,8 +153,9 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     Reports per sweep and overall the NRMSE, the log error (decades, points above 1e-3 of the
     peak current) and the NRMSE of the card re-simulated in ngspice; every free parameter with
     its standard error or the reason it has none. A card is rejected when ngspice disagrees
-    (NRMSE by more than 0.01) or when it is not in periodic steady state after its warm-up. A manifest with several devices fits each
-    device separately (the cards record the device-to-device spread). Nothing is written unless
+    (NRMSE by more than 0.01) or when it is not in periodic steady state after its warm-up. A
+    manifest with several devices fits each device separately (the cards record the
+    device-to-device spread). Nothing is written unless
     every fit succeeds; with --model all, models that fail are reported with their error and
     the others are written and ranked.
     """

@@ -419,8 +419,11 @@ class _Problem:
         return self.simulate(x, polarity, rtol, warmup)[0]
 
     def simulate(self, x: np.ndarray, polarity: float | np.ndarray, rtol: float,
-                 warmup: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """`predict`, and the state at the start of the compared period per sweep: (S,)."""
+                 warmup: int | None = None, later: int = 0
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """`predict`, and the state at the start of the compared period per sweep: (S,). With
+        `later` > 0 the drive runs `later` periods past the compared one, and the currents are
+        (S, (later + 1) n): the compared period and the ones after it."""
         warmup = self.warmup if warmup is None else warmup
         pol = np.broadcast_to(np.asarray(polarity, dtype=float), (np.atleast_2d(x).shape[0],))
         dev = Device(self.model, self.to_params(x))
@@ -431,7 +434,7 @@ class _Problem:
             s0 = 0.5 * (lo + hi)
             for g in self.groups:
                 n = self.meas[g.idx[0]].size
-                drives = [periodic_drive(self.sweeps[k], warmup + 1, self.stride)
+                drives = [periodic_drive(self.sweeps[k], warmup + 1 + later, self.stride)
                           for k in g.idx]
                 t = np.stack([d[0] for d in drives])
                 v = pol[:, None, None] * np.stack([d[1] for d in drives])[None]
@@ -439,6 +442,7 @@ class _Problem:
                          else int(self.steps_per_sample * t.shape[-1]))
                 tr = dev.simulate(t, v, s0, series=g.element, rtol=rtol, atol=rtol * 1e-3,
                                   strict=False, max_steps=self.max_steps, max_total_steps=total)
+                n *= later + 1
                 cur = pol[:, None, None] * tr.i[..., -n:]
                 for j, k in enumerate(g.idx):
                     out[k] = cur[:, j, :]
@@ -767,7 +771,11 @@ def fit_iv(
         prob.steps_per_sample = None  # the measures integrate the card whatever it costs
         pred, start = prob.simulate(x, pol, st.rtol_check)
         pred = [p[0] for p in pred]
-        later = [p[0] for p in prob.predict(x, pol, st.rtol_check, 2 * st.warmup_periods)]
+        # periodic steady state, at the refinement's tolerance (enough for a 0.01 criterion)
+        w = st.warmup_periods
+        periods, _ = prob.simulate(x, pol, st.rtol_refine, later=w)
+        drift = [float(np.sqrt(np.mean((p[0, -s.n:] - p[0, :s.n]) ** 2)) / np.ptp(s.i))
+                 for p, s in zip(periods, sweeps, strict=True)]
     refinement = {
         "method": "lmfit least_squares (trust region reflective), central-difference Jacobian",
         "converged": bool(result.success) and result.nfev < (st.max_nfev or 100 * (len(x) + 1)),
@@ -783,13 +791,13 @@ def fit_iv(
         "integration_rtol": st.rtol_refine,
     }
     per_sweep: dict[str, SweepMeasures] = {}
-    for p, q, s, mask in zip(pred, later, sweeps, prob.masks, strict=True):
+    for p, d, s, mask in zip(pred, drift, sweeps, prob.masks, strict=True):
         sst = float(np.sum((s.i - s.i.mean()) ** 2))
         per_sweep[s.name] = SweepMeasures(
             nrmse=float(nrmse(p, s.i)), log_error_decades=float(log_error(p, s, mask)),
             r2=1.0 - float(np.sum((p - s.i) ** 2)) / sst, points_log=int(mask.sum()),
             points_at_compliance=int(s.at_compliance.sum()),
-            period_drift=float(np.sqrt(np.mean((q - p) ** 2)) / np.ptp(s.i)))
+            period_drift=d)
     values = prob.values(x)
     fit = IVFit(
         model=model, device=sweeps[0].device,
