@@ -59,7 +59,7 @@ Method:
    own measured waveforms (`nrmse_ngspice`); numpy and ngspice must agree within 0.01. The
    card must be in periodic steady state: the compared period and the one `warmup_periods`
    periods later must agree within NRMSE 0.01 (`period_drift`); a card whose state still drifts
-   (Knowm M1-M3 Yakopcic cards: 0.011-0.029) fits a passing moment of its own transient, not
+   (the Knowm M1 and M3 Yakopcic cards: 0.029, 0.015) fits a passing moment of its transient, not
    the device's steady loop.
 """
 
