@@ -52,6 +52,7 @@ def test_quick_form_json_card_and_figure(tmp_path, start_card, capsys) -> None:
     assert INTERFACE_KEYS <= set(entry)
     assert entry["nrmse"] <= 0.05 and entry["log_error_decades"] <= 0.3
     assert abs(entry["nrmse_ngspice"] - entry["nrmse"]) < 0.01
+    assert all(m["period_drift"] < 1e-3 for m in entry["per_sweep"].values())  # steady loop
     assert set(entry["stderr"]) == {p for p in entry["params"] if p != "polarity"}
     nulls = {k for k, v in entry["stderr"].items() if v is None}
     assert nulls == set(entry["stderr_reason"])
