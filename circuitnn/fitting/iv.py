@@ -808,7 +808,7 @@ def fit_iv(
         nrmse_ngspice=None, per_sweep=per_sweep, predicted=pred,
         start_states=[float(a[0]) for a in start], log_masks=prob.masks,
         sweeps=sweeps, settings=st, seconds=seconds, search_objective=search_f[best],
-        objective=float(prob.objective(x[None], pol, st.rtol_refine)[0]),
+        objective=_costs([result])[0],  # the refinement's final cost (not simulated again)
         fixed=dict(prob.fixed), refinement=refinement, correlations=corr,
         warnings=_warning_notes(caught), bootstrap=boot)
     if st.ngspice:
