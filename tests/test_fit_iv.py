@@ -18,6 +18,7 @@ from circuitnn.fitting.iv import (
     MAX_PERIOD_DRIFT,
     FitSettings,
     _Problem,
+    _search_problem,
     check_fit,
     check_sweeps,
     fit_iv,
@@ -111,6 +112,16 @@ def test_population_and_polarities_are_simulated_at_once(knowm_m1) -> None:
     assert many[0] < many[1:].min()
     # a device of polarity -1 is the same as a flipped drive: the other polarity fits worse
     assert prob.objective(x[:1], -1.0, 1e-3)[0] > 10 * many[0]
+
+
+def test_the_search_view_keeps_at_least_100_samples_per_sweep(knowm_m1, bipolar) -> None:
+    """Every second sample only when 100 remain: the bipolar loop's 150 samples would lose its
+    one-sample RESET point."""
+    st = FitSettings()
+    knowm = _search_problem(_Problem(get_model("vteam"), knowm_m1, warmup=2), st)
+    assert knowm.stride == 2 and knowm.meas[0].size == 100 and knowm.warmup == 1
+    loop = _search_problem(_Problem(get_model("vteam"), bipolar, warmup=2), st)
+    assert loop.stride == 1 and loop.meas[0].size == bipolar[0].n == 150
 
 
 def test_vteam_k_on_is_searched_on_a_log_scale() -> None:

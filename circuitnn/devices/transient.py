@@ -33,9 +33,9 @@ Switching thresholds: where a model's rate drops to exactly 0 (Stanford-PKU's mi
 Yakopcic's and VTEAM's voltage thresholds at a state-dependent device voltage), a state driven
 towards the threshold would be resolved with ever shorter steps as it slides along it (e.g. a
 gradual RESET that follows the threshold while the drive ramps). A step that ends beyond such a
-point instead stops on it, found by bisection, when the smallest rate on the way (the one just
-before the point, on the monotone approach) covers the distance within the step; otherwise the
-step is shortened as usual.
+point instead stops on it, found by bisection (to 1e-2 of the step's local error tolerance),
+when the smallest rate on the way (the one just before the point, on the monotone approach)
+covers the distance within the step; otherwise the step is shortened as usual.
 
 One element (a single waveform) is integrated on np.float64 scalars with plain Python
 operations (`SCALAR_OPS`) and the model kernels' Python-float versions (`expr.Kernel.run`):
@@ -70,6 +70,10 @@ E32 = 6.0 + math.sqrt(2.0)
 #: step (fraction of the sample interval) below which a step meeting a switching threshold
 #: stops on it (`_switch_point`): the state slides along the threshold
 SLIDING_STEP = 1e-2
+#: a switching point is located to this fraction of the step's local error tolerance (at most
+#: SWITCH_BISECTIONS halvings of the step)
+SWITCH_PRECISION = 1e-2
+SWITCH_BISECTIONS = 40
 #: default local error tolerances (see the module doc)
 RTOL = 1e-4
 ATOL = 1e-7
@@ -134,45 +138,54 @@ def solve_node(dev: Device, element: SeriesElement, va: np.ndarray, s: np.ndarra
 
 
 def _switch_point(dev: Device, node, va: np.ndarray, s: np.ndarray, y: np.ndarray,
-                  vd: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where the rate switches off between s and y at applied voltage va, by bisection to 1e-12
-    of the distance: (the first state with rate 0, the rate just before it). Elements outside
-    `mask`, or whose rate at y is not 0, come back with a rate of 0 (no switch)."""
-    mask = mask & (dev.evaluate("rate", node(va, y, vd)[0], y)[0] == 0) & (
+                  vd: np.ndarray, mask: np.ndarray, tol: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Where the rate switches off between s and y at applied voltage va, by bisection to
+    SWITCH_PRECISION x `tol` (the step's local error tolerance): (the first state with rate 0,
+    the rate just before it). Elements outside `mask`, or whose rate at y is not 0, come back
+    with a rate of 0 (no switch). Each bisection's node solve takes one Newton step from the
+    previous one's voltage (the sign of the rate is all it decides)."""
+    vd_y = node(va, y, vd)[0]
+    mask = mask & (dev.evaluate("rate", vd_y, y)[0] == 0) & (
         dev.evaluate("rate", node(va, s, vd)[0], s)[0] != 0)
     if not mask.any():
         return y, np.zeros(np.shape(y))
-    a, b = s.copy(), y.copy()
-    for _ in range(40):
+    a, b, guess = s.copy(), y.copy(), vd_y
+    width = SWITCH_PRECISION * tol
+    for _ in range(SWITCH_BISECTIONS):
         mid = 0.5 * (a + b)
-        r = dev.evaluate("rate", node(va, mid, vd)[0], mid)[0]
+        guess = node(va, mid, guess, True)[0]
+        r = dev.evaluate("rate", guess, mid)[0]
         a, b = np.where(r != 0, mid, a), np.where(r != 0, b, mid)
-    f_in = dev.evaluate("rate", node(va, a, vd)[0], a)[0]
+        if not np.any(mask & (np.abs(b - a) > width)):
+            break
+    f_in = dev.evaluate("rate", node(va, a, guess)[0], a)[0]
     return np.where(mask, b, y), np.where(mask, f_in, 0.0)
 
 
 def _switch_points(dev: Device, series: SeriesElement | None, node, va: np.ndarray,
-                   s: np.ndarray, y: np.ndarray, vd: np.ndarray, mask: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   s: np.ndarray, y: np.ndarray, vd: np.ndarray, mask: np.ndarray,
+                   tol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`_switch_point` computed on the masked elements alone when they are a small part of a
     large flat population (a fit's candidates), else on all of them."""
     from circuitnn.devices.series import ExprElement, flat_take
 
     if mask.sum() * 4 > mask.size or not (series is None or isinstance(series, ExprElement)):
-        return _switch_point(dev, node, va, s, y, vd, mask)
+        return _switch_point(dev, node, va, s, y, vd, mask, tol)
     shape = mask.shape
     idx = np.flatnonzero(mask)
     sub = dev.take(shape, idx)
     sub_series = None if series is None else series.take(shape, idx)
 
-    def sub_node(va_: np.ndarray, ss: np.ndarray, guess: np.ndarray | None):
+    def sub_node(va_: np.ndarray, ss: np.ndarray, guess: np.ndarray | None,
+                 one_step: bool = False):
         if sub_series is None:
             return va_, None
-        return solve_node(sub, sub_series, va_, ss, guess)[0], None
+        return solve_node(sub, sub_series, va_, ss, guess, one_step)[0], None
 
-    y_sw, f_in = _switch_point(sub, sub_node,
-                               *(flat_take(a, shape, idx) for a in (va, s, y, vd)),
-                               np.ones(idx.size, dtype=bool))
+    va, s, y_sub, vd, tol = (flat_take(a, shape, idx) for a in (va, s, y, vd, tol))
+    y_sw, f_in = _switch_point(sub, sub_node, va, s, y_sub, vd, np.ones(idx.size, dtype=bool),
+                               tol)
     out_y, out_f = np.array(np.broadcast_to(y, shape)), np.zeros(shape)
     out_y.reshape(-1)[idx], out_f.reshape(-1)[idx] = y_sw, f_in
     return out_y, out_f
@@ -318,7 +331,8 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: SeriesElemen
                 va_end = va + hs * slope
                 f_dir = op.where(f0 != 0, f0, op.where(f1 != 0, f1, f2))
                 euler = clip(s + hs * f_dir)
-                y_sw, f_in = _switch_points(dev, series, node, va_end, s, euler, vd2, off)
+                y_sw, f_in = _switch_points(dev, series, node, va_end, s, euler, vd2, off,
+                                            tol_abs + rtol * dist)
                 stop = off & (f_in != 0) & (op.abs(y_sw - s) <= hs * op.abs(f_in))
                 if op.any(stop):
                     p = point(va_end, op.where(stop, y_sw, y_new), vd2)

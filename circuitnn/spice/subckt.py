@@ -132,8 +132,9 @@ def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,
 
 def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
                      max_step: float | None = None, backend: str = "subprocess",
-                     series: ExprElement | None = None):
-    """Run the device's ngspice subcircuit on a waveform; returns a `Trace` at the sample times.
+                     series: ExprElement | None = None, timeout: float = 300):
+    """Run the device's ngspice subcircuit on a waveform; returns a `Trace` at the sample times
+    (`timeout`: seconds per ngspice attempt).
 
     A device that switches in picoseconds (a snap) can defeat ngspice's time-step control
     ("timestep too small"); the transient is then retried with the looser controls of
@@ -150,7 +151,8 @@ def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
     for k, options in enumerate(TRAN_OPTIONS):
         try:
             res = run_netlist(transient_netlist(device, t, v, s0, r_series, max_step, series,
-                                                options), backend=backend, name=name)
+                                                options), backend=backend, name=name,
+                              timeout=timeout)
             break
         except CircuitnnError as exc:
             if "timestep too small" not in str(exc).lower() or k == len(TRAN_OPTIONS) - 1:
