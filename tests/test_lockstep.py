@@ -45,6 +45,23 @@ def test_patience_drops_a_task_that_has_not_caught_up() -> None:
     assert calls == [3] * 10 + [2] * 10 + [1] * 20
 
 
+def test_patience_measured_against_the_keep_th_finished_task() -> None:
+    """With keep 2, the reference is the second best finished task (best 106.8 in 12
+    requests): a task above it is dropped after 24 requests, not 20 as with the best one."""
+    calls: list[int] = []
+
+    def batch(reqs):
+        calls.append(len(reqs))
+        return list(reqs)
+
+    out = Lockstep(batch, lambda req, res: res, patience=2.0, keep=2).run(
+        [_descending(1.0, steps=10), _descending(1.2, steps=12), _descending(1.5, steps=40),
+         _descending(0.5, steps=40)])
+    assert out[:2] == [91.0, pytest.approx(1.2 * 89)] and out[2] is None
+    assert out[3] == 0.5 * 61.0
+    assert calls == [4] * 10 + [3] * 2 + [2] * 12 + [1] * 16
+
+
 def test_an_error_reaches_the_caller() -> None:
     def batch(reqs):
         if any(r < 80 for r in reqs):

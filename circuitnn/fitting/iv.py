@@ -40,11 +40,13 @@ Method:
    left restarts from a new population with the generations left (its final population is kept
    among the candidates): the searches that end far from the best fits are those that settle
    early on a plateau (Knowm M1 VTEAM, seed 0: on a plain resistor, objective 98, after 20
-   generations, where seeds 1-3 reach 9-13 in 60; Knowm M3 VTEAM likewise).
+   generations, where seeds 1-3 reach 9-13 in 60).
 3. Refinement: lmfit least squares (trust region reflective) on the same variables, in two
    stages. Coarse: from the `refine_starts` (4) best members of every search's final
    population, side by side on the searches' view of the sweeps at `rtol_coarse` = 1e-3, to a
-   relative cost decrease of 1e-3 (racing as the searches, after 3 evaluations). A search's
+   relative cost decrease of 1e-3 (racing as the searches, after 3 evaluations; once two have
+   converged, one still above the higher of them after twice its evaluations is given up: only
+   the two lowest go on). A search's
    best member is not always in the best basin (Knowm M1 VTEAM: its best refined to 16.6, its
    fourth best to 4.3), and a coarse evaluation costs about a third of a full one. Full: from
    the two lowest coarse results, side by side (racing; once one has converged, the other is
@@ -133,10 +135,10 @@ COARSE_FTOL = 1e-3
 #: the coarse refinements refined in full (lowest coarse objectives first): a coarse optimum's
 #: rank is not always the full one's (Knowm M3 VTEAM: 2.28 and 2.38 refine to 2.95 and 2.61)
 FULL_STARTS = 2
-#: once one full refinement has converged, another still above its cost is given up after this
-#: many times its evaluations (Knowm M2 VTEAM: 4.84 in 21; the other crept from 5.37 to 5.15 in
-#: 148 more, 60 s)
-FULL_PATIENCE = 2.0
+#: once one full refinement (FULL_STARTS coarse ones) has converged, another still above its
+#: (their higher) cost is given up after this many times its evaluations (Knowm M2 VTEAM: 4.84
+#: in 21; the other crept from 5.37 to 5.15 in 148 more, 60 s)
+REFINE_PATIENCE = 2.0
 #: side-by-side searches (and refinements) race: after RACE_GENERATIONS generations (
 #: RACE_EVALUATIONS evaluations), one whose best objective is above RACE_RATIO times the best
 #: one's is dropped
@@ -607,13 +609,14 @@ def _refine(prob: _Problem, x0: np.ndarray, polarity: float, st: FitSettings,
 
 
 def _refines(prob: _Problem, starts: Sequence[tuple[np.ndarray, float]], st: FitSettings,
-             progress: Callable[[], None] | None, patience: float = float("inf")
+             progress: Callable[[], None] | None, keep: int
              ) -> list[lmfit.minimizer.MinimizerResult]:
-    """`_refine` from each (x0, polarity), side by side (`Lockstep`, with its `patience`); None
-    for a refinement dropped from the race."""
+    """`_refine` from each (x0, polarity), side by side (`Lockstep`: once `keep` have
+    converged, one still above the keep-th of them after REFINE_PATIENCE times its evaluations is
+    given up); None for a refinement dropped from the race."""
     race = Lockstep(lambda reqs: _with_jacobians(prob, reqs, st.rtol_refine),
                     lambda req, res: float(res[0] @ res[0]), RACE_EVALUATIONS, RACE_RATIO,
-                    patience)
+                    REFINE_PATIENCE, keep)
     return race.run([lambda request, x0=x0, pol=pol: _refine(prob, x0, pol, st, progress,
                                                              request)
                      for x0, pol in starts])
@@ -775,12 +778,13 @@ def fit_iv(
             coarse = _search_problem(prob, st)
             coarse.steps_per_sample = REFINE_STEPS_PER_SAMPLE
             rough = _refines(coarse, starts, replace(st, rtol_refine=st.rtol_coarse,
-                                                     ftol=COARSE_FTOL), tick("refine"))
+                                                     ftol=COARSE_FTOL), tick("refine"),
+                             FULL_STARTS)
             chosen = [j for j in np.argsort(_costs(rough))[:FULL_STARTS] if rough[j] is not None]
             full_starts = [(_values_of(rough[j], prob), starts[j][1]) for j in chosen]
         else:  # given values are refined in full directly
             rough, chosen, full_starts = [], [0], starts
-        results = _refines(prob, full_starts, st, tick("refine"), FULL_PATIENCE)
+        results = _refines(prob, full_starts, st, tick("refine"), 1)
         win = int(np.argmin(_costs(results)))
         best = chosen[win]
         result, pol = results[win], starts[best][1]

@@ -28,17 +28,20 @@ class Lockstep:
 
     Race (optional): `score(request, result)` rates each result (lower is better); after
     `rounds` requests of its own, a task whose best score exceeds `ratio` times the best score
-    of any task is dropped (its result is None). Once a task has finished, a task still running
-    whose best score is above the finished one's is dropped when it has made `patience` times
-    as many requests as the finished one (a slow optimisation that has not caught up)."""
+    of any task is dropped (its result is None). Once `keep` tasks have finished, a task still
+    running whose best score is above the keep-th best finished one's is dropped when it has
+    made `patience` times as many requests as that one (a slow optimisation that has not caught
+    up with the `keep` results wanted)."""
 
     def __init__(self, batch: Callable[[list[Any]], list[Any]],
                  score: Callable[[Any, Any], float] | None = None, rounds: int = 0,
-                 ratio: float = float("inf"), patience: float = float("inf")) -> None:
+                 ratio: float = float("inf"), patience: float = float("inf"),
+                 keep: int = 1) -> None:
         self._batch = batch
         self._score, self._rounds, self._ratio = score, rounds, ratio
-        self._patience = patience
-        self._finished: tuple[float, int] | None = None  # a finished task's (best, requests)
+        self._patience, self._keep = patience, keep
+        self._done: list[tuple[float, int]] = []  # finished tasks' (best, requests)
+        self._finished: tuple[float, int] | None = None  # the keep-th best of them
         self._cond = threading.Condition()
         self._pending: dict[int, Any] = {}
         self._results: dict[int, Any] = {}
@@ -61,9 +64,10 @@ class Lockstep:
             try:
                 out[i] = task(lambda req: self._request(i, req))
                 with self._cond:
-                    if i in self._best and (self._finished is None
-                                            or self._best[i] < self._finished[0]):
-                        self._finished = (self._best[i], self._count[i])
+                    if i in self._best:
+                        self._done = sorted(self._done + [(self._best[i], self._count[i])])
+                        if len(self._done) >= self._keep:
+                            self._finished = self._done[self._keep - 1]
             except Dropped:
                 out[i] = None
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
