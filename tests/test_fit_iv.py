@@ -13,12 +13,14 @@ from circuitnn.datasets import bipolar_manifest, knowm_manifest
 from circuitnn.devices import Device, load_device
 from circuitnn.devices.models import get_model
 from circuitnn.errors import CircuitnnError
+from circuitnn.fitting import iv
 from circuitnn.fitting.data import Sweep, load_manifest
 from circuitnn.fitting.iv import (
     MAX_PERIOD_DRIFT,
     FitSettings,
     _Problem,
     _search_problem,
+    _searches,
     check_fit,
     check_sweeps,
     fit_iv,
@@ -217,6 +219,30 @@ def test_several_searches_keep_the_best_refinement() -> None:
     assert both.refinement["coarse_starts"] == 2 and both.refinement["full_starts"] == 2
     assert both.objective == pytest.approx(min(f.objective for f in single), rel=1e-3)
     assert stages.count("search") >= 2 * 2
+
+
+def test_a_search_that_converges_early_restarts(monkeypatch) -> None:
+    """A population that converges with >= 15 of its 40 generations left starts again (noise:
+    VTEAM converges after 17), and the restart's population joins the candidates."""
+    rng = np.random.default_rng(0)
+    n = 60
+    v = 0.8 * np.sin(2 * np.pi * np.arange(n) / n)
+    sweep = Sweep("noise", "noise", np.arange(n) / n, v, 1e-5 * rng.standard_normal(n), 0.0,
+                  True, 1.0, "noise.csv")
+    st = FitSettings(popsize=2, maxiter=40, polarities=(1.0,))
+    prob = _Problem(get_model("vteam"), [sweep], st.warmup_periods)
+
+    def generations() -> tuple[int, float]:
+        ticks: list[int] = []
+        found = _searches(prob, st, lambda: ticks.append(1))
+        return len(ticks), found[0][2]
+
+    with_restart, best = generations()
+    early = st.maxiter - iv.RESTART_GENERATIONS
+    monkeypatch.setattr(iv, "RESTART_GENERATIONS", st.maxiter + 1)  # no restart
+    once, best_once = generations()
+    assert once <= early < with_restart <= st.maxiter
+    assert best <= best_once
 
 
 def test_noise_does_not_converge() -> None:
