@@ -86,6 +86,14 @@ def _synthetic(phase: int, n: int = 120, freq: float = 50.0) -> tuple[Device, Sw
     return dev, sweep
 
 
+def _noise(n: int = 60) -> Sweep:
+    """Gaussian noise (1e-5 A) on a 0.8 V sine sweep: no loop to fit."""
+    rng = np.random.default_rng(0)
+    v = 0.8 * np.sin(2 * np.pi * np.arange(n) / n)
+    return Sweep("noise", "noise", np.arange(n) / n, v, 1e-5 * rng.standard_normal(n), 0.0,
+                 True, 1.0, "noise.csv")
+
+
 def test_steady_state_does_not_depend_on_the_start_phase() -> None:
     """Sampling the same periodic loop from another phase gives the same (near zero) error."""
     errs = []
@@ -224,13 +232,8 @@ def test_several_searches_keep_the_best_refinement() -> None:
 def test_a_search_that_converges_early_restarts(monkeypatch) -> None:
     """A population that converges with >= 15 of its 40 generations left starts again (noise:
     VTEAM converges after 17), and the restart's population joins the candidates."""
-    rng = np.random.default_rng(0)
-    n = 60
-    v = 0.8 * np.sin(2 * np.pi * np.arange(n) / n)
-    sweep = Sweep("noise", "noise", np.arange(n) / n, v, 1e-5 * rng.standard_normal(n), 0.0,
-                  True, 1.0, "noise.csv")
     st = FitSettings(popsize=2, maxiter=40, polarities=(1.0,))
-    prob = _Problem(get_model("vteam"), [sweep], st.warmup_periods)
+    prob = _Problem(get_model("vteam"), [_noise()], st.warmup_periods)
 
     def generations() -> tuple[int, float]:
         ticks: list[int] = []
@@ -246,14 +249,9 @@ def test_a_search_that_converges_early_restarts(monkeypatch) -> None:
 
 
 def test_noise_does_not_converge() -> None:
-    rng = np.random.default_rng(0)
-    n = 60
-    v = 0.8 * np.sin(2 * np.pi * np.arange(n) / n)
-    sweep = Sweep("noise", "noise", np.arange(n) / n, v, 1e-5 * rng.standard_normal(n), 0.0,
-                  True, 1.0, "noise.csv")
     st = FitSettings(popsize=2, maxiter=2, max_nfev=3, ngspice=False)
     with pytest.raises(CircuitnnError, match="did not converge.*noise.csv"):
-        fit_iv([sweep], "yakopcic", st)
+        fit_iv([_noise()], "yakopcic", st)
 
 
 def test_a_card_still_drifting_after_its_warm_up_is_rejected(knowm_fit) -> None:

@@ -26,49 +26,45 @@ Method:
    phase; the waveform is repeated `warmup_periods` times before the compared period, starting
    from the middle of the state range.
 2. Global search: scipy `differential_evolution(vectorized=True)`, one search per terminal
-   orientation (polarity) and seed (`searches`), side by side: each generation, one call
-   simulates every search's population on every sweep at once (`lockstep.Lockstep`; on every
-   second sample when that leaves 100 per sweep, with one warm-up period and a loose
-   integration tolerance:
-   the searches only rank candidates; a candidate needing more than 40 integration steps
-   between two samples scores as bad). Log-flagged parameters (`ParamSpec.log`) are searched
-   as log10. The orientations are searched apart: one population over both settles on one of
-   them within a few generations, not always on the one that refines best (Knowm M3: the
-   other orientation refines to half the objective). The searches race: after 15 generations,
-   one whose best objective is above twice the best search's is dropped. A search whose
-   population has converged with at least RESTART_GENERATIONS (15) of its `maxiter` generations
-   left restarts from a new population with the generations left (its final population is kept
-   among the candidates): the searches that end far from the best fits are those that settle
-   early on a plateau (Knowm M1 VTEAM, seed 0: on a plain resistor, objective 98, after 20
-   generations, where seeds 1-3 reach 9-13 in 60).
-3. Refinement: lmfit least squares (trust region reflective) on the same variables, in two
-   stages. Coarse: from the `refine_starts` (4) best members of every search's final
-   population, side by side on the searches' view of the sweeps at `rtol_coarse` = 1e-3, to a
-   relative cost decrease of 1e-3 (racing as the searches, after 3 evaluations; once two have
-   converged, one still above the higher of them after twice its evaluations is given up: only
-   the two lowest go on). A search's
-   best member is not always in the best basin (Knowm M1 VTEAM: its best refined to 16.6, its
-   fourth best to 4.3), and a coarse evaluation costs about a third of a full one. Full: from
-   the two lowest coarse results, side by side (racing; once one has converged, the other is
-   given up if it is still above it after twice its evaluations), on every sample after
-   `warmup_periods` at `rtol_refine`; the lowest refined objective wins (values given with
-   `start`, e.g. a card, are refined in full directly). Each full refinement
-   runs to convergence: it stops when the relative decrease of the cost in an iteration falls
-   below `ftol` = 1e-4 (a change of the NRMSE in its fifth digit) or the relative step below
-   `xtol` = 1e-6; the Jacobian is a central difference with all columns simulated in the same
-   vectorised call. A refinement that ends on its evaluation cap instead is reported as not
-   converged.
+   orientation (polarity) and seed (`searches`), side by side: each generation, one call simulates
+   every search's population on every sweep at once (`lockstep.Lockstep`; on every second sample
+   when that leaves 100 per sweep, with one warm-up period and a loose integration tolerance: the
+   searches only rank candidates; a candidate needing more than 40 integration steps between two
+   samples scores as bad). Log-flagged parameters (`ParamSpec.log`) are searched as log10. The
+   orientations are searched apart: one population over both settles on one of them within a few
+   generations, not always on the one that refines best (Knowm M3: the other orientation refines
+   to half the objective). The searches race: after 15 generations, one whose best objective is
+   above twice the best search's is dropped. A search whose population has converged with at least
+   RESTART_GENERATIONS (15) of its `maxiter` generations left restarts from a new population with
+   the generations left (its final population is kept among the candidates): the searches that end
+   far from the best fits are those that settle early on a plateau (Knowm M1 VTEAM, seed 0: on a
+   plain resistor, objective 98, after 20 generations, where seeds 1-3 reach 9-13 in 60).
+3. Refinement: lmfit least squares (trust region reflective) on the same variables, in two stages.
+   Coarse: from the `refine_starts` (4) best members of every search's final population, side by
+   side on the searches' view of the sweeps at `rtol_coarse` = 1e-3, to a relative cost decrease
+   of 1e-3 (racing as the searches, after 3 evaluations; once two have converged, one still above
+   both after twice the evaluations of the higher one is given up: only the two lowest go on). A
+   search's best member is not always in the best basin (Knowm M1 VTEAM: its best refined to 16.6,
+   its fourth best to 4.3), and a coarse evaluation costs about a third of a full one. Full: from
+   the two lowest coarse results, side by side (racing; once one has converged, the other is given
+   up if it is still above it after twice its evaluations), on every sample after `warmup_periods`
+   at `rtol_refine`; the lowest refined objective wins (values given with `start`, e.g. a card,
+   are refined in full directly). Each full refinement runs to convergence: it stops when the
+   relative decrease of the cost in an iteration falls below `ftol` = 1e-4 (a change of the NRMSE
+   in its fifth digit) or the relative step below `xtol` = 1e-6; the Jacobian is a central
+   difference with all columns simulated in the same vectorised call. A refinement that ends on
+   its evaluation cap instead is reported as not converged.
 4. Uncertainty: covariance s^2 (J^T J)^-1 of the search variables at the optimum (s^2 = residual
    sum of squares / (m - k), as lmfit), converted to physical units. A parameter gets no
    standard error, with the reason in `stderr_reason`, when it ends at a bound of its search
    range, when it has no effect on the currents, or when it is correlated with others at
    |corr| > 0.99 (not identifiable; the reason names them). Optional bootstrap over sweeps.
 5. Check: measures at a tight integration tolerance, and the card re-simulated in ngspice on its
-   own measured waveforms (`nrmse_ngspice`); numpy and ngspice must agree within 0.01. The
-   card must be in periodic steady state: the compared period and the one `warmup_periods`
-   periods later must agree within NRMSE 0.01 (`period_drift`); a card whose state still drifts
-   (the Knowm M1 and M3 Yakopcic cards: 0.029, 0.015) fits a passing moment of its transient, not
-   the device's steady loop.
+   own measured waveforms (`nrmse_ngspice`); numpy and ngspice must agree within 0.01 (ngspice
+   gets 60 s per sweep). The card must be in periodic steady state: the compared period and the
+   one `warmup_periods` periods later must agree within NRMSE 0.01 (`period_drift`); a card whose
+   state still drifts (the Knowm M1 Yakopcic card: 0.029) fits a passing moment of its
+   transient, not the device's steady loop.
 """
 
 from __future__ import annotations
@@ -143,10 +139,10 @@ REFINE_PATIENCE = 2.0
 #: RACE_EVALUATIONS evaluations), one whose best objective is above RACE_RATIO times the best
 #: one's is dropped
 RACE_GENERATIONS = 15
-#: a search whose population has converged with at least this many generations left restarts
-RESTART_GENERATIONS = 15
 RACE_EVALUATIONS = 3
 RACE_RATIO = 2.0
+#: a search whose population has converged with at least this many generations left restarts
+RESTART_GENERATIONS = 15
 #: parameters correlated beyond this are reported as not identifiable
 MAX_CORR = 0.99
 #: numpy and ngspice NRMSE must agree within this
@@ -500,7 +496,7 @@ def _searches(full: _Problem, st: FitSettings, progress: Callable[[], None] | No
     """Differential evolution, one search per seed (`searches`) and terminal orientation
     (`polarities`), all side by side: each generation's populations are simulated in one
     vectorised call (`Lockstep`). Returns (x, polarity, f) of the `refine_starts` best members
-    of each search's final population, best first.
+    of each search's final populations (one per restart), best first.
 
     The searches see the sweeps on every second sample when that leaves at least SEARCH_SAMPLES
     samples, after `search_warmup_periods`, at the loose `rtol_search`: they only rank
