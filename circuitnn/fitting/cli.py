@@ -120,8 +120,9 @@ def _path(template: str, device: str, model: str) -> Path:
                    "stdout and nothing else.")
 @click.option("--maxiter", type=click.IntRange(1, 10000), default=FitSettings.maxiter,
               show_default=True,
-              help="Differential-evolution generations (at most; it stops earlier when the "
-                   "population has converged).")
+              help="Differential-evolution generations per search (at most: a population "
+                   "that converges with 15 or more generations left starts again with the "
+                   "generations left; one that converges later ends the search).")
 @click.option("--popsize", type=click.IntRange(2, 200), default=8, show_default=True,
               help="DE population per search variable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the search.")
