@@ -775,12 +775,12 @@ def fit_iv(
             coarse.steps_per_sample = REFINE_STEPS_PER_SAMPLE
             rough = _refines(coarse, starts, replace(st, rtol_refine=st.rtol_coarse,
                                                      ftol=COARSE_FTOL), tick("refine"),
-                             FULL_STARTS)
+                             keep=FULL_STARTS)
             chosen = [j for j in np.argsort(_costs(rough))[:FULL_STARTS] if rough[j] is not None]
             full_starts = [(_values_of(rough[j], prob), starts[j][1]) for j in chosen]
         else:  # given values are refined in full directly
             rough, chosen, full_starts = [], [0], starts
-        results = _refines(prob, full_starts, st, tick("refine"), 1)
+        results = _refines(prob, full_starts, st, tick("refine"), keep=1)
         win = int(np.argmin(_costs(results)))
         best = chosen[win]
         result, pol = results[win], starts[best][1]

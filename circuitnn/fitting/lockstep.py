@@ -40,8 +40,7 @@ class Lockstep:
         self._batch = batch
         self._score, self._rounds, self._ratio = score, rounds, ratio
         self._patience, self._keep = patience, keep
-        self._done: list[tuple[float, int]] = []  # finished tasks' (best, requests)
-        self._finished: tuple[float, int] | None = None  # the keep-th best of them
+        self._done: list[tuple[float, int]] = []  # finished tasks' (best, requests), sorted
         self._cond = threading.Condition()
         self._pending: dict[int, Any] = {}
         self._results: dict[int, Any] = {}
@@ -66,8 +65,6 @@ class Lockstep:
                 with self._cond:
                     if i in self._best:
                         self._done = sorted(self._done + [(self._best[i], self._count[i])])
-                        if len(self._done) >= self._keep:
-                            self._finished = self._done[self._keep - 1]
             except Dropped:
                 out[i] = None
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -125,9 +122,11 @@ class Lockstep:
             self._best[k] = min(self._best.get(k, float("inf")), self._score(req, res))
             self._count[k] = self._count.get(k, 0) + 1
         leader = min(self._best.values())
+        # the keep-th best finished task's (best, requests), once `keep` have finished
+        ref = self._done[self._keep - 1] if len(self._done) >= self._keep else None
         for k in keys:
-            behind = self._finished is not None and self._best[k] > self._finished[0] and (
-                self._count[k] >= self._patience * self._finished[1])
+            behind = ref is not None and self._best[k] > ref[0] and (
+                self._count[k] >= self._patience * ref[1])
             if behind or (self._count[k] >= self._rounds and self._best[k] > self._ratio * leader):
                 self._dropped.add(k)
                 del self._results[k]
