@@ -10,7 +10,7 @@ Knowm M1 sweeps, two warm-up periods as in the fit's full stage) this prints:
    sample, so the samples set a floor of one step each, and the iteration counts on the thinned
    drives bound what steps across samples could save;
 2. one evaluation's wall time and milliseconds per iteration for 1, 29 and 116 candidates (the
-   card's parameters scattered by 1e-3): what more candidates per evaluation cost.
+   card's search coordinates scattered by 1e-3, relative): what more candidates cost.
 
 Iterations are counted as the integrator's end-point evaluations (one rate Jacobian each); an
 evaluation simulates the sweeps of one length side by side, so it costs as many as the element
@@ -34,6 +34,7 @@ from circuitnn.devices import DEVICE_MODELS_DIR
 from circuitnn.devices.card import ModelCard
 from circuitnn.devices.device import Device
 from circuitnn.devices.models import get_model
+from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.data import load_manifest
 from circuitnn.fitting.iv import _Problem
 
@@ -70,15 +71,20 @@ def evaluation(prob: _Problem, x: np.ndarray, polarity: float, rtol: float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--card", default=str(DEVICE_MODELS_DIR / "knowm-m1-mss.json"))
-    ap.add_argument("--dataset", default="knowm-m1", choices=sorted(MANIFESTS))
+    ap.add_argument("--card", default=str(DEVICE_MODELS_DIR / "knowm-m1-mss.json"),
+                    help="a fitted I-V card (JSON), e.g. one written by bench_fit_iv.py")
+    ap.add_argument("--dataset", default="knowm-m1", choices=sorted(MANIFESTS),
+                    help="the measured sweeps to simulate it on (bench_fit_iv.py's data sets)")
     args = ap.parse_args()
-    card = ModelCard.load(args.card)
-    dev = Device.from_card(card)
-    with tempfile.TemporaryDirectory(prefix="bench_fit_cost_") as tmp:
-        manifest = Path(tmp) / "sweeps.toml"
-        manifest.write_text(MANIFESTS[args.dataset]())
-        sweeps = load_manifest(manifest)
+    try:
+        card = ModelCard.load(args.card)
+        dev = Device.from_card(card)
+        with tempfile.TemporaryDirectory(prefix="bench_fit_cost_") as tmp:
+            manifest = Path(tmp) / "sweeps.toml"
+            manifest.write_text(MANIFESTS[args.dataset]())
+            sweeps = load_manifest(manifest)
+    except CircuitnnError as exc:
+        raise SystemExit(f"bench_fit_cost: {exc}") from None
     samples = sum(s.n for s in sweeps) / len(sweeps)
     print(f"card {args.card} ({card.model}) on {args.dataset}: {len(sweeps)} sweeps of "
           f"{samples:.0f} samples, {WARMUP} warm-up periods\n")
@@ -104,6 +110,7 @@ def main() -> None:
         run()  # caches warm
         its, sec = min((count_iterations(run) for _ in range(3)), key=lambda r: r[1])
         print(f"| {n} | {n * len(sweeps)} | {its} | {sec:.2f} | {1e3 * sec / its:.2f} |")
+
 
 if __name__ == "__main__":
     main()
