@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from circuitnn.datasets import bipolar_manifest, knowm_manifest
-from circuitnn.devices import Device, load_device
+from circuitnn.devices import DEVICE_MODELS_DIR, Device, ModelCard, load_device
 from circuitnn.devices.models import get_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting import iv
@@ -305,6 +305,23 @@ def test_measures_are_finite_numbers(knowm_m1) -> None:
     pred = prob.predict(prob.to_vector(KNOWM_M1_MSS)[None], 1.0, 1e-4)[0][0]
     assert math.isfinite(float(log_error(pred, knowm_m1[0])))
     assert float(nrmse(pred, knowm_m1[0].i)) < 0.1
+
+
+@pytest.mark.parametrize("name", ["knowm-m1-mss", "knowm-m1-vteam", "knowm-m1-yakopcic",
+                                  "bipolar-vteam", "bipolar-yakopcic", "bipolar-stanford-pku"])
+def test_a_shipped_card_reproduces_its_recorded_fit(name, knowm_m1, bipolar) -> None:
+    """Each shipped fitted card, simulated as a user would (`Device.simulate` on its measured
+    waveforms from mid-range, after the fit's warm-up), gives the NRMSE its card records: a card
+    the integrator cannot follow, or one left from a since-changed simulator, fails."""
+    card = ModelCard.load(DEVICE_MODELS_DIR / f"{name}.json")
+    dev = Device.from_card(card)
+    warmup = FitSettings().warmup_periods
+    lo, hi = dev.bounds()
+    for sweep in knowm_m1 if name.startswith("knowm") else bipolar:
+        t, v = iv.periodic_drive(sweep, warmup + 1)
+        trace = dev.simulate(t, v, 0.5 * (lo + hi), series=iv.series_element(sweep))
+        recorded = card.fit["per_sweep"][sweep.name]["nrmse"]
+        assert float(nrmse(trace.i[-sweep.n:], sweep.i)) == pytest.approx(recorded, abs=1e-3)
 
 
 @pytest.mark.slow
