@@ -44,8 +44,8 @@ CANDIDATES = (1, 29, 116)
 WARMUP = 2
 
 
-def count_iterations(run: Callable[[], object]) -> tuple[int, float]:
-    """(integrator iterations, wall seconds) of `run()`: its rate-Jacobian evaluations."""
+def count_iterations(run: Callable[..., object], *args: object) -> tuple[int, float]:
+    """(integrator iterations, wall seconds) of `run(*args)`: its rate-Jacobian evaluations."""
     calls = [0]
     evaluate = Device.evaluate
 
@@ -56,17 +56,10 @@ def count_iterations(run: Callable[[], object]) -> tuple[int, float]:
     Device.evaluate = counted
     try:
         t0 = time.perf_counter()
-        run()
+        run(*args)
         return calls[0], time.perf_counter() - t0
     finally:
         Device.evaluate = evaluate
-
-
-def evaluation(prob: _Problem, x: np.ndarray, polarity: float, rtol: float
-               ) -> Callable[[], object]:
-    """One evaluation as the fit makes it (`_Problem.predict`: every sweep from mid-range,
-    warm-up and compared period, the sweeps of one length side by side) of the candidates `x`."""
-    return lambda: prob.predict(x, polarity, rtol)
 
 
 def main() -> None:
@@ -86,6 +79,9 @@ def main() -> None:
     except CircuitnnError as exc:
         raise SystemExit(f"bench_fit_cost: {exc}") from None
     samples = sum(s.n for s in sweeps) / len(sweeps)
+    values = {k: float(v) for k, v in dev.params.items()}
+    # one evaluation as the fit makes it: `_Problem.predict` (every sweep from mid-range, warm-up
+    # and compared period, the sweeps of one length side by side)
     print(f"card {args.card} ({card.model}) on {args.dataset}: {len(sweeps)} sweeps of "
           f"{samples:.0f} samples, {WARMUP} warm-up periods\n")
     print("| rtol | samples kept | sample intervals per sweep | iterations | per interval |"
@@ -94,21 +90,22 @@ def main() -> None:
     for rtol in TOLERANCES:
         for stride in STRIDES:
             prob = _Problem(get_model(card.model), sweeps, WARMUP, stride)
-            x = prob.to_vector({k: float(v) for k, v in dev.params.items()})[None]
+            x = prob.to_vector(values)[None]
             intervals = (WARMUP + 1) * samples / stride
-            its, sec = count_iterations(evaluation(prob, x, dev.polarity, rtol))
+            its, sec = count_iterations(prob.predict, x, dev.polarity, rtol)
             print(f"| {rtol:g} | every {stride} | {intervals:.0f} | {its} |"
                   f" {its / intervals:.2f} | {sec:.2f} |")
     print("\n| candidates | elements | iterations | s | ms per iteration |")
     print("|---|---|---|---|---|")
     prob = _Problem(get_model(card.model), sweeps, WARMUP)
-    x = prob.to_vector({k: float(v) for k, v in dev.params.items()})
+    x = prob.to_vector(values)
     rng = np.random.default_rng(0)
     for n in CANDIDATES:
         xs = x[None] * (1 + 1e-3 * rng.standard_normal((n, x.size)) * (n > 1))
-        run = evaluation(prob, np.clip(xs, prob.lo, prob.hi), dev.polarity, 1e-4)
-        run()  # caches warm
-        its, sec = min((count_iterations(run) for _ in range(3)), key=lambda r: r[1])
+        args = (np.clip(xs, prob.lo, prob.hi), dev.polarity, 1e-4)
+        prob.predict(*args)  # caches warm
+        its, sec = min((count_iterations(prob.predict, *args) for _ in range(3)),
+                       key=lambda r: r[1])
         print(f"| {n} | {n * len(sweeps)} | {its} | {sec:.2f} | {1e3 * sec / its:.2f} |")
 
 
