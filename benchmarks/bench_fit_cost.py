@@ -1,20 +1,15 @@
-"""Where an I-V fit's evaluations spend their time: integrator iterations and their cost.
+"""What one I-V fit evaluation costs: the fit's three views of the sweeps, 1 to 224 candidates.
 
-A fit's time is its number of vectorised evaluations times the cost of one, and one costs as
-many integrator iterations as its slowest element needs, each a fixed number of numpy calls.
-For a card on its own measured sweeps (default: the shipped Knowm M1 MSS card on the four
-Knowm M1 sweeps, two warm-up periods as in the fit's full stage) this prints:
+A fit's time is its number of evaluations times the cost of one. For a card on its own measured
+sweeps (default: the shipped Knowm M1 MSS card on the four Knowm M1 sweeps) this prints the wall
+time of one evaluation (`_Problem.predict`, as the fit makes it) in each of the fit's views:
+the search (every second sample, one warm-up period, rtol 5e-2), the coarse refinement (every
+second sample, one warm-up period, 1e-3) and the full refinement (every sample, two warm-up
+periods, 1e-4), for 1, 29, 116 and 224 candidates (the card's search coordinates scattered by
+1e-3, relative; 224 is a Yakopcic search generation of both orientations). Best of 3.
 
-1. iterations per sample interval at the fit's three integration tolerances (search 5e-2,
-   coarse 1e-3, full 1e-4) when every 1st, 2nd, 4th or 8th sample is kept: steps never cross a
-   sample, so the samples set a floor of one step each, and the iteration counts on the thinned
-   drives bound what steps across samples could save;
-2. one evaluation's wall time and milliseconds per iteration for 1, 29 and 116 candidates (the
-   card's search coordinates scattered by 1e-3, relative): what more candidates cost.
-
-Iterations are counted as the integrator's end-point evaluations (one rate Jacobian each); an
-evaluation simulates the sweeps of one length side by side, so it costs as many as the element
-(candidate and sweep) that needs the most.
+First, the time of the first simulation in a process with an empty compiled-integrator cache
+(numba compiling the model's integrator) and with a filled one (loading it).
 
 Run: .venv/bin/python benchmarks/bench_fit_cost.py [--card PATH] [--dataset knowm-m1]
 """
@@ -22,9 +17,11 @@ Run: .venv/bin/python benchmarks/bench_fit_cost.py [--card PATH] [--dataset know
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,28 +35,28 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.data import load_manifest
 from circuitnn.fitting.iv import _Problem
 
-TOLERANCES = (5e-2, 1e-3, 1e-4)
-STRIDES = (1, 2, 4, 8)
-CANDIDATES = (1, 29, 116)
-WARMUP = 2
+#: (name, stride, warm-up periods, rtol) of the fit's views
+VIEWS = (("search", 2, 1, 5e-2), ("coarse", 2, 1, 1e-3), ("full", 1, 2, 1e-4))
+CANDIDATES = (1, 29, 116, 224)
+#: a first simulation of the card in a fresh process (the compiled-integrator cache in argv[2])
+FIRST = """import sys, time
+t0 = time.perf_counter()
+from circuitnn.devices.card import ModelCard
+from circuitnn.devices.device import Device
+dev = Device.from_card(ModelCard.load(sys.argv[1]))
+import numpy as np
+t = np.linspace(0.0, 1.0, 200)
+dev.simulate(t, np.sin(2 * np.pi * t))
+print(time.perf_counter() - t0)
+"""
 
 
-def count_iterations(run: Callable[..., object], *args: object) -> tuple[int, float]:
-    """(integrator iterations, wall seconds) of `run(*args)`: its rate-Jacobian evaluations."""
-    calls = [0]
-    evaluate = Device.evaluate
-
-    def counted(self: Device, which: str, v, s) -> tuple:
-        calls[0] += which == "rate_jac"
-        return evaluate(self, which, v, s)
-
-    Device.evaluate = counted
-    try:
-        t0 = time.perf_counter()
-        run(*args)
-        return calls[0], time.perf_counter() - t0
-    finally:
-        Device.evaluate = evaluate
+def first_simulation(card: str, cache: str) -> float:
+    """Seconds to import circuitnn and simulate the card once, in a new process."""
+    env = dict(os.environ, CIRCUITNN_CACHE=cache)
+    out = subprocess.run([sys.executable, "-c", FIRST, card], env=env, check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.split()[-1])
 
 
 def main() -> None:
@@ -79,34 +76,33 @@ def main() -> None:
     except CircuitnnError as exc:
         raise SystemExit(f"bench_fit_cost: {exc}") from None
     samples = sum(s.n for s in sweeps) / len(sweeps)
-    values = {k: float(v) for k, v in dev.params.items()}
-    # one evaluation as the fit makes it: `_Problem.predict` (every sweep from mid-range, warm-up
-    # and compared period, the sweeps of one length side by side)
     print(f"card {args.card} ({card.model}) on {args.dataset}: {len(sweeps)} sweeps of "
-          f"{samples:.0f} samples, {WARMUP} warm-up periods\n")
-    print("| rtol | samples kept | sample intervals per sweep | iterations | per interval |"
-          " s |")
-    print("|---|---|---|---|---|---|")
-    for rtol in TOLERANCES:
-        for stride in STRIDES:
-            prob = _Problem(get_model(card.model), sweeps, WARMUP, stride)
-            x = prob.to_vector(values)[None]
-            intervals = (WARMUP + 1) * samples / stride
-            its, sec = count_iterations(prob.predict, x, dev.polarity, rtol)
-            print(f"| {rtol:g} | every {stride} | {intervals:.0f} | {its} |"
-                  f" {its / intervals:.2f} | {sec:.2f} |")
-    print("\n| candidates | elements | iterations | s | ms per iteration |")
-    print("|---|---|---|---|---|")
-    prob = _Problem(get_model(card.model), sweeps, WARMUP)
-    x = prob.to_vector(values)
+          f"{samples:.0f} samples\n")
+    with tempfile.TemporaryDirectory(prefix="bench_fit_cost_cache_") as cache:
+        cold = first_simulation(args.card, cache)
+        warm = first_simulation(args.card, cache)
+    print(f"first simulation in a new process: {cold:.2f} s with an empty compiled-integrator "
+          f"cache, {warm:.2f} s with it filled\n")
+    values = {k: float(v) for k, v in dev.params.items()}
     rng = np.random.default_rng(0)
-    for n in CANDIDATES:
-        xs = x[None] * (1 + 1e-3 * rng.standard_normal((n, x.size)) * (n > 1))
-        args = (np.clip(xs, prob.lo, prob.hi), dev.polarity, 1e-4)
-        prob.predict(*args)  # caches warm
-        its, sec = min((count_iterations(prob.predict, *args) for _ in range(3)),
-                       key=lambda r: r[1])
-        print(f"| {n} | {n * len(sweeps)} | {its} | {sec:.2f} | {1e3 * sec / its:.2f} |")
+    print("| view | " + " | ".join(f"{n} candidates, s" for n in CANDIDATES) + " |")
+    print("|---|" + "---|" * len(CANDIDATES))
+    for name, stride, warmup, rtol in VIEWS:
+        prob = _Problem(get_model(card.model), sweeps, warmup, stride)
+        x = prob.to_vector(values)
+        cells = []
+        for n in CANDIDATES:
+            xs = x[None] * (1 + 1e-3 * rng.standard_normal((n, x.size)) * (n > 1))
+            xs = np.clip(xs, prob.lo, prob.hi)
+            prob.predict(xs, dev.polarity, rtol)  # warm
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                prob.predict(xs, dev.polarity, rtol)
+                times.append(time.perf_counter() - t0)
+            cells.append(f"{min(times):.3f}")
+        print(f"| {name} (every {stride}, {warmup} warm-up, rtol {rtol:g}) | "
+              + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
