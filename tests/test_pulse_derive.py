@@ -46,8 +46,9 @@ def test_access_transistor_is_the_nodal_level1_current() -> None:
     for vgs in (0.2, 1.0, 1.4, 3.0):
         el = access_transistor(t, vgs)
         i, g = el.current_and_conductance(u)
-        ref, _, _ = mos1_current(vgs, u, t.beta, t.vto, t.lam)
+        ref, _, ref_g = mos1_current(vgs, u, t.beta, t.vto, t.lam)
         np.testing.assert_allclose(i, ref, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(g, ref_g, rtol=1e-12, atol=1e-15)
         assert np.all(g >= 0)
 
 

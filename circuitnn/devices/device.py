@@ -14,7 +14,7 @@ import numpy as np
 from circuitnn.devices import expr, transient
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.models import CompactModel, get_model
-from circuitnn.devices.series import SeriesElement, flat_take, resistor
+from circuitnn.devices.series import ExprElement, resistor
 from circuitnn.errors import CircuitnnError
 
 ArrayLike = float | np.ndarray
@@ -58,11 +58,6 @@ class Device:
         self.polarity = float(polarity)
         self.v_read = float(v_read)
 
-    def take(self, shape: tuple[int, ...], index: np.ndarray) -> Device:
-        """The devices at the flat positions `index` of this device array seen with `shape`."""
-        return Device(self.model, {k: flat_take(v, shape, index) for k, v in self.params.items()},
-                      self.polarity, self.v_read)
-
     @classmethod
     def from_card(cls, card: ModelCard) -> Device:
         """Build a device from a model card."""
@@ -82,7 +77,7 @@ class Device:
         return ModelCard(self.model.name, params, **fields)
 
     # --- equations --------------------------------------------------------------------------
-    def _kernel(self, which: str) -> tuple[expr.Kernel, expr.Prepared]:
+    def kernel(self, which: str) -> tuple[expr.Kernel, expr.Prepared]:
         """A compiled kernel of the model and its prepared parameter environment."""
         cache = self.__dict__.setdefault("_kernels", {})
         if which not in cache:
@@ -103,7 +98,7 @@ class Device:
         'current' (I,), 'current_jac' (I, I_v, I_s) at device voltage v and a state s inside its
         bounds, in the model's own orientation (see `current`, `rate` for the polarity), without
         broadcasting or floating-point error guards (callers set `np.errstate`)."""
-        kern, prepared = self._kernel(which)
+        kern, prepared = self.kernel(which)
         return kern.run(prepared, {"v": v * self.polarity if self.polarity != 1.0 else v,
                                    self.model.state: s})
 
@@ -177,7 +172,7 @@ class Device:
         v: np.ndarray,
         s0: ArrayLike | None = None,
         r_series: ArrayLike = 0.0,
-        series: SeriesElement | None = None,
+        series: ExprElement | None = None,
         rtol: float = transient.RTOL,
         atol: float = transient.ATOL,
         strict: bool = True,
@@ -189,7 +184,7 @@ class Device:
         Error-controlled, L-stable Rosenbrock integration (`circuitnn.devices.transient`).
         t: (n,) sample times, or (..., n) broadcastable with v; v: (..., n) applied volts.
         s0: initial state (default: the lower bound). `r_series` (ohm, > 0 to use) or `series`
-        (any `SeriesElement`, e.g. an access transistor) sits between the source and the device.
+        (an `ExprElement`, e.g. an access transistor) sits between the source and the device.
         Returns values at every sample. With `strict` False, a device whose state cannot be
         integrated (non-finite rate, more than `max_steps` steps between two samples or
         `max_total_steps` in all) gets

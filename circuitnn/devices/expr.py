@@ -1,12 +1,13 @@
 """A small expression language in which each compact model's equations are written once.
 
 An expression is a string of Python syntax restricted to arithmetic, comparisons and a fixed set
-of functions. The same parsed expression is compiled to a vectorised numpy function and rendered
-as an ngspice behavioural-source expression, so the Python and SPICE versions of a model cannot
-drift apart. `where(c, a, b)` is the only conditional (ngspice: `c ? a : b`).
+of functions. The same parsed expression is compiled to a vectorised numpy function (and, through
+`Kernel`, with numba for the transient integrator) and rendered as an ngspice behavioural-source
+expression, so the Python and SPICE versions of a model cannot drift apart. `where(c, a, b)` is
+the only conditional (ngspice: `c ? a : b`).
 
 `derivative` differentiates an expression symbolically (for the Jacobians of the implicit
-integrator and of series-element solves) and `kernel` compiles several expressions into one numpy
+integrator and of series-element solves) and `Kernel` compiles several expressions into one
 function that computes every common sub-expression once.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -39,26 +39,6 @@ FUNCTIONS: dict[str, tuple[Callable, str]] = {
 }
 
 
-_NAN = np.float64(np.nan)
-
-
-def scalar_min(a: float, b: float) -> float:
-    """min(a, b) of two scalars; NaN propagates, as with numpy."""
-    return a if a <= b else b if b < a else _NAN
-
-
-def scalar_max(a: float, b: float) -> float:
-    """max(a, b) of two scalars; NaN propagates, as with numpy."""
-    return a if a >= b else b if b > a else _NAN
-
-
-#: the same functions on Python floats, for kernels run on one element (`Kernel.run`); they
-#: raise on overflow or outside their domain where numpy returns inf or NaN
-SCALAR_FUNCTIONS: dict[str, Callable] = {
-    "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "sinh": math.sinh,
-    "cosh": math.cosh, "tanh": math.tanh, "abs": abs, "min": scalar_min, "max": scalar_max,
-    "pow": math.pow, "where": lambda c, a, b: a if c else b,
-}
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _CMPOPS = {ast.Gt: ">", ast.Lt: "<", ast.GtE: ">=", ast.LtE: "<="}
 _LOGIC = {ast.And: "&&", ast.Or: "||"}
@@ -298,11 +278,8 @@ class Kernel:
     Sub-expressions that use none of the `varying` names (functions of the parameters only) are
     hoisted into `prepare(params)`, evaluated once per parameter set; `run(prepared, values)`
     then evaluates the expressions at the varying names' values and returns one result each.
-    The code is compiled twice: for numpy arrays, and for Python floats (`SCALAR_FUNCTIONS`),
-    which `run` uses when every value is a scalar (one element: a single waveform), where
-    numpy's per-call overhead would cost ten times the arithmetic; it returns np.float64 values
-    (numpy's division and overflow semantics downstream) and falls back to numpy where the
-    Python functions raise.
+    The same lines (`lines`, reading `inputs`, giving `outputs`) are compiled with numba for the
+    transient integrator (`circuitnn.devices.transient`).
     """
 
     def __init__(self, nodes: Sequence[ast.expr | str], varying: Sequence[str],
@@ -372,34 +349,24 @@ class Kernel:
                                *[f"    {v} = env[{v!r}]" for v in sorted(free_main)], *main,
                                f"    return ({', '.join(a for a, _ in outs)},)"])
         self.source = src_pre + "\n" + src_main
-        code = compile(self.source, f"<{name}>", "exec")
-        compiled = []
-        for functions in ({k: f for k, (f, _) in FUNCTIONS.items()}, SCALAR_FUNCTIONS):
-            namespace: dict[str, object] = {f"_f_{k}": f for k, f in functions.items()}
-            exec(code, namespace)  # noqa: S102
-            compiled.append((namespace[f"{name}_pre"], namespace[name]))
-        (self._pre, self._main), (_, self._scalar) = compiled
+        #: the main function's parts, for the numba compilation (`circuitnn.devices.transient`)
+        self.lines = [line.strip() for line in main]
+        self.inputs = sorted(free_main)
+        self.outputs = [a for a, _ in outs]
+        namespace: dict[str, object] = {f"_f_{k}": f for k, (f, _) in FUNCTIONS.items()}
+        exec(compile(self.source, f"<{name}>", "exec"), namespace)  # noqa: S102
+        self._pre, self._main = namespace[f"{name}_pre"], namespace[name]
 
     def prepare(self, params: Mapping[str, object]) -> Prepared:
         """The environment of one parameter set: `params` plus the hoisted sub-expressions."""
+        params = _numpy_values(params)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            env = {**params, **self._pre(params)}
-        scalars = None
-        if all(np.ndim(x) == 0 for x in env.values()):
-            scalars = {k: x.item() if isinstance(x, (np.ndarray, np.generic)) else x
-                       for k, x in env.items()}
-        return Prepared(env, scalars)
+            return Prepared({**params, **self._pre(params)})
 
     def run(self, prepared: Prepared, values: Mapping[str, object]) -> tuple:
         """The expressions at `values` (the varying names), without the floating-point error
-        guard (for hot loops that set `np.errstate` themselves)."""
-        if prepared.scalars is not None and all(np.ndim(x) == 0 for x in values.values()):
-            try:
-                return tuple(map(np.float64, self._scalar(
-                    {**prepared.scalars, **{k: float(x) for k, x in values.items()}})))
-            except (ArithmeticError, ValueError):  # overflow or a domain error: numpy's inf/NaN
-                values = {k: np.float64(x) for k, x in values.items()}
-        return self._main({**prepared.env, **values})
+        guard (for callers that set `np.errstate` themselves)."""
+        return self._main({**prepared.env, **_numpy_values(values)})
 
     def __call__(self, prepared: Prepared, values: Mapping[str, object]) -> tuple:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
@@ -408,11 +375,15 @@ class Kernel:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A kernel's environment for one parameter set, and the same as Python scalars when every
-    value is one (else None)."""
+    """A kernel's environment for one parameter set (parameters and hoisted values)."""
 
     env: dict[str, object]
-    scalars: dict[str, object] | None
+
+
+def _numpy_values(values: Mapping[str, object]) -> dict[str, object]:
+    """Python numbers as np.float64 (numpy's inf and NaN instead of Python's exceptions)."""
+    return {k: x if isinstance(x, (np.ndarray, np.generic)) else np.float64(x)
+            for k, x in values.items()}
 
 
 def _identifiers(text: str) -> set[str]:

@@ -1,19 +1,18 @@
 """Two-terminal elements in series with a device: a resistor, an instrument's current limit, or
-any element a caller supplies (e.g. an access transistor at a fixed gate voltage).
+any element a caller writes as an expression of its voltage (e.g. an access transistor at a
+fixed gate voltage, `circuitnn.fitting.derive.access_transistor`).
 
 The simulator drives node `a` with the applied voltage; the element sits between `a` and the
-device's positive terminal `d`, and carries `current(v_a - v_d)` from `a` to `d`. Any object with
-`current(u)` and `conductance(u)` (= d current / d u), both vectorised over arrays that broadcast
-against the simulation's shape, is accepted (`SeriesElement`); the element must be passive and
-monotone (current increasing with u, zero at u = 0), so the device voltage lies between 0 and the
-applied voltage. Elements written as an expression (`ExprElement`) also render as an ngspice
-B-source (`circuitnn.spice.subckt.element_line`), so the same element runs in ngspice.
+device's positive terminal `d`, and carries `current(v_a - v_d)` from `a` to `d`. The element
+must be passive and monotone (current increasing with u, zero at u = 0), so the device voltage
+lies between 0 and the applied voltage. Its expression (`ExprElement`) is compiled into the
+integrator with the model (`circuitnn.devices.transient`) and renders as an ngspice B-source
+(`circuitnn.spice.subckt.element_line`), so the same element runs in ngspice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,21 +23,6 @@ from circuitnn.errors import CircuitnnError
 LIMIT_SHARPNESS = 20.0
 #: compiled element kernels by expression
 _KERNELS: dict[str, expr.Kernel] = {}
-
-
-def flat_take(a: Any, shape: tuple[int, ...], index: np.ndarray) -> Any:
-    """The flat positions `index` of `a` seen with `shape` (scalars stay as they are): one
-    element of a vectorised simulation per position."""
-    return np.broadcast_to(a, shape).reshape(-1)[index] if np.ndim(a) else a
-
-
-@runtime_checkable
-class SeriesElement(Protocol):
-    """A passive, monotone two-terminal element: current and its slope at the voltage u."""
-
-    def current(self, u: np.ndarray) -> np.ndarray: ...
-
-    def conductance(self, u: np.ndarray) -> np.ndarray: ...
 
 
 class ExprElement:
@@ -56,27 +40,20 @@ class ExprElement:
             node = expr.parse(expression)
             _KERNELS[expression] = expr.Kernel([node, expr.derivative(node, "u")], ("u",),
                                                "element")
-        self._kernel = _KERNELS[expression]
-        self._prepared = self._kernel.prepare(self.params)
-
-    def take(self, shape: tuple[int, ...], index: np.ndarray) -> ExprElement:
-        """The elements at the flat positions `index` of this element array seen with `shape`."""
-        return ExprElement(self.expression, {k: flat_take(v, shape, index)
-                                             for k, v in self.params.items()}, self.description)
+        #: its current and conductance as a kernel of u, and the kernel's parameter values
+        self.kernel = _KERNELS[expression]
+        self.prepared = self.kernel.prepare(self.params)
 
     def current_and_conductance(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(current, conductance) at u, without floating-point error guards (for the
-        integrator, which sets `np.errstate`)."""
-        i, g = self._kernel.run(self._prepared, {"u": u})
+        """(current, conductance = d current / d u) at u."""
+        i, g = self.kernel(self.prepared, {"u": u})
         return i + 0.0 * u, g + 0.0 * u
 
     def current(self, u: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            return self.current_and_conductance(u)[0]
+        return self.current_and_conductance(u)[0]
 
     def conductance(self, u: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            return self.current_and_conductance(u)[1]
+        return self.current_and_conductance(u)[1]
 
     def __repr__(self) -> str:
         return f"ExprElement({self.description})"

@@ -73,9 +73,10 @@ from circuitnn.devices.device import Device
 from circuitnn.devices.operating import PULSE_MODEL, V_MAX
 from circuitnn.devices.profile import DeviceProfile, file_sha256
 from circuitnn.devices.pulse import PulseModel
+from circuitnn.devices.series import ExprElement
 from circuitnn.errors import CircuitnnError
 from circuitnn.reference import REF
-from circuitnn.tile.nodal import mos1_current
+from circuitnn.tile.nodal import mos1_expression
 from circuitnn.tile.program import DEFAULTS as PROGRAM_DEFAULTS
 from circuitnn.tile.spec import Transistor
 
@@ -105,29 +106,14 @@ WIDTHS = tuple(REF.hardware.program_pulse_s * 10.0 ** k for k in range(5)) + (MA
 CACHE_SUB = "pulse"
 SPLINE_KNOTS = (4, 6, 8)  # knot counts tried by fit_pulse (those the shorter ramp allows)
 
-class AccessTransistor:
+def access_transistor(transistor: Transistor, v_gs: float | np.ndarray) -> ExprElement:
     """The access NMOS at a fixed gate-source voltage as a series element (u = V_DS): the
-    level-1 current of `circuitnn.tile.nodal.mos1_current`, source and drain swapped for u < 0."""
-
-    def __init__(self, transistor: Transistor, v_gs: float | np.ndarray) -> None:
-        self.t, self.v_gs = transistor, np.asarray(v_gs, dtype=float)
-
-    def current_and_conductance(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids, _, gds = mos1_current(self.v_gs, u, self.t.beta, self.t.vto, self.t.lam)
-        return ids, gds
-
-    def current(self, u: np.ndarray) -> np.ndarray:
-        return self.current_and_conductance(u)[0]
-
-    def conductance(self, u: np.ndarray) -> np.ndarray:
-        return self.current_and_conductance(u)[1]
-
-
-def access_transistor(transistor: Transistor, v_gs: float | np.ndarray) -> AccessTransistor:
-    """The access NMOS at a fixed gate-source voltage as a series element (u = V_DS)."""
+    level-1 current of `circuitnn.tile.nodal.mos1_expression`."""
     if not isinstance(transistor, Transistor):
         raise CircuitnnError("transistor must be a circuitnn.tile.spec.Transistor")
-    return AccessTransistor(transistor, v_gs)
+    return ExprElement(mos1_expression("u"), {"vgs": v_gs, "beta": transistor.beta,
+                                              "vto": transistor.vto, "lam": transistor.lam},
+                       f"access transistor {transistor}")
 
 
 def _number(x: Any, what: str) -> float:

@@ -572,9 +572,9 @@ def _refine(prob: _Problem, x0: np.ndarray, polarity: float, st: FitSettings,
             ) -> lmfit.minimizer.MinimizerResult:
     """lmfit least squares from x0 to convergence (see the module doc).
 
-    Each residual evaluation also simulates the Jacobian's 2k neighbours in the same call (one
-    vectorised simulation costs about as much for 2k + 1 candidates as for one), so the
-    Jacobian that the trust-region step asks for next is already there. `request((x,
+    Each residual evaluation also simulates the Jacobian's 2k neighbours in the same call (in
+    parallel threads), so the Jacobian that the trust-region step asks for next is already
+    there. `request((x,
     polarity))` returns both (by default, simulated alone; `_refines` batches several)."""
     names = prob.var_names
     cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}

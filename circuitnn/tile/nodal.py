@@ -45,11 +45,24 @@ from circuitnn.tile.spec import TileSpec, check_inputs
 
 
 # --- element equations --------------------------------------------------------------------
-def mos1_current(vgs, vds, beta: float, vto: float, lam: float):
-    """ngspice MOS level-1 NMOS drain current and its derivatives (GAMMA = 0, body ignored).
+def mos1_expression(vds: str = "vds", vgs: str = "vgs") -> str:
+    """ngspice's MOS level-1 NMOS drain current (GAMMA = 0, body ignored) as an expression of
+    `vds` and `vgs` (and the parameters beta, vto, lam), in the language of
+    `circuitnn.devices.expr`: cut-off, linear, and saturation (the linear formula at
+    vds = vgs - vto), with channel-length modulation; for vds < 0 the roles of drain and source
+    swap (ngspice's "mode"), as in mos1load.c. The current flows drain -> source."""
+    vgst = f"max(where({vds} >= 0, {vgs}, {vgs} - {vds}) - vto, 0)"  # 0: cut off
+    xe = f"min(abs({vds}), {vgst})"
+    return (f"where({vds} >= 0, 1, -1) * beta * (1 + lam * abs({vds})) * {xe}"
+            f" * ({vgst} - 0.5 * {xe})")
 
-    Returns (ids, d ids / d vgs, d ids / d vds); ids flows drain -> source. For vds < 0 the
-    roles of drain and source swap (ngspice's "mode"), as in mos1load.c.
+
+def mos1_current(vgs, vds, beta: float, vto: float, lam: float):
+    """`mos1_expression` and its derivatives, written out in numpy for the solver's Newton
+    iterations (a third of the array operations that the expression's compiled form and its
+    symbolic derivatives take; tests check that the two agree).
+
+    Returns (ids, d ids / d vgs, d ids / d vds); ids flows drain -> source.
     """
     vgs = np.asarray(vgs, dtype=float)
     vds = np.asarray(vds, dtype=float)
