@@ -2,9 +2,9 @@
 
 Every model has one state variable with bounds, a current expression I(v, state) and a rate
 expression d(state)/dt (v, state). `v` is the voltage across the device (positive terminal
-minus negative). The numpy simulator and the ngspice subcircuit are both generated from these
-strings. Published parameter sets live in model cards (`device_models/`), not here; the defaults
-below only make a model runnable and give fit bounds.
+minus negative). The Python simulator (numpy; numba for transients) and the ngspice subcircuit
+are both generated from these strings. Published parameter sets live in model cards
+(`device_models/`), not here; the defaults below only make a model runnable and give fit bounds.
 """
 
 from __future__ import annotations

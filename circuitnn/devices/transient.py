@@ -126,7 +126,7 @@ def _module(kernels: tuple[expr.Kernel, ...], state: str, element: expr.Kernel |
                             f"HAS_SERIES = {element is not None}", *parts]) + "\n"
     key = hashlib.sha256(text.encode()).hexdigest()[:20]
     path = _module_folder() / f"integrator_{key}.py"
-    if not path.exists():
+    if not (path.is_file() and path.read_text() == text):  # written now, or changed since
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
