@@ -29,7 +29,7 @@ def iv_fit_figure(fit, path: str | Path) -> Path:
         v, i = sweep.v, sweep.i
         comp = sweep.at_compliance
         ax_lin.plot(v, i * 1e6, ".", ms=3, color="k", label="measured")
-        ax_lin.plot(v, pred * 1e6, "-", lw=1.3, color="tab:red", label=f"{fit.model} (numpy)")
+        ax_lin.plot(v, pred * 1e6, "-", lw=1.3, color="tab:red", label=f"{fit.model} (simulated)")
         if comp.any():
             ax_lin.plot(v[comp], i[comp] * 1e6, "s", ms=4, mfc="none", color="tab:orange",
                         label="at compliance")
