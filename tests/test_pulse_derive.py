@@ -16,7 +16,9 @@ from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR, ModelCard
 from circuitnn.devices.profile import DeviceProfile, file_sha256
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.derive import (
+    AMPLITUDE_FACTORS,
     MAX_CHECK_ERROR,
+    MIN_PULSES,
     DeriveSettings,
     _cache_key,
     _noise,
@@ -149,6 +151,21 @@ def test_too_slow_device_is_refused_with_a_hint() -> None:
     profile = DeviceProfile.load(DEVICE_MODELS_DIR / "knowm-m1-yakopcic.json")
     with pytest.raises(CircuitnnError, match="too slowly.*--width"):
         derived_pulse(profile, DeriveSettings(width=50e-9), check_ngspice=False)
+
+
+def test_fast_device_is_programmed_between_its_threshold_and_the_lowest_rung(tmp_path) -> None:
+    # the bipolar VTEAM card with a soft SET onset (alpha_on 1.5): at the ladder's lowest rung,
+    # 1.1 x its threshold, a SET ramp crosses the window in 3 pulses, too few for a law
+    card = ModelCard.load(DEVICE_MODELS_DIR / "bipolar-vteam.json")
+    params = dict(card.parameters)
+    params["alpha_on"] = replace(params["alpha_on"], value=1.5)
+    profile = DeviceProfile.load(replace(card, parameters=params, operating={}).save(
+        tmp_path / "fast-vteam.json"))
+    _, report = derived_pulse(profile, check_ngspice=False)
+    pulse = report["pulses"]["set"]
+    threshold = profile.operating.thresholds[0 if pulse["kind"] == "set" else 1]
+    assert threshold < pulse["amplitude"] < AMPLITUDE_FACTORS[0] * threshold
+    assert report["ramp_pulses"]["set"] >= MIN_PULSES
 
 
 # --- CLI ----------------------------------------------------------------------------------------

@@ -27,11 +27,13 @@ Amplitude rule (when not given): the smallest of AMPLITUDE_FACTORS x the card's 
 threshold of that polarity (`circuitnn.devices.operating`), capped at V_PULSE_MAX, whose ramp
 crosses the window within `pulses` pulses and in at least MIN_PULSES (a finer law; the
 candidates are simulated together); when that ramp takes fewer than TARGET_PULSES pulses, the
-amplitude is bisected between it and the rung below (REFINE_STEPS times) for the slowest ramp
-that still crosses (the finest law the pulse budget allows: steep devices such as HfOx
-otherwise jump from "too slow" to ten pulses across the window). The reference's pulse-mode
-amplitudes (2.0 V / -1.8 V for its HfOx devices, about 1.9 and 1.7 x the built-in HfOx card's
-1.05 V threshold) lie inside this ladder. A given amplitude must lie above the threshold.
+amplitude is bisected between it and the rung below (the threshold itself below the lowest
+rung) REFINE_STEPS times for the slowest ramp that still crosses (the finest law the pulse
+budget allows: steep devices such as HfOx otherwise jump from "too slow" to ten pulses across
+the window, and fast ones cross it in fewer than MIN_PULSES pulses at the lowest rung). The
+reference's pulse-mode amplitudes (2.0 V / -1.8 V for its HfOx devices, about 1.9 and 1.7 x the
+built-in HfOx card's 1.05 V threshold) lie inside this ladder. A given amplitude must lie above
+the threshold.
 
 ngspice check (optional): the first CHECK_PULSES pulses of each chosen ramp on a 1x1 tile with
 ideal wires, by `circuitnn.tile.program.program_pulse`, chained through its states; the
@@ -80,7 +82,7 @@ from circuitnn.tile.nodal import mos1_expression
 from circuitnn.tile.program import DEFAULTS as PROGRAM_DEFAULTS
 from circuitnn.tile.spec import Transistor
 
-DERIVE_VERSION = 2  # bump when the derivation changes what a cached card would hold
+DERIVE_VERSION = 3  # bump when the derivation changes what a cached card would hold
 #: x the switching threshold of the polarity (the default amplitude rule)
 AMPLITUDE_FACTORS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 V_PULSE_MAX = V_MAX  # V: no pulse amplitude above the tile's largest voltage
@@ -264,11 +266,12 @@ def _ramps(dev: Device, v_read: float, window: tuple[float, float], up: np.ndarr
 def _refine(dev: Device, v_read: float, window: tuple[float, float], settings: DeriveSettings,
             transistor: Transistor, tried: dict[str, list[tuple[_Pulse, np.ndarray, str]]],
             chosen: dict[str, _Pulse], cols: dict[str, np.ndarray],
-            progress: Callable[[int], None] | None) -> None:
+            kind_thr: dict[str, float], progress: Callable[[int], None] | None) -> None:
     """A finer law than the ladder's rungs: where the lowest crossing rung crosses the window in
-    fewer than TARGET_PULSES pulses (or fewer than MIN_PULSES: not usable) and the rung below it
-    did not cross, bisect the amplitude between the two (REFINE_STEPS times) for the slowest
-    ramp that still crosses within the budget (`chosen`, `cols` updated in place)."""
+    fewer than TARGET_PULSES pulses (or fewer than MIN_PULSES: not usable), bisect the amplitude
+    between it and the rung below, which did not cross (the switching threshold itself when it
+    is the lowest rung: a fast device), REFINE_STEPS times, for the slowest ramp that still
+    crosses within the budget (`chosen`, `cols` updated in place)."""
     brackets, kinds = {}, {}
     for w in ("set", "reset"):
         crossing = [p for p, _, end in tried[w] if end == "crossed"]
@@ -278,8 +281,8 @@ def _refine(dev: Device, v_read: float, window: tuple[float, float], settings: D
         top = min(crossing, key=lambda p: p.amplitude)
         below = [p.amplitude for p, _, end in tried[w]
                  if end != "crossed" and p.amplitude < top.amplitude]
-        if below:
-            brackets[w], kinds[w] = [max(below), top.amplitude], top
+        brackets[w] = [max(below, default=kind_thr[top.kind]), top.amplitude]
+        kinds[w] = top
     for _ in range(REFINE_STEPS if brackets else 0):
         words = list(brackets)
         cands = [dataclasses.replace(kinds[w], amplitude=0.5 * sum(brackets[w])) for w in words]
@@ -583,7 +586,7 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
             tried[w].append((c, col, str(ramps["end"][j])))
             if ramps["end"][j] == "crossed" and len(col) - 1 >= MIN_PULSES:
                 chosen[w], cols[w] = c, col
-    _refine(dev, v_read, window, settings, transistor, tried, chosen, cols, progress)
+    _refine(dev, v_read, window, settings, transistor, tried, chosen, cols, kind_thr, progress)
     for w in ("set", "reset"):
         if w not in chosen:
             _refuse(w.upper(), tried[w], getattr(settings, f"amplitude_{w}") is not None,
