@@ -40,7 +40,9 @@ from circuitnn.errors import CircuitnnError
 #: figures of a demo run that are curated in the repository's figures/ (path under --out)
 CURATED = {
     "fits/fit_knowm-m1-mss.png": "fit_knowm-m1-mss.png",
+    "fits/fit_knowm-m1-vteam.png": "fit_knowm-m1-vteam.png",
     "fits/fit_knowm-m1-yakopcic.png": "fit_knowm-m1-yakopcic.png",
+    "fits/fit_knowm-m1-stanford-pku.png": "fit_knowm-m1-stanford-pku.png",
     "fits/fit_bipolar-vteam.png": "fit_bipolar-vteam.png",
     "fits/pulse_fit_taox-pulse.png": "pulse_fit_taox-pulse.png",
     "tile/tile_wire_convention.png": "tile_wire_convention.png",
