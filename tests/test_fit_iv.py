@@ -29,6 +29,8 @@ from circuitnn.fitting.iv import (
     log_mask,
     make_card,
     nrmse,
+    periodic_drive,
+    series_element,
 )
 
 pytestmark = pytest.mark.measured
@@ -202,6 +204,31 @@ def test_bipolar_loop_with_its_compliance(bipolar) -> None:
     # the simulated instrument never lets the current exceed the compliance
     assert np.max(np.abs(fit.predicted[0])) <= 1.001e-4
     assert abs(m.nrmse_ngspice - m.nrmse) < 0.01
+
+
+# run P's bipolar MSS card (BENCHMARKS.md): ngspice's Newton fails where its current limit lets
+# go ("timestep too small" at 0.39 s) with 1 fF at the node between limit and device
+BIPOLAR_MSS = {
+    "R_on": 2968.1, "R_off": 9.984e8, "tau": 1.6951e-7, "V_on": 0.77946, "V_off": 0.38989,
+    "phi": 0.5, "a_f": 1e-15, "b_f": 0.10112, "a_r": 1.216e-15, "b_r": 0.10023, "T": 298.5,
+}
+
+
+@pytest.mark.ngspice
+def test_ngspice_runs_a_card_that_needs_capacitance_at_the_current_limit(bipolar) -> None:
+    from circuitnn.spice.runner import run_netlist
+    from circuitnn.spice.subckt import TRAN_ATTEMPTS, simulate_ngspice, transient_netlist
+
+    sweep = bipolar[0]
+    dev, element = Device("mss", BIPOLAR_MSS), series_element(sweep)
+    t, v = periodic_drive(sweep, 3)
+    for options, cap in TRAN_ATTEMPTS[:-1]:  # every attempt before the 10 pF one fails
+        with pytest.raises(CircuitnnError, match="(?i)timestep too small"):
+            run_netlist(transient_netlist(dev, t, v, 0.5, series=element, options=options,
+                                          node_capacitance=cap), name="mss", retry=False)
+    a = dev.simulate(t, v, 0.5, series=element)
+    b = simulate_ngspice(dev, t, v, 0.5, series=element)
+    assert np.sqrt(np.mean((a.i - b.i) ** 2)) / np.ptp(a.i) < 1e-3
 
 
 def test_short_global_search_and_progress() -> None:

@@ -156,18 +156,21 @@ def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
     t = np.asarray(t, dtype=float)
     v = np.asarray(v, dtype=float)
     name = f"{device.model.name} transient"
-    for k, (options, cap) in enumerate(TRAN_ATTEMPTS):
+    inner_node = r_series > 0 or series is not None
+    # without a series element the node capacitance is not in the netlist
+    attempts = [a for a in TRAN_ATTEMPTS if inner_node or a[1] == TRAN_ATTEMPTS[0][1]]
+    for k, (options, cap) in enumerate(attempts):
         try:
             res = run_netlist(transient_netlist(device, t, v, s0, r_series, max_step, series,
                                                 options, cap), backend=backend, name=name,
                               timeout=timeout)
             break
         except CircuitnnError as exc:
-            if "timestep too small" not in str(exc).lower() or k == len(TRAN_ATTEMPTS) - 1:
+            if "timestep too small" not in str(exc).lower() or k == len(attempts) - 1:
                 raise
     plot = res.plot("Transient")
     tt = plot.data["time"].real
     at = lambda key: np.interp(t - t[0], tt, plot.data[key].real)  # noqa: E731
     i = -at("i(vin)")
-    vd = at("v(d)") if (r_series > 0 or series is not None) else at("v(a)")
+    vd = at("v(d)") if inner_node else at("v(a)")
     return Trace(t, v, vd, i, at("v(xm1.s)"))
