@@ -345,8 +345,8 @@ def test_a_shipped_card_reproduces_its_recorded_fit(name, knowm_m1, bipolar) -> 
     warmup = FitSettings().warmup_periods
     lo, hi = dev.bounds()
     for sweep in knowm_m1 if name.startswith("knowm") else bipolar:
-        t, v = iv.periodic_drive(sweep, warmup + 1)
-        trace = dev.simulate(t, v, 0.5 * (lo + hi), series=iv.series_element(sweep))
+        t, v = periodic_drive(sweep, warmup + 1)
+        trace = dev.simulate(t, v, 0.5 * (lo + hi), series=series_element(sweep))
         recorded = card.fit["per_sweep"][sweep.name]["nrmse"]
         assert float(nrmse(trace.i[-sweep.n:], sweep.i)) == pytest.approx(recorded, abs=1e-3)
 

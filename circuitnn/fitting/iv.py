@@ -574,8 +574,8 @@ def _refine(prob: _Problem, x0: np.ndarray, polarity: float, st: FitSettings,
 
     Each residual evaluation also simulates the Jacobian's 2k neighbours in the same call (in
     parallel threads), so the Jacobian that the trust-region step asks for next is already
-    there. `request((x,
-    polarity))` returns both (by default, simulated alone; `_refines` batches several)."""
+    there. `request((x, polarity))` returns both (by default, simulated alone; `_refines`
+    batches several)."""
     names = prob.var_names
     cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
     if request is None:
