@@ -15,7 +15,14 @@ from circuitnn.spice.runner import ngspice_available
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     old = os.environ.get("CIRCUITNN_CACHE")
-    os.environ["CIRCUITNN_CACHE"] = str(tmp_path_factory.mktemp("circuitnn-cache"))
+    cache = tmp_path_factory.mktemp("circuitnn-cache")
+    os.environ["CIRCUITNN_CACHE"] = str(cache)
+    # the compiled integrators (pure functions of their text, named by its hash) are shared by
+    # the run's worker processes, so each is compiled once per run, not once per worker
+    run = tmp_path_factory.getbasetemp()  # under xdist, each worker's folder in the run's one
+    shared = (run.parent if os.environ.get("PYTEST_XDIST_WORKER") else run) / "circuitnn-compiled"
+    shared.mkdir(exist_ok=True)
+    (cache / "compiled").symlink_to(shared, target_is_directory=True)
     yield
     if old is None:
         del os.environ["CIRCUITNN_CACHE"]
