@@ -1,4 +1,5 @@
-"""Layers point one way: no module imports a higher layer (imports inside functions included)."""
+"""Layers point one way: no module imports a higher layer (imports inside functions included),
+none is exempt, and no two modules import each other."""
 
 import ast
 from pathlib import Path
@@ -17,7 +18,7 @@ LAYERS = [
     {"network"},
     {"training"},
     {"mcnn"},
-    {"demo", "cli"},
+    {"cli"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
@@ -27,14 +28,33 @@ def layer_of(module: str) -> int:
     return RANK[parts[1]] if len(parts) > 1 else RANK["cli"]
 
 
-def imports(path: Path) -> set[str]:
+def imports(path: Path, runtime: bool = False) -> set[str]:
+    """circuitnn modules that `path` imports (`from package import module` as the module);
+    `runtime`: without the imports under `if TYPE_CHECKING:` (annotations only)."""
+    tree = ast.parse(path.read_text())
+    if runtime:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+                node.body = []
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names
+                       if is_module(f"{node.module}.{a.name}"))
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
     return {m for m in out if m.startswith("circuitnn.")}
+
+
+def is_module(name: str) -> bool:
+    rel = Path(*name.split(".")[1:])
+    return (PKG / rel).with_suffix(".py").is_file() or (PKG / rel / "__init__.py").is_file()
+
+
+def module_name(path: Path) -> str:
+    module = "circuitnn." + ".".join(path.relative_to(PKG).with_suffix("").parts)
+    return module.removesuffix(".__init__")
 
 
 def test_every_layer_is_known():
@@ -46,13 +66,36 @@ def test_every_layer_is_known():
 def test_no_module_imports_a_higher_layer():
     bad = []
     for path in sorted(PKG.rglob("*.py")):
-        module = "circuitnn." + ".".join(path.relative_to(PKG).with_suffix("").parts)
-        module = module.removesuffix(".__init__")
-        # each layer's command-line module sits on top of its layer
-        own = layer_of(module) if not module.endswith(".cli") else RANK["cli"]
+        module = module_name(path)
         for imp in imports(path):
             if imp == "circuitnn.device_models":
                 continue
-            if layer_of(imp) > own:
+            if layer_of(imp) > layer_of(module):
                 bad.append(f"{module} -> {imp}")
     assert not bad, "imports of higher layers: " + ", ".join(bad)
+
+
+def test_no_import_cycle_between_modules():
+    # a package's __init__ re-exporting its own modules is not an edge of the graph
+    graph = {module_name(p): {i for i in imports(p, runtime=True)
+                              if not (i == module_name(p) or (p.name == "__init__.py"
+                                                              and i.startswith(module_name(p))))}
+             for p in PKG.rglob("*.py")}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles: " + "; ".join(cycles)

@@ -170,7 +170,7 @@ def test_gradients_match_finite_differences(sense):
 def test_cli_rejects_bad_arguments():
     from click.testing import CliRunner
 
-    from circuitnn.surrogate.cli import surrogate
+    from circuitnn.cli.surrogate import surrogate
 
     r = CliRunner().invoke(surrogate, ["fit", "--rows", "1"])
     assert r.exit_code != 0 and "rows >= 2" in str(r.exception)

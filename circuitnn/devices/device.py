@@ -7,7 +7,6 @@ devices (or many candidate parameter sets during a fit) run in one vectorised si
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,23 +14,13 @@ from circuitnn.devices import expr, transient
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.models import CompactModel, get_model
 from circuitnn.devices.series import ExprElement, resistor
+from circuitnn.devices.transient import Trace
 from circuitnn.errors import CircuitnnError
 
 ArrayLike = float | np.ndarray
 
 # card parameters that belong to the device, not to the model's equations
 DEVICE_KEYS = ("polarity", "v_read")
-
-
-@dataclass
-class Trace:
-    """A simulated waveform: applied voltage, device voltage, current and state at each sample."""
-
-    t: np.ndarray
-    v: np.ndarray
-    v_device: np.ndarray
-    i: np.ndarray
-    state: np.ndarray
 
 
 class Device:

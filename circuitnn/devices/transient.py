@@ -58,6 +58,7 @@ import math
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -65,11 +66,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from circuitnn.devices import expr, integrator
+from circuitnn.devices.series import ExprElement
 from circuitnn.errors import CircuitnnError
 
-if TYPE_CHECKING:
-    from circuitnn.devices.device import Device, Trace
-    from circuitnn.devices.series import ExprElement
+if TYPE_CHECKING:  # the Device that calls simulate() (device.py imports this module)
+    from circuitnn.devices.device import Device
 
 #: default local error tolerances (see the module doc)
 RTOL = 1e-4
@@ -80,6 +81,17 @@ MAX_STEPS = 2000
 _SPELLING = {"exp": "math.exp", "log": "math.log", "sqrt": "math.sqrt", "sinh": "math.sinh",
              "cosh": "math.cosh", "tanh": "math.tanh", "abs": "abs", "min": "nan_min",
              "max": "nan_max", "pow": "power", "where": "where"}
+
+
+@dataclass
+class Trace:
+    """A simulated waveform: applied voltage, device voltage, current and state at each sample."""
+
+    t: np.ndarray
+    v: np.ndarray
+    v_device: np.ndarray
+    i: np.ndarray
+    state: np.ndarray
 
 
 def _kernel_source(name: str, kern: expr.Kernel, args: tuple[str, ...], array: str,
@@ -169,9 +181,6 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: ExprElement 
     `max_total_steps` in all) raises CircuitnnError; otherwise its outputs from there on become
     NaN (used by fits, where such a candidate parameter set is simply bad).
     """
-    from circuitnn.devices.device import Trace
-    from circuitnn.devices.series import ExprElement
-
     t = np.asarray(t, dtype=float)
     v = np.asarray(v, dtype=float)
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(v))):

@@ -1,4 +1,5 @@
-"""The `circuitnn` command line: one lazily loaded sub-command per layer of the tool."""
+"""The `circuitnn` command line, the top layer: one lazily loaded module per command, each
+parsing its options, calling the layers below and printing; nothing below imports it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ from circuitnn.errors import CircuitnnError
 
 # command name -> "module:attribute" of a click command; imported only when used
 COMMANDS = {
-    "fit": "circuitnn.fitting.cli:fit",
-    "fit-pulse": "circuitnn.fitting.cli:fit_pulse",
-    "demo": "circuitnn.demo:demo",
-    "device": "circuitnn.devices.cli:device",
-    "netlist": "circuitnn.tile.cli:netlist",
-    "simulate": "circuitnn.tile.cli:simulate",
-    "surrogate": "circuitnn.surrogate.cli:surrogate",
-    "network": "circuitnn.network.cli:network",
-    "mcnn": "circuitnn.mcnn.cli:mcnn",
+    "fit": "circuitnn.cli.fit:fit",
+    "fit-pulse": "circuitnn.cli.fit:fit_pulse",
+    "demo": "circuitnn.cli.demo:demo",
+    "device": "circuitnn.cli.device:device",
+    "netlist": "circuitnn.cli.tile:netlist",
+    "simulate": "circuitnn.cli.tile:simulate",
+    "surrogate": "circuitnn.cli.surrogate:surrogate",
+    "network": "circuitnn.cli.network:network",
+    "mcnn": "circuitnn.cli.mcnn:mcnn",
 }
 
 
@@ -81,6 +82,3 @@ def main(argv: list[str] | None = None) -> None:
                    "(set CIRCUITNN_DEBUG=1 for a traceback)", err=True)
         sys.exit(1)
 
-
-if __name__ == "__main__":
-    main()

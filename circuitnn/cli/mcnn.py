@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from circuitnn.cli.network import device_config, device_options
 from circuitnn.errors import CircuitnnError
-from circuitnn.network.cli import device_config, device_options
 from circuitnn.network.engines import ENGINES
 from circuitnn.reference import REF
 
