@@ -342,9 +342,21 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
 
 
 @click.command("fit-pulse")
-@click.argument("dataset", required=False, type=click.Choice(["taox-pulse", "reram-pulse-gong"]))
+@click.argument("source", required=False)
+@click.option("--columns", default=None,
+              help="A pulse file: pulse,reading[,direction] columns (0-based or header names). "
+                   "Pulse numbers rise down the file, by 1 inside a ramp; a ramp ends where "
+                   "they jump or the direction column's sign (+ SET/up, - RESET/down, e.g. the "
+                   "signed amplitude) changes.")
+@click.option("--unit", default=None,
+              help="A pulse file: unit of the readings, a conductance (S, mS, uS, nS) or a "
+                   "current (A, mA, uA, nA) with --read-voltage.")
+@click.option("--direction", type=click.Choice(["up", "down"]), default=None,
+              help="A pulse file without a direction column: the direction of all its pulses.")
+@click.option("--read-voltage", type=float, default=None,
+              help="A pulse file of read currents: the read voltage in V (G = I / V).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
-              help="Folder of the dataset (default: the registered measured-data folder).")
+              help="A registered dataset's folder (default: the registered measured-data folder).")
 @click.option("--from-card", "from_card", default=None,
               help="Derive the law from this I-V compact-model card instead of measured data: "
                    "SET/RESET pulse trains of the card in its 1T1R cell (circuitnn.fitting."
@@ -369,32 +381,42 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
 @click.option("--no-ngspice-check", is_flag=True,
               help="--from-card: skip the ngspice check of the cell simulation.")
 @click.option("--out", default=None,
-              help="Card path (default runs/fit-pulse/<taox-pulse|gong-pulse>.json; with "
-                   "--from-card the card stays in the user cache unless --out is given).")
+              help="Card path (default runs/fit-pulse/<name>.json; with --from-card the card "
+                   "stays in the user cache unless --out is given).")
 @click.option("--figure", default=None,
-              help="Figure path (default runs/fit-pulse/pulse_fit_<dataset>.png; with "
-                   "--from-card: no figure unless given).")
+              help="Figure path (default runs/fit-pulse/pulse_fit_<name>.png; with --from-card: "
+                   "no figure unless given).")
 @click.option("--n-sim", type=click.IntRange(1, 10000), default=20, show_default=True,
               help="Noisy simulations used to check the noise model.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the fit quality (with --from-card: the derivation report) as JSON on "
                    "stdout and nothing else.")
-def fit_pulse(dataset: str | None, data_dir: str | None, from_card: str | None,
-              amplitude_set: float | None, amplitude_reset: float | None, width: float | None,
-              pulses: int, noise: float | None, window: str | None, v_read: float | None,
-              no_ngspice_check: bool, out: str | None, figure: str | None, n_sim: int,
-              seed: int, as_json: bool) -> None:
-    """Fit the pulse-update model (bounds, mean step law, update noise) to measured pulse ramps,
-    or derive it from an I-V card (--from-card).
+def fit_pulse(source: str | None, columns: str | None, unit: str | None,
+              direction: str | None, read_voltage: float | None, data_dir: str | None,
+              from_card: str | None, amplitude_set: float | None, amplitude_reset: float | None,
+              width: float | None, pulses: int, noise: float | None, window: str | None,
+              v_read: float | None, no_ngspice_check: bool, out: str | None, figure: str | None,
+              n_sim: int, seed: int, as_json: bool) -> None:
+    """Fit the pulse-update model (bounds, mean step law, cycle-to-cycle noise) to measured
+    pulse ramps, or derive it from an I-V card (--from-card).
 
-    DATASET is a registered pulse dataset; writes a model card and a figure.
+    SOURCE is a registered pulse dataset (taox-pulse, reram-pulse-gong), a pulse file (the
+    conductance or read current after each pulse: --columns, --unit, and --direction or a
+    direction column) or a TOML manifest of [[ramps]] tables (keys file, columns, unit,
+    direction, read_voltage_v) for several files. Writes a model card and a figure.
     """
-    if (dataset is None) == (from_card is None):
-        raise CircuitnnError("give either a DATASET (measured pulse ramps) or --from-card CARD")
+    from circuitnn.fitting.pulse import PULSE_DATASETS
+
+    if (source is None) == (from_card is None):
+        raise CircuitnnError("give either SOURCE (measured pulse ramps) or --from-card CARD")
+    file_only = {"--columns": columns, "--unit": unit, "--direction": direction,
+                 "--read-voltage": read_voltage}
     if from_card is not None:
-        if data_dir is not None:
-            raise CircuitnnError("--data-dir belongs to a DATASET, not to --from-card")
+        given = [k for k, v in {**file_only, "--data-dir": data_dir}.items() if v is not None]
+        if given:
+            raise CircuitnnError(f"{', '.join(given)} belong to measured pulse data, not to "
+                                 "--from-card")
         _fit_pulse_from_card(from_card, amplitude_set, amplitude_reset, width, pulses, noise,
                              window, v_read, not no_ngspice_check, out, figure, as_json)
         return
@@ -403,13 +425,28 @@ def fit_pulse(dataset: str | None, data_dir: str | None, from_card: str | None,
     given = [k for k, v in derive_only.items() if v is not None]
     if given or no_ngspice_check or pulses != 100:
         raise CircuitnnError(f"{', '.join(given) or 'those options'} belong to --from-card")
-    from circuitnn.fitting.pulse import fit_pulse_cli_main, summary_lines
+    from circuitnn.fitting.pulse import fit_pulse_cli_main, load_pulse_data, summary_lines
 
-    result = fit_pulse_cli_main(dataset, data_dir, out, figure, n_sim=n_sim, seed=seed)
+    if source in PULSE_DATASETS:
+        given = [k for k, v in file_only.items() if v is not None]
+        if given:
+            raise CircuitnnError(f"{', '.join(given)} belong to a pulse file, not to the "
+                                 f"registered dataset {source}")
+        data: Any = source
+    else:
+        if data_dir is not None:
+            raise CircuitnnError("--data-dir belongs to a registered dataset "
+                                 f"({', '.join(PULSE_DATASETS)})")
+        if not Path(source).is_file():
+            raise CircuitnnError(f"{source}: neither a registered pulse dataset "
+                                 f"({', '.join(PULSE_DATASETS)}) nor a file")
+        data = load_pulse_data(source, columns, unit, direction, read_voltage)
+    result = fit_pulse_cli_main(data, data_dir, out, figure, n_sim=n_sim, seed=seed)
     if as_json:
-        click.echo(json.dumps({"dataset": dataset, "model": result.card.model,
+        click.echo(json.dumps({"dataset": result.data.name, "model": result.card.model,
                                "params": {k: p.to_json()
                                           for k, p in result.card.parameters.items()},
+                               "cycle_to_cycle": result.model.variation()["cycle_to_cycle"],
                                "metrics": result.metrics}, default=_json_default))
         return
     for line in summary_lines(result):

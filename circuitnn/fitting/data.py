@@ -228,8 +228,10 @@ def load_table(
     *,
     what: Sequence[str] | None = None,
     min_rows: int = MIN_ROWS,
-) -> np.ndarray:
-    """Read the chosen columns of a numeric text table as a float array of shape (rows, cols).
+    line_numbers: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Read the chosen columns of a numeric text table as a float array of shape (rows, cols)
+    (with `line_numbers`, also each data row's line number in the file).
 
     Accepts comma-, semicolon- or tab-separated values or whitespace-separated text, with or
     without a header row (a first row with no numeric cell is a header), and skips blank lines
@@ -237,7 +239,8 @@ def load_table(
     their roles (e.g. ``("voltage", "current")``) for error messages. Cells in other columns
     are not checked.
     """
-    return _read_table(Path(path).expanduser(), list(columns), what, min_rows)[0]
+    table, lines = _read_table(Path(path).expanduser(), list(columns), what, min_rows)
+    return (table, lines) if line_numbers else table
 
 
 def _read_table(
@@ -470,7 +473,7 @@ def check_current_settings(sweep: Sweep, where: str) -> None:
                 f"{sweep.noise_floor_a:.3g} A (peak |I| {peak:.3g} A); give it in amperes")
 
 
-def _parse_columns_arg(columns: str | Sequence[Column]) -> list[Column]:
+def parse_columns(columns: str | Sequence[Column]) -> list[Column]:
     if isinstance(columns, str):
         parts = [p.strip() for p in columns.split(",")]
         return [int(p) if re.fullmatch(r"\d+", p) else p for p in parts]
@@ -493,7 +496,7 @@ def sweep_from_args(
     """
     return load_sweep(
         file,
-        _parse_columns_arg(columns),
+        parse_columns(columns),
         current_unit=current_unit,
         frequency_hz=frequency_hz,
         device=device,

@@ -181,6 +181,170 @@ def load_pulse_dataset(key: str, folder: str | Path | None = None) -> PulseData:
                      "conductance normalised to the weight range (about [-1, 1]), not siemens")
 
 
+# ------------------------------------------------- a user's own pulse files
+#: conductance unit -> factor to siemens; a current unit (CURRENT_UNITS) needs the read voltage
+CONDUCTANCE_UNITS: dict[str, float] = {"S": 1.0, "mS": 1e-3, "uS": 1e-6, "nS": 1e-9}
+DIRECTIONS = {"up": 1, "set": 1, "down": -1, "reset": -1}
+MAX_CONDUCTANCE = 1.0  # S: a read above this (a 1 Ohm cell) means a wrong unit or column
+MAX_LEVEL_RATIO = 30.0  # files of one data set whose median levels differ more: mixed units
+PULSE_KEYS = ("file", "columns", "unit", "direction", "read_voltage_v")
+
+
+def _to_siemens(values: np.ndarray, unit: Any, read_voltage_v: Any, where: str) -> np.ndarray:
+    """Readings in `unit` (a conductance, or a current read at `read_voltage_v`) as siemens."""
+    from circuitnn.fitting.data import CURRENT_UNITS
+
+    if unit in CONDUCTANCE_UNITS:
+        if read_voltage_v is not None:
+            raise CircuitnnError(f"{where}: a read voltage belongs to current readings, not to "
+                                 f"conductances in {unit}")
+        return values * CONDUCTANCE_UNITS[unit]
+    if unit not in CURRENT_UNITS:
+        raise CircuitnnError(f"{where}: unit must be one of "
+                             f"{', '.join([*CONDUCTANCE_UNITS, *CURRENT_UNITS])}, got {unit!r}")
+    if isinstance(read_voltage_v, bool) or not isinstance(read_voltage_v, int | float) or not (
+            math.isfinite(read_voltage_v) and 0 < abs(read_voltage_v) <= 5):
+        raise CircuitnnError(f"{where}: current readings in {unit} need the read voltage "
+                             f"(0 < |V| <= 5 V) to become conductances, got {read_voltage_v!r}")
+    return values * CURRENT_UNITS[unit] / abs(float(read_voltage_v))
+
+
+def _split_ramps(pulse: np.ndarray, g: np.ndarray, sign: np.ndarray, lines: np.ndarray,
+                 where: str) -> list[tuple[int, np.ndarray]]:
+    """(direction, reads) of each ramp: the pulse numbers rise down the file, by 1 inside a
+    ramp (a read after every pulse); a ramp ends where the direction changes or the numbers
+    jump (a gap: a new ramp of the same direction)."""
+    step = np.diff(pulse)
+    if np.any(step <= 0):
+        k = int(np.argmax(step <= 0)) + 1
+        raise CircuitnnError(f"{where}: pulse numbers must increase down the file; line "
+                             f"{lines[k]} has {pulse[k]:g} after {pulse[k - 1]:g}")
+    ends = np.flatnonzero((np.diff(sign) != 0) | (np.abs(step - 1) > 1e-9)) + 1
+    starts = np.r_[0, ends, sign.size]
+    ramps = []
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
+        if b - a < MIN_RAMP:
+            raise CircuitnnError(f"{where}: the ramp from line {lines[a]} has {b - a} read(s) "
+                                 f"(a ramp ends where the direction changes or the pulse "
+                                 f"numbers jump); at least {MIN_RAMP} are needed")
+        ramps.append((int(sign[a]), g[a:b]))
+    return ramps
+
+
+def load_pulse_file(path: str | Path, columns: Any, unit: Any, direction: Any = None,
+                    read_voltage_v: Any = None, where: str | None = None
+                    ) -> list[tuple[int, np.ndarray]]:
+    """The ramps of one measured pulse file: [(+1 up / -1 down, conductances in S), ...].
+
+    columns: pulse number, reading (a conductance in `unit`, or a current in `unit` read at
+    `read_voltage_v`) and optionally a direction column whose sign gives each pulse's direction
+    (+ SET / potentiating, - RESET / depressing: e.g. the signed pulse amplitude); without it,
+    `direction` ("up" or "down") applies to the whole file. Ramps: see `_split_ramps`.
+    """
+    from circuitnn.fitting.data import load_table, parse_columns
+
+    where = where or str(path)
+    cols = parse_columns(columns)
+    if len(cols) not in (2, 3):
+        raise CircuitnnError(f"{where}: columns must be pulse,reading[,direction] (2 or 3 "
+                             f"entries), got {columns!r}")
+    if (len(cols) == 3) == (direction is not None):
+        raise CircuitnnError(f"{where}: give either a direction column or a direction "
+                             "(up or down) for the whole file")
+    if direction is not None and direction not in DIRECTIONS:
+        raise CircuitnnError(f"{where}: direction must be up (set) or down (reset), got "
+                             f"{direction!r}")
+    roles = ("pulse number", "reading", "direction")[:len(cols)]
+    table, lines = load_table(path, cols, what=roles, min_rows=MIN_RAMP, line_numbers=True)
+    g = _to_siemens(table[:, 1], unit, read_voltage_v, where)
+    if np.any(g < 0):
+        k = int(np.argmax(g < 0))
+        raise CircuitnnError(f"{where}: line {lines[k]} has a negative reading "
+                             f"({table[k, 1]:g} {unit}); conductances are >= 0")
+    if np.max(g) > MAX_CONDUCTANCE:
+        raise CircuitnnError(f"{where}: readings up to {np.max(g):.3g} S (a cell below "
+                             f"{1 / MAX_CONDUCTANCE:g} Ohm): is the unit {unit} right?")
+    if len(cols) == 3:
+        sign = np.sign(table[:, 2])
+        if np.any(sign == 0):
+            k = int(np.argmax(sign == 0))
+            raise CircuitnnError(f"{where}: line {lines[k]}: direction 0; its sign must say "
+                                 "up (+) or down (-)")
+    else:
+        sign = np.full(g.size, float(DIRECTIONS[direction]))
+    return _split_ramps(table[:, 0], g, sign, lines, where)
+
+
+def _pad(ramps: list[np.ndarray]) -> np.ndarray:
+    out = np.full((max(r.size for r in ramps), len(ramps)), np.nan)
+    for j, r in enumerate(ramps):
+        out[:r.size, j] = r
+    return out
+
+
+def load_pulse_data(source: str | Path, columns: Any = None, unit: Any = None,
+                    direction: Any = None, read_voltage_v: Any = None) -> PulseData:
+    """A user's pulse measurements as `PulseData` (siemens): one file (`columns`, `unit`,
+    `direction` or a direction column, `read_voltage_v`) or a TOML manifest of ``[[ramps]]``
+    tables with the keys PULSE_KEYS (relative paths relative to the manifest)."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise CircuitnnError(f"{source}: pulse data file not found")
+    files: list[tuple[int, np.ndarray, str]] = []
+    if path.suffix.lower() == ".toml":
+        if any(x is not None for x in (columns, unit, direction, read_voltage_v)):
+            raise CircuitnnError(f"{source}: columns, unit, direction and read voltage go into "
+                                 "the manifest's [[ramps]] tables, not on the command line")
+        import tomllib
+
+        try:
+            doc = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise CircuitnnError(f"{source}: cannot read the manifest "
+                                 f"({' '.join(str(exc).split())})") from None
+        entries = doc.get("ramps")
+        if set(doc) - {"ramps"} or not isinstance(entries, list) or not entries or not all(
+                isinstance(e, dict) for e in entries):
+            raise CircuitnnError(f"{source}: a pulse manifest lists [[ramps]] tables (keys "
+                                 f"{', '.join(PULSE_KEYS)}) and nothing else")
+        for k, e in enumerate(entries, start=1):
+            where = f"{source}: [[ramps]] #{k}"
+            bad = sorted(set(e) - set(PULSE_KEYS)) or [
+                key for key in ("file", "columns", "unit") if key not in e]
+            if bad:
+                raise CircuitnnError(f"{where}: unknown or missing key(s) {', '.join(bad)}; "
+                                     f"keys: {', '.join(PULSE_KEYS)} (file, columns, unit "
+                                     "required)")
+            if not isinstance(e["file"], str) or not e["file"].strip():
+                raise CircuitnnError(f"{where}: file must be a non-empty string")
+            f = Path(e["file"]).expanduser()
+            f = f if f.is_absolute() else path.parent / f
+            files += [(s, g, f.name) for s, g in load_pulse_file(
+                f, e["columns"], e["unit"], e.get("direction"), e.get("read_voltage_v"), where)]
+    else:
+        if columns is None or unit is None:
+            raise CircuitnnError(f"{source}: a pulse file needs --columns and --unit (or list "
+                                 "it in a TOML manifest)")
+        files = [(s, g, path.name) for s, g in load_pulse_file(path, columns, unit, direction,
+                                                               read_voltage_v)]
+    levels = {name: float(np.median(np.concatenate([g for _, g, n in files if n == name])))
+              for _, _, name in files}
+    positive = [v for v in levels.values() if v > 0]
+    if len(positive) > 1 and max(positive) / min(positive) > MAX_LEVEL_RATIO:
+        shown = ", ".join(f"{n} {v:.3g} S" for n, v in levels.items())
+        raise CircuitnnError(f"{source}: the files' median conductances differ by more than "
+                             f"{MAX_LEVEL_RATIO:g}x ({shown}): mixed units?")
+    up = [g for s, g, _ in files if s > 0]
+    down = [g for s, g, _ in files if s < 0]
+    if not up or not down:
+        have = "up (SET)" if up else "down (RESET)"
+        raise CircuitnnError(f"{source}: only {have} ramps; a pulse law needs ramps in both "
+                             "directions")
+    names = list(dict.fromkeys(n for _, _, n in files))
+    return PulseData(path.stem, _pad(up), _pad(down), "S", names, str(path.resolve()),
+                     f"{len(up)} up and {len(down)} down ramps read from {', '.join(names)}")
+
+
 # ------------------------------------------------------------ statistics
 def _lengths(ramps: np.ndarray) -> np.ndarray:
     return np.sum(~np.isnan(ramps), axis=0)
@@ -668,21 +832,23 @@ def plot_pulse_fit(fit: PulseFit, path: str | Path, seed: int = 1) -> Path:
 
 
 # ------------------------------------------------------------- CLI entry
-def fit_pulse_cli_main(dataset: str, data_dir: str | Path | None = None,
+def fit_pulse_cli_main(source: str | PulseData, data_dir: str | Path | None = None,
                        card_out: str | Path | None = None, figure: str | Path | None = None,
                        n_sim: int = 20, seed: int = 0) -> PulseFit:
-    """What `circuitnn fit-pulse` does: load, fit, write the card and figure; returns the fit.
+    """What `circuitnn fit-pulse` does: load (a registered dataset's name, or data already
+    loaded by `load_pulse_data`), fit, write the card and figure; returns the fit.
 
     `card_out` defaults to runs/fit-pulse/<short>.json, `figure` to
-    runs/fit-pulse/pulse_fit_<dataset>.png (both relative to the working folder); "" skips.
+    runs/fit-pulse/pulse_fit_<name>.png (both relative to the working folder); "" skips.
     """
-    data = load_pulse_dataset(dataset, data_dir)
+    data = source if isinstance(source, PulseData) else load_pulse_dataset(source, data_dir)
     fit = fit_pulse(data, n_sim=n_sim, seed=seed)
-    short = {"taox-pulse": "taox-pulse", "reram-pulse-gong": "gong-pulse"}[dataset]
+    short = {"taox-pulse": "taox-pulse", "reram-pulse-gong": "gong-pulse"}.get(data.name,
+                                                                               data.name)
     if card_out is None:
         card_out = Path("runs") / "fit-pulse" / f"{short}.json"
     if figure is None:
-        figure = Path("runs") / "fit-pulse" / f"pulse_fit_{dataset}.png"
+        figure = Path("runs") / "fit-pulse" / f"pulse_fit_{data.name}.png"
     if card_out != "":
         fit.card.save(card_out)
     if figure != "":
@@ -704,4 +870,11 @@ def summary_lines(fit: PulseFit) -> list[str]:
             f"  {name:10s} mean-ramp max dev {100 * q['mean_ramp_max_dev_rel']:5.2f}% of range; "
             f"step spread measured {q['step_spread_measured']:.3g}, simulated "
             f"{q['step_spread_simulated']:.3g} (ratio {q['step_spread_ratio']:.3f})")
+    m = fit.model
+    span = m.g_max - m.g_min
+    lines.append(f"  cycle-to-cycle: update noise per pulse SET {100 * m.sigma_add_p / span:.3g}%"
+                 f" / RESET {100 * m.sigma_add_d / span:.3g}% of the window (+ {m.sigma_mult_p:.3g}"
+                 f" / {m.sigma_mult_d:.3g} x the step); read-level noise "
+                 f"{100 * m.sigma_level / span:.3g}% (pulse-to-pulse correlation "
+                 f"{m.rho_level:.2f})")
     return lines
