@@ -156,9 +156,9 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     its standard error or the reason it has none. A card is rejected when ngspice disagrees
     (NRMSE by more than 0.01) or when it is not in periodic steady state after its warm-up. A
     manifest with several devices fits each device separately (the cards record the
-    device-to-device spread). Nothing is written unless
-    every fit succeeds; with --model all, models that fail are reported with their error and
-    the others are written and ranked.
+    device-to-device spread of the devices fitted); a device that cannot be fitted is reported
+    with the reason and the others' cards are written. With several models, models that fail
+    are reported with their error and the others are written and ranked.
     """
     from circuitnn.devices.card import ModelCard
     from circuitnn.fitting.iv import (
@@ -212,14 +212,19 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
                 check_fit(f)
                 fits[name][model] = f
             except CircuitnnError as exc:
-                if len(models) == 1:
+                if len(models) == 1 and len(groups) == 1:
                     raise
                 errors[name][model] = str(exc)
             finally:
                 bar.close()
-        if not fits[name]:
-            raise CircuitnnError(f"no model could be fitted to device {name!r}: "
-                                 + "; ".join(errors[name].values()))
+    failed = [name for name in groups if not fits[name]]
+    if len(failed) == len(groups):
+        raise CircuitnnError("no model could be fitted to " + "; ".join(
+            f"device {name!r}: " + "; ".join(errors[name].values()) for name in failed))
+    for name in failed:  # the other devices' cards are written; say which failed and why
+        click.echo(f"circuitnn: warning: device {name!r} not fitted, no card written: "
+                   + "; ".join(f"{m}: {e}" for m, e in errors[name].items()), err=True)
+        del fits[name]
 
     spreads = {m: device_spread([fits[d][m] for d in fits if m in fits[d]]) for m in models}
     written: dict[str, dict[str, tuple[Path, Path]]] = {}
@@ -233,7 +238,8 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
             make_card(f, manifest, spreads.get(model)).save(card_path)
             written[name][model] = (card_path, fig_path)
 
-    results = {}
+    results: dict[str, Any] = {name: {"error": "; ".join(f"{m}: {e}" for m, e in
+                                                     errors[name].items())} for name in failed}
     for name, by_model in fits.items():
         best = min(by_model, key=lambda m: by_model[m].score)
         entries = {}
@@ -250,6 +256,9 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
         click.echo(json.dumps(obj, default=_json_default))
         return
     for name, res in results.items():
+        if "error" in res:
+            click.echo(f"device {name}: not fitted: {res['error']}")
+            continue
         for model, entry in res["models"].items():
             if "error" in entry:
                 click.echo(f"{model} fit to device {name}: failed: {entry['error']}")
