@@ -33,8 +33,12 @@ def _render(device: Device, text: str, v_node: str, state: str) -> str:
     return expr.to_spice(expr.substitute(text, m.definitions), rename)
 
 
-def subckt(device: Device, name: str, dynamic: bool = True) -> str:
-    """Text of a `.subckt NAME p n` for the device (terminals: positive, negative)."""
+def subckt(device: Device, name: str, dynamic: bool = True, s0: float | None = None) -> str:
+    """Text of a `.subckt NAME p n` for the device (terminals: positive, negative).
+
+    Dynamic with `s0`: a self-contained subcircuit (the exported form, `circuitnn.spice.export`)
+    whose parameter `s0` (default: the given value) is the initial state, set by an `.ic`
+    inside the subcircuit (each instance may give its own: ``X1 a b NAME s0=...``)."""
     name = safe_name(name, "subcircuit name")
     lo, hi = (fmt(float(b), "state bound") for b in device.bounds())
     pol = fmt(device.polarity, "polarity")
@@ -43,14 +47,21 @@ def subckt(device: Device, name: str, dynamic: bool = True) -> str:
         sc = f"min(max(v(s),{lo}),{hi})"
         cur = _render(device, device.model.current, "v(p,n)", sc)
         rate = _render(device, device.model.rate, "v(p,n)", sc)
+        params, ic = "", ""
+        if s0 is not None:
+            params, ic = f" params: s0={fmt(s0, 'initial state')}", ".ic v(s)={s0}\n"
         return (
-            f"{head}.subckt {name} p n\n"
+            f"{head}.subckt {name} p n{params}\n"
             f"Cs s 0 1\n"
             f"Rs s 0 1e18\n"
+            f"{ic}"
             f"Bs 0 s I=((v(s)>={hi} && ({rate})>0) || (v(s)<={lo} && ({rate})<0)) ? 0 : {rate}\n"
             f"Bi p n I={pol}*{cur}\n"
             f".ends {name}\n"
         )
+    if s0 is not None:
+        raise CircuitnnError("the static subcircuit takes its state per instance; s0 is for the "
+                             "dynamic one")
     cur = _render(device, device.model.current, "v(p,n)", "{s0}")
     s_default = fmt(float(device.bounds()[0]), "state")
     return f"{head}.subckt {name} p n params: s0={s_default}\nBi p n I={pol}*{cur}\n.ends {name}\n"
@@ -103,10 +114,12 @@ TRAN_ATTEMPTS = (("reltol=1e-6", 1e-15), ("reltol=1e-6 trtol=50", 1e-15),
 def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,
                       max_step: float | None = None, series: ExprElement | None = None,
                       options: str = TRAN_ATTEMPTS[0][0],
-                      node_capacitance: float = TRAN_ATTEMPTS[0][1]) -> str:
+                      node_capacitance: float = TRAN_ATTEMPTS[0][1],
+                      exported: tuple[str, str] | None = None) -> str:
     """A complete netlist driving one dynamic device with the waveform (t, v), optionally
     through a series resistance or a series element (`circuitnn.devices.series`), with
-    `node_capacitance` (F) between them."""
+    `node_capacitance` (F) between them. `exported`: (text, name) of an exported subcircuit
+    (`subckt(..., s0=...)`) to drive instead of the device's own, its state set by `s0=`."""
     import numpy as np
 
     t = np.asarray(t, dtype=float)
@@ -115,20 +128,23 @@ def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,
         if series is not None:
             raise CircuitnnError("give either r_series or a series element, not both")
         series = resistor(r_series)
+    block, name = exported or (subckt(device, "memdev", dynamic=True), "memdev")
     lines = [
         "circuitnn single-device transient",
-        subckt(device, "memdev", dynamic=True).rstrip(),
+        block.rstrip(),
         pwl_source("in", "a", "0", t - t[0], v),
     ]
+    node = "a"
     if series is not None:
         # a capacitance at the inner node: ngspice's Newton needs it where a current limit
         # saturates
-        lines += [element_line(series, "ser", "a", "d"), f"Cd d 0 {fmt(node_capacitance)}",
-                  instance("m1", "memdev", "d", "0")]
+        lines += [element_line(series, "ser", "a", "d"), f"Cd d 0 {fmt(node_capacitance)}"]
+        node = "d"
+    if exported is None:
+        lines += [instance("m1", name, node, "0"), initial_condition("m1", s0)]
     else:
-        lines += [instance("m1", "memdev", "a", "0")]
+        lines += [instance("m1", name, node, "0", s0=s0)]
     lines += [
-        initial_condition("m1", s0),
         f".options noinit {options} abstol=1e-15 vntol=1e-9 method=gear",
         f".tran {fmt(max_step)} {fmt(float(t[-1] - t[0]))} 0 {fmt(max_step)}",
         ".save v(a) i(vin) v(xm1.s)" + (" v(d)" if series is not None else ""),
@@ -139,9 +155,10 @@ def transient_netlist(device: Device, t, v, s0: float, r_series: float = 0.0,
 
 def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
                      max_step: float | None = None, backend: str = "subprocess",
-                     series: ExprElement | None = None, timeout: float = 300):
-    """Run the device's ngspice subcircuit on a waveform; returns a `Trace` at the sample times
-    (`timeout`: seconds per ngspice attempt).
+                     series: ExprElement | None = None, timeout: float = 300,
+                     exported: tuple[str, str] | None = None):
+    """Run the device's ngspice subcircuit (or the `exported` one, see `transient_netlist`) on
+    a waveform; returns a `Trace` at the sample times (`timeout`: seconds per ngspice attempt).
 
     A device that switches in picoseconds (a snap) can defeat ngspice's time-step control
     ("timestep too small"); the transient is then retried as TRAN_ATTEMPTS lists, in turn
@@ -162,8 +179,8 @@ def simulate_ngspice(device: Device, t, v, s0: float, r_series: float = 0.0,
     for k, (options, cap) in enumerate(attempts):
         try:
             res = run_netlist(transient_netlist(device, t, v, s0, r_series, max_step, series,
-                                                options, cap), backend=backend, name=name,
-                              timeout=timeout)
+                                                options, cap, exported), backend=backend,
+                              name=name, timeout=timeout)
             break
         except CircuitnnError as exc:
             if "timestep too small" not in str(exc).lower() or k == len(attempts) - 1:
