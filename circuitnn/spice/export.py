@@ -106,8 +106,9 @@ def export_text(card: ModelCard, kind: str, name: str, source: str = "card",
         lines.append(f'use: compile with openvaf-r to {name}.osdi; VACASK: load "{name}.osdi", '
                      f"model m {name}, x1 (a b) m s0=...")
         return verilog_a.module(device, name, s0, lines)
-    lines.append(f"use: .include this file; X1 a b {name} [s0=...] (ngspice -b; the state is "
-                 f"node s of the instance, in the model's unit)")
+    lines.append(f"use: .include this file; X1 a b {name} [s0=...] (ngspice -b); the state is "
+                 "node s of the instance, in the model's unit: keep .options vntol well below "
+                 "the state range")
     text = subckt(device, name, dynamic=True, s0=s0)
     body = text.split("\n", 1)[1]  # the subcircuit's own first comment line is in the header
     return "".join(f"* {comment(h)}\n" for h in lines) + body

