@@ -6,8 +6,9 @@ card's values: `spice` is the project's own dynamic ngspice subcircuit
 self-contained, ``.subckt NAME p n params: s0=...`` with the initial state set inside; plain
 `ngspice -b` runs it, and it holds no `.control` block. `verilog-a` is ``module NAME(p, n)``
 (`circuitnn.spice.verilog_a`) for OpenVAF and the simulators that load its OSDI libraries
-(VACASK, ngspice 40+), or any Verilog-A simulator. The default initial state is the middle of
-the state range, where the card's fit starts its warm-up periods (`circuitnn.fitting.iv`).
+(VACASK, ngspice built with OSDI), or any Verilog-A simulator. The default initial state is the
+middle of the state range, where the card's fit starts its warm-up periods
+(`circuitnn.fitting.iv`).
 Every name, number and comment written goes through `circuitnn.spice.names`.
 
 `simulate_export` runs an exported text in its second simulator (ngspice for `spice`, VACASK
