@@ -75,11 +75,12 @@ def test_a_model_with_keyword_names_still_compiles(tmp_path) -> None:
         name="odd", citation="test", state="s0", state_unit="", state_lo="0", state_hi="end",
         current="V * v * (1 + s0) + where(v > 0, table, 0)", rate="input * sinh(v) - log(2) * s0",
         params=(ParamSpec("V", 1e-5, "S", 0, 1), ParamSpec("end", 1.0, "", 0, 2),
-                ParamSpec("input", 10.0, "1/s", 0, 100), ParamSpec("rate", 0.0, "", 0, 1)),
-        definitions={"table": "rate + pow(v, 2)"})
+                ParamSpec("input", 10.0, "1/s", 0, 100), ParamSpec("cnn_lo", 0.0, "", 0, 1)),
+        definitions={"table": "cnn_lo + pow(v, 2)"})
     dev = Device(odd)
     text = verilog_a.module(dev, "odd", initial_state(dev))
     assert "parameter real V_m = " in text and "parameter real end_m = " in text
+    assert "parameter real cnn_lo_m = " in text and "real v, s0_m, " in text
     (tmp_path / "odd.va").write_text(text)
     assert vacask.compile_module(tmp_path / "odd.va")[1] == []
 

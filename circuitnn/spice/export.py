@@ -78,10 +78,12 @@ def header(card: ModelCard, device: Device, name: str, source: str) -> list[str]
         lines += [f"data: {p}" for p in public]
     elif prov.get("source"):
         lines.append(f"source: {prov['source']}")
-    quality = [f"{k} {fit[k]:.4g}" for k in ("nrmse", "log_error_decades", "nrmse_ngspice")
+    labels = {"nrmse": "NRMSE", "log_error_decades": "log error (decades)",
+              "nrmse_ngspice": "NRMSE in ngspice"}
+    quality = [f"{label} {fit[k]:.4g}" for k, label in labels.items()
                if isinstance(fit.get(k), (int, float))]
     if quality:
-        lines.append("fit quality: " + ", ".join(quality).replace("_", " ")
+        lines.append("fit quality: " + ", ".join(quality)
                      + " (NRMSE: RMS error / measured current span, mean over sweeps)")
     elif fit.get("note"):
         lines.append(f"fit quality: {fit['note']}")

@@ -88,8 +88,8 @@ def simulate_vacask(device: Device, module_text: str, name: str, t, v, s0: float
                     series: ExprElement | None = None, max_step: float | None = None,
                     timeout: float = 300) -> Trace:
     """Run a Verilog-A module of `device` (``module NAME(p, n)`` of `circuitnn.spice.verilog_a`,
-    its state on the internal node `xn`) in VACASK on the waveform (t, v), optionally through a
-    series element, from the state `s0`; returns a `Trace` at the sample times."""
+    its state on the internal node `cnn_state`) in VACASK on the waveform (t, v), optionally
+    through a series element, from the state `s0`; returns a `Trace` at the sample times."""
     vacask, _ = tools()
     t = np.asarray(t, dtype=float)
     v = np.asarray(v, dtype=float)
@@ -119,4 +119,4 @@ def simulate_vacask(device: Device, module_text: str, name: str, t, v, s0: float
     tt = plot.scale
     at = lambda key: np.interp(t - t[0], tt, plot[key].real)  # noqa: E731
     lo, hi = (float(b) for b in device.bounds())
-    return Trace(t, v, at(node), -at("vin:flow(br)"), lo + (hi - lo) * at("xm1:xn"))
+    return Trace(t, v, at(node), -at("vin:flow(br)"), lo + (hi - lo) * at("xm1:cnn_state"))

@@ -3,12 +3,13 @@
 A device becomes ``module NAME(p, n)``: the card's values are the parameters' defaults, the
 model's named sub-expressions (window functions, thresholds, ...) are variables, and the current
 and state rate are the model's expressions (`circuitnn.devices.expr.to_verilog_a`). The state
-lives on the internal node `xn` as the normalised state (x - lo) / (hi - lo), of order 1 in every
-model (Stanford-PKU's gap is ~1e-9 m), so simulators' default voltage tolerances resolve it:
-``ddt(V(xn)) = rate / (hi - lo)``, the state clamped to its bounds and the rate held at zero
-where it would push the state past one, as the project's simulator and ngspice subcircuit do
-(`Device.rate`, `circuitnn.spice.subckt`). In static analyses (the operating point before a
-transient, DC sweeps) the state is the instance parameter `s0`.
+lives on the internal node `cnn_state` as the normalised state (x - lo) / (hi - lo), of order 1
+in every model (Stanford-PKU's gap is ~1e-9 m), so simulators' default voltage tolerances
+resolve it: ``ddt(V(cnn_state)) = rate / (hi - lo)``, the state clamped to its bounds and the
+rate held at zero where it would push the state past one, as the project's simulator and ngspice
+subcircuit do (`Device.rate`, `circuitnn.spice.subckt`). In static analyses (the operating point
+before a transient, DC sweeps) the state is the instance parameter `s0`. The module's own names
+start with `cnn_` (and `s0`), so the model's names stay as they are (a keyword gets `_m`).
 
 A series element (`circuitnn.devices.series.ExprElement`) renders likewise as a two-terminal
 module, for simulations of a device behind an instrument's resistance or current limit.
@@ -44,7 +45,7 @@ RESERVED = frozenset("""
     zi_zd zi_zp I V
 """.split())
 #: names the module itself uses
-OWN = ("p", "n", "xn", "s0", "lo", "hi", "rate", "current")
+OWN = ("p", "n", "s0", "cnn_state", "cnn_lo", "cnn_hi", "cnn_rate", "cnn_current")
 
 
 def _identifiers(device: Device) -> dict[str, str]:
@@ -95,7 +96,7 @@ def module(device: Device, name: str, s0: float, header: list[str] = ()) -> str:
     lines = [f"// {comment(h)}" for h in header]
     lines += ['`include "disciplines.vams"', "", f"module {name}(p, n);", "    inout p, n;",
               "    electrical p, n;",
-              "    electrical xn;  // normalised state (x - lo) / (hi - lo)", ""]
+              "    electrical cnn_state;  // the normalised state (x - lo) / (hi - lo)", ""]
     for p in m.params:
         val = device.params[p.name]
         if val.ndim:
@@ -106,26 +107,27 @@ def module(device: Device, name: str, s0: float, header: list[str] = ()) -> str:
     lines += [f'    (* type="instance" *) parameter real s0 = {fmt(s0, "initial state")};'
               f"  // initial state {comment(m.state)} ({comment(m.state_unit) or 'no unit'})",
               ""]
-    locals_ = [ids["v"], ids[m.state], "lo", "hi", "rate", "current",
+    locals_ = [ids["v"], ids[m.state], "cnn_lo", "cnn_hi", "cnn_rate", "cnn_current",
                *(ids[d] for d in m.definitions)]
     lines += [f"    real {', '.join(locals_)};", "", "    analog begin"]
+    pol = fmt(device.polarity, "polarity")
     body = [
-        f"lo = {va(m.state_lo)};",
-        f"hi = {va(m.state_hi)};",
-        f"{ids['v']} = {fmt(device.polarity, 'polarity')} * V(p, n);",
-        f"{ids[m.state]} = min(max(lo + (hi - lo) * V(xn), lo), hi);",
+        f"cnn_lo = {va(m.state_lo)};",
+        f"cnn_hi = {va(m.state_hi)};",
+        f"{ids['v']} = {pol} * V(p, n);",
+        f"{ids[m.state]} = min(max(cnn_lo + (cnn_hi - cnn_lo) * V(cnn_state), cnn_lo), cnn_hi);",
         *(f"{ids[d]} = {va(m.definitions[d])};" for d in _ordered_definitions(m.definitions)),
-        f"rate = {va(m.rate)};",
-        f"current = {va(m.current)};",
+        f"cnn_rate = {va(m.rate)};",
+        f"cnn_current = {va(m.current)};",
         "// the state stays in its bounds: no motion past one",
-        "if ((V(xn) >= 1.0 && rate > 0.0) || (V(xn) <= 0.0 && rate < 0.0))",
-        "    rate = 0.0;",
-        "I(xn) <+ ddt(V(xn));",
+        "if ((V(cnn_state) >= 1.0 && cnn_rate > 0.0) || (V(cnn_state) <= 0.0 && cnn_rate < 0.0))",
+        "    cnn_rate = 0.0;",
+        "I(cnn_state) <+ ddt(V(cnn_state));",
         "if (analysis(\"static\"))",
-        "    I(xn) <+ V(xn) - (s0 - lo) / (hi - lo);",
+        "    I(cnn_state) <+ V(cnn_state) - (s0 - cnn_lo) / (cnn_hi - cnn_lo);",
         "else",
-        "    I(xn) <+ -rate / (hi - lo);",
-        f"I(p, n) <+ {fmt(device.polarity, 'polarity')} * current;",
+        "    I(cnn_state) <+ -cnn_rate / (cnn_hi - cnn_lo);",
+        f"I(p, n) <+ {pol} * cnn_current;",
     ]
     lines += [f"        {b}" for b in body] + ["    end", "endmodule", ""]
     return "\n".join(lines)
