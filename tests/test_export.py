@@ -4,6 +4,7 @@ and VACASK against the project's own simulation; the files as users run them; ba
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -170,16 +171,13 @@ def test_bad_input_is_refused_with_one_line_and_no_file(args, message, tmp_path,
 
 @pytest.mark.ngspice
 @pytest.mark.measured
-def test_check_json(tmp_path) -> None:
-    out = tmp_path / "mss.cir"
-    done = subprocess.run([sys.executable, "-m", "circuitnn.cli", "export",
-                           str(DEVICE_MODELS_DIR / "bipolar-yakopcic.json"), "--format", "spice",
-                           "--name", "yak", "--out", str(out), "--check", "--json"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    import json
-
-    got = json.loads(done.stdout)
+def test_check_json(tmp_path, capsys) -> None:
+    out = tmp_path / "yak.cir"
+    code, stdout, err = run(["export", str(DEVICE_MODELS_DIR / "bipolar-yakopcic.json"),
+                             "--format", "spice", "--name", "yak", "--out", str(out), "--check",
+                             "--json"], capsys)
+    assert code == 0, err
+    got = json.loads(stdout)
     assert set(got) == {"simulator", "nrmse", "waveform"} and got["simulator"] == "ngspice"
     assert 0 <= got["nrmse"] <= TARGETS["spice"] and "bipolar-loop/bipolar_loop" in got["waveform"]
     assert out.read_text().startswith("* yak: yakopcic memristor model")
