@@ -32,6 +32,9 @@ class Dataset:
     folder: str
     files: tuple[str, ...]
     attribution: str = ""
+    #: how its I-V files are read (voltage and current columns, current unit); None: not I-V
+    columns: tuple[int, int] | None = None
+    current_unit: str = "A"
 
     @property
     def url(self) -> str:
@@ -58,6 +61,8 @@ DATASETS: dict[str, Dataset] = {
             files=("<R>_<amplitude>_<f>Hz_<device>/memristor.csv",
                    "<R>_<amplitude>_<f>Hz_<device>/resistor_plus_memristor.csv"),
             attribution="Knowm Memristor Discovery (Knowm Inc.)",
+            columns=(0, 1),
+            current_unit="uA",
         ),
         Dataset(
             key="bipolar-loop",
@@ -72,6 +77,7 @@ DATASETS: dict[str, Dataset] = {
             commit="3b9bd8d0c78991fca251bde2c467f2868d57192d",
             folder="bipolar-loop",
             files=("bipolar_loop.txt",),
+            columns=(0, 1),
         ),
         Dataset(
             key="taox-pulse",
@@ -187,8 +193,8 @@ def knowm_manifest(
             "",
             "[[sweep]]",
             f"file = {_toml_str(str(file))}",
-            "columns = [0, 1]",
-            'current_unit = "uA"',
+            f"columns = {list(ds.columns)}",
+            f"current_unit = {_toml_str(ds.current_unit)}",
             f"frequency_hz = {_fmt_number(f)}",
             f"device = {_toml_str(device)}",
             f"series_resistance_ohm = {_fmt_number(r_ohm)}",
@@ -214,8 +220,8 @@ def bipolar_manifest() -> str:
             "",
             "[[sweep]]",
             f"file = {_toml_str(str(file))}",
-            "columns = [0, 1]",
-            'current_unit = "A"',
+            f"columns = {list(ds.columns)}",
+            f"current_unit = {_toml_str(ds.current_unit)}",
             "frequency_hz = 1",
             'device = "bipolar"',
             "series_resistance_ohm = 0",

@@ -1,6 +1,6 @@
 """Test-wide set-up: a private user cache, so no test reads or fills the real one; tests that
-need ngspice or the shared measured data carry the markers `ngspice` / `measured` and skip, with
-the reason, where that is absent (CI has both)."""
+need ngspice, the shared measured data or VACASK carry the markers `ngspice` / `measured` /
+`vacask` and skip, with the reason, where that is absent (CI has all three)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import pytest
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.spice import vacask
 from circuitnn.spice.runner import ngspice_available
 
 
@@ -44,8 +45,11 @@ def pytest_collection_modifyitems(config, items):
     no_spice = None if ngspice_available() else "ngspice is not installed (apt-get install -y " \
         "ngspice libngspice0 libngspice0-dev)"
     no_data = _measured_missing()
+    no_vacask = vacask.missing()
     for item in items:
         if no_spice and item.get_closest_marker("ngspice"):
             item.add_marker(pytest.mark.skip(reason=no_spice))
         if no_data and item.get_closest_marker("measured"):
             item.add_marker(pytest.mark.skip(reason=no_data))
+        if no_vacask and item.get_closest_marker("vacask"):
+            item.add_marker(pytest.mark.skip(reason=no_vacask))

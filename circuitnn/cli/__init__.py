@@ -22,6 +22,7 @@ COMMANDS = {
     "surrogate": "circuitnn.cli.surrogate:surrogate",
     "network": "circuitnn.cli.network:network",
     "mcnn": "circuitnn.cli.mcnn:mcnn",
+    "export": "circuitnn.cli.export:export",
 }
 
 

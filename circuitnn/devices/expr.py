@@ -3,8 +3,9 @@
 An expression is a string of Python syntax restricted to arithmetic, comparisons and a fixed set
 of functions. The same parsed expression is compiled to a vectorised numpy function (and, through
 `Kernel`, with numba for the transient integrator) and rendered as an ngspice behavioural-source
-expression, so the Python and SPICE versions of a model cannot drift apart. `where(c, a, b)` is
-the only conditional (ngspice: `c ? a : b`).
+expression or a Verilog-A expression, so the Python, SPICE and Verilog-A versions of a model
+cannot drift apart. `where(c, a, b)` is the only conditional (ngspice and Verilog-A:
+`c ? a : b`).
 
 `derivative` differentiates an expression symbolically (for the Jacobians of the implicit
 integrator and of series-element solves) and `Kernel` compiles several expressions into one
@@ -23,7 +24,7 @@ import numpy as np
 
 from circuitnn.errors import CircuitnnError
 
-# name -> (numpy implementation, ngspice spelling)
+# name -> (numpy implementation, ngspice and Verilog-A spelling: both write the natural log `ln`)
 FUNCTIONS: dict[str, tuple[Callable, str]] = {
     "exp": (np.exp, "exp"),
     "log": (np.log, "ln"),
@@ -127,11 +128,28 @@ def _to_numpy(node: ast.expr) -> ast.expr:
 
 def to_spice(node: ast.expr | str, rename: Mapping[str, str]) -> str:
     """Render an expression in ngspice B-source syntax; `rename` maps every free name to SPICE."""
+    return _render(node, rename, lambda x: format(x, ".15g"), "ngspice")
+
+
+def to_verilog_a(node: ast.expr | str, rename: Mapping[str, str]) -> str:
+    """Render an expression in Verilog-A syntax; `rename` maps every free name to Verilog-A.
+    Constants are written as real literals (``2.0``, never the integer ``2``: integer division
+    in Verilog-A truncates)."""
+    return _render(node, rename, repr, "Verilog-A")
+
+
+def _render(node: ast.expr | str, rename: Mapping[str, str], number: Callable[[float], str],
+            target: str) -> str:
+    """The expression in the infix syntax that ngspice and Verilog-A share (function names of
+    FUNCTIONS, `where` as `c ? a : b`, `**` as pow), constants written by `number`."""
     if isinstance(node, str):
         node = parse(node)
-    r = lambda n: to_spice(n, rename)  # noqa: E731
+    r = lambda n: _render(n, rename, number, target)  # noqa: E731
     if isinstance(node, ast.Constant):
-        return format(float(node.value), ".15g")
+        value = float(node.value)
+        if not np.isfinite(value):
+            raise CircuitnnError(f"cannot render the constant {node.value!r} for {target}")
+        return number(value)
     if isinstance(node, ast.Name):
         if node.id not in rename:
             raise CircuitnnError(f"model expression uses undefined name {node.id!r}")
@@ -152,7 +170,7 @@ def to_spice(node: ast.expr | str, rename: Mapping[str, str]) -> str:
         if name == "where":
             return f"({args[0]} ? {args[1]} : {args[2]})"
         return f"{FUNCTIONS[name][1]}({','.join(args)})"
-    raise CircuitnnError(f"cannot render {type(node).__name__} for ngspice")
+    raise CircuitnnError(f"cannot render {type(node).__name__} for {target}")
 
 
 # ----------------------------------------------------------------------------- derivatives

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from circuitnn import datasets
+from circuitnn.devices.card import ModelCard
 from circuitnn.errors import CircuitnnError
 
 #: current unit name -> factor to amperes
@@ -83,6 +85,8 @@ class Sweep:
     source: str
     compliance_a: float | None = None
     noise_floor_a: float = 0.0
+    #: how the file was read (`load_sweep`'s columns, current_unit, time_unit), for the card
+    reading: dict[str, Any] | None = None
 
     @property
     def n(self) -> int:
@@ -436,6 +440,7 @@ def load_sweep(
         source=str(path),
         compliance_a=comp,
         noise_floor_a=floor,
+        reading={"columns": list(cols), "current_unit": current_unit, "time_unit": time_unit},
     )
     check_current_settings(sweep, where)
     return sweep
@@ -570,6 +575,39 @@ def load_manifest(path: str | os.PathLike) -> list[Sweep]:
         if count:
             sweep = replace(sweep, name=f"{sweep.name}#{count + 1}")
         sweeps.append(sweep)
+    return sweeps
+
+
+def card_sweeps(card: ModelCard, where: str = "card") -> list[Sweep]:
+    """The measured sweeps a card was fitted to (its provenance `data`), read again as the fit
+    read them: each file at its recorded path or, when that is gone and the file belongs to a
+    registered public dataset (`circuitnn.datasets`), in that dataset's local folder; with the
+    columns and units recorded with it (cards written before those were recorded: the
+    registered dataset's). [] for a card without measured data (published parameters)."""
+    sweeps = []
+    for entry in card.provenance.get("data", []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise CircuitnnError(f"{where}: provenance 'data' entries need a 'file'")
+        dataset = (entry.get("public_source") or {}).get("dataset")
+        path = Path(entry["file"])
+        if not path.is_file() and dataset in datasets.DATASETS:
+            folder = datasets.DATASETS[dataset].folder
+            if folder in path.parts:
+                rest = path.parts[path.parts.index(folder) + 1:]
+                path = datasets.dataset_path(dataset).joinpath(*rest)
+        reading = entry.get("reading")
+        if reading is None and dataset in datasets.DATASETS:
+            ds = datasets.DATASETS[dataset]
+            reading = {"columns": list(ds.columns), "current_unit": ds.current_unit}
+        if not isinstance(reading, dict):
+            raise CircuitnnError(f"{where}: the card does not record how {entry['file']} was "
+                                 "read (its columns and units); fit it again to record them")
+        sweeps.append(load_sweep(
+            path, reading["columns"], current_unit=reading["current_unit"],
+            time_unit=reading.get("time_unit", "s"), frequency_hz=entry.get("frequency_hz"),
+            series_resistance_ohm=entry.get("series_resistance_ohm", 0.0),
+            compliance_a=entry.get("compliance_a"), name=entry.get("sweep"),
+            where=f"{where}: measured data {entry.get('sweep')}"))
     return sweeps
 
 

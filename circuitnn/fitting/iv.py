@@ -977,6 +977,8 @@ def make_card(fit: IVFit, manifest: str | None = None,
                                  "series_resistance_ohm": s.series_resistance_ohm,
                                  "compliance_a": s.compliance_a,
                                  "noise_floor_a": s.noise_floor_a}
+        if s.reading is not None:
+            entry["reading"] = s.reading
         src = _dataset_source(s.source)
         if src:
             entry["public_source"] = src

@@ -1,4 +1,5 @@
-"""Netlist-safety helpers: every name and number written into a netlist goes through these.
+"""Netlist-safety helpers: every name, number and comment written into a netlist (or a Verilog-A
+file) goes through these.
 
 ngspice ``.control`` blocks can run shell commands (``shell``), so no user-supplied string may
 reach a netlist unchecked: names are restricted to identifiers, numbers to finite reals.
@@ -49,3 +50,17 @@ def fmt(x: float, what: str = "value") -> str:
     if not math.isfinite(v):
         raise CircuitnnError(f"invalid {what} {v!r}: expected a finite real number")
     return repr(v)
+
+
+#: longest comment text kept
+COMMENT_CHARS = 300
+
+
+def comment(text: str) -> str:
+    """`text` made safe for one comment line of a netlist or a Verilog-A file: printable ASCII
+    only, without the backslash and backtick (line continuations, compiler directives), white
+    space collapsed to single spaces (no line break can end the comment), at most
+    COMMENT_CHARS characters."""
+    kept = "".join(c if " " <= c <= "~" and c not in "\\`" else " " for c in str(text))
+    kept = " ".join(kept.split())
+    return kept if len(kept) <= COMMENT_CHARS else kept[:COMMENT_CHARS - 3] + "..."
