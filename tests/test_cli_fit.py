@@ -185,7 +185,10 @@ CASES = {
     "absurd noise floor": ("n1.csv", GOOD_ROWS, QUICK + ["--noise-floor-a", "5"],
                            "noise_floor_a"),
     "noise floor in the wrong unit": ("n2.csv", GOOD_ROWS, QUICK + ["--noise-floor-a", "1e-4"],
-                                      "above noise_floor_a"),
+                                      "above every measured current"),
+    "noise floor leaving too few points": ("n4.csv", GOOD_ROWS,
+                                           QUICK + ["--noise-floor-a", "1.95e-5"],
+                                           "above noise_floor_a"),
     "negative noise floor": ("n3.csv", GOOD_ROWS, QUICK + ["--noise-floor-a", "-1e-9"],
                              "noise_floor_a"),
 }
