@@ -94,7 +94,8 @@ def _path(template: str, device: str, model: str) -> Path:
 @click.option("--model", "model_name", required=True, metavar=f"{{{'|'.join(FIT_MODELS)}|all}}",
               help="Compact model to fit, 'all' to fit every model, or several separated by "
                    "commas (e.g. mss,yakopcic); several are ranked by the score mean over sweeps "
-                   "of (NRMSE/0.05)^2 + (log error/0.3)^2 (lower is better).")
+                   "of (NRMSE/0.05)^2 + (log error/0.3)^2 + (read error/0.15)^2 (lower is "
+                   "better).")
 @click.option("--columns", default=None,
               help="Quick form: voltage,current[,time] columns of SOURCE (0-based or header "
                    "names), e.g. 0,1.")
@@ -159,7 +160,7 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     search over both polarities and an lmfit least-squares refinement (coarse from several
     search results, then in full to convergence). The
     objective weighs the linear scale, the log scale and the read region: (NRMSE/0.05)^2 +
-    (log error/0.3)^2 + (read error/0.3)^2 per sweep; several models are ranked by its mean.
+    (log error/0.3)^2 + (read error/0.15)^2 per sweep; several models are ranked by its mean.
     Reports per sweep and overall the NRMSE, the log error (decades, every point above the
     noise floor), the read-region error (decades, |V| <= the read range) and the NRMSE of the
     card re-simulated in ngspice; every free parameter with its standard error or the reason it

@@ -271,8 +271,8 @@ OHMIC = CompactModel(
     params=(ParamSpec("G", 1e-5, "S", 1e-12, 10.0, True, "conductance"),),
 )
 
-MODELS: dict[str, CompactModel] = {m.name: m for m in (YAKOPCIC, INTERFACE, VTEAM, STANFORD_PKU, MSS,
-                                                       OHMIC)}
+MODELS: dict[str, CompactModel] = {
+    m.name: m for m in (YAKOPCIC, INTERFACE, VTEAM, STANFORD_PKU, MSS, OHMIC)}
 
 
 def get_model(name: str) -> CompactModel:

@@ -18,14 +18,16 @@ Measures (per sweep, and overall = mean over sweeps):
   default one is widened until it does.
 
 Objective: the three measures in units of their targets (TARGET_NRMSE = 0.05, TARGET_LOG = 0.3
-decades, TARGET_READ = 0.3 decades), sum over sweeps of (NRMSE / 0.05)^2 + (log error / 0.3)^2
-+ (read error / 0.3)^2: the read region counts twice (it is also in the log error), so a card
-two decades off where the network reads pays ~45 per sweep, against ~1 for an NRMSE of 0.05.
-The ranking of several models (`IVFit.score`) is the mean over sweeps of the same sum. As least
-squares: per sweep, linear residuals (I_sim - I_meas) / (span sqrt(n) 0.05), log residuals
-(log10 max(|I_sim|, floor) - log10|I_meas|) / (sqrt(n_log) 0.3) and read residuals likewise
-over the read region, where floor = 0.1 x the smallest measured |I| of the log error (a
-simulated current crossing zero costs a bounded amount).
+decades, TARGET_READ = 0.15 decades), sum over sweeps of (NRMSE / 0.05)^2 + (log error / 0.3)^2
++ (read error / 0.15)^2: a read conductance 40% off costs as much as an NRMSE of 0.05, and a
+card two decades off where the network reads pays ~180 per sweep (the read region is also in
+the log error). On a device whose high-bias current the model cannot follow (a series-resistance
+limited diode, `benchmarks/bench_fit_read.py`), the fit gives up linear accuracy there for the
+read region. The ranking of several models (`IVFit.score`) is the mean over sweeps of the same
+sum. As least squares: per sweep, linear residuals (I_sim - I_meas) / (span sqrt(n) 0.05), log
+residuals (log10 max(|I_sim|, floor) - log10|I_meas|) / (sqrt(n_log) 0.3) and read residuals
+likewise over the read region (0.15), where floor = 0.1 x the smallest measured |I| of the log
+error (a simulated current crossing zero costs a bounded amount).
 
 Compliance (manifest `compliance_a`): the instrument is a voltage source whose current is limited
 to +-compliance (`circuitnn.devices.series.current_limit`: 1 ohm output resistance, or the
@@ -132,7 +134,7 @@ FIXED: dict[str, dict[str, float]] = {
 
 TARGET_NRMSE = 0.05
 TARGET_LOG = 0.3  # decades
-TARGET_READ = 0.3  # decades, read-region error
+TARGET_READ = 0.15  # decades, read-region error (a read conductance 40% off)
 #: default read range: this many times the fitted card's safe read voltage
 READ_RANGE_FACTOR = 2.0
 #: the default read range is refined again when twice the card's v_read differs from the range
@@ -280,7 +282,7 @@ class IVFit:
     @property
     def score(self) -> float:
         """Ranking criterion: mean over sweeps of (NRMSE/0.05)^2 + (log error/0.3)^2
-        + (read error/0.3)^2."""
+        + (read error/0.15)^2."""
         return float(np.mean([(m.nrmse / TARGET_NRMSE) ** 2
                               + (m.log_error_decades / TARGET_LOG) ** 2
                               + (m.read_error_decades / TARGET_READ) ** 2
