@@ -113,7 +113,7 @@ def measured_read_states(record: dict[str, Any], v_read: float) -> dict[str, Any
                 "crossings": crossings, "readable": 0}
     low, high = min(read), max(read)
     bound = max(bounds, default=0.0)
-    low_is_bound = bool(bounds) and bound < low
+    low_is_bound = bool(bounds) and bool(bound < low)
     return {"low_S": bound if low_is_bound else low, "high_S": high,
             "low_is_bound": low_is_bound, "high_is_bound": False, "crossings": crossings,
             "readable": len(read)}
