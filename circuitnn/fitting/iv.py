@@ -903,9 +903,7 @@ def fit_iv(
         x = _values_of(result, prob)
         read_refinement = None
         if given is None:  # the default read range: 2 x the card's v_read (module doc)
-            v_read, _ = _card_v_read(cm, prob.values(x), pol)
-            wanted = (prob.read_range if v_read is None
-                      else default_read_range(sweeps, READ_RANGE_FACTOR * v_read))
+            wanted, _ = _card_read_range(cm, prob.values(x), pol, sweeps, prob.read_range)
             if abs(wanted / prob.read_range - 1) > READ_RANGE_SLACK:
                 read_refinement = {"from_range_v": prob.read_range, "to_range_v": wanted,
                                    "first_objective": _costs([result])[0]}
@@ -942,17 +940,7 @@ def fit_iv(
         refinement["read_range"] = read_refinement
     values = prob.values(x)
     if given is None:  # the reported read region: 2 x the final card's v_read
-        v_read, why = _card_v_read(cm, values, pol)
-        if v_read is None:
-            read_range = prob.read_range
-            rule = (f"{READ_RANGE_FACTOR:g} x the reference's read voltage "
-                    f"{V_READ_REFERENCE:g} V, capped at the sweeps' smallest peak |V| (the card "
-                    f"has no safe read voltage: {why})")
-        else:
-            read_range = default_read_range(sweeps, READ_RANGE_FACTOR * v_read)
-            rule = f"{READ_RANGE_FACTOR:g} x the card's safe read voltage {v_read:g} V"
-            if read_range > READ_RANGE_FACTOR * v_read:
-                rule += f", widened to hold {MIN_READ_POINTS} measured points in each sweep"
+        read_range, rule = _card_read_range(cm, values, pol, sweeps, prob.read_range)
     else:
         read_range = given
         rule = ("given (--read-range)" if st.read_range_v is not None
@@ -994,14 +982,24 @@ def fit_iv(
     return fit
 
 
-def _card_v_read(model: CompactModel, values: dict[str, float], polarity: float
-                 ) -> tuple[float | None, str]:
-    """(safe read voltage of a fitted card, '') or (None, why it has none)."""
+def _card_read_range(model: CompactModel, values: dict[str, float], polarity: float,
+                     sweeps: Sequence[Sweep], provisional: float) -> tuple[float, str]:
+    """(the default read range of a fitted card, how it was chosen): READ_RANGE_FACTOR x its
+    safe read voltage, widened to MIN_READ_POINTS points per sweep; `provisional` when the card
+    has no safe read voltage."""
     card = Device(model, values, polarity=polarity).to_card()
     try:
-        return operating_point(card, where="fitted card", fresh=True).v_read, ""
+        v_read = operating_point(card, where="fitted card", fresh=True).v_read
     except CircuitnnError as exc:
-        return None, str(exc)
+        return provisional, (f"{READ_RANGE_FACTOR:g} x the reference's read voltage "
+                             f"{V_READ_REFERENCE:g} V, capped at the sweeps' smallest peak |V| "
+                             f"(the card has no safe read voltage: {exc})")
+    wanted = READ_RANGE_FACTOR * v_read
+    read_range = default_read_range(sweeps, wanted)
+    rule = f"{READ_RANGE_FACTOR:g} x the card's safe read voltage {v_read:g} V"
+    if read_range > wanted:
+        rule += f", widened to hold {MIN_READ_POINTS} measured points in each sweep"
+    return read_range, rule
 
 
 def ngspice_check(fit: IVFit) -> None:
