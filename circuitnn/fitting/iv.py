@@ -457,10 +457,11 @@ class _Problem:
     """Sweeps stacked for vectorised simulation, and the map from search vectors to params.
 
     With `stride` > 1 only every stride-th sample is simulated and compared (the search's
-    cheaper view of the same data)."""
+    cheaper view of the same data). `read_range` (V): the read region of the objective's read
+    residuals (default: `provisional_read_range`)."""
 
     def __init__(self, model: CompactModel, sweeps: Sequence[Sweep], warmup: int,
-                 read_range: float | None = None, stride: int = 1) -> None:
+                 stride: int = 1, read_range: float | None = None) -> None:
         self.model = model
         self.sweeps = list(sweeps)
         self.warmup = warmup
@@ -603,7 +604,7 @@ def _search_problem(full: _Problem, st: FitSettings) -> _Problem:
     """The sweeps as the searches and the coarse refinement see them: on every second sample
     when that leaves at least SEARCH_SAMPLES samples, after `search_warmup_periods`."""
     stride = 2 if (min(s.n for s in full.sweeps) + 1) // 2 >= SEARCH_SAMPLES else 1
-    return _Problem(full.model, full.sweeps, st.search_warmup_periods, full.read_range, stride)
+    return _Problem(full.model, full.sweeps, st.search_warmup_periods, stride, full.read_range)
 
 
 def _searches(full: _Problem, st: FitSettings, progress: Callable[[], None] | None
@@ -862,7 +863,7 @@ def fit_iv(
     check_sweeps(sweeps)
     cm = get_model(model)
     given = given_read_range(sweeps, st)
-    prob = _Problem(cm, sweeps, st.warmup_periods, given)
+    prob = _Problem(cm, sweeps, st.warmup_periods, read_range=given)
     lock = threading.Lock()  # the searches and refinements call it from their threads
 
     def tick(stage: str) -> Callable[[], None] | None:
