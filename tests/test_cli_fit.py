@@ -103,14 +103,17 @@ def test_model_all_fits_and_ranks_every_model(tmp_path, capsys) -> None:
                                                 for a, b in zip(v[-n:], i, strict=True)))
     code, out, err = run(["fit", str(data), "--columns", "0,1", "--current-unit", "A",
                           "--frequency-hz", "10", "--model", "all", "--maxiter", "3",
-                          "--popsize", "3", "--out", str(tmp_path / "{model}.json"),
+                          "--popsize", "3", "--read-range", "0.4",
+                          "--out", str(tmp_path / "{model}.json"),
                           "--figure", str(tmp_path / "{model}.png"), "--json"], capsys)
     assert code == 0, err
     obj = json.loads(out)
     assert set(obj["models"]) == set(FIT_MODELS)
     assert "error" not in obj["models"][obj["best"]]
     for model, entry in obj["models"].items():
-        assert "error" in entry or INTERFACE_KEYS <= set(entry)
+        assert set(entry) == {"error", "seconds"} if "error" in entry else (
+            INTERFACE_KEYS | {"read_error_decades", "read_range_v"} <= set(entry))
+        assert entry.get("read_range_v", 0.4) == 0.4 and entry["seconds"] > 0
         assert ("error" in entry) != (tmp_path / f"{model}.json").is_file()
     scores = {m: e["score"] for m, e in obj["models"].items() if "error" not in e}
     assert obj["best"] == min(scores, key=scores.get)
@@ -185,7 +188,10 @@ CASES = {
     "absurd noise floor": ("n1.csv", GOOD_ROWS, QUICK + ["--noise-floor-a", "5"],
                            "noise_floor_a"),
     "noise floor in the wrong unit": ("n2.csv", GOOD_ROWS, QUICK + ["--noise-floor-a", "1e-4"],
-                                      "above noise_floor_a"),
+                                      "above every measured current"),
+    "noise floor leaving too few points": ("n4.csv", GOOD_ROWS,
+                                           QUICK + ["--noise-floor-a", "1.95e-5"],
+                                           "above noise_floor_a"),
     "negative noise floor": ("n3.csv", GOOD_ROWS, QUICK + ["--noise-floor-a", "-1e-9"],
                              "noise_floor_a"),
 }

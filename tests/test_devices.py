@@ -39,11 +39,16 @@ VTEAM = Device("vteam", dict(R_on=1e3, R_off=5e4, k_off=2e4, k_on=-2e4, v_off=0.
 YAKOPCIC_2020 = Device("yakopcic", dict(YAKOPCIC.params, a1_off=1e-6, a2_off=2e-6, b_off=3.0))
 MSS = Device("mss", dict(R_on=2e3, R_off=1e5, tau=1e-3, V_on=0.2, V_off=0.2, phi=0.7, a_f=1e-7,
                          b_f=5.0, a_r=1e-7, b_r=5.0))
+INTERFACE = Device("interface", dict(g_on_p=2e-5, b_on_p=3.0, g_on_n=2e-7, b_on_n=8.0,
+                                     g_off_p=5e-9, b_off_p=8.0, g_off_n=5e-9, b_off_n=3.0,
+                                     Ap=4e3, An=4e3, Vp=0.4, Vn=0.4, xp=0.3, xn=0.5,
+                                     alphap=1.0, alphan=3.0))
 CASES = {
     "yakopcic": (YAKOPCIC, 0.2, sine(1.0, 100.0), pulse_train(1.0, -1.0, 2e-3, 2e-4)),
     "yakopcic-off-state": (YAKOPCIC_2020, 0.2, sine(1.0, 100.0),
                            pulse_train(1.0, -1.0, 2e-3, 2e-4)),
     "mss": (MSS, 0.5, sine(0.8, 10.0), pulse_train(0.6, -0.6, 5e-3, 5e-4)),
+    "interface": (INTERFACE, 0.2, sine(1.0, 100.0), pulse_train(1.0, -1.0, 2e-3, 2e-4)),
     "vteam": (VTEAM, 0.5, sine(1.0, 100.0), pulse_train(-1.2, 1.2, 1e-3, 1e-4)),
     "stanford-pku": (load_device(), 1.5e-9, sine(1.6, 1e5),
                      pulse_train(1.6, -1.6, 50e-9, 5e-9)),

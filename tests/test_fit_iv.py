@@ -257,10 +257,10 @@ def test_several_searches_keep_the_best_refinement() -> None:
 
 
 def test_a_search_that_converges_early_restarts(monkeypatch) -> None:
-    """A population that converges with >= 15 of its 40 generations left starts again (noise:
-    VTEAM converges after 17), and the restart's population joins the candidates."""
-    st = FitSettings(popsize=2, maxiter=40, polarities=(1.0,))
-    prob = _Problem(get_model("vteam"), [_noise()], st.warmup_periods)
+    """A population that converges with >= 15 of its 45 generations left starts again (noise:
+    MSS converges after 27), and the restart's population joins the candidates."""
+    st = FitSettings(popsize=2, maxiter=45, polarities=(1.0,))
+    prob = _Problem(get_model("mss"), [_noise()], st.warmup_periods)
 
     def generations() -> tuple[int, float]:
         ticks: list[int] = []

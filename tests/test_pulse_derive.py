@@ -205,3 +205,44 @@ def test_cache_folder_is_not_the_repository(derived) -> None:
     repo = Path(__file__).resolve().parents[1]
     assert repo not in Path(derived[1]["path"]).resolve().parents
     assert os.environ.get("CIRCUITNN_CACHE")
+
+
+def test_refusal_hints_follow_what_ended_the_ramps() -> None:
+    """The hint names what stopped the strongest ramp and only option values the CLI accepts."""
+    from circuitnn.fitting.derive import (
+        MAX_PULSES,
+        MAX_WIDTH,
+        V_PULSE_MAX,
+        TooSlow,
+        _Pulse,
+        _refuse,
+        _Tried,
+    )
+
+    g = np.array([1e-5, 1.00001e-5])
+    window, thr = (1e-5, 1e-4), {"set": 0.5, "reset": 0.5}
+
+    def refusal(end: str, settings: DeriveSettings, amplitude: float = 1.0,
+                gate: float = 1.4, v_device: float = 0.9, given: bool = False) -> str:
+        tried = [_Tried(_Pulse("set", amplitude, gate), g, end, v_device)]
+        with pytest.raises(CircuitnnError) as info:
+            _refuse("SET", tried, given, settings, window, thr)
+        return str(info.value)
+
+    text = refusal("too slow", DeriveSettings(width=5e-8))
+    assert "too slow" in text and "--width (now 5e-08 s, at most 0.001 s)" in text
+    with pytest.raises(TooSlow):
+        _refuse("SET", [_Tried(_Pulse("set", 1.0, 1.4), g, "too slow", 0.9)], False,
+                DeriveSettings(width=5e-8), window, thr)
+    # at the longest width and the largest budget only the window is left to change
+    text = refusal("pulse budget", DeriveSettings(width=MAX_WIDTH, pulses=MAX_PULSES))
+    assert "--width" not in text and "--pulses" not in text and "--window" in text
+    text = refusal("current-limited", DeriveSettings(), v_device=0.3)
+    assert "current-limited" in text and "below its switching threshold 0.5 V" in text
+    assert "--gate-set (now 1.4 V, at most 5 V)" in text and "too slow" not in text
+    assert "--gate-set" not in refusal("current-limited", DeriveSettings(gate_set=5.0),
+                                       gate=5.0, v_device=0.3)
+    text = refusal("saturated", DeriveSettings(), amplitude=V_PULSE_MAX)
+    assert "saturated" in text and "--amplitude-set" not in text and "--window" in text
+    assert f"--amplitude-set (at most {V_PULSE_MAX:g} V)" in refusal("saturated",
+                                                                     DeriveSettings())

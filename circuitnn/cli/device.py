@@ -46,6 +46,10 @@ def _text(r: dict[str, Any]) -> list[str]:
     w = r["g_window"]
     lines.append(f"  window: [{w[0] * 1e6:.4g}, {w[1] * 1e6:.4g}] uS, on/off "
                  f"{w[1] / w[0]:.3g} ({op['window_rule']})")
+    if "read_check" in r:
+        from circuitnn.fitting.readcheck import read_check_line
+
+        lines.append(f"  {read_check_line(r['read_check'])}")
     d = op["read_disturb"]
     lines.append(f"  read disturb: drift {d['drift']:.3g} after {d['reads']:,} reads of "
                  f"{d['pulse_width_s'] * 1e9:g} ns at {d['v_read']:g} V (limit "
@@ -98,20 +102,27 @@ def device() -> None:
 @click.option("--derive/--no-derive", default=True, show_default=True,
               help="Without --pulse-card, derive the pulse law from the card (circuitnn "
                    "fit-pulse --from-card; cached) and show its response.")
+@click.option("--accept-read-error", is_flag=True,
+              help="Use a card even when it is off by more than 0.5 decade from its measured "
+                   "data at v_read (the report says so).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def check(card: str, pulse_card: str | None, v_read: float | None, g_min_us: float | None,
-          g_max_us: float | None, derive: bool, as_json: bool) -> None:
+          g_max_us: float | None, derive: bool, accept_read_error: bool, as_json: bool) -> None:
     """Check a device before using it: model and source, the safe read voltage and why,
     switching thresholds, conductance range and programmable window at v_read, on/off ratio,
-    read-disturb drift after 10^6 reads, and the pulse response (pulses to traverse the window
-    each way, nonlinearity, noise) of --pulse-card or of the law derived from the card. CARD
-    is an I-V card (circuitnn fit); a card without an operating record gets one computed (see
-    circuitnn.devices.operating).
+    the card against its measured data at v_read (refused when off by more than 0.5 decade,
+    unless --accept-read-error; circuitnn.fitting.readcheck), read-disturb drift after 10^6
+    reads, and the pulse response (pulses to traverse the window each way, nonlinearity, noise)
+    of --pulse-card or of the law derived from the card. CARD is an I-V card (circuitnn fit); a
+    card without an operating record gets one computed (see circuitnn.devices.operating).
     """
     from circuitnn.devices.profile import DeviceProfile
+    from circuitnn.fitting.readcheck import require_read_match
 
     profile = DeviceProfile.load(card, pulse_card, v_read, _window(g_min_us, g_max_us))
+    read = require_read_match(profile.iv_card, profile.v_read, card, accept_read_error)
     report = profile.report()
+    report["read_check"] = read
     if pulse_card is None and derive:
         from circuitnn.devices.pulse import pulse_response, scale_model
         from circuitnn.fitting.derive import derived_pulse

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,8 @@ def _path(template: str, device: str, model: str) -> Path:
 @click.option("--model", "model_name", required=True, metavar=f"{{{'|'.join(FIT_MODELS)}|all}}",
               help="Compact model to fit, 'all' to fit every model, or several separated by "
                    "commas (e.g. mss,yakopcic); several are ranked by the score mean over sweeps "
-                   "of (NRMSE/0.05)^2 + (log error/0.3)^2 (lower is better).")
+                   "of (NRMSE/0.05)^2 + (log error/0.3)^2 + (read error/0.15)^2 (lower is "
+                   "better).")
 @click.option("--columns", default=None,
               help="Quick form: voltage,current[,time] columns of SOURCE (0-based or header "
                    "names), e.g. 0,1.")
@@ -107,7 +109,12 @@ def _path(template: str, device: str, model: str) -> Path:
 @click.option("--compliance-a", type=float, default=None,
               help="Quick form: the instrument's current compliance in amperes.")
 @click.option("--noise-floor-a", type=float, default=None,
-              help="Quick form: currents below this (A) are left out of the log error.")
+              help="Quick form: currents at or below this (A) are noise, left out of the log "
+                   "measures (default: estimated from the data; see circuitnn.fitting.data).")
+@click.option("--read-range", "read_range", type=float, default=None, metavar="V",
+              help="Read region |V| <= V across the device, where the read-region error is "
+                   "measured and weighed (default: the manifest's read_range_v, else twice the "
+                   "fitted card's safe read voltage).")
 @click.option("--out", default=None,
               help="Card path (default runs/fit/{device}-{model}.json). '{device}' and "
                    "'{model}' are replaced; needed with several devices or --model all.")
@@ -116,8 +123,9 @@ def _path(template: str, device: str, model: str) -> Path:
                    "for --out.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"best": MODEL, "models": {MODEL: {nrmse, log_error_decades, '
-                   'nrmse_ngspice, params, stderr, stderr_reason, seconds, per_sweep}}} on '
-                   "stdout and nothing else.")
+                   'read_error_decades, read_range_v, nrmse_ngspice, params, stderr, '
+                   'stderr_reason, seconds, per_sweep}}} on stdout and nothing else (a model '
+                   'that failed: {error, seconds}).')
 @click.option("--maxiter", type=click.IntRange(1, 10000), default=FitSettings.maxiter,
               show_default=True,
               help="Differential-evolution generations per search (at most: a population "
@@ -139,9 +147,10 @@ def _path(template: str, device: str, model: str) -> Path:
               help="Skip the global search: refine from the values of this model card.")
 def fit(source: str, model_name: str, columns: str | None, current_unit: str | None,
         frequency_hz: float | None, device: str | None, series_resistance_ohm: float,
-        compliance_a: float | None, noise_floor_a: float | None, out: str | None,
-        figure: str | None, as_json: bool, maxiter: int, popsize: int, seed: int, searches: int,
-        max_nfev: int, bootstrap: int, start_card: str | None) -> None:
+        compliance_a: float | None, noise_floor_a: float | None, read_range: float | None,
+        out: str | None, figure: str | None, as_json: bool, maxiter: int, popsize: int,
+        seed: int, searches: int, max_nfev: int, bootstrap: int, start_card: str | None
+        ) -> None:
     """Fit ONE parameter set of a compact model to all I-V sweeps of a device.
 
     SOURCE is a TOML manifest of sweeps (see circuitnn.fitting.data) or, with --columns,
@@ -150,10 +159,12 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
     current compliance as the manifest gives them, by a vectorised differential-evolution
     search over both polarities and an lmfit least-squares refinement (coarse from several
     search results, then in full to convergence). The
-    objective weighs the linear and the log scale: (NRMSE/0.05)^2 + (log error/0.3)^2 per sweep.
-    Reports per sweep and overall the NRMSE, the log error (decades, points above 1e-3 of the
-    peak current) and the NRMSE of the card re-simulated in ngspice; every free parameter with
-    its standard error or the reason it has none. A card is rejected when ngspice disagrees
+    objective weighs the linear scale, the log scale and the read region: (NRMSE/0.05)^2 +
+    (log error/0.3)^2 + (read error/0.15)^2 per sweep; several models are ranked by its mean.
+    Reports per sweep and overall the NRMSE, the log error (decades, every point above the
+    noise floor), the read-region error (decades, |V| <= the read range) and the NRMSE of the
+    card re-simulated in ngspice; every free parameter with its standard error or the reason it
+    has none. A card is rejected when ngspice disagrees
     (NRMSE by more than 0.01) or when it is not in periodic steady state after its warm-up. A
     manifest with several devices fits each device separately (the cards record the
     device-to-device spread of the devices fitted); a device that cannot be fitted is reported
@@ -166,6 +177,7 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
         device_spread,
         fit_iv,
         fit_summary,
+        given_read_range,
         make_card,
     )
     from circuitnn.fitting.plots import iv_fit_figure
@@ -187,7 +199,9 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
         if len(models) > 1 and "{model}" not in value:
             raise CircuitnnError(f"{opt} must contain '{{model}}' with several models")
     settings = FitSettings(maxiter=maxiter, popsize=popsize, seed=seed, searches=searches,
-                           max_nfev=max_nfev, bootstrap=bootstrap)
+                           max_nfev=max_nfev, bootstrap=bootstrap, read_range_v=read_range)
+    for sweeps in groups.values():  # a bad read range is refused before any fit
+        given_read_range(sweeps, settings)
     if start_card is not None:
         if len(models) > 1:
             raise CircuitnnError("--start refines one model's card; give --model too")
@@ -201,12 +215,13 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
         settings.start = values
 
     fits: dict[str, dict[str, Any]] = {}  # device -> model -> IVFit
-    errors: dict[str, dict[str, str]] = {}
+    errors: dict[str, dict[str, dict[str, Any]]] = {}
     for name, sweeps in groups.items():
         fits[name], errors[name] = {}, {}
         for model in models:
             bar = _Progress(f"fit {model} {name}",
                             settings.maxiter * settings.searches * len(settings.polarities))
+            t0 = time.perf_counter()
             try:
                 f = fit_iv(sweeps, model, settings, progress=bar, check=False)
                 check_fit(f)
@@ -214,16 +229,18 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
             except CircuitnnError as exc:
                 if len(models) == 1 and len(groups) == 1:
                     raise
-                errors[name][model] = str(exc)
+                errors[name][model] = {"error": str(exc),
+                                       "seconds": time.perf_counter() - t0}
             finally:
                 bar.close()
     failed = [name for name in groups if not fits[name]]
     if len(failed) == len(groups):
         raise CircuitnnError("no model could be fitted to " + "; ".join(
-            f"device {name!r}: " + "; ".join(errors[name].values()) for name in failed))
+            f"device {name!r}: " + "; ".join(e["error"] for e in errors[name].values())
+            for name in failed))
     for name in failed:  # the other devices' cards are written; say which failed and why
         click.echo(f"circuitnn: warning: device {name!r} not fitted, no card written: "
-                   + "; ".join(f"{m}: {e}" for m, e in errors[name].items()), err=True)
+                   + "; ".join(f"{m}: {e['error']}" for m, e in errors[name].items()), err=True)
         del fits[name]
 
     spreads = {m: device_spread([fits[d][m] for d in fits if m in fits[d]]) for m in models}
@@ -238,7 +255,7 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
             make_card(f, manifest, spreads.get(model)).save(card_path)
             written[name][model] = (card_path, fig_path)
 
-    results: dict[str, Any] = {name: {"error": "; ".join(f"{m}: {e}" for m, e in
+    results: dict[str, Any] = {name: {"error": "; ".join(f"{m}: {e['error']}" for m, e in
                                                      errors[name].items())} for name in failed}
     for name, by_model in fits.items():
         best = min(by_model, key=lambda m: by_model[m].score)
@@ -248,7 +265,7 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
                 entry = fit_summary(by_model[model])
                 entry["card"], entry["figure"] = map(str, written[name][model])
             else:
-                entry = {"error": errors[name][model]}
+                entry = errors[name][model]
             entries[model] = entry
         results[name] = {"best": best, "models": entries}
     if as_json:
@@ -273,9 +290,12 @@ def fit(source: str, model_name: str, columns: str | None, current_unit: str | N
                 click.echo(f"  {k:10s} {v: .6g}  +- {tag}")
             for k, m in f.per_sweep.items():
                 click.echo(f"  {k}: NRMSE {m.nrmse:.4f}, log error {m.log_error_decades:.3f} dec, "
-                           f"ngspice NRMSE {m.nrmse_ngspice:.4f}")
+                           f"read region {m.read_error_decades:.3f} dec, ngspice NRMSE "
+                           f"{m.nrmse_ngspice:.4f}")
             click.echo(f"  overall: NRMSE {f.nrmse:.4f}, log error {f.log_error:.3f} decades, "
-                       f"ngspice NRMSE {f.nrmse_ngspice:.4f}, score {f.score:.2f}")
+                       f"read region (|V| <= {f.read_range_v:.4g} V, {f.read_range_rule}) "
+                       f"{f.read_error:.3f} decades, ngspice NRMSE {f.nrmse_ngspice:.4f}, "
+                       f"score {f.score:.2f}")
             card_path, fig_path = written[name][model]
             click.echo(f"  card: {card_path}\n  figure: {fig_path}")
         if len(models) > 1:
@@ -293,9 +313,10 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 
 def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset: float | None,
-                         width: float | None, pulses: int, noise: float | None,
-                         window: str | None, v_read: float | None, check: bool, out: str | None,
-                         figure: str | None, as_json: bool) -> None:
+                         width: float | None, gates: dict[str, float], pulses: int,
+                         noise: float | None, window: str | None, v_read: float | None,
+                         check: bool, out: str | None, figure: str | None,
+                         as_json: bool) -> None:
     """`fit-pulse --from-card`: every input checked, then derive (progress bar on stderr)."""
     from tqdm import tqdm
 
@@ -311,7 +332,7 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
         raise CircuitnnError(f"{card} is a pulse-update card; --from-card needs an I-V "
                              "compact-model card (a pulse card is used as it is)")
     settings = DeriveSettings(amplitude_set=amplitude_set, amplitude_reset=amplitude_reset,
-                              width=width, pulses=pulses, noise=noise)
+                              width=width, pulses=pulses, noise=noise, **gates)
     profile = DeviceProfile.load(path, v_read=v_read, window=_window(window))
     with tqdm(desc=f"derive pulse law from {path.name}", unit="pulse", file=sys.stderr,
               disable=None, leave=False) as bar:
@@ -376,10 +397,16 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
 @click.option("--amplitude-reset", type=float, default=None,
               help="--from-card: RESET pulse amplitude |V| (default: the amplitude rule).")
 @click.option("--width", type=float, default=None,
-              help="--from-card: pulse width in s (default: the reference's 50 ns, else the first "
-                   "decade longer whose pulses cross the window).")
+              help="--from-card: pulse width in s, up to 1e-3 (default: the reference's 50 ns, "
+                   "else the first decade longer whose pulses cross the window).")
+@click.option("--gate-set", type=float, default=None,
+              help="--from-card: word-line (gate) voltage of the access transistor during SET "
+                   "(default: circuitnn.tile.program's).")
+@click.option("--gate-reset", type=float, default=None,
+              help="--from-card: word-line (gate) voltage during RESET (default: "
+                   "circuitnn.tile.program's).")
 @click.option("--pulses", type=int, default=100, show_default=True,
-              help="--from-card: most pulses per ramp.")
+              help="--from-card: most pulses per ramp (4 to 10000).")
 @click.option("--noise", type=float, default=None,
               help="--from-card: cycle-to-cycle sigma per pulse as a fraction of the window, "
                    "used when the card has no variation.cycle_to_cycle.sigma_rel (default 0).")
@@ -404,9 +431,10 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
 def fit_pulse(source: str | None, columns: str | None, unit: str | None,
               direction: str | None, read_voltage: float | None, data_dir: str | None,
               from_card: str | None, amplitude_set: float | None, amplitude_reset: float | None,
-              width: float | None, pulses: int, noise: float | None, window: str | None,
-              v_read: float | None, no_ngspice_check: bool, out: str | None, figure: str | None,
-              n_sim: int, seed: int, as_json: bool) -> None:
+              width: float | None, gate_set: float | None, gate_reset: float | None,
+              pulses: int, noise: float | None, window: str | None, v_read: float | None,
+              no_ngspice_check: bool, out: str | None, figure: str | None, n_sim: int,
+              seed: int, as_json: bool) -> None:
     """Fit the pulse-update model (bounds, mean step law, cycle-to-cycle noise) to measured
     pulse ramps, or derive it from an I-V card (--from-card).
 
@@ -426,11 +454,14 @@ def fit_pulse(source: str | None, columns: str | None, unit: str | None,
         if given:
             raise CircuitnnError(f"{', '.join(given)} belong to measured pulse data, not to "
                                  "--from-card")
-        _fit_pulse_from_card(from_card, amplitude_set, amplitude_reset, width, pulses, noise,
-                             window, v_read, not no_ngspice_check, out, figure, as_json)
+        gates = {k: v for k, v in (("gate_set", gate_set), ("gate_reset", gate_reset))
+                 if v is not None}
+        _fit_pulse_from_card(from_card, amplitude_set, amplitude_reset, width, gates, pulses,
+                             noise, window, v_read, not no_ngspice_check, out, figure, as_json)
         return
     derive_only = {"--amplitude-set": amplitude_set, "--amplitude-reset": amplitude_reset,
-                   "--width": width, "--noise": noise, "--window": window, "--v-read": v_read}
+                   "--width": width, "--noise": noise, "--window": window, "--v-read": v_read,
+                   "--gate-set": gate_set, "--gate-reset": gate_reset}
     given = [k for k, v in derive_only.items() if v is not None]
     if given or no_ngspice_check or pulses != 100:
         raise CircuitnnError(f"{', '.join(given) or 'those options'} belong to --from-card")

@@ -75,7 +75,7 @@ def mcnn() -> None:
 def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str | None,
         v_read: float | None, engine: str, epochs: int, weights: str | None, n_test: int,
         test_images: int | None, hybrid_fraction: float | None, g_min: float | None,
-        g_max: float | None, tolerance: float,
+        g_max: float | None, accept_read_error: bool, tolerance: float,
         max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
         hybrid_batches: int, hybrid_lr: float, threshold: float, refresh_every: int,
         n_check: int, tile_options: str | None, quick: bool) -> None:
@@ -84,7 +84,7 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
     from circuitnn.mcnn.run import McnnConfig, run_chain
 
     kw = dict(seed=seed, dataset=dataset,
-              **device_config(iv_card, pulse_card, v_read, g_min, g_max),
+              **device_config(iv_card, pulse_card, v_read, g_min, g_max, accept_read_error),
               engine=engine, weights=weights, n_test_split=n_test,
               hybrid_fraction=hybrid_fraction, tolerance=tolerance * 1e-6,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,

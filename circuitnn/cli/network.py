@@ -25,6 +25,9 @@ DEVICE_OPTIONS = (
                  help="Window g_min (uS; default: the device's window, for the built-in card the "
                       f"reference's {REF.choices.g_min * 1e6:g}-{REF.choices.g_max * 1e6:g} uS)."),
     click.option("--g-max", default=None, type=float, help="Window g_max (uS), with --g-min."),
+    click.option("--accept-read-error", is_flag=True,
+                 help="Use the I-V card even when it is off by more than 0.5 decade from its "
+                      "measured data at v_read (refused otherwise; the report says so)."),
 )
 
 
@@ -36,13 +39,15 @@ def device_options(command):
 
 
 def device_config(iv_card: str | None, pulse_card: str | None, v_read: float | None,
-                  g_min: float | None, g_max: float | None) -> dict:
+                  g_min: float | None, g_max: float | None,
+                  accept_read_error: bool = False) -> dict:
     """Those options as `RunConfig` fields (window in S)."""
     if (g_min is None) != (g_max is None):
         raise click.UsageError("give --g-min and --g-max together")
     return dict(iv_card=iv_card, pulse_card=pulse_card, v_read=v_read,
                 g_min=None if g_min is None else g_min * 1e-6,
-                g_max=None if g_max is None else g_max * 1e-6)
+                g_max=None if g_max is None else g_max * 1e-6,
+                accept_read_error=accept_read_error)
 
 
 @click.group()
@@ -86,8 +91,9 @@ def network() -> None:
 def run(name: str, dataset: str, out: str, train_images: int | None, test_images: int | None,
         replicate_first: int, hybrid_fraction: float | None, engine: str, iv_card: str | None,
         pulse_card: str | None, v_read: float | None, g_min: float | None,
-        g_max: float | None, weights: str | None, epochs: int | None, hybrid_batches: int,
-        n_energy: int, calibrate_columns: bool, seed: int, as_json: bool) -> None:
+        g_max: float | None, accept_read_error: bool, weights: str | None, epochs: int | None,
+        hybrid_batches: int, n_energy: int, calibrate_columns: bool, seed: int,
+        as_json: bool) -> None:
     """Run the whole chain for a preset network (resuming finished stages) and write
     OUT/report.json."""
     from circuitnn.io import write_json
@@ -96,7 +102,8 @@ def run(name: str, dataset: str, out: str, train_images: int | None, test_images
     cfg = RunConfig(network=name, dataset=dataset, train_images=train_images,
                     test_images=test_images, replicate_first=replicate_first,
                     hybrid_fraction=hybrid_fraction, engine=engine,
-                    **device_config(iv_card, pulse_card, v_read, g_min, g_max),
+                    **device_config(iv_card, pulse_card, v_read, g_min, g_max,
+                                    accept_read_error),
                     weights=weights, epochs=epochs,
                     hybrid_batches=hybrid_batches, n_energy=n_energy, seed=seed,
                     calibrate_columns=calibrate_columns)

@@ -66,6 +66,27 @@ class CompactModel:
 # + (1 - x) g_min sinh(b_min V), separate amplitudes for V >= 0 and V < 0. Here g_max = a1 / a2,
 # b_max = b, g_min = a1_off / a2_off, b_min = b_off; a1_off = a2_off = 0 (the defaults) is the
 # 2013 model, in which the OFF state (x = 0) carries no current.
+#: Yakopcic's threshold g(V) and state motion f(x) (2013, eqs. for g and f), shared by the
+#: models built on them
+YAKOPCIC_MOTION = {
+    "gv": "where(v > Vp, Ap * (exp(v) - exp(Vp)),"
+    " where(v < -Vn, -An * (exp(-v) - exp(Vn)), 0))",
+    "fx": "where(v > 0,"
+    " where(x >= xp, exp(-alphap * (x - xp)) * ((xp - x) / (1 - xp) + 1), 1),"
+    " where(x <= 1 - xn, exp(alphan * (x + xn - 1)) * (x / (1 - xn)), 1))",
+}
+YAKOPCIC_MOTION_PARAMS = (
+    ParamSpec("Ap", 1e3, "1/s", 1e-2, 1e10, True, "SET rate magnitude"),
+    ParamSpec("An", 1e3, "1/s", 1e-2, 1e10, True, "RESET rate magnitude"),
+    ParamSpec("Vp", 0.3, "V", 0.0, 3.0, False, "SET threshold"),
+    ParamSpec("Vn", 0.3, "V", 0.0, 3.0, False, "RESET threshold"),
+    ParamSpec("xp", 0.5, "", 0.01, 0.99, False, "state where SET motion starts to slow"),
+    ParamSpec("xn", 0.5, "", 0.01, 0.99, False, "state where RESET motion starts to slow"),
+    ParamSpec("alphap", 1.0, "", 0.0, 50.0, False, "SET motion decay"),
+    ParamSpec("alphan", 1.0, "", 0.0, 50.0, False, "RESET motion decay"),
+    ParamSpec("eta", 1.0, "", -1.0, 1.0, False, "direction of motion (+1 or -1)"),
+)
+
 YAKOPCIC = CompactModel(
     name="yakopcic",
     citation="Yakopcic et al., IEEE TCAD 32(8):1201, 2013; OFF-state term: Yakopcic et al., "
@@ -77,29 +98,54 @@ YAKOPCIC = CompactModel(
     current="where(v >= 0, a1 * x * sinh(b * v) + a1_off * (1 - x) * sinh(b_off * v),"
             " a2 * x * sinh(b * v) + a2_off * (1 - x) * sinh(b_off * v))",
     rate="eta * gv * fx",
-    definitions={
-        "gv": "where(v > Vp, Ap * (exp(v) - exp(Vp)),"
-        " where(v < -Vn, -An * (exp(-v) - exp(Vn)), 0))",
-        "fx": "where(v > 0,"
-        " where(x >= xp, exp(-alphap * (x - xp)) * ((xp - x) / (1 - xp) + 1), 1),"
-        " where(x <= 1 - xn, exp(alphan * (x + xn - 1)) * (x / (1 - xn)), 1))",
-    },
+    definitions=dict(YAKOPCIC_MOTION),
     params=(
         ParamSpec("a1", 1e-4, "A", 1e-9, 1.0, True, "I-V amplitude, positive bias"),
         ParamSpec("a2", 1e-4, "A", 1e-9, 1.0, True, "I-V amplitude, negative bias"),
         ParamSpec("b", 1.0, "1/V", 0.01, 20.0, True, "I-V nonlinearity"),
-        ParamSpec("Ap", 1e3, "1/s", 1e-2, 1e10, True, "SET rate magnitude"),
-        ParamSpec("An", 1e3, "1/s", 1e-2, 1e10, True, "RESET rate magnitude"),
-        ParamSpec("Vp", 0.3, "V", 0.0, 3.0, False, "SET threshold"),
-        ParamSpec("Vn", 0.3, "V", 0.0, 3.0, False, "RESET threshold"),
-        ParamSpec("xp", 0.5, "", 0.01, 0.99, False, "state where SET motion starts to slow"),
-        ParamSpec("xn", 0.5, "", 0.01, 0.99, False, "state where RESET motion starts to slow"),
-        ParamSpec("alphap", 1.0, "", 0.0, 50.0, False, "SET motion decay"),
-        ParamSpec("alphan", 1.0, "", 0.0, 50.0, False, "RESET motion decay"),
-        ParamSpec("eta", 1.0, "", -1.0, 1.0, False, "direction of motion (+1 or -1)"),
+        *YAKOPCIC_MOTION_PARAMS,
         ParamSpec("a1_off", 0.0, "A", 1e-13, 1e-1, True, "OFF-state I-V amplitude, positive bias"),
         ParamSpec("a2_off", 0.0, "A", 1e-13, 1e-1, True, "OFF-state I-V amplitude, negative bias"),
         ParamSpec("b_off", 1.0, "1/V", 0.01, 20.0, True, "OFF-state I-V nonlinearity"),
+    ),
+)
+
+# Interface-type memristors (rectifying Schottky contact, e.g. Nb-doped SrTiO3): "A Compact Model
+# of Interface-Type Memristors Linking Physical and Device Properties", arXiv:2210.01455, 2022,
+# which keeps Yakopcic's threshold g(V) and state motion f(x) (YAKOPCIC_MOTION) and replaces the
+# I-V relation by transport across the interface: I = x h_on(V) + (1 - x) h_off(V), with
+#   h_on  = g_on_p sinh(b_on_p V)           (V >= 0: tunnelling through the low barrier)
+#         = g_on_n (1 - exp(-b_on_n V))      (V < 0: the Schottky diode, exponential in V)
+#   h_off = g_off_p (1 - exp(-b_off_p V))    (V >= 0: the diode in reverse, saturating)
+#         = g_off_n sinh(b_off_n V)          (V < 0).
+# Each state's low-bias conductance is g b of its branch; the forward branches grow
+# exponentially, so the loop is rectifying and its current can span many decades.
+INTERFACE = CompactModel(
+    name="interface",
+    citation="Interface-type memristor model (Yakopcic's state equation with Schottky/tunnelling "
+             "transport), 'A Compact Model of Interface-Type Memristors Linking Physical and "
+             "Device Properties', arXiv:2210.01455, 2022; state motion: Yakopcic et al., IEEE "
+             "TCAD 32(8):1201, 2013",
+    state="x",
+    state_unit="",
+    state_lo="0",
+    state_hi="1",
+    current="where(v >= 0,"
+            " x * g_on_p * sinh(b_on_p * v) + (1 - x) * g_off_p * (1 - exp(-b_off_p * v)),"
+            " x * g_on_n * (1 - exp(-b_on_n * v)) + (1 - x) * g_off_n * sinh(b_off_n * v))",
+    rate="eta * gv * fx",
+    definitions=dict(YAKOPCIC_MOTION),
+    params=(
+        ParamSpec("g_on_p", 1e-4, "A", 1e-13, 1.0, True, "ON state, V >= 0: tunnelling amplitude"),
+        ParamSpec("b_on_p", 2.0, "1/V", 0.01, 30.0, True, "ON state, V >= 0: nonlinearity"),
+        ParamSpec("g_on_n", 1e-4, "A", 1e-13, 1.0, True, "ON state, V < 0: diode amplitude"),
+        ParamSpec("b_on_n", 2.0, "1/V", 0.01, 30.0, True, "ON state, V < 0: diode exponent"),
+        ParamSpec("g_off_p", 1e-6, "A", 1e-13, 1.0, True,
+                  "OFF state, V >= 0: reverse (saturation) current"),
+        ParamSpec("b_off_p", 2.0, "1/V", 0.01, 30.0, True, "OFF state, V >= 0: diode exponent"),
+        ParamSpec("g_off_n", 1e-6, "A", 1e-13, 1.0, True, "OFF state, V < 0: amplitude"),
+        ParamSpec("b_off_n", 2.0, "1/V", 0.01, 30.0, True, "OFF state, V < 0: nonlinearity"),
+        *YAKOPCIC_MOTION_PARAMS,
     ),
 )
 
@@ -225,7 +271,8 @@ OHMIC = CompactModel(
     params=(ParamSpec("G", 1e-5, "S", 1e-12, 10.0, True, "conductance"),),
 )
 
-MODELS: dict[str, CompactModel] = {m.name: m for m in (YAKOPCIC, VTEAM, STANFORD_PKU, MSS, OHMIC)}
+MODELS: dict[str, CompactModel] = {
+    m.name: m for m in (YAKOPCIC, INTERFACE, VTEAM, STANFORD_PKU, MSS, OHMIC)}
 
 
 def get_model(name: str) -> CompactModel:

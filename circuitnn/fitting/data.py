@@ -10,7 +10,20 @@ A manifest lists one ``[[sweep]]`` table per measurement::
     device = "M1"                    # optional; sweeps of one device share one parameter set
     series_resistance_ohm = 0        # optional; resistance in series with the device in V
     compliance_a = 100e-6            # optional; the instrument's current compliance (A)
-    noise_floor_a = 1e-9             # optional; currents below it are noise (A)
+    noise_floor_a = 1e-9             # optional; currents at or below it are noise (A)
+    resolution_a = 1e-12             # optional; the instrument's stated current resolution (A)
+
+and, once at the top, optionally ``read_range_v = 0.1`` (V): the read region, |V| across the
+device up to it, where `circuitnn.fitting.iv` measures the read-region error.
+
+Noise floor of a sweep (currents at or below it are left out of the log measures): the manifest's
+``noise_floor_a``; else estimated from the data: the largest |current| the sweep reads where the
+device voltage crosses 0 V (interpolated linearly between the two samples around each crossing,
+in time order; a pinched loop carries no current there, so what the instrument reads is its
+offset and noise); else, for a sweep that never crosses 0 V, the instrument's resolution: the
+manifest's ``resolution_a``, else the smallest step between the recorded current readings. A
+stated ``resolution_a`` is also the least the estimate can be. `Sweep.noise_floor_source` says
+which.
 
 Every problem with the user's files is reported as a one-line `CircuitnnError` that names the
 file and, for bad cells, the line and column.
@@ -59,7 +72,10 @@ SWEEP_KEYS = (
     "name",
     "compliance_a",
     "noise_floor_a",
+    "resolution_a",
 )
+#: keys allowed at the top of a manifest besides [[sweep]]
+TOP_KEYS = ("read_range_v",)
 _REQUIRED_KEYS = ("file", "columns", "current_unit")
 _ROLES = ("voltage", "current", "time")
 
@@ -87,6 +103,10 @@ class Sweep:
     noise_floor_a: float = 0.0
     #: how the file was read (`load_sweep`'s columns, current_unit, time_unit), for the card
     reading: dict[str, Any] | None = None
+    #: where the noise floor comes from ("manifest", "estimated ...", "resolution ...", "given")
+    noise_floor_source: str = "given"
+    #: the manifest's read range (V), if it gives one
+    read_range_v: float | None = None
 
     @property
     def n(self) -> int:
@@ -373,11 +393,14 @@ def load_sweep(
     where: str | None = None,
     compliance_a: float | None = None,
     noise_floor_a: float | None = None,
+    resolution_a: float | None = None,
+    read_range_v: float | None = None,
 ) -> Sweep:
     """Load and check one sweep; a relative `file` is taken relative to `base_dir` (or cwd).
 
     `where` prefixes messages about the arguments themselves (e.g. the manifest and entry);
-    problems inside the data file name that file.
+    problems inside the data file name that file. The noise floor is `noise_floor_a`, else
+    estimated (module doc).
     """
     written = Path(file).expanduser()
     path = written if base_dir is None else Path(base_dir).expanduser() / written
@@ -392,9 +415,14 @@ def load_sweep(
     comp = None
     if compliance_a is not None:
         comp = _check_current_setting(compliance_a, "compliance_a", where, positive=True)
-    floor = 0.0
+    floor = None
     if noise_floor_a is not None:
         floor = _check_current_setting(noise_floor_a, "noise_floor_a", where, positive=False)
+    resolution = None
+    if resolution_a is not None:
+        resolution = _check_current_setting(resolution_a, "resolution_a", where, positive=True)
+    if read_range_v is not None:
+        read_range_v = _check_number(read_range_v, "read_range_v", where, positive=True)
     if device is None:
         device = _default_device(written)
     if not isinstance(device, str) or not device.strip():
@@ -439,11 +467,49 @@ def load_sweep(
         frequency_hz=freq,
         source=str(path),
         compliance_a=comp,
-        noise_floor_a=floor,
+        noise_floor_a=0.0 if floor is None else floor,
+        noise_floor_source="manifest",
+        read_range_v=read_range_v,
         reading={"columns": list(cols), "current_unit": current_unit, "time_unit": time_unit},
     )
+    if floor is None:
+        floor, how = estimate_noise_floor(sweep, resolution)
+        sweep = replace(sweep, noise_floor_a=floor, noise_floor_source=how)
     check_current_settings(sweep, where)
     return sweep
+
+
+def zero_volt_currents(sweep: Sweep) -> np.ndarray:
+    """The currents the sweep reads where the device voltage crosses 0 V: interpolated linearly
+    between the two samples around each crossing, in time order (a periodic sweep wraps round),
+    and those of samples at exactly 0 V."""
+    v, i = sweep.v_device, sweep.i
+    if sweep.periodic:
+        v1, i1 = np.roll(v, -1), np.roll(i, -1)
+    else:
+        v, i, v1, i1 = v[:-1], i[:-1], v[1:], i[1:]
+    cross = v * v1 < 0
+    at = i[cross] - (i1[cross] - i[cross]) * v[cross] / (v1[cross] - v[cross])
+    return np.concatenate([sweep.i[sweep.v_device == 0], at])
+
+
+def estimate_noise_floor(sweep: Sweep, resolution: float | None = None) -> tuple[float, str]:
+    """(noise floor in A, where it comes from) of a sweep without a stated one (module doc)."""
+    zero = np.abs(zero_volt_currents(sweep))
+    if zero.size:
+        floor = float(zero.max())
+        how = (f"estimated: the largest |current| read at 0 V over {zero.size} zero "
+               "crossing(s) of the device voltage")
+        if resolution is not None and resolution > floor:
+            return resolution, f"resolution_a (above the estimate {floor:.3g} A)"
+        return floor, how
+    if resolution is not None:
+        return resolution, "resolution_a (the sweep never crosses 0 V)"
+    steps = np.diff(np.unique(np.abs(sweep.i)))
+    steps = steps[steps > 0]
+    floor = float(steps.min()) if steps.size else 0.0
+    return floor, ("the smallest step between the recorded currents (the sweep never crosses "
+                   "0 V and no resolution_a is given)")
 
 
 def _check_current_setting(value: Any, key: str, where: str, *, positive: bool) -> float:
@@ -471,11 +537,20 @@ def check_current_settings(sweep: Sweep, where: str) -> None:
                 f"{where}: the sweep is (almost) entirely at the compliance of {comp:.3g} A "
                 f"({sweep.n - free} of {sweep.n} points); nothing of the device to fit")
     if sweep.noise_floor_a:
-        above = int(np.count_nonzero(np.abs(sweep.i) > sweep.noise_floor_a))
-        if above < MIN_ROWS:
+        floor = sweep.noise_floor_a
+        given = sweep.noise_floor_source == "manifest"
+        what = f"noise_floor_a = {floor:.3g} A" if given else (
+            f"the noise floor {floor:.3g} A ({sweep.noise_floor_source})")
+        if given and floor >= peak:
             raise CircuitnnError(
-                f"{where}: only {above} of {sweep.n} points lie above noise_floor_a = "
-                f"{sweep.noise_floor_a:.3g} A (peak |I| {peak:.3g} A); give it in amperes")
+                f"{where}: {what} is above every measured current (peak |I| {peak:.3g} A); "
+                "give it in amperes (the data's current_unit does not apply to it)")
+        above = int(np.count_nonzero(np.abs(sweep.i) > floor))
+        if above < MIN_ROWS:
+            hint = "give it in amperes" if given else "give noise_floor_a"
+            raise CircuitnnError(
+                f"{where}: only {above} of {sweep.n} points lie above {what} (peak |I| "
+                f"{peak:.3g} A); {hint}")
 
 
 def parse_columns(columns: str | Sequence[Column]) -> list[Column]:
@@ -494,6 +569,7 @@ def sweep_from_args(
     series_resistance_ohm: float = 0.0,
     compliance_a: float | None = None,
     noise_floor_a: float | None = None,
+    read_range_v: float | None = None,
 ) -> Sweep:
     """Build a sweep from the CLI quick form (``--columns 0,1 --current-unit uA ...``).
 
@@ -508,6 +584,7 @@ def sweep_from_args(
         series_resistance_ohm=series_resistance_ohm,
         compliance_a=compliance_a,
         noise_floor_a=noise_floor_a,
+        read_range_v=read_range_v,
     )
 
 
@@ -523,9 +600,12 @@ def load_manifest(path: str | os.PathLike) -> list[Sweep]:
     except tomllib.TOMLDecodeError as exc:
         raise _fail(path, f"invalid TOML: {' '.join(str(exc).split())}") from None
 
-    extra = sorted(set(doc) - {"sweep"})
+    extra = sorted(set(doc) - {"sweep", *TOP_KEYS})
     if extra:
-        raise _fail(path, f"unknown top-level key(s) {', '.join(extra)}; allowed: [[sweep]]")
+        raise _fail(path, f"unknown top-level key(s) {', '.join(extra)}; allowed: [[sweep]], "
+                          f"{', '.join(TOP_KEYS)}")
+    if "read_range_v" in doc:
+        _check_number(doc["read_range_v"], "read_range_v", str(path), positive=True)
     entries = doc.get("sweep")
     if entries is None:
         raise _fail(path, "no [[sweep]] entries; the manifest lists nothing to load")
@@ -566,6 +646,8 @@ def load_manifest(path: str | os.PathLike) -> list[Sweep]:
                 where=where,
                 compliance_a=entry.get("compliance_a"),
                 noise_floor_a=entry.get("noise_floor_a"),
+                resolution_a=entry.get("resolution_a"),
+                read_range_v=doc.get("read_range_v"),
             )
         except CircuitnnError as exc:
             msg = str(exc)

@@ -87,6 +87,7 @@ DERIVE_VERSION = 3  # bump when the derivation changes what a cached card would 
 AMPLITUDE_FACTORS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 V_PULSE_MAX = V_MAX  # V: no pulse amplitude above the tile's largest voltage
 MIN_PULSES = 4  # a ramp crossing the window in fewer pulses gives too coarse a law
+MAX_PULSES = 10000  # most pulses per ramp a user may ask for
 TARGET_PULSES = 30  # refine the amplitude between rungs until a ramp takes at least this many
 REFINE_STEPS = 8  # bisections of the amplitude between two rungs of the ladder
 SATURATED = 1e-4  # a pulse moving the read conductance by less than this x window: saturated
@@ -158,9 +159,9 @@ class DeriveSettings:
                 raise CircuitnnError(f"{name} must be in (0, {V_MAX:g}] V, got {val:g}")
             object.__setattr__(self, name, val)
         if isinstance(self.pulses, bool) or not isinstance(self.pulses, (int, np.integer)) or \
-                not MIN_PULSES <= self.pulses <= 10000:
-            raise CircuitnnError(f"pulses must be a whole number in [{MIN_PULSES}, 10000], "
-                                 f"got {self.pulses!r}")
+                not MIN_PULSES <= self.pulses <= MAX_PULSES:
+            raise CircuitnnError(f"pulses must be a whole number in [{MIN_PULSES}, "
+                                 f"{MAX_PULSES}], got {self.pulses!r}")
         object.__setattr__(self, "pulses", int(self.pulses))
         if self.noise is not None:
             noise = _number(self.noise, "noise")
@@ -203,20 +204,25 @@ def _waveform(width: float, samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pulse_states(dev: Device, s: np.ndarray, amp: np.ndarray, v_gs: np.ndarray,
-                  width: float, transistor: Transistor) -> np.ndarray:
-    """State after one pulse of signed amplitude `amp` for each element of s (vectorised)."""
+                  width: float, transistor: Transistor) -> tuple[np.ndarray, np.ndarray]:
+    """State after one pulse of signed amplitude `amp` for each element of s, and the device
+    voltage at the end of its plateau (vectorised)."""
     t, shape = _waveform(width)
     tr = dev.simulate(t, amp[..., None] * shape, s0=s,
                       series=access_transistor(transistor, v_gs), strict=False)
-    return tr.state[..., -1]
+    return tr.state[..., -1], tr.v_device[..., 3]
 
 
 def _ramps(dev: Device, v_read: float, window: tuple[float, float], up: np.ndarray,
            pulses: list[_Pulse], width: float, n_max: int, transistor: Transistor,
-           progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+           kind_thr: dict[str, float], progress: Callable[[int], None] | None = None
+           ) -> dict[str, Any]:
     """Ramps of every candidate pulse at once: each starts at the window edge opposite to its
     direction (`up`: True raises G) and stops as in the module doc. Returns the read
-    conductances (n_max + 1, candidates), NaN after a ramp's end, and why each ramp ended."""
+    conductances (n_max + 1, candidates), NaN after a ramp's end, why each ramp ended and the
+    device voltage at the end of its last pulse's plateau. A ramp that stops with the device
+    below its switching threshold (`kind_thr`) ended "current-limited": the access transistor
+    takes the rest of the pulse."""
     g_lo, g_hi = window
     span = g_hi - g_lo
     s_start = dev.state_for_conductance(np.where(up, g_lo, g_hi), v_read)
@@ -227,11 +233,14 @@ def _ramps(dev: Device, v_read: float, window: tuple[float, float], up: np.ndarr
     g[0] = dev.conductance(s_start, v_read)
     s = s_start.copy()
     end = np.array(["pulse budget"] * n, dtype=object)
+    thr = np.array([kind_thr[p.kind] for p in pulses])
+    v_dev = np.zeros(n)
     active = np.ones(n, dtype=bool)
     for k in range(1, n_max + 1):
         idx = np.flatnonzero(active)
         s_new = s.copy()
-        s_new[idx] = _pulse_states(dev, s[idx], amp[idx], v_gs[idx], width, transistor)
+        s_new[idx], v_dev[idx] = _pulse_states(dev, s[idx], amp[idx], v_gs[idx], width,
+                                               transistor)
         g_new = dev.conductance(s_new, v_read)
         failed = active & ~np.isfinite(g_new)
         end[failed] = "integration failed"
@@ -250,6 +259,7 @@ def _ramps(dev: Device, v_read: float, window: tuple[float, float], up: np.ndarr
             stuck |= active & ~crossed & (q < 1) & (final < SATURATION_LEVEL)
         end[crossed] = "crossed"
         end[stuck] = "saturated" if k > 1 else "too slow"
+        end[stuck & (np.abs(v_dev) < thr)] = "current-limited"
         active &= ~(crossed | stuck)
         if k >= SLOW_AFTER:
             covered = np.where(up, 1.0, -1.0) * (g[k] - g[0]) / span
@@ -260,11 +270,11 @@ def _ramps(dev: Device, v_read: float, window: tuple[float, float], up: np.ndarr
             progress(1)
         if not active.any():
             break
-    return {"g": g, "end": end, "pulses": np.sum(np.isfinite(g), axis=0) - 1}
+    return {"g": g, "end": end, "pulses": np.sum(np.isfinite(g), axis=0) - 1, "v_device": v_dev}
 
 
 def _refine(dev: Device, v_read: float, window: tuple[float, float], settings: DeriveSettings,
-            transistor: Transistor, tried: dict[str, list[tuple[_Pulse, np.ndarray, str]]],
+            transistor: Transistor, tried: dict[str, list[_Tried]],
             chosen: dict[str, _Pulse], cols: dict[str, np.ndarray],
             kind_thr: dict[str, float], progress: Callable[[int], None] | None) -> None:
     """A finer law than the ladder's rungs: where the lowest crossing rung crosses the window in
@@ -274,20 +284,20 @@ def _refine(dev: Device, v_read: float, window: tuple[float, float], settings: D
     crosses within the budget (`chosen`, `cols` updated in place)."""
     brackets, kinds = {}, {}
     for w in ("set", "reset"):
-        crossing = [p for p, _, end in tried[w] if end == "crossed"]
+        crossing = [r.pulse for r in tried[w] if r.end == "crossed"]
         if getattr(settings, f"amplitude_{w}") is not None or not crossing or (
                 w in chosen and len(cols[w]) - 1 >= TARGET_PULSES):
             continue
         top = min(crossing, key=lambda p: p.amplitude)
-        below = [p.amplitude for p, _, end in tried[w]
-                 if end != "crossed" and p.amplitude < top.amplitude]
+        below = [r.pulse.amplitude for r in tried[w]
+                 if r.end != "crossed" and r.pulse.amplitude < top.amplitude]
         brackets[w] = [max(below, default=kind_thr[top.kind]), top.amplitude]
         kinds[w] = top
     for _ in range(REFINE_STEPS if brackets else 0):
         words = list(brackets)
         cands = [dataclasses.replace(kinds[w], amplitude=0.5 * sum(brackets[w])) for w in words]
         ramps = _ramps(dev, v_read, window, np.array([w == "set" for w in words]), cands,
-                       settings.width, settings.pulses, transistor, progress)
+                       settings.width, settings.pulses, transistor, kind_thr, progress)
         for j, w in enumerate(words):
             col = ramps["g"][:, j]
             col = col[np.isfinite(col)]
@@ -330,29 +340,68 @@ class TooSlow(CircuitnnError):
     """No pulse of the amplitude ladder moves the device across the window at this width."""
 
 
-def _refuse(word: str, tried: list[tuple[_Pulse, np.ndarray, str]], given: bool, width: float,
-            n_max: int, window: tuple[float, float]) -> None:
-    """A CircuitnnError saying why no candidate pulse of one direction gives a usable ramp."""
+@dataclass(frozen=True)
+class _Tried:
+    """One candidate pulse's ramp: read conductances, why it ended, and the device voltage at
+    the end of its last pulse's plateau."""
+
+    pulse: _Pulse
+    g: np.ndarray
+    end: str
+    v_device: float
+
+
+def _refuse(word: str, tried: list[_Tried], given: bool, settings: DeriveSettings,
+            window: tuple[float, float], kind_thr: dict[str, float]) -> None:
+    """A CircuitnnError saying why no candidate pulse of one direction gives a usable ramp, by
+    what ended the strongest pulse's ramp, with hints only within the options' ranges."""
     span = window[1] - window[0]
-    parts = [f"{c.amplitude:.3g} V: {end} after {len(g) - 1} pulse(s), "
-             f"{float(np.max(np.abs(g - g[0]))) / span:.2%} of the window"
-             for c, g, end in tried]
-    ends = {end for _, _, end in tried}
-    if "crossed" in ends:
-        hint = (f"pulses this strong cross the window in under {MIN_PULSES} pulses: give a "
-                "lower amplitude or a shorter --width")
-    elif "saturated" in ends and "too slow" not in ends:
-        hint = ("the state stops inside the window (the transistor's current limit or the "
-                "model's window function): give another gate voltage or amplitude")
-    elif "integration failed" in ends and len(ends) == 1:
-        hint = "the card's state could not be integrated under these pulses"
+    parts = [f"{r.pulse.amplitude:.3g} V: {r.end}"
+             + (f" (device at {abs(r.v_device):.3g} V)" if r.end == "current-limited" else "")
+             + f" after {len(r.g) - 1} pulse(s), "
+             f"{float(np.max(np.abs(r.g - r.g[0]))) / span:.2%} of the window"
+             for r in tried]
+    last = max(tried, key=lambda r: r.pulse.amplitude)
+    p, thr, width = last.pulse, kind_thr[last.pulse.kind], settings.width
+    opt, gate = f"--amplitude-{word.lower()}", f"--gate-{word.lower()}"
+    narrower = f"a narrower window (--window; now [{window[0]:.4g}, {window[1]:.4g}] S)"
+    crossed = [r.pulse.amplitude for r in tried if r.end == "crossed"]
+    error: type[CircuitnnError] = CircuitnnError
+    if crossed:
+        reason = f"pulses of {min(crossed):.3g} V cross the window in under {MIN_PULSES} pulses"
+        hints = [f"{opt} between {thr:.4g} and {min(crossed):.3g} V",
+                 f"a shorter --width (now {width:g} s)"]
+    elif last.end == "current-limited":
+        reason = (f"current-limited: the access transistor at gate {p.gate:g} V leaves the "
+                  f"device at {abs(last.v_device):.3g} V, below its switching threshold "
+                  f"{thr:.4g} V")
+        hints = ([f"a higher {gate} (now {p.gate:g} V, at most {V_MAX:g} V)"]
+                 if p.gate < V_MAX else [])
+        hints.append(f"a window with a lower top (--window; now up to {window[1]:.4g} S)")
+    elif last.end == "saturated":
+        reason = (f"saturated: at {p.amplitude:.3g} V the state stops inside the window (the "
+                  "model's window function or a balance of its switching rates)")
+        hints = ([f"a higher {opt} (at most {V_PULSE_MAX:g} V)"]
+                 if p.amplitude < V_PULSE_MAX else []) + [narrower]
+    elif last.end == "integration failed":
+        reason = "the card's state could not be integrated under these pulses"
+        hints = [narrower]
     else:
-        hint = (f"the device switches too slowly for {width:g} s pulses: give a longer --width "
-                f"or more pulses (now {n_max})")
+        error = TooSlow
+        reason = f"too slow: the device switches too slowly for {width:g} s pulses"
+        hints = []
+        if width < MAX_WIDTH:
+            hints.append(f"a longer --width (now {width:g} s, at most {MAX_WIDTH:g} s)")
+        if settings.pulses < MAX_PULSES:
+            hints.append(f"more --pulses (now {settings.pulses}, at most {MAX_PULSES})")
+        if given and p.amplitude < V_PULSE_MAX:
+            hints.append(f"a higher {opt} (at most {V_PULSE_MAX:g} V)")
+        hints = hints or [narrower]
     who = "the given amplitude" if given else "the amplitude rule"
-    error = TooSlow if hint.startswith("the device switches too slowly") else CircuitnnError
     raise error(f"{word} ramps do not cross the window [{window[0] * 1e6:.4g}, "
-                         f"{window[1] * 1e6:.4g}] uS with {who} ({'; '.join(parts)}); {hint}")
+                f"{window[1] * 1e6:.4g}] uS with {who} ({'; '.join(parts)}); {reason}: give "
+                f"{' or '.join(hints)} (options of circuitnn fit-pulse --from-card, whose card "
+                "--pulse-card takes)")
 
 
 def _check_amplitude(value: float | None, threshold: float, name: str) -> None:
@@ -568,29 +617,29 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
             amps = sorted({min(f * kind_thr[kind], V_PULSE_MAX) for f in AMPLITUDE_FACTORS})
         cands[word] = [_Pulse(kind, a, gate) for a in amps]
     # the ladder in increasing amplitude, both directions together, until each has a ramp
-    tried: dict[str, list[tuple[_Pulse, np.ndarray, str]]] = {"set": [], "reset": []}
+    tried: dict[str, list[_Tried]] = {"set": [], "reset": []}
     chosen: dict[str, _Pulse] = {}
     cols: dict[str, np.ndarray] = {}
     for rung in range(max(len(c) for c in cands.values())):
         batch = [(w, cands[w][rung]) for w in ("set", "reset")
                  if w not in chosen and rung < len(cands[w])
-                 and not any(e == "crossed" for _, _, e in tried[w])]
+                 and not any(r.end == "crossed" for r in tried[w])]
         if not batch:
             break
         ramps = _ramps(dev, v_read, window, np.array([w == "set" for w, _ in batch]),
                        [c for _, c in batch], settings.width, settings.pulses, transistor,
-                       progress)
+                       kind_thr, progress)
         for j, (w, c) in enumerate(batch):
             col = ramps["g"][:, j]
             col = col[np.isfinite(col)]
-            tried[w].append((c, col, str(ramps["end"][j])))
+            tried[w].append(_Tried(c, col, str(ramps["end"][j]), float(ramps["v_device"][j])))
             if ramps["end"][j] == "crossed" and len(col) - 1 >= MIN_PULSES:
                 chosen[w], cols[w] = c, col
     _refine(dev, v_read, window, settings, transistor, tried, chosen, cols, kind_thr, progress)
     for w in ("set", "reset"):
         if w not in chosen:
             _refuse(w.upper(), tried[w], getattr(settings, f"amplitude_{w}") is not None,
-                    settings.width, settings.pulses, window)
+                    settings, window, kind_thr)
     t_numpy = time.perf_counter() - t0
     rule = {w: ("given" if getattr(settings, f"amplitude_{w}") is not None else
                 f"{chosen[w].amplitude / kind_thr[chosen[w].kind]:.4g} x threshold "

@@ -2,15 +2,32 @@
 
 Measures (per sweep, and overall = mean over sweeps):
 - NRMSE = RMS(I_sim - I_meas) / (max I_meas - min I_meas);
-- log error (decades) = RMS of log10|I_sim| - log10|I_meas| over the points with
-  |I_meas| >= LOG_FLOOR (1e-3) x the sweep's peak |I_meas| and above its noise floor
-  (manifest `noise_floor_a`); the other points are shown as excluded in the figure.
+- log error (decades) = RMS of log10|I_sim| - log10|I_meas| over every point above the sweep's
+  noise floor (`Sweep.noise_floor_a`: the manifest's, else estimated from the data, else the
+  instrument's resolution; `circuitnn.fitting.data`), with no cut relative to the peak: on a
+  device whose current spans decades, the low-bias points are the ones a network reads;
+- read-region error `read_error_decades`: the same RMS over the points of the log error whose
+  device voltage |V - I R_series| is at most the read range (readings at the compliance left
+  out). The read range is `FitSettings.read_range_v` (`fit --read-range`, the manifest's
+  `read_range_v`), else READ_RANGE_FACTOR (2) x the fitted card's safe read voltage
+  (`circuitnn.devices.operating`): the search and a first refinement use 2 x the reference's
+  0.2 V (capped at the sweeps' smallest peak |V|), then the card's v_read is computed and, when
+  twice it differs from the range used by more than READ_RANGE_SLACK, the refinement is run once
+  more with it; the card records the range and how it was chosen. A given read range must hold
+  MIN_READ_POINTS (5) measured points in each sweep's read region, or the fit is refused; the
+  default one is widened until it does.
 
-Objective: both scales in units of their targets (TARGET_NRMSE = 0.05, TARGET_LOG = 0.3 decades),
-sum over sweeps of (NRMSE / 0.05)^2 + (log error / 0.3)^2, so a fit that misses the OFF state by
-a decade pays as much as one 0.17 off on the linear scale. As least squares: per sweep, linear
-residuals (I_sim - I_meas) / (span sqrt(n) 0.05) and log residuals
-(log10 max(|I_sim|, 1e-6 peak) - log10|I_meas|) / (sqrt(n_log) 0.3).
+Objective: the three measures in units of their targets (TARGET_NRMSE = 0.05, TARGET_LOG = 0.3
+decades, TARGET_READ = 0.15 decades), sum over sweeps of (NRMSE / 0.05)^2 + (log error / 0.3)^2
++ (read error / 0.15)^2: a read conductance 40% off costs as much as an NRMSE of 0.05, and a
+card two decades off where the network reads pays ~180 per sweep (the read region is also in
+the log error). On a device whose high-bias current the model cannot follow (a series-resistance
+limited diode, `benchmarks/bench_fit_read.py`), the fit gives up linear accuracy there for the
+read region. The ranking of several models (`IVFit.score`) is the mean over sweeps of the same
+sum. As least squares: per sweep, linear residuals (I_sim - I_meas) / (span sqrt(n) 0.05), log
+residuals (log10 max(|I_sim|, floor) - log10|I_meas|) / (sqrt(n_log) 0.3) and read residuals
+likewise over the read region (0.15), where floor = 0.1 x the smallest measured |I| of the log
+error (a simulated current crossing zero costs a bounded amount).
 
 Compliance (manifest `compliance_a`): the instrument is a voltage source whose current is limited
 to +-compliance (`circuitnn.devices.series.current_limit`: 1 ohm output resistance, or the
@@ -88,14 +105,19 @@ from circuitnn.devices import transient
 from circuitnn.devices.card import ModelCard, Parameter
 from circuitnn.devices.device import Device
 from circuitnn.devices.models import CompactModel, ParamSpec, get_model
-from circuitnn.devices.operating import with_operating_point_or_reason
+from circuitnn.devices.operating import (
+    V_READ_REFERENCE,
+    operating_point,
+    with_operating_point_or_reason,
+)
 from circuitnn.devices.series import ExprElement, current_limit, resistor
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.data import Sweep
 from circuitnn.fitting.lockstep import Lockstep, Request
+from circuitnn.fitting.readcheck import read_region_record
 
 #: models the `fit` command accepts
-FIT_MODELS = ("yakopcic", "vteam", "stanford-pku", "mss")
+FIT_MODELS = ("yakopcic", "vteam", "stanford-pku", "mss", "interface")
 
 #: parameters held fixed during a fit (not identifiable from I-V loops, or a sign handled by
 #: `polarity`). Stanford-PKU: gamma0*a0/tox and vel0*exp(-Ea/kT0) appear only as products at
@@ -104,6 +126,7 @@ FIT_MODELS = ("yakopcic", "vteam", "stanford-pku", "mss")
 #: T is the measurement's temperature (it sets V_T = kT/q of the switching probabilities).
 FIXED: dict[str, dict[str, float]] = {
     "yakopcic": {"eta": 1.0},
+    "interface": {"eta": 1.0},
     "vteam": {},
     "stanford-pku": {"T0": 298.0, "a0": 0.25e-9, "tox": 12e-9, "Ea": 0.6},
     "mss": {"phi": 0.5, "T": 298.5},
@@ -111,10 +134,17 @@ FIXED: dict[str, dict[str, float]] = {
 
 TARGET_NRMSE = 0.05
 TARGET_LOG = 0.3  # decades
-#: the log error uses points with |I| >= LOG_FLOOR * peak |I| (and above the noise floor)
-LOG_FLOOR = 1e-3
-#: simulated currents below this fraction of the peak count as this in the objective's logs
-SIM_FLOOR = 1e-6
+TARGET_READ = 0.15  # decades, read-region error (a read conductance 40% off)
+#: default read range: this many times the fitted card's safe read voltage
+READ_RANGE_FACTOR = 2.0
+#: the default read range is refined again when twice the card's v_read differs from the range
+#: the refinement used by more than this fraction
+READ_RANGE_SLACK = 0.1
+#: fewest measured points (above the noise floor) in each sweep's read region
+MIN_READ_POINTS = 5
+#: in the objective's logs, simulated currents below this fraction of the smallest measured
+#: current of the log error count as this
+SIM_FLOOR = 0.1
 #: sweeps are searched on every second sample when that leaves at least this many samples
 #: (fewer lose single-sample features: the bipolar loop's 150 samples on every second one miss
 #: its RESET point, and the coarse optimum 0.016 there is 0.9 on every sample)
@@ -189,6 +219,7 @@ class FitSettings:
     start_polarity: float | None = None
     bootstrap: int = 0  # refits on sweeps resampled with replacement (0: none)
     ngspice: bool = True  # re-simulate the card in ngspice
+    read_range_v: float | None = None  # V; None: the manifest's, else 2 x the card's v_read
 
 
 @dataclass
@@ -197,14 +228,18 @@ class SweepMeasures:
 
     nrmse: float
     log_error_decades: float
+    read_error_decades: float
     r2: float
     points_log: int  # points entering the log error
+    points_read: int  # points entering the read-region error
+    noise_floor_a: float
     points_at_compliance: int
     #: NRMSE between the compared period and the period `warmup_periods` later (the measures'
     #: dependence on the warm-up; 0 in periodic steady state)
     period_drift: float
     nrmse_ngspice: float | None = None
     log_error_ngspice: float | None = None
+    read_error_ngspice: float | None = None
     ngspice_error: str | None = None
 
 
@@ -220,11 +255,15 @@ class IVFit:
     polarity: float
     nrmse: float  # overall (mean over sweeps), tight integration
     log_error: float  # overall (mean over sweeps), decades
+    read_error: float  # overall (mean over sweeps), decades
+    read_range_v: float  # V, the read region of `read_error`
+    read_range_rule: str  # how the read range was chosen
     nrmse_ngspice: float | None
     per_sweep: dict[str, SweepMeasures]
     predicted: list[np.ndarray]  # simulated current per sweep (A), tight integration
     start_states: list[float]  # state at the start of the compared period, per sweep
     log_masks: list[np.ndarray]  # points entering the log error, per sweep
+    read_masks: list[np.ndarray]  # points entering the read-region error, per sweep
     sweeps: list[Sweep]
     settings: FitSettings
     seconds: dict[str, float]
@@ -242,9 +281,11 @@ class IVFit:
 
     @property
     def score(self) -> float:
-        """Ranking criterion: mean over sweeps of (NRMSE/0.05)^2 + (log error/0.3)^2."""
+        """Ranking criterion: mean over sweeps of (NRMSE/0.05)^2 + (log error/0.3)^2
+        + (read error/0.15)^2."""
         return float(np.mean([(m.nrmse / TARGET_NRMSE) ** 2
                               + (m.log_error_decades / TARGET_LOG) ** 2
+                              + (m.read_error_decades / TARGET_READ) ** 2
                               for m in self.per_sweep.values()]))
 
 
@@ -259,17 +300,77 @@ def nrmse(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
 
 
 def log_mask(sweep: Sweep) -> np.ndarray:
-    """Points entering the log error: |I| >= LOG_FLOOR * peak |I| and above the noise floor."""
+    """Points entering the log error: |I| above the sweep's noise floor (and not 0)."""
     a = np.abs(sweep.i)
-    return (a >= LOG_FLOOR * np.max(a)) & (a > sweep.noise_floor_a)
+    return (a > sweep.noise_floor_a) & (a > 0)
+
+
+def read_mask(sweep: Sweep, read_range: float) -> np.ndarray:
+    """Points entering the read-region error: those of `log_mask` whose device voltage
+    |V - I R_series| is at most `read_range`, readings at the compliance left out."""
+    return log_mask(sweep) & (np.abs(sweep.v_device) <= read_range) & ~sweep.at_compliance
 
 
 def log_error(pred: np.ndarray, sweep: Sweep, mask: np.ndarray | None = None) -> np.ndarray:
-    """RMS of log10|I_sim| - log10|I_meas| (decades) over the `log_mask` points (last axis)."""
+    """RMS of log10|I_sim| - log10|I_meas| (decades) over the `mask` points (default
+    `log_mask`; `read_mask` gives the read-region error), on the last axis."""
     mask = log_mask(sweep) if mask is None else mask
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.log10(np.abs(np.asarray(pred)[..., mask])) - np.log10(np.abs(sweep.i[mask]))
     return np.sqrt(np.mean(d**2, axis=-1))
+
+
+def provisional_read_range(sweeps: Sequence[Sweep]) -> float:
+    """The read range of the search before the card's v_read is known (module doc)."""
+    peak = min(float(np.max(np.abs(s.v_device))) for s in sweeps)
+    return default_read_range(sweeps, min(READ_RANGE_FACTOR * V_READ_REFERENCE, peak))
+
+
+def default_read_range(sweeps: Sequence[Sweep], wanted: float) -> float:
+    """`wanted`, widened where needed so that each sweep's read region holds MIN_READ_POINTS
+    measured points (a default must not refuse a fit a user could not have helped)."""
+    need = []
+    for s in sweeps:
+        volts = np.sort(np.abs(s.v_device[log_mask(s) & ~s.at_compliance]))
+        need.append(float(volts[min(MIN_READ_POINTS, volts.size) - 1]) if volts.size else 0.0)
+    return max(wanted, *need)
+
+
+def given_read_range(sweeps: Sequence[Sweep], settings: FitSettings) -> float | None:
+    """The read range the user gave (settings, else the manifest's), checked against the sweeps:
+    positive, within every sweep's largest |V|, at least MIN_READ_POINTS points in each sweep's
+    read region; None when none is given."""
+    given = settings.read_range_v
+    what = "--read-range"
+    if given is None:
+        ranges = {s.read_range_v for s in sweeps if s.read_range_v is not None}
+        if len(ranges) > 1:
+            raise CircuitnnError(f"the sweeps give different read_range_v {sorted(ranges)}")
+        given = ranges.pop() if ranges else None
+        what = "read_range_v"
+    if given is None:
+        return None
+    if not (math.isfinite(given) and given > 0):
+        raise CircuitnnError(f"{what} must be a voltage > 0, got {given:g}")
+    for s in sweeps:
+        peak = float(np.max(np.abs(s.v_device)))
+        if given > peak:
+            raise CircuitnnError(f"{what} = {given:g} V is above the largest |V| across the "
+                                 f"device in {s.source} ({peak:.4g} V)")
+    check_read_points(sweeps, given, f"{what} = {given:g} V")
+    return float(given)
+
+
+def check_read_points(sweeps: Sequence[Sweep], read_range: float, what: str) -> None:
+    """Refuse a read region with fewer than MIN_READ_POINTS measured points in a sweep."""
+    for s in sweeps:
+        count = int(read_mask(s, read_range).sum())
+        if count < MIN_READ_POINTS:
+            raise CircuitnnError(
+                f"{s.source}: the read region |V| <= {read_range:.4g} V ({what}) holds "
+                f"{count} measured point(s) above the noise floor {s.noise_floor_a:.3g} A; "
+                f"at least {MIN_READ_POINTS} are needed: give a wider --read-range "
+                "(read_range_v) or data sampled more finely at low bias")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -356,10 +457,11 @@ class _Problem:
     """Sweeps stacked for vectorised simulation, and the map from search vectors to params.
 
     With `stride` > 1 only every stride-th sample is simulated and compared (the search's
-    cheaper view of the same data)."""
+    cheaper view of the same data). `read_range` (V): the read region of the objective's read
+    residuals (default: `provisional_read_range`)."""
 
     def __init__(self, model: CompactModel, sweeps: Sequence[Sweep], warmup: int,
-                 stride: int = 1) -> None:
+                 stride: int = 1, read_range: float | None = None) -> None:
         self.model = model
         self.sweeps = list(sweeps)
         self.warmup = warmup
@@ -376,6 +478,11 @@ class _Problem:
         self.hi = np.array([b for _, b in lo_hi])
         self.var_names = [_var_name(p, k) for p, k in zip(self.free, self.kind, strict=True)]
         self.masks = [log_mask(s) for s in self.sweeps]
+        self.set_read_range(provisional_read_range(self.sweeps) if read_range is None
+                            else read_range)
+        #: simulated currents below these count as these in the objective's logs (module doc)
+        self.sim_floors = [SIM_FLOOR * float(np.min(np.abs(s.i[m])))
+                           for s, m in zip(self.sweeps, self.masks, strict=True)]
         self.meas = [s.i[::stride] for s in self.sweeps]
         self.weights = np.ones(len(self.sweeps))
         keyed: dict[tuple, list[int]] = {}
@@ -393,6 +500,11 @@ class _Problem:
             elif kind == "resistor":
                 element = resistor(np.array([self.sweeps[k].series_resistance_ohm for k in idx]))
             self.groups.append(_Group(idx, element))
+
+    def set_read_range(self, read_range: float) -> None:
+        """Measure the read-region residuals over |V| <= read_range from now on."""
+        self.read_range = read_range
+        self.read_masks = [read_mask(s, read_range) for s in self.sweeps]
 
     def to_params(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Search vectors (S, k) -> parameter arrays of shape (S, 1), plus the fixed ones."""
@@ -465,15 +577,19 @@ class _Problem:
         """(S, m) residuals whose sum of squares is the objective (see the module doc)."""
         pred = self.predict(x, polarity, rtol)
         parts = []
-        for p, s, i, mask, w in zip(pred, self.sweeps, self.meas, self.masks, self.weights,
-                                    strict=True):
-            mask = mask[::self.stride]
-            peak = float(np.max(np.abs(s.i)))
-            lin = (p - i) / (np.ptp(s.i) * math.sqrt(i.size) * TARGET_NRMSE)
-            with np.errstate(all="ignore"):
-                sim = np.log10(np.maximum(np.abs(p[:, mask]), SIM_FLOOR * peak))
-            lg = (sim - np.log10(np.abs(i[mask]))) / (math.sqrt(mask.sum()) * TARGET_LOG)
-            parts += [math.sqrt(w) * lin, math.sqrt(w) * lg]
+        for p, s, i, masks, floor, w in zip(pred, self.sweeps, self.meas,
+                                            zip(self.masks, self.read_masks, strict=True),
+                                            self.sim_floors, self.weights, strict=True):
+            parts.append(math.sqrt(w) * (p - i) / (np.ptp(s.i) * math.sqrt(i.size)
+                                                    * TARGET_NRMSE))
+            for mask, target in zip(masks, (TARGET_LOG, TARGET_READ), strict=True):
+                mask = mask[::self.stride]
+                if not mask.any():
+                    continue
+                with np.errstate(all="ignore"):
+                    sim = np.log10(np.maximum(np.abs(p[:, mask]), floor))
+                lg = (sim - np.log10(np.abs(i[mask]))) / (math.sqrt(mask.sum()) * target)
+                parts.append(math.sqrt(w) * lg)
         r = np.concatenate(parts, axis=-1)
         return np.where(np.isfinite(r), r, math.sqrt(_BAD / r.shape[-1]))
 
@@ -488,7 +604,7 @@ def _search_problem(full: _Problem, st: FitSettings) -> _Problem:
     """The sweeps as the searches and the coarse refinement see them: on every second sample
     when that leaves at least SEARCH_SAMPLES samples, after `search_warmup_periods`."""
     stride = 2 if (min(s.n for s in full.sweeps) + 1) // 2 >= SEARCH_SAMPLES else 1
-    return _Problem(full.model, full.sweeps, st.search_warmup_periods, stride)
+    return _Problem(full.model, full.sweeps, st.search_warmup_periods, stride, full.read_range)
 
 
 def _searches(full: _Problem, st: FitSettings, progress: Callable[[], None] | None
@@ -746,7 +862,8 @@ def fit_iv(
     sweeps = list(sweeps)
     check_sweeps(sweeps)
     cm = get_model(model)
-    prob = _Problem(cm, sweeps, st.warmup_periods)
+    given = given_read_range(sweeps, st)
+    prob = _Problem(cm, sweeps, st.warmup_periods, read_range=given)
     lock = threading.Lock()  # the searches and refinements call it from their threads
 
     def tick(stage: str) -> Callable[[], None] | None:
@@ -785,6 +902,16 @@ def fit_iv(
         best = chosen[win]
         result, pol = results[win], starts[best][1]
         x = _values_of(result, prob)
+        read_refinement = None
+        if given is None:  # the default read range: 2 x the card's v_read (module doc)
+            wanted, _ = _card_read_range(cm, prob.values(x), pol, sweeps, prob.read_range)
+            if abs(wanted / prob.read_range - 1) > READ_RANGE_SLACK:
+                read_refinement = {"from_range_v": prob.read_range, "to_range_v": wanted,
+                                   "first_objective": _costs([result])[0]}
+                prob.set_read_range(wanted)
+                result = _refines(prob, [(x, pol)], st, tick("refine"), keep=1)[0]
+                x = _values_of(result, prob)
+                read_refinement["objective"] = _costs([result])[0]
         stderr, reason, corr = _uncertainty(prob, x, pol, st.rtol_refine)
         boot = _bootstrap(prob, x, pol, st, tick("refine")) if st.bootstrap else {}
         seconds["refine"] = time.perf_counter() - t1
@@ -810,23 +937,37 @@ def fit_iv(
         "xtol": st.xtol,
         "integration_rtol": st.rtol_refine,
     }
+    if read_refinement is not None:
+        refinement["read_range"] = read_refinement
+    values = prob.values(x)
+    if given is None:  # the reported read region: 2 x the final card's v_read
+        read_range, rule = _card_read_range(cm, values, pol, sweeps, prob.read_range)
+    else:
+        read_range = given
+        rule = ("given (--read-range)" if st.read_range_v is not None
+                else "given (the manifest's read_range_v)")
+    read_masks = [read_mask(s, read_range) for s in sweeps]
     per_sweep: dict[str, SweepMeasures] = {}
-    for p, d, s, mask in zip(pred, drift, sweeps, prob.masks, strict=True):
+    for p, d, s, mask, rmask in zip(pred, drift, sweeps, prob.masks, read_masks, strict=True):
         sst = float(np.sum((s.i - s.i.mean()) ** 2))
         per_sweep[s.name] = SweepMeasures(
             nrmse=float(nrmse(p, s.i)), log_error_decades=float(log_error(p, s, mask)),
+            read_error_decades=float(log_error(p, s, rmask)),
             r2=1.0 - float(np.sum((p - s.i) ** 2)) / sst, points_log=int(mask.sum()),
+            points_read=int(rmask.sum()), noise_floor_a=s.noise_floor_a,
             points_at_compliance=int(s.at_compliance.sum()),
             period_drift=d)
-    values = prob.values(x)
     fit = IVFit(
         model=model, device=sweeps[0].device,
         params={p.name: values[p.name] for p in cm.params},
         stderr=stderr, stderr_reason=reason, polarity=pol,
         nrmse=float(np.mean([m.nrmse for m in per_sweep.values()])),
         log_error=float(np.mean([m.log_error_decades for m in per_sweep.values()])),
+        read_error=float(np.mean([m.read_error_decades for m in per_sweep.values()])),
+        read_range_v=read_range, read_range_rule=rule,
         nrmse_ngspice=None, per_sweep=per_sweep, predicted=pred,
         start_states=[float(a[0]) for a in start], log_masks=prob.masks,
+        read_masks=read_masks,
         sweeps=sweeps, settings=st, seconds=seconds, search_objective=search_f[best],
         objective=_costs([result])[0],  # the refinement's final cost (not simulated again)
         fixed=dict(prob.fixed), refinement=refinement, correlations=corr,
@@ -840,6 +981,26 @@ def fit_iv(
     if check:
         check_fit(fit)
     return fit
+
+
+def _card_read_range(model: CompactModel, values: dict[str, float], polarity: float,
+                     sweeps: Sequence[Sweep], provisional: float) -> tuple[float, str]:
+    """(the default read range of a fitted card, how it was chosen): READ_RANGE_FACTOR x its
+    safe read voltage, widened to MIN_READ_POINTS points per sweep; `provisional` when the card
+    has no safe read voltage."""
+    card = Device(model, values, polarity=polarity).to_card()
+    try:
+        v_read = operating_point(card, where="fitted card", fresh=True).v_read
+    except CircuitnnError as exc:
+        return provisional, (f"{READ_RANGE_FACTOR:g} x the reference's read voltage "
+                             f"{V_READ_REFERENCE:g} V, capped at the sweeps' smallest peak |V| "
+                             f"(the card has no safe read voltage: {exc})")
+    wanted = READ_RANGE_FACTOR * v_read
+    read_range = default_read_range(sweeps, wanted)
+    rule = f"{READ_RANGE_FACTOR:g} x the card's safe read voltage {v_read:g} V"
+    if read_range > wanted:
+        rule += f", widened to hold {MIN_READ_POINTS} measured points in each sweep"
+    return read_range, rule
 
 
 def ngspice_check(fit: IVFit) -> None:
@@ -867,6 +1028,7 @@ def ngspice_check(fit: IVFit) -> None:
             return
         m.nrmse_ngspice = float(nrmse(tr.i[-s.n:], s.i))
         m.log_error_ngspice = float(log_error(tr.i[-s.n:], s, mask))
+        m.read_error_ngspice = float(log_error(tr.i[-s.n:], s, fit.read_masks[j]))
 
     with ThreadPoolExecutor(NGSPICE_WORKERS) as pool:
         list(pool.map(run, range(len(fit.sweeps))))
@@ -976,7 +1138,8 @@ def make_card(fit: IVFit, manifest: str | None = None,
                                  "frequency_hz": s.frequency_hz,
                                  "series_resistance_ohm": s.series_resistance_ohm,
                                  "compliance_a": s.compliance_a,
-                                 "noise_floor_a": s.noise_floor_a}
+                                 "noise_floor_a": s.noise_floor_a,
+                                 "noise_floor_source": s.noise_floor_source}
         if s.reading is not None:
             entry["reading"] = s.reading
         src = _dataset_source(s.source)
@@ -1000,15 +1163,21 @@ def make_card(fit: IVFit, manifest: str | None = None,
     quality = {
         "nrmse_definition": "RMS(I_sim - I_meas) / (max I_meas - min I_meas) per sweep; "
                             "overall = mean over sweeps",
-        "log_error_definition": f"RMS of log10|I_sim| - log10|I_meas| over points with "
-                                f"|I_meas| >= {LOG_FLOOR:g} x the sweep's peak |I| and above "
-                                "its noise floor, in decades; overall = mean over sweeps",
+        "log_error_definition": "RMS of log10|I_sim| - log10|I_meas| over every point above "
+                                "the sweep's noise floor (provenance.data: noise_floor_a and "
+                                "its source), in decades; overall = mean over sweeps",
+        "read_error_definition": "the same RMS over the points whose device voltage |V - I "
+                                 "R_series| is at most read_range_v (readings at the "
+                                 "compliance left out); overall = mean over sweeps",
         "objective": f"sum over sweeps of (NRMSE / {TARGET_NRMSE})^2 + (log error / "
-                     f"{TARGET_LOG})^2",
+                     f"{TARGET_LOG})^2 + (read error / {TARGET_READ})^2",
         "compliance": "simulated as a current-limited source in series with the device; "
                       "readings at the limit are censored data (see circuitnn.fitting.iv)",
         "nrmse": fit.nrmse,
         "log_error_decades": fit.log_error,
+        "read_error_decades": fit.read_error,
+        "read_range_v": fit.read_range_v,
+        "read_range_rule": fit.read_range_rule,
         "nrmse_ngspice": fit.nrmse_ngspice,
         "objective_value": fit.objective,
         "score": fit.score,
@@ -1033,7 +1202,14 @@ def make_card(fit: IVFit, manifest: str | None = None,
     card = ModelCard(fit.model, params, provenance, quality, variation,
                      notes=f"{cm.name} ({cm.citation}) fitted to measured I-V sweeps of device "
                            f"{fit.device}.")
-    return with_operating_point_or_reason(card, f"fit of device {fit.device}", fresh=True)
+    card = with_operating_point_or_reason(card, f"fit of device {fit.device}", fresh=True)
+    # the measured low-bias samples the card is checked against before use
+    # (circuitnn.fitting.readcheck): the read range and every read voltage below the thresholds
+    thresholds = card.operating.get("thresholds_V") or {}
+    below = [t for t in thresholds.values() if t is not None]
+    cover = max(fit.read_range_v, min(below)) if below else fit.read_range_v
+    card.fit["read_region"] = read_region_record(fit.sweeps, cover)
+    return card
 
 
 def _residual_stats(fit: IVFit) -> dict[str, dict[str, float]]:
@@ -1059,6 +1235,8 @@ def fit_summary(fit: IVFit) -> dict[str, Any]:
     return {
         "nrmse": fit.nrmse,
         "log_error_decades": fit.log_error,
+        "read_error_decades": fit.read_error,
+        "read_range_v": fit.read_range_v,
         "nrmse_ngspice": fit.nrmse_ngspice,
         "params": params,
         "stderr": dict(fit.stderr),

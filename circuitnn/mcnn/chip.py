@@ -48,6 +48,7 @@ class Chip:
         return cls(ctx.net(), ctx["exsitu"].params, Mapping.from_dict(ctx["mapping"].mapping),
                    q.weight_scales, q.act_scales, dict(h.conductances), dict(h.bias),
                    {"iv_card": c.iv_card, "pulse_card": c.pulse_card,
+                    "accept_read_error": c.accept_read_error,
                     "g_min": ctx.device.window.g_min, "g_max": ctx.device.window.g_max,
                     "v_read": ctx.device.v_read, "device_levels": c.device_levels,
                     "adc_bits": c.adc_bits,
@@ -60,7 +61,8 @@ class Chip:
             raise CircuitnnError(f"groups must be 1 or 3, got {groups}")
         s = self.settings
         device = array_device(s["iv_card"], s["pulse_card"], (s["g_min"], s["g_max"]),
-                              s.get("v_read"), s["device_levels"])
+                              s.get("v_read"), s["device_levels"],
+                              s.get("accept_read_error", False))
         g = self.conductances[MODES[groups]] if conductances is None else conductances
         return ChipState(self.net, self.mapping, g, self.weight_scales, self.act_scales, device,
                          s["adc_bits"], s["adc_fraction"])

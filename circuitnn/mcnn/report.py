@@ -202,6 +202,13 @@ def device_lines(dev: dict, surrogate: dict) -> list[str]:
                      f"{iv['sha256'][:12]}); read at **{dev['v_read']:g} V**; window "
                      f"**{dev['g_window'][0] * 1e6:.4g}-{dev['g_window'][1] * 1e6:.4g} uS**; "
                      f"pulse law: {_pulse_text(dev['pulse'])}.")
+    read = dev.get("read_check")
+    if read is not None:
+        from circuitnn.fitting.readcheck import read_check_line
+
+        text = read_check_line(read)
+        lines += ["", f'<span style="color:red">**{text}**</span>' if read.get("accepted")
+                  else f"{text[0].upper()}{text[1:]}."]
     if surrogate.get("used"):
         val = surrogate.get("validation") or {}
         how = "calibrated for this run" if surrogate["calibrated"] else "shipped or cached"

@@ -81,7 +81,7 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
 
     def device(g_max: float):
         return array_device(cfg.iv_card, cfg.pulse_card, (g_min, g_max), cfg.v_read,
-                            cfg.device_levels)
+                            cfg.device_levels, cfg.accept_read_error)
 
     def acc(g: np.ndarray, g_max: float | None = None, **kw) -> float:
         chip = ctx.chip(g)

@@ -69,14 +69,20 @@ class ArrayDevice:
 def array_device(iv_card: str | os.PathLike | None = None,
                  pulse_card: str | os.PathLike | None = None,
                  g_window: tuple[float, float] | None = None, v_read: float | None = None,
-                 levels: int = REF.hardware.device_levels) -> ArrayDevice:
+                 levels: int = REF.hardware.device_levels,
+                 accept_read_error: bool = False) -> ArrayDevice:
     """The device from card files, checked here (before any long work).
 
     iv_card: an I-V card (JSON), None for the built-in HfOx card, or "ohmic" (cells of exactly
     G; then a pulse card is needed, default the measured TaOx card). pulse_card: a
     `pulse-update` card; None derives the law from the I-V card. g_window: (g_min, g_max) in S
     at v_read; None: the reference's window for the built-in card, else the card's default.
+    The I-V card is compared with its measured data at v_read and refused when off by more
+    than 0.5 decade, unless `accept_read_error` (`circuitnn.fitting.readcheck`; the summary's
+    `read_check` says which).
     """
+    from circuitnn.fitting.readcheck import require_read_match
+
     if iv_card == "ohmic":
         return _ohmic(pulse_card, g_window, v_read, levels)
     path = Path(iv_card) if iv_card is not None else BUILTIN_PATH
@@ -86,6 +92,8 @@ def array_device(iv_card: str | os.PathLike | None = None,
         g_window = (REF.choices.g_min, REF.choices.g_max)
     profile = DeviceProfile.load(path, pulse_card, v_read=v_read, window=g_window)
     summary = profile.summary()
+    summary["read_check"] = require_read_match(profile.iv_card, profile.v_read, str(path),
+                                               accept_read_error)
     if profile.pulse is not None:
         pulse = profile.pulse
     else:

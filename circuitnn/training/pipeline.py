@@ -83,6 +83,7 @@ class RunConfig:
     hybrid_fraction: float | None = None  # None: 0.03 for the ResNets, cnn5 see hybrid_images
     engine: str = "surrogate"
     iv_card: str | None = None
+    accept_read_error: bool = False  # use an I-V card off from its data at v_read anyway
     pulse_card: str | None = None
     g_min: float | None = None  # S; None: the device's window (module circuitnn.network.device)
     g_max: float | None = None
@@ -148,7 +149,7 @@ class RunConfig:
     def device(self) -> ArrayDevice:
         window = None if self.g_min is None else (self.g_min, self.g_max)
         return array_device(self.iv_card, self.pulse_card, window, self.v_read,
-                            self.device_levels)
+                            self.device_levels, self.accept_read_error)
 
     def hybrid(self) -> HybridConfig:
         every = max(self.refresh_every, self.hybrid_batches // 30 // self.refresh_every
