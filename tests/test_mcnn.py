@@ -135,7 +135,7 @@ def test_sweep_quantised_axes(run_dir):
 
 
 def test_surrogate_engine_reads_whole_pe_and_counts_energy(run_dir):
-    from circuitnn.tile import read
+    from circuitnn.surrogate import read
 
     chip = Chip.load(run_dir)
     eng = build_engine(chip.state(1), "surrogate", group=0)

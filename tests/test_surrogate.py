@@ -13,8 +13,8 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.surrogate.calibrate import TileSet, calibrate, draw_inputs, tile_task
 from circuitnn.surrogate.card import SurrogateCard, find_card
 from circuitnn.surrogate.model import SurrogateTile
+from circuitnn.surrogate.read import read
 from circuitnn.surrogate.validate import TARGETS, validate
-from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec
 
 pytestmark = pytest.mark.ngspice

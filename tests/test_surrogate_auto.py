@@ -17,7 +17,7 @@ from circuitnn.cli import main
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard, operating_point
 from circuitnn.errors import CircuitnnError
 from circuitnn.surrogate.card import find_card
-from circuitnn.tile.read import read
+from circuitnn.surrogate.read import read
 from circuitnn.tile.spec import TileSpec
 
 KNOWM = DEVICE_MODELS_DIR / "knowm-m1-vteam.json"  # fitted to the Knowm M1 loops

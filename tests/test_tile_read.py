@@ -16,7 +16,9 @@ import pytest
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard, builtin_card, load_device
 from circuitnn.errors import CircuitnnError
 from circuitnn.spice import ngspice_available, read_raw
-from circuitnn.tile import ENGINES, TIA, TileSpec, read
+from circuitnn.surrogate.read import ENGINES, check_engine
+from circuitnn.surrogate.read import read as read_any
+from circuitnn.tile import TIA, TILE_ENGINES, TileSpec, read
 from circuitnn.tile.netlist import output_vectors, read_netlist
 
 pytestmark = pytest.mark.ngspice
@@ -127,13 +129,25 @@ def test_example_netlists_run_with_plain_ngspice(tmp_path):
 
 def test_engine_registry():
     spec = TileSpec(_g((2, 2)), cell="passive", r_row=0.0, r_col=0.0)
-    assert set(ENGINES) == {"ideal", "nodal", "ngspice", "surrogate"}
+    # one record per engine: the tile layer's three are the registry's own records
+    assert set(TILE_ENGINES) == {"ideal", "nodal", "ngspice"}
+    assert set(ENGINES) == {"ideal", "quantised", "surrogate", "nodal", "ngspice"}
+    assert all(ENGINES[name] is rec for name, rec in TILE_ENGINES.items())
+    assert [e for e, rec in ENGINES.items() if rec.circuit] == ["surrogate", "nodal", "ngspice"]
+    assert [e for e, rec in ENGINES.items() if not rec.chain] == ["ngspice"]
     want = np.array([0.1, 0.2]) @ spec.conductance
     # without wires a passive ohmic tile is the ideal crossbar, whatever the engine
     for engine in ("ideal", "nodal"):
         np.testing.assert_allclose(read(spec, [0.1, 0.2], engine=engine), want, rtol=1e-12)
+        np.testing.assert_allclose(read_any(spec, [0.1, 0.2], engine=engine), want, rtol=1e-12)
     with pytest.raises(CircuitnnError, match="unknown engine 'spice'"):
         read(spec, [0.1, 0.2], engine="spice")
+    with pytest.raises(CircuitnnError, match="the surrogate's included"):
+        read(spec, [0.1, 0.2], engine="surrogate")
+    with pytest.raises(CircuitnnError, match="'quantised' reads no tile by itself"):
+        read_any(spec, [0.1, 0.2], engine="quantised")
+    with pytest.raises(CircuitnnError, match="unknown engine 'spice'; known: ideal, quantised"):
+        check_engine("spice")
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.surrogate.read import ENGINES
 
 
 def load_array(path: str, what: str) -> np.ndarray:
@@ -95,7 +96,7 @@ def netlist(conductance, card, cell, r_row, r_col, inputs, out) -> None:
 @_apply(_common)
 @click.option("--inputs", required=True, type=click.Path(dir_okay=False),
               help="(batch, rows) input volts (.npy or .csv).")
-@click.option("--engine", type=click.Choice(["ngspice", "nodal", "surrogate", "ideal"]),
+@click.option("--engine", type=click.Choice([e for e, rec in ENGINES.items() if rec.read]),
               default="ngspice", show_default=True, help="Read engine.")
 @click.option("--backend", type=click.Choice(["subprocess", "shared"]), default="subprocess",
               show_default=True,
@@ -108,7 +109,7 @@ def simulate(conductance, card, cell, r_row, r_col, inputs, engine, backend, out
     from tqdm import tqdm
 
     from circuitnn.io import write_npz, write_text
-    from circuitnn.tile.read import read
+    from circuitnn.surrogate.read import read
 
     suffix = Path(out).suffix.lower()
     if suffix not in (".npz", ".csv"):

@@ -63,18 +63,3 @@ def read_surrogate(spec: TileSpec, v: np.ndarray, card: str | Path | None = None
     c.check_inputs(v)
     return tile.read(v, binary=binary)
 
-
-def surrogate_read_with_grad(spec: TileSpec, v, d_out, card: str | Path | None = None
-                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(I, dL/dV, dL/dG) for inputs v (batch, rows) and upstream gradient dL/dI (batch, cols)."""
-    tile, c = programmed(spec, card)
-    v = np.asarray(v, dtype=float)
-    c.check_inputs(v)
-    d_v, d_g = tile.vjp(v, d_out)
-    return tile.read(v), d_v, d_g
-
-
-def read_driven_rows(tile: SurrogateTile, v: np.ndarray, rows: slice,
-                     cols: slice | None = None) -> np.ndarray:
-    """`tile.read_driven_rows(v, rows, cols)`: bit-serial read with only `rows` driven."""
-    return tile.read_driven_rows(v, rows, cols)

@@ -39,7 +39,7 @@ at 2 ohm with cells of hundreds of uS: the ideal V @ G is off by 100-400%), whic
 reverse-biased depends on the input pattern and no first-order term captures it; calibration
 then fails validation and such tiles are read with nodal or ngspice.
 
-All matrices are computed once per programmed tile (`program`); `SurrogateTile.vjp` gives
+All matrices are computed once per programmed tile (`SurrogateTile`); `SurrogateTile.vjp` gives
 gradients with respect to the inputs and the conductances (through that per-tile computation;
 the kink term's reverse-bias transfer W is held fixed there, within a few % of finite
 differences on an asymmetric card).
@@ -245,11 +245,6 @@ class SurrogateTile:
             out += self.y0
         return out
 
-    def read_driven_rows(self, v: np.ndarray, rows: slice, cols: slice | None = None
-                         ) -> np.ndarray:
-        """`binary_reader().read_driven_rows(v, rows, cols)`."""
-        return self.binary_reader().read_driven_rows(v, rows, cols)
-
     def binary_reader(self) -> BinaryReader:
         """What bit-serial reads need of this tile (small enough to keep for every tile of a
         large network)."""
@@ -347,7 +342,3 @@ class SurrogateTile:
         grad += np.sum(d_f * (c_up.f - c_dn.f) + d_df * (c_up.df - c_dn.df), axis=-1) / span
         return grad
 
-
-def program(spec: TileSpec, theta: dict[str, float] | None = None) -> SurrogateTile:
-    """Compute the surrogate's matrices for a tile (once per conductance pattern)."""
-    return SurrogateTile(spec, theta)

@@ -37,7 +37,6 @@ from circuitnn.network.engines import (
     build_engine,
     calibrate_activation_scales,
     calibrate_columns,
-    check_engine,
     layer_inputs,
 )
 from circuitnn.network.graph import Network
@@ -51,7 +50,7 @@ from circuitnn.network.mapping import (
 )
 from circuitnn.network.presets import PRESETS, preset
 from circuitnn.reference import REF
-from circuitnn.tile.read import CIRCUIT_ENGINES
+from circuitnn.surrogate.read import check_engine
 from circuitnn.tile.spec import TileSpec
 from circuitnn.training import exsitu
 from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_last_layer
@@ -109,10 +108,9 @@ class RunConfig:
             raise CircuitnnError(f"unknown network '{self.network}' (choose from "
                                  f"{', '.join(PRESETS)})")
         check_dataset_spec(self.dataset)
-        check_engine(self.engine)
-        if self.engine == "ngspice":
-            raise CircuitnnError("engine 'ngspice' is too slow for the whole chain; use it for "
-                                 "spot checks (mcnn run --n-check, Chip.predict)")
+        if not check_engine(self.engine).chain:
+            raise CircuitnnError(f"engine '{self.engine}' is too slow for the whole chain; use "
+                                 "it for spot checks (mcnn run --n-check, Chip.predict)")
         if self.mapping not in ("auto", "reference"):
             raise CircuitnnError(f"mapping must be 'auto' or 'reference', got {self.mapping}")
         if self.mapping == "reference" and self.network != "cnn5":
@@ -568,7 +566,7 @@ def stage_energy(ctx: Context) -> Energy:
     out = summarise(counter, n, net.macs())
     out["currents_from"] = (
         f"{name} reads of the whole {chip.mapping.rows} x {chip.mapping.cols} tile of each "
-        "weight block (block rows driven, other rows at 0 V)" if name in CIRCUIT_ENGINES
+        "weight block (block rows driven, other rows at 0 V)" if check_engine(name).circuit
         else "ideal crossbar reads (I = V G)")
     return Energy(out)
 
