@@ -15,7 +15,7 @@ from cli_run import run
 
 from circuitnn.cli import main
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard
-from circuitnn.devices.profile import file_sha256
+from circuitnn.io import file_sha256
 
 pytestmark = pytest.mark.ngspice
 

@@ -11,7 +11,6 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_npz
 from circuitnn.network import graph, layers, presets, quantise
 from circuitnn.network.data import (
-    ENV_CACHE,
     ENV_MNIST_DIR,
     MNIST_SHA256,
     check_dataset_spec,
@@ -91,7 +90,7 @@ def test_idx_directory_and_dataset_specs(tmp_path, monkeypatch):
         load_dataset("mnist")
     # no cached copy and no npm: one clear error, nothing fetched
     monkeypatch.delenv(ENV_MNIST_DIR)
-    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv("CIRCUITNN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(CircuitnnError, match="npm is not available"):
         load_dataset("mnist")

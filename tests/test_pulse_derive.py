@@ -12,19 +12,21 @@ import numpy as np
 import pytest
 from cli_run import run
 
+from circuitnn.cache import content_key
 from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR, ModelCard
-from circuitnn.devices.profile import DeviceProfile, file_sha256
+from circuitnn.devices.profile import DeviceProfile
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.derive import (
     AMPLITUDE_FACTORS,
     MAX_CHECK_ERROR,
     MIN_PULSES,
     DeriveSettings,
-    _cache_key,
+    _identity,
     _noise,
     access_transistor,
     derived_pulse,
 )
+from circuitnn.io import file_sha256
 from circuitnn.tile.nodal import mos1_current
 from circuitnn.tile.spec import Transistor
 
@@ -102,8 +104,8 @@ def test_cache_is_reused(derived, builtin_profile) -> None:
     assert report2["path"] == report["path"] and path.stat().st_mtime_ns == mtime
     assert model2.pmax_p == pytest.approx(model.pmax_p, rel=1e-12)
     # other settings are another card (its key differs: nothing is read from this one)
-    other = _cache_key(builtin_profile, DeriveSettings(noise=0.01))
-    assert other != _cache_key(builtin_profile, DeriveSettings())
+    other = content_key(_identity(builtin_profile, DeriveSettings(noise=0.01)))
+    assert other != content_key(_identity(builtin_profile, DeriveSettings()))
 
 
 def test_noise_from_the_card_variation(tmp_path, derived) -> None:

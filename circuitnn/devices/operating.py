@@ -42,7 +42,6 @@ VTEAM card's a_on, a_off), else at the bounds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
@@ -50,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from circuitnn.devices.card import ModelCard, Parameter
+from circuitnn.devices.card import ModelCard, Parameter, parameters_hash
 from circuitnn.devices.device import Device
 from circuitnn.errors import CircuitnnError
 from circuitnn.reference import REF
@@ -355,12 +354,6 @@ def _compute(device: Device, v_read: float | None, window: tuple[float, float] |
     else:
         win, rule = check_window(window, g_range, vr), "given"
     return OperatingPoint(device.model.name, vr, why, thresholds, g_range, win, rule, disturb)
-
-
-def parameters_hash(card: ModelCard) -> str:
-    """sha256 of a card's model name and parameter values (what its operating point depends on)."""
-    blob = json.dumps({"model": card.model, "values": card.values()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _trusted(card: ModelCard) -> bool:
