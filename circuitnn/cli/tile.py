@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.reference import REF
 from circuitnn.surrogate.read import ENGINES
 
 
@@ -60,9 +61,9 @@ _common = [
                  help="Device model card (JSON); default: ohmic cells of exactly G."),
     click.option("--cell", type=click.Choice(["1t1r", "passive"]), default="1t1r",
                  show_default=True, help="Cell: memristor + access transistor, or memristor."),
-    click.option("--r-row", type=float, default=2.0, show_default=True,
+    click.option("--r-row", type=float, default=REF.choices.r_wire, show_default=True,
                  help="Input (row) wire resistance per segment, ohms."),
-    click.option("--r-col", type=float, default=2.0, show_default=True,
+    click.option("--r-col", type=float, default=REF.choices.r_wire, show_default=True,
                  help="Output (column) wire resistance per segment, ohms."),
 ]
 

@@ -109,20 +109,21 @@ class TileSpec:
 
     conductance: (rows, cols) siemens, the read conductance of each cell's device at `v_read`.
     device: a ModelCard (cell states are set so that the device alone has conductance G at
-    v_read) or None for ohmic cells of exactly G. r_row, r_col, r_wl: ohms per wire segment;
-    r_driver: driver output resistance; v_gate: word-line drive of selected rows; row_mask:
-    (rows,) booleans, False turns a row off (1T1R: word line at 0 V; passive: input at 0 V);
-    sense: "ideal" (virtual ground) or "tia"; gmin: ngspice's junction gmin (S), used by both
-    engines; v_read: defaults to the card's, else 0.2 V. A card without an operating record
-    is replaced by a copy with its safe v_read (`circuitnn.devices.operating`).
+    v_read) or None for ohmic cells of exactly G. r_row, r_col, r_wl: ohms per wire segment
+    (default: the reference preset's r_wire); r_driver: driver output resistance; v_gate:
+    word-line drive of selected rows; row_mask: (rows,) booleans, False turns a row off (1T1R:
+    word line at 0 V; passive: input at 0 V); sense: "ideal" (virtual ground) or "tia"; gmin:
+    ngspice's junction gmin (S), used by both engines; v_read: defaults to the card's, else the
+    preset's. A card without an operating record is replaced by a copy with its safe v_read
+    (`circuitnn.devices.operating`).
     """
 
     conductance: np.ndarray
     cell: str = "1t1r"
     device: ModelCard | None = None
-    r_row: float = 2.0
-    r_col: float = 2.0
-    r_wl: float = 2.0
+    r_row: float = REF.choices.r_wire
+    r_col: float = REF.choices.r_wire
+    r_wl: float = REF.choices.r_wire
     r_driver: float = 0.0
     v_gate: float = 1.2
     transistor: Transistor = field(default_factory=Transistor)
