@@ -17,8 +17,6 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz
 from circuitnn.tile.sweep import check_key, run_sweep
 
-pytestmark = [pytest.mark.ngspice, pytest.mark.measured]
-
 # the workers cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -15,15 +15,12 @@ import pytest
 
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard, builtin_card, load_device
 from circuitnn.errors import CircuitnnError
-from circuitnn.spice import ngspice_available, read_raw
+from circuitnn.spice import read_raw
 from circuitnn.surrogate.read import ENGINES, check_engine
 from circuitnn.surrogate.read import read as read_any
 from circuitnn.tile import TIA, TILE_ENGINES, TileSpec, read
 from circuitnn.tile.netlist import output_vectors, read_netlist
 
-pytestmark = pytest.mark.ngspice
-
-pytestmark = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 ROOT = Path(__file__).resolve().parents[1]
 CARD = builtin_card()
 
@@ -44,6 +41,7 @@ def _agree(spec, v, rtol):
     return a
 
 
+@pytest.mark.ngspice
 @pytest.mark.parametrize("shape", [(4, 4), (16, 16)])
 @pytest.mark.parametrize("cell", ["passive", "1t1r"])
 def test_ohmic_tiles_agree_1e10(shape, cell):
@@ -51,11 +49,13 @@ def test_ohmic_tiles_agree_1e10(shape, cell):
     _agree(spec, _v(3, shape[0]), 1e-10)
 
 
+@pytest.mark.ngspice
 @pytest.mark.parametrize("shape", [(4, 4), (16, 16)])
 def test_1t1r_card_tiles_agree_1e8(shape):
     _agree(TileSpec(_g(shape, 2), device=CARD), _v(4, shape[0], 3), 1e-8)
 
 
+@pytest.mark.ngspice
 def test_reference_128x16_agrees_1e8():
     spec = TileSpec(_g((128, 16), 4), device=CARD)
     v = np.vstack([np.full(128, 0.2), _v(1, 128, 5)])
@@ -64,12 +64,14 @@ def test_reference_128x16_agrees_1e8():
     assert np.all(i < ideal) and np.all(i > 0.8 * ideal)
 
 
+@pytest.mark.ngspice
 def test_driver_resistance_merged_wires_and_negative_inputs_agree():
     spec = TileSpec(_g((5, 3), 6), device=CARD, r_driver=50.0, r_row=0.0, r_col=3.0,
                     r_wl=0.0)
     _agree(spec, np.array([[0.2, -0.2, 0.1, 0.0, -0.05]]), 1e-8)
 
 
+@pytest.mark.ngspice
 def test_passive_vs_1t1r():
     g = _g((8, 4), 7)
     v = np.full((1, 8), 0.2)
@@ -80,6 +82,7 @@ def test_passive_vs_1t1r():
     assert np.all(ratio < 1) and np.all(ratio > 0.97)
 
 
+@pytest.mark.ngspice
 def test_row_mask_in_both_engines():
     g = _g((6, 3), 8)
     mask = np.array([True, False, True, True, False, True])
@@ -90,6 +93,7 @@ def test_row_mask_in_both_engines():
     np.testing.assert_allclose(masked, only, rtol=1e-4)  # off rows carry ~0 (gmin) current
 
 
+@pytest.mark.ngspice
 def test_tia_in_both_engines():
     tia = TIA(gain=2e3, r_f=2e3, v_offset=2e-3)
     spec = TileSpec(_g((4, 4), 9), device=CARD, sense="tia", tia=tia)
@@ -109,6 +113,7 @@ def test_netlist_is_deterministic_and_validated():
         read_netlist(spec, v, title="x\n.control\nshell rm -rf /")
 
 
+@pytest.mark.ngspice
 def test_example_netlists_run_with_plain_ngspice(tmp_path):
     sp = importlib.util.spec_from_file_location("examples", ROOT / "netlists" / "generate.py")
     mod = importlib.util.module_from_spec(sp)
