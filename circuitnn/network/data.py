@@ -25,6 +25,7 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,8 +136,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
-        raise CircuitnnError(f"cannot read IDX file {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # a damaged gzip stream included
+        raise CircuitnnError(f"cannot read IDX file {path}: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
         raise CircuitnnError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
@@ -197,8 +198,9 @@ def load_mnist_idx(directory: str | os.PathLike, check_sha: bool = False) -> Dat
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
             raise CircuitnnError(f"{directory}: {prefix} images must be uint8 N x 28 x 28, "
                                  f"found {images.dtype} {images.shape}")
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.max(initial=0) > 9:
-            raise CircuitnnError(f"{directory}: {prefix} labels must be N values 0..9 matching "
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.dtype.kind not in (
+                "iu") or labels.max(initial=0) > 9 or labels.min(initial=0) < 0:
+            raise CircuitnnError(f"{directory}: {prefix} labels must be N integers 0..9 matching "
                                  f"{images.shape[0]} images")
         parts[split] = (images, labels.astype(np.int64))
     (xtr, ytr), (xte, yte) = parts["train"], parts["test"]

@@ -175,7 +175,7 @@ def run_sweep(
             try:
                 found[key] = load_npz(path)
                 continue
-            except (OSError, ValueError) as exc:  # unreadable leftover: recompute it
+            except CircuitnnError as exc:  # unreadable leftover: recompute it
                 print(f"circuitnn: recomputing {path} ({exc})", file=sys.stderr)
         todo.append((key, kwargs))
 

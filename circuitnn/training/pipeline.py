@@ -132,8 +132,8 @@ class RunConfig:
             v = getattr(self, name)
             if v is not None and v < 10:
                 raise CircuitnnError(f"--{name.replace('_', '-')} must be >= 10, got {v}")
-        if self.weights is not None and not Path(self.weights).is_file():
-            raise CircuitnnError(f"weights file not found: {self.weights}")
+        if self.weights is not None:
+            exsitu.read_params(self.weights)  # a readable file of finite numbers
         if not isinstance(self.tile_options, dict):
             raise CircuitnnError("tile options must be a JSON object")
         if (self.g_min is None) != (self.g_max is None):
@@ -571,13 +571,13 @@ def stage_energy(ctx: Context) -> Energy:
     return Energy(out)
 
 
-NETWORK_STAGES = [
-    Stage("device", DeviceInfo, stage_device,
-          lambda ctx: {"device": ctx.device.digest, "engine": ctx.cfg.engine,
-                       "tile_options": ctx.cfg.tile_options}),
+NETWORK_STAGES = [  # the data first: a bad data set is refused before any device work
     Stage("data", DataInfo, stage_data,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "dataset", "seed", "n_test_split", "train_images", "test_images")}),
+    Stage("device", DeviceInfo, stage_device,
+          lambda ctx: {"device": ctx.device.digest, "engine": ctx.cfg.engine,
+                       "tile_options": ctx.cfg.tile_options}),
     Stage("exsitu", Trained, stage_exsitu,
           lambda ctx: {"network": ctx.cfg.network, "epochs": ctx.cfg.epochs,
                        "weights": _file_key(ctx.cfg.weights)}),
