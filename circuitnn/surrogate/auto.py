@@ -18,10 +18,8 @@ ngspice; refused when the RMS error exceeds MAX_RMS_ERROR = 1% of the RMS column
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -42,6 +40,7 @@ from circuitnn.surrogate.card import (
 )
 from circuitnn.surrogate.validate import VALIDATION_SEED, validate
 from circuitnn.tile.spec import TileSpec
+from circuitnn.tile.sweep import dask_client
 
 CALIBRATION_VERSION = 2  # bump when the calibration or validation procedure changes
 MAX_RMS_ERROR = 0.01  # fraction of the RMS column current
@@ -86,24 +85,6 @@ def _covering(probes: list[TileSpec]) -> SurrogateCard | None:
             if _covers(sc, probes):
                 return sc
     return None
-
-
-@contextlib.contextmanager
-def _scheduler(scheduler: Any, n_workers: int) -> Iterator[Any]:
-    """One Dask client for calibration and validation (a local cluster when None)."""
-    if scheduler is not None:
-        yield scheduler
-        return
-    from distributed import Client
-
-    from circuitnn.tile.sweep import start_local_cluster
-
-    cluster = start_local_cluster(n_workers)
-    try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
 
 
 def surrogate_for(card: ModelCard, rows: int, cols: int,
@@ -164,7 +145,7 @@ def surrogate_for(card: ModelCard, rows: int, cols: int,
             return sc, _report(sc, calibrated=False)
         tiles = TileSet(rows, cols, (r_lo, r_hi), (g_lo, g_hi), n_vectors, kwargs)
         work = e.folder / f"work-{key}"
-        with _scheduler(scheduler, n_workers) as client:
+        with dask_client(scheduler, n_workers) as client:  # one for calibration and validation
             sc = build(tiles, work, card, card_name, n_tiles, 0, seed, client, n_workers,
                        progress)
             res = validate(sc, tiles, work / "validate", validate_tiles, card, "ngspice",
