@@ -196,6 +196,19 @@ def test_disturb_threshold_from_card():
 
 
 @pytest.mark.parametrize("name", ["stanford-pku-hfox", "knowm-m1-yakopcic", "bipolar-vteam"])
+def test_a_first_read_below_the_cards_threshold_computes_no_cell_state(name):
+    card = ModelCard.load(DEVICE_MODELS_DIR / f"{name}.json")
+    lo, hi = load_device(card).g_range
+    spec = TileSpec(np.random.default_rng(4).uniform(lo, hi, (8, 4)), device=card)
+    read(spec, np.full(8, spec.v_read), engine="ideal")
+    assert "states" not in spec.__dict__  # no bisection of every cell's state for the check
+    # the card's threshold (any state of its range) never lies above the tile's own
+    assert 0 < spec.card_threshold <= spec.disturb_voltage
+    with pytest.raises(CircuitnnError, match="reaches the device's switching threshold"):
+        read(spec, np.full(8, spec.disturb_voltage), engine="ideal")
+
+
+@pytest.mark.parametrize("name", ["stanford-pku-hfox", "knowm-m1-yakopcic", "bipolar-vteam"])
 def test_disturb_threshold_is_where_states_start_to_move(name):
     card = ModelCard.load(DEVICE_MODELS_DIR / f"{name}.json")
     lo, hi = load_device(card).g_range

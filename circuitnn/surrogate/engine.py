@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from circuitnn.tile.spec import TileSpec
 
 CACHE_SIZE = 16
 _CACHE: OrderedDict[tuple, tuple[SurrogateTile, SurrogateCard]] = OrderedDict()
+_TILE_KEYS: WeakKeyDictionary[TileSpec, tuple] = WeakKeyDictionary()  # (G digest, settings)
 
 
 def _card_for(spec: TileSpec, card: str | Path | None) -> SurrogateCard:
@@ -41,9 +43,12 @@ def _card_for(spec: TileSpec, card: str | Path | None) -> SurrogateCard:
 def programmed(spec: TileSpec, card: str | Path | None = None
                ) -> tuple[SurrogateTile, SurrogateCard]:
     """The programmed surrogate tile for `spec` and the card used (refuses uncovered specs)."""
-    settings = settings_key(spec)
-    digest = hashlib.blake2b(np.ascontiguousarray(spec.conductance).tobytes(), digest_size=16)
-    key = (digest.hexdigest(), settings, None if card is None else str(card))
+    tile_key = _TILE_KEYS.get(spec)
+    if tile_key is None:  # once per spec object (a spec is immutable)
+        digest = hashlib.blake2b(np.ascontiguousarray(spec.conductance).tobytes(), digest_size=16)
+        tile_key = _TILE_KEYS[spec] = (digest.hexdigest(), settings_key(spec))
+    settings = tile_key[1]
+    key = (*tile_key, None if card is None else str(card))
     hit = _CACHE.get(key)
     if hit is not None:
         _CACHE.move_to_end(key)
