@@ -49,6 +49,10 @@ class CompactModel:
                 return p
         raise CircuitnnError(f"model {self.name!r} has no parameter {name!r}")
 
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
     def defaults(self) -> dict[str, float]:
         return {p.name: p.default for p in self.params}
 
