@@ -30,8 +30,8 @@ from circuitnn.io import write_json  # noqa: E402
 from circuitnn.surrogate.calibrate import TileSet, calibrate  # noqa: E402
 from circuitnn.surrogate.card import SurrogateCard  # noqa: E402
 from circuitnn.surrogate.model import SurrogateTile  # noqa: E402
+from circuitnn.surrogate.read import read  # noqa: E402
 from circuitnn.surrogate.validate import validate  # noqa: E402
-from circuitnn.tile.read import read  # noqa: E402
 from circuitnn.tile.spec import TileSpec  # noqa: E402
 
 SHIPPED = DEVICE_MODELS_DIR / "surrogate-stanford-pku-hfox-128x16.json"

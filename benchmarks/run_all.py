@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_fit_iv.py", "bench_fit_read.py", "bench_fit_cost.py", "bench_pulse_fit.py",
-           "bench_tile_read.py",
+           "bench_tile_read.py", "bench_first_read.py",
            "bench_tile_program.py", "bench_surrogate.py", "bench_surrogate_auto.py",
            "bench_exsitu.py", "bench_mcnn.py", "bench_export.py"]
 

@@ -1,48 +1,131 @@
-"""The user cache folder (calibrated surrogate cards and their work files) and a lock for it.
+"""The user cache: its folder, and content-addressed entries in it.
 
 `CIRCUITNN_CACHE` names the folder; otherwise `$XDG_CACHE_HOME/circuitnn`, else
 `~/.cache/circuitnn`. Nothing here ever writes into the repository.
+
+Every cached result (compiled integrators, derived pulse laws, automatic surrogate cards, the
+standard MNIST files) lives in a sub-folder, and each computed one is an `entry`: named by the
+content key of everything it depends on (`content_key`), made under a lock of its own (a second
+process asking for the same entry waits, then finds it) and written atomically
+(`circuitnn.io`). A folder that another user could write is never used: before any use the cache
+folder and the sub-folder must belong to the current user and not be writable by group or
+others (`check_private`), else the request is refused, since the compiled integrators are
+executed and numba unpickles its cache from there. A cache that exists but cannot be written
+raises `CacheReadOnly` (the integrator then compiles in memory, `circuitnn.devices.transient`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
+import stat
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from circuitnn.errors import CircuitnnError
 
 ENV_VAR = "CIRCUITNN_CACHE"
+KEY_LENGTH = 20  # hex digits of an entry's content key
+
+
+class CacheReadOnly(CircuitnnError):
+    """The cache folder cannot be created or written."""
+
+
+def cache_root() -> Path:
+    """The cache folder (not created)."""
+    root = os.environ.get(ENV_VAR)
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "circuitnn"
+
+
+def check_private(folder: Path) -> None:
+    """Refuse a folder (followed through symlinks) that belongs to another user or that group
+    or others may write."""
+    st = folder.stat()
+    if st.st_uid != os.getuid():
+        raise CircuitnnError(f"the cache folder {folder} belongs to another user (uid "
+                             f"{st.st_uid}); set {ENV_VAR} to a folder of your own")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CircuitnnError(f"the cache folder {folder} is writable by other users (mode "
+                             f"{stat.S_IMODE(st.st_mode):o}); run `chmod go-w {folder}` or set "
+                             f"{ENV_VAR} to a private folder")
 
 
 def cache_dir(sub: str = "", create: bool = True) -> Path:
-    """The cache folder (or its sub-folder `sub`), created if missing unless `create` is False."""
-    root = os.environ.get(ENV_VAR)
-    if root:
-        base = Path(root).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "circuitnn"
-    folder = base / sub if sub else base
-    if not create:
-        return folder
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CircuitnnError(f"cannot create the cache folder {folder} ({exc.strerror}); set "
-                             f"{ENV_VAR} to a writable folder") from None
+    """The cache folder (or its sub-folder `sub`), checked by `check_private` where it exists;
+    created (mode 0700) if missing unless `create` is False."""
+    root = cache_root()
+    folder = root / sub if sub else root
+    if create:
+        try:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise CacheReadOnly(f"cannot create the cache folder {folder} ({exc.strerror}); "
+                                f"set {ENV_VAR} to a writable folder") from None
+    for f in dict.fromkeys((root, folder)):
+        if f.exists():
+            check_private(f)
     return folder
+
+
+def content_key(identity: Any) -> str:
+    """The key of an entry: sha256 of `identity` as canonical JSON, KEY_LENGTH hex digits."""
+    blob = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:KEY_LENGTH]
 
 
 @contextlib.contextmanager
 def locked(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on `path` (a lock file, created if missing) for the block: a second
     process asking for the same lock waits until the first is done."""
-    with open(path, "a") as handle:
+    try:
+        handle = open(path, "a")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as exc:
+        raise CacheReadOnly(f"cannot write the cache folder {Path(path).parent} "
+                            f"({exc.strerror}); set {ENV_VAR} to a writable folder") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A cache entry: its folder, content key and file (which may not exist yet)."""
+
+    folder: Path
+    key: str
+    path: Path
+
+
+@contextlib.contextmanager
+def entry(sub: str, identity: Any, name: str) -> Iterator[Entry]:
+    """The entry of `identity` in cache sub-folder `sub`, its file named `name` with "{key}"
+    replaced by the content key; its lock is held for the block, in which the caller loads the
+    file or makes it (written atomically, `circuitnn.io`)."""
+    folder = cache_dir(sub)
+    key = content_key(identity)
+    with locked(folder / f".{key}.lock"):
+        yield Entry(folder, key, folder / name.format(key=key))
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print `circuitnn: warning: message` on stderr, once per process."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"circuitnn: warning: {message}", file=sys.stderr)

@@ -22,7 +22,7 @@ def _private_cache(tmp_path_factory):
     # the run's worker processes, so each is compiled once per run, not once per worker
     run = tmp_path_factory.getbasetemp()  # under xdist, each worker's folder in the run's one
     shared = (run.parent if os.environ.get("PYTEST_XDIST_WORKER") else run) / "circuitnn-compiled"
-    shared.mkdir(exist_ok=True)
+    shared.mkdir(mode=0o700, exist_ok=True)  # private: the cache refuses a folder others write
     (cache / "compiled").symlink_to(shared, target_is_directory=True)
     yield
     if old is None:

@@ -19,8 +19,6 @@ from circuitnn.periphery import (
 from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec
 
-pytestmark = pytest.mark.ngspice
-
 RNG = np.random.default_rng(7)
 G_CARD = RNG.uniform(10e-6, 100e-6, (4, 4))
 X = RNG.integers(0, 256, (3, 4))
@@ -39,7 +37,7 @@ def test_bit_planes_reconstruct_codes():
     np.testing.assert_array_equal(planes[0, :, 3], [1, 0, 0, 0, 0, 0, 0, 0])
 
 
-@pytest.mark.parametrize("engine", ["nodal", "ngspice"])
+@pytest.mark.parametrize("engine", ["nodal", pytest.param("ngspice", marks=pytest.mark.ngspice)])
 def test_linear_tile_bitserial_equals_analog_read(engine):
     spec = TileSpec(conductance=RNG.uniform(10e-6, 100e-6, (5, 3)), cell="passive",
                     r_row=5.0, r_col=5.0)
@@ -63,6 +61,7 @@ def test_nonlinear_tile_bitserial_differs_from_analog_read():
     np.testing.assert_allclose(res.slots[:, k, :], read(spec, v, engine="nodal"), rtol=1e-9)
 
 
+@pytest.mark.ngspice
 def test_transient_slots_agree_with_dc_read():
     spec = card_tile()
     dc = bitserial_read(spec, X, engine="ngspice")

@@ -15,11 +15,14 @@ from circuitnn.datasets import dataset_path
 from circuitnn.devices import Device, ModelCard
 from circuitnn.fitting.iv import FIT_MODELS
 
-pytestmark = pytest.mark.measured
-
 REPO = Path(__file__).resolve().parents[1]
-KNOWM_1K = dataset_path("knowm-wsdc-iv") / "5k_0.8V_1000Hz_M1" / "memristor.csv"
-BIPOLAR = dataset_path("bipolar-loop") / "bipolar_loop.txt"
+
+
+def bipolar() -> Path:
+    """The measured bipolar loop (looked up when a test needs it: the data may be absent)."""
+    return dataset_path("bipolar-loop") / "bipolar_loop.txt"
+
+
 # a good start for the bipolar loop (see tests/test_fit_iv.py)
 BIPOLAR_VTEAM = {
     "R_on": 6003.092953905292, "R_off": 44255638.861065716, "k_off": 0.0010004180598355656,
@@ -40,9 +43,11 @@ INTERFACE_KEYS = {"nrmse", "log_error_decades", "nrmse_ngspice", "params", "stde
                   "stderr_reason", "seconds", "per_sweep"}
 
 
+@pytest.mark.ngspice
+@pytest.mark.measured
 def test_quick_form_json_card_and_figure(tmp_path, start_card, capsys) -> None:
     card_path, fig_path = tmp_path / "out" / "card.json", tmp_path / "out" / "fig.png"
-    code, out, err = run(["fit", str(BIPOLAR), *QUICK_BIPOLAR, "--device", "bip", "--model",
+    code, out, err = run(["fit", str(bipolar()), *QUICK_BIPOLAR, "--device", "bip", "--model",
                           "vteam", "--start", str(start_card), "--out", str(card_path),
                           "--figure", str(fig_path), "--json"], capsys)
     assert code == 0, err
@@ -69,10 +74,12 @@ def test_quick_form_json_card_and_figure(tmp_path, start_card, capsys) -> None:
     assert fig_path.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.ngspice
+@pytest.mark.measured
 def test_manifest_with_default_paths_and_text_output(tmp_path, start_card, capsys,
                                                      monkeypatch) -> None:
     manifest = tmp_path / "m.toml"
-    manifest.write_text(f'[[sweep]]\nfile = "{BIPOLAR}"\ncolumns = [0, 1]\n'
+    manifest.write_text(f'[[sweep]]\nfile = "{bipolar()}"\ncolumns = [0, 1]\n'
                         'current_unit = "A"\nfrequency_hz = 1\ndevice = "Dev A"\n'
                         'compliance_a = 100e-6\n')
     monkeypatch.chdir(tmp_path)
@@ -85,12 +92,14 @@ def test_manifest_with_default_paths_and_text_output(tmp_path, start_card, capsy
     assert not (tmp_path / "device_models").exists() and not (tmp_path / "figures").exists()
 
 
+@pytest.mark.measured
 def test_model_all_needs_a_model_placeholder(tmp_path, capsys) -> None:
-    code, out, err = run(["fit", str(BIPOLAR), *QUICK_BIPOLAR, "--model", "all", "--out",
+    code, out, err = run(["fit", str(bipolar()), *QUICK_BIPOLAR, "--model", "all", "--out",
                           str(tmp_path / "c.json")], capsys)
     assert code != 0 and out == "" and "{model}" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.ngspice
 @pytest.mark.slow
 def test_model_all_fits_and_ranks_every_model(tmp_path, capsys) -> None:
     """Every model on one short synthetic loop (tiny effort): one entry per model, a best one."""
@@ -119,6 +128,7 @@ def test_model_all_fits_and_ranks_every_model(tmp_path, capsys) -> None:
     assert obj["best"] == min(scores, key=scores.get)
 
 
+@pytest.mark.ngspice
 def test_a_list_of_models_and_bad_lists(tmp_path, capsys) -> None:
     data = _write(tmp_path, "loop.csv", "".join(
         f"{0.8 * np.sin(2 * np.pi * k / 24):.6f},{1e-4 * np.sin(2 * np.pi * k / 24):.6e}\n"
@@ -220,10 +230,11 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(case, tmp_path, capsys
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
+@pytest.mark.measured
 def test_unknown_model_via_subprocess(tmp_path) -> None:
     exe = REPO / ".venv" / "bin" / "circuitnn"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "circuitnn.cli"]
-    res = subprocess.run([*cmd, "fit", str(BIPOLAR), *QUICK, "--model", "memristor9000",
+    res = subprocess.run([*cmd, "fit", str(bipolar()), *QUICK, "--model", "memristor9000",
                           "--out", str(tmp_path / "c.json")], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode != 0
@@ -231,10 +242,11 @@ def test_unknown_model_via_subprocess(tmp_path) -> None:
     assert not (tmp_path / "c.json").exists()
 
 
+@pytest.mark.measured
 def test_several_devices_need_a_device_placeholder(tmp_path, capsys) -> None:
     manifest = tmp_path / "two.toml"
     manifest.write_text("".join(
-        f'[[sweep]]\nfile = "{BIPOLAR}"\ncolumns = [0, 1]\ncurrent_unit = "A"\n'
+        f'[[sweep]]\nfile = "{bipolar()}"\ncolumns = [0, 1]\ncurrent_unit = "A"\n'
         f'frequency_hz = 1\ndevice = "{d}"\n' for d in ("A", "B")))
     code, _, err = run(["fit", str(manifest), "--model", "vteam", "--out",
                         str(tmp_path / "c.json")], capsys)
@@ -250,11 +262,13 @@ def test_fit_pulse_bad_data_dir(tmp_path, capsys) -> None:
     assert "none" in err and not (tmp_path / "c.json").exists()
 
 
+@pytest.mark.ngspice
+@pytest.mark.measured
 @pytest.mark.slow
 def test_several_devices_one_card_each_with_spread(tmp_path, start_card, capsys) -> None:
     manifest = tmp_path / "two.toml"
     manifest.write_text("".join(
-        f'[[sweep]]\nfile = "{BIPOLAR}"\ncolumns = [0, 1]\ncurrent_unit = "A"\n'
+        f'[[sweep]]\nfile = "{bipolar()}"\ncolumns = [0, 1]\ncurrent_unit = "A"\n'
         f'frequency_hz = 1\ndevice = "{d}"\ncompliance_a = 1e-4\n' for d in ("A", "B")))
     code, out, err = run(["fit", str(manifest), "--model", "vteam", "--start", str(start_card),
                           "--out", str(tmp_path / "{device}.json"),

@@ -27,8 +27,6 @@ from circuitnn.fitting.data import (
     sweep_from_args,
 )
 
-pytestmark = pytest.mark.measured
-
 KNOWM = Path(__file__).resolve().parents[1].parent / "shared" / "measured" / "knowm-wsdc-iv"
 
 
@@ -65,6 +63,7 @@ frequency_hz = 10
 # ----------------------------------------------------------------------------- real data
 
 
+@pytest.mark.measured
 def test_knowm_manifest_loads_one_device(tmp_path: Path) -> None:
     man = _manifest(tmp_path, knowm_manifest(device="M2"))
     sweeps = load_manifest(man)
@@ -119,6 +118,7 @@ def test_all_knowm_loops_load(tmp_path: Path) -> None:
     assert all(len(g) == 9 for g in group_by_device(sweeps).values())
 
 
+@pytest.mark.measured
 def test_bipolar_manifest(tmp_path: Path) -> None:
     (s,) = load_manifest(_manifest(tmp_path, bipolar_manifest()))
     assert s.n == 150 and s.periodic and s.frequency_hz == 1.0
@@ -128,6 +128,7 @@ def test_bipolar_manifest(tmp_path: Path) -> None:
     np.testing.assert_allclose(s.t[1], 1 / 150)
 
 
+@pytest.mark.measured
 def test_other_datasets_read_as_tables() -> None:
     g = load_table(dataset_path("reram-pulse-gong") / "gong_et_al.csv", [0, 1])
     assert g.shape == (1000, 2) and np.abs(g).max() < 1.5

@@ -15,9 +15,7 @@ from cli_run import run
 
 from circuitnn.cli import main
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard
-from circuitnn.devices.profile import file_sha256
-
-pytestmark = pytest.mark.ngspice
+from circuitnn.io import file_sha256
 
 CARD = DEVICE_MODELS_DIR / "bipolar-vteam.json"
 QUICK = ["mcnn", "run", "--quick", "--n-check", "0", "--iv-card", str(CARD)]
@@ -35,6 +33,7 @@ def test_the_card_was_fitted_to_measured_data() -> None:
     assert any(d.get("public_source", {}).get("dataset") for d in data)
 
 
+@pytest.mark.ngspice
 def test_device_check_derives_the_pulse_law(capsys) -> None:
     code, out, err = run(["device", "check", str(CARD), "--json"], capsys)
     assert code == 0, err
@@ -48,6 +47,7 @@ def test_device_check_derives_the_pulse_law(capsys) -> None:
     assert json.loads(out)["cached"] is True  # the same law, not derived again
 
 
+@pytest.mark.ngspice
 def test_quick_chain_on_the_fitted_device(first_run) -> None:
     dev, sur = first_run["device"], first_run["surrogate"]
     assert dev["iv_card"]["sha256"] == file_sha256(CARD) and dev["iv_card"]["model"] == "vteam"
@@ -60,6 +60,7 @@ def test_quick_chain_on_the_fitted_device(first_run) -> None:
     assert first_run["transfer_test_accuracy"] > 0.5  # a real device, programmed and read
 
 
+@pytest.mark.ngspice
 def test_a_second_run_reuses_the_cache(first_run) -> None:
     """What the device stage of a second run calls: nothing is derived or calibrated again."""
     from circuitnn.network.device import array_device

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,7 @@ def knowm_spec():
     return TileSpec(g, device=card, r_row=2.0, r_col=2.0)
 
 
+@pytest.mark.ngspice
 def test_nodal_and_ngspice_read_at_the_safe_voltage(knowm_spec):
     spec = knowm_spec
     assert spec.v_read == pytest.approx(0.090, abs=1e-12) and spec.disturb_voltage > spec.v_read
@@ -154,6 +156,7 @@ def test_device_check_json_of_a_fitted_card(tmp_path, capsys):
     assert "read disturb: drift 0 after 1,000,000 reads" in out and "pass" in out
 
 
+@pytest.mark.ngspice
 def test_device_check_shows_the_derived_pulse_law(capsys):
     code, out, err = run(["device", "check", str(HFOX), "--g-min-uS", "6", "--g-max-uS", "24"],
                          capsys)
@@ -198,9 +201,15 @@ def test_help(capsys):
     (["ohmic"], "window is empty"),
     (["no-read"], "leaves no read voltage"),
     (["missing.json"], "not found"),
+    (["reversed"], "the recorded operating window is not valid"),
 ])
 def test_bad_input_one_line(args, words, tmp_path, capsys):
-    if args[0] == "ohmic":  # conductance independent of the state: no window
+    if args[0] == "reversed":  # a card whose recorded window was edited: g_min > g_max
+        obj = json.loads((DEVICE_MODELS_DIR / "knowm-m1-vteam.json").read_text())
+        obj["operating"]["window_S"] = obj["operating"]["window_S"][::-1]
+        args = [str(tmp_path / "reversed.json")]
+        Path(args[0]).write_text(json.dumps(obj))
+    elif args[0] == "ohmic":  # conductance independent of the state: no window
         args = [str(Device("ohmic", {"G": 2e-5}).to_card().save(tmp_path / "ohmic.json"))]
     elif args[0] == "no-read":  # switches at 1.5 mV: no read voltage of 1 mV or more is safe
         params = {k: v for k, v in ModelCard.load(VTEAM).values().items()

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from golden.make_golden import MSS, TRANSIENTS, VTEAM, YAKOPCIC, YAKOPCIC_2020, sine
 
 from circuitnn.devices import Device, ModelCard, builtin_card, expr, load_device
 from circuitnn.devices.models import MODELS
@@ -9,56 +10,16 @@ from circuitnn.devices.series import current_limit
 from circuitnn.errors import CircuitnnError
 from circuitnn.spice.subckt import simulate_ngspice, subckt
 
-pytestmark = pytest.mark.ngspice
-
 
 def nrmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - b) ** 2)) / np.ptp(b))
 
 
-def pulse_train(v_set: float, v_reset: float, width: float, rise: float, n: int = 2, pts=1200):
-    t, v = [0.0], [0.0]
-    for _ in range(n):
-        for amp in (v_set, v_reset):
-            t0 = t[-1]
-            t += [t0 + rise, t0 + rise + width, t0 + 2 * rise + width, t0 + 2 * rise + 2 * width]
-            v += [amp, amp, 0.0, 0.0]
-    tt = np.linspace(0, t[-1], pts)
-    return tt, np.interp(tt, t, v)
-
-
-def sine(amp: float, freq: float, periods: float = 2, pts: int = 800):
-    t = np.linspace(0, periods / freq, pts)
-    return t, amp * np.sin(2 * np.pi * freq * t)
-
-
-YAKOPCIC = Device("yakopcic", dict(a1=1e-4, a2=1e-4, b=2.0, Ap=4e3, An=4e3, Vp=0.4, Vn=0.4,
-                                   xp=0.3, xn=0.5, alphap=1.0, alphan=3.0))
-VTEAM = Device("vteam", dict(R_on=1e3, R_off=5e4, k_off=2e4, k_on=-2e4, v_off=0.3, v_on=-0.3,
-                             alpha_off=3.0, alpha_on=3.0, w_c=0.1))
-YAKOPCIC_2020 = Device("yakopcic", dict(YAKOPCIC.params, a1_off=1e-6, a2_off=2e-6, b_off=3.0))
-MSS = Device("mss", dict(R_on=2e3, R_off=1e5, tau=1e-3, V_on=0.2, V_off=0.2, phi=0.7, a_f=1e-7,
-                         b_f=5.0, a_r=1e-7, b_r=5.0))
-INTERFACE = Device("interface", dict(g_on_p=2e-5, b_on_p=3.0, g_on_n=2e-7, b_on_n=8.0,
-                                     g_off_p=5e-9, b_off_p=8.0, g_off_n=5e-9, b_off_n=3.0,
-                                     Ap=4e3, An=4e3, Vp=0.4, Vn=0.4, xp=0.3, xn=0.5,
-                                     alphap=1.0, alphan=3.0))
-CASES = {
-    "yakopcic": (YAKOPCIC, 0.2, sine(1.0, 100.0), pulse_train(1.0, -1.0, 2e-3, 2e-4)),
-    "yakopcic-off-state": (YAKOPCIC_2020, 0.2, sine(1.0, 100.0),
-                           pulse_train(1.0, -1.0, 2e-3, 2e-4)),
-    "mss": (MSS, 0.5, sine(0.8, 10.0), pulse_train(0.6, -0.6, 5e-3, 5e-4)),
-    "interface": (INTERFACE, 0.2, sine(1.0, 100.0), pulse_train(1.0, -1.0, 2e-3, 2e-4)),
-    "vteam": (VTEAM, 0.5, sine(1.0, 100.0), pulse_train(-1.2, 1.2, 1e-3, 1e-4)),
-    "stanford-pku": (load_device(), 1.5e-9, sine(1.6, 1e5),
-                     pulse_train(1.6, -1.6, 50e-9, 5e-9)),
-}
-
-
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.ngspice
+@pytest.mark.parametrize("name", sorted(TRANSIENTS))
 @pytest.mark.parametrize("wave", ["sine", "pulses"])
 def test_numpy_and_ngspice_agree(name: str, wave: str) -> None:
-    dev, s0, sin_wave, pulse_wave = CASES[name]
+    dev, s0, sin_wave, pulse_wave = TRANSIENTS[name]
     t, v = sin_wave if wave == "sine" else pulse_wave
     a = dev.simulate(t, v, s0)
     b = simulate_ngspice(dev, t, v, s0)
@@ -72,8 +33,9 @@ def test_numpy_and_ngspice_agree(name: str, wave: str) -> None:
     assert log_err < 0.01
 
 
+@pytest.mark.ngspice
 def test_series_resistance_agrees() -> None:
-    dev, s0, (t, v), _ = CASES["yakopcic"]
+    dev, s0, (t, v), _ = TRANSIENTS["yakopcic"]
     a = dev.simulate(t, v, s0, r_series=2e3)
     b = simulate_ngspice(dev, t, v, s0, r_series=2e3)
     assert nrmse(a.i, b.i) < 0.01
@@ -111,6 +73,7 @@ def test_state_stops_on_a_switching_threshold() -> None:
     assert np.all(np.isfinite(tr.i)) and tr.state.max() > lo + 0.5 * (hi - lo)
 
 
+@pytest.mark.ngspice
 def test_ohmic_device_is_exact() -> None:
     dev = Device("ohmic", {"G": 2e-5})
     t, v = sine(0.5, 1e3)
@@ -171,6 +134,7 @@ def test_state_held_on_a_bound_through_a_resistor() -> None:
         assert nrmse(loose.i, fine.i) < 0.01
 
 
+@pytest.mark.ngspice
 def test_current_limit_agrees_with_ngspice() -> None:
     """A source with a current compliance: the device runs into the limit and snaps OFF."""
     dev = Device("vteam", VTEAM.params, polarity=-1.0)
@@ -193,10 +157,11 @@ class Saturating:
         return 2e-4 / 500.0 / np.cosh(u / 500.0) ** 2
 
 
+@pytest.mark.ngspice
 def test_a_callers_own_series_element_expression() -> None:
     from circuitnn.devices.series import ExprElement
 
-    dev, s0, (t, v), _ = CASES["yakopcic"]
+    dev, s0, (t, v), _ = TRANSIENTS["yakopcic"]
     same = ExprElement("i0 * tanh(u / r)", {"i0": 2e-4, "r": 500.0}, "saturating")
     a = dev.simulate(t, v, s0, series=same)
     b = simulate_ngspice(dev, t, v, s0, series=same)
@@ -208,7 +173,7 @@ def test_a_callers_own_series_element_expression() -> None:
 
 def test_error_control_converges() -> None:
     """Tightening the tolerance by 100x changes a switching waveform by far less than 1e-3."""
-    for dev, s0, (t, v), _ in CASES.values():
+    for dev, s0, (t, v), _ in TRANSIENTS.values():
         coarse = dev.simulate(t, v, s0)
         fine = dev.simulate(t, v, s0, rtol=1e-6, atol=1e-9)
         assert nrmse(coarse.i, fine.i) < 2e-4

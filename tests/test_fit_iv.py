@@ -33,8 +33,6 @@ from circuitnn.fitting.iv import (
     series_element,
 )
 
-pytestmark = pytest.mark.measured
-
 # Optima found by the full search (benchmarks/bench_fit_iv.py); the tests refine from them,
 # which converges in a few evaluations, instead of repeating the global search.
 KNOWM_M1_MSS = {
@@ -112,6 +110,7 @@ def test_steady_state_does_not_depend_on_the_start_phase() -> None:
     assert float(nrmse(direct, sweep.i)) > 0.05
 
 
+@pytest.mark.measured
 def test_population_and_polarities_are_simulated_at_once(knowm_m1) -> None:
     prob = _Problem(get_model("mss"), knowm_m1, warmup=1)
     rng = np.random.default_rng(1)
@@ -126,6 +125,7 @@ def test_population_and_polarities_are_simulated_at_once(knowm_m1) -> None:
     assert prob.objective(x[:1], -1.0, 1e-3)[0] > 10 * many[0]
 
 
+@pytest.mark.measured
 def test_the_search_view_keeps_at_least_100_samples_per_sweep(knowm_m1, bipolar) -> None:
     """Every second sample only when 100 remain: the bipolar loop's 150 samples would lose its
     one-sample RESET point."""
@@ -157,6 +157,8 @@ def test_log_error_uses_points_above_the_floors() -> None:
     assert float(log_error(pred, sweep)) == pytest.approx(1.0)
 
 
+@pytest.mark.ngspice
+@pytest.mark.measured
 @pytest.mark.slow
 def test_knowm_m1_reaches_targets_and_agrees_with_ngspice(knowm_fit) -> None:
     """One MSS parameter set for 1, 10, 100 and 1000 Hz: NRMSE <= 0.05, log error <= 0.3."""
@@ -192,6 +194,8 @@ def test_knowm_m1_reaches_targets_and_agrees_with_ngspice(knowm_fit) -> None:
             "seconds", "per_sweep"} <= set(summary)
 
 
+@pytest.mark.ngspice
+@pytest.mark.measured
 def test_bipolar_loop_with_its_compliance(bipolar) -> None:
     """The loop's flat top is the 100 uA compliance: simulated as a current-limited source."""
     st = FitSettings(start=BIPOLAR_VTEAM, start_polarity=BIPOLAR_VTEAM_POLARITY)
@@ -214,6 +218,7 @@ BIPOLAR_MSS = {
 }
 
 
+@pytest.mark.measured
 @pytest.mark.ngspice
 def test_ngspice_runs_a_card_that_needs_capacitance_at_the_current_limit(bipolar) -> None:
     from circuitnn.spice.runner import run_netlist
@@ -282,6 +287,8 @@ def test_noise_does_not_converge() -> None:
         fit_iv([_noise()], "yakopcic", st)
 
 
+@pytest.mark.ngspice
+@pytest.mark.measured
 def test_a_card_still_drifting_after_its_warm_up_is_rejected(knowm_fit) -> None:
     """A device whose state creeps from period to period (slow, asymmetric switching), fitted
     on its own third period from mid-range, fits it closely yet is rejected: its measures depend
@@ -304,6 +311,7 @@ def test_a_card_still_drifting_after_its_warm_up_is_rejected(knowm_fit) -> None:
     assert max(s.period_drift for s in steady.per_sweep.values()) < 1e-3
 
 
+@pytest.mark.measured
 def test_refinement_that_hits_its_cap_is_not_converged(bipolar) -> None:
     start = dict(BIPOLAR_VTEAM, R_on=2e4, v_off=0.3)
     st = FitSettings(start=start, start_polarity=BIPOLAR_VTEAM_POLARITY, max_nfev=2,
@@ -323,11 +331,13 @@ def test_flat_or_absurd_current_is_refused(scale: float, match: str) -> None:
         check_sweeps([sweep])
 
 
+@pytest.mark.measured
 def test_unknown_model_is_refused(bipolar) -> None:
     with pytest.raises(CircuitnnError, match="unknown model"):
         fit_iv(bipolar, "ohmic")
 
 
+@pytest.mark.measured
 def test_measures_are_finite_numbers(knowm_m1) -> None:
     prob = _Problem(get_model("mss"), knowm_m1[:1], warmup=1)
     pred = prob.predict(prob.to_vector(KNOWM_M1_MSS)[None], 1.0, 1e-4)[0][0]
@@ -335,6 +345,7 @@ def test_measures_are_finite_numbers(knowm_m1) -> None:
     assert float(nrmse(pred, knowm_m1[0].i)) < 0.1
 
 
+@pytest.mark.measured
 @pytest.mark.parametrize("name", ["knowm-m1-mss", "knowm-m1-vteam", "knowm-m1-yakopcic",
                                   "bipolar-vteam", "bipolar-yakopcic", "bipolar-stanford-pku"])
 def test_a_shipped_card_reproduces_its_recorded_fit(name, knowm_m1, bipolar) -> None:

@@ -1,7 +1,9 @@
-"""Layers point one way: no module imports a higher layer (imports inside functions included),
-none is exempt, and no two modules import each other."""
+"""Layers point one way: no module imports a higher layer (imports inside functions included) or
+names one in a string ("module:attr" targets, dotted module names: what a lazy registry would
+import), none is exempt, and no two modules import each other."""
 
 import ast
+import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "circuitnn"
@@ -47,6 +49,26 @@ def imports(path: Path, runtime: bool = False) -> set[str]:
     return {m for m in out if m.startswith("circuitnn.")}
 
 
+DOTTED = re.compile(r"circuitnn(?:\.\w+)+")
+
+
+def named_in_strings(source: str) -> set[str]:
+    """circuitnn modules named in the strings of `source` (docstrings excepted): the longest
+    dotted prefix of each "circuitnn.x.y[:attr]" that is a module."""
+    tree = ast.parse(source)
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body and isinstance(node.body[0], ast.Expr)}
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            for match in DOTTED.finditer(node.value):
+                parts = match.group(0).split(".")
+                out.update(next(([".".join(parts[:k])] for k in range(len(parts), 1, -1)
+                                 if is_module(".".join(parts[:k]))), []))
+    return out
+
+
 def is_module(name: str) -> bool:
     rel = Path(*name.split(".")[1:])
     return (PKG / rel).with_suffix(".py").is_file() or (PKG / rel / "__init__.py").is_file()
@@ -67,12 +89,21 @@ def test_no_module_imports_a_higher_layer():
     bad = []
     for path in sorted(PKG.rglob("*.py")):
         module = module_name(path)
-        for imp in imports(path):
+        for imp in imports(path) | named_in_strings(path.read_text()):
             if imp == "circuitnn.device_models":
                 continue
             if layer_of(imp) > layer_of(module):
                 bad.append(f"{module} -> {imp}")
     assert not bad, "imports of higher layers: " + ", ".join(bad)
+
+
+def test_strings_naming_modules_are_seen():
+    # a registry naming its engines as "module:attr" strings hides imports from the AST
+    code = '''"""Docstrings may mention circuitnn.network.engines."""
+ENGINES = {"surrogate": "circuitnn.surrogate.engine:read_surrogate"}
+HINT = f"see circuitnn.mcnn.run.RunConfig or {1}"
+'''
+    assert named_in_strings(code) == {"circuitnn.surrogate.engine", "circuitnn.mcnn.run"}
 
 
 def test_no_import_cycle_between_modules():

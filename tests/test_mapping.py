@@ -197,6 +197,7 @@ def _chip(params, calib, n_groups=1, adc_bits=8):
                        adc_bits=adc_bits), q, scales
 
 
+@pytest.mark.ngspice
 def test_quantised_engine_without_adc_is_exact_integer_arithmetic(trained):
     data, params = trained
     chip, q, scales = _chip(params, data.x_train[:100], adc_bits=None)
@@ -213,6 +214,7 @@ def test_quantised_engine_without_adc_is_exact_integer_arithmetic(trained):
     assert np.array_equal(eng.quantise_input("C1", cols), layers.im2col(pix[..., None], 3))
 
 
+@pytest.mark.ngspice
 def test_three_groups_match_one_group_on_ideal_arrays(trained):
     data, params = trained
     one = E.build_engine(_chip(params, data.x_train[:100], 1)[0], "quantised")
@@ -230,6 +232,7 @@ def test_three_groups_match_one_group_on_ideal_arrays(trained):
     assert not np.allclose(alone("C1", cols)[:, :9], y1[:, :9])
 
 
+@pytest.mark.ngspice
 def test_engine_accuracies_close_to_software(trained):
     data, params = trained
     xt, yt = data.x_test[:300], data.y_test[:300]
@@ -240,6 +243,7 @@ def test_engine_accuracies_close_to_software(trained):
     assert soft > 0.6 and hw > soft - 0.08 and ideal > soft - 0.08
 
 
+@pytest.mark.ngspice
 def test_engine_bad_inputs(trained):
     data, params = trained
     chip = _chip(params, data.x_train[:10])[0]

@@ -18,8 +18,6 @@ from circuitnn.network.engines import CircuitRead, build_engine
 from circuitnn.network.mapping import Placement
 from circuitnn.training.transfer import ProgramConfig, write_verify
 
-pytestmark = pytest.mark.ngspice
-
 QUICK = ["mcnn", "run", "--quick", "--engine", "quantised", "--n-check", "0"]
 
 
@@ -30,6 +28,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.ngspice
 def test_quick_run_report(run_dir):
     rep = json.loads((run_dir / "report.json").read_text())
     for key in ("software_test_accuracy", "quantized_test_accuracy", "transfer_test_accuracy",
@@ -55,6 +54,7 @@ def test_quick_run_report(run_dir):
     assert "95.07%" in md and "96.19%" in md and "93.86%" in md
 
 
+@pytest.mark.ngspice
 def test_resume_recomputes_only_deleted_stage(run_dir, capsys):
     (run_dir / "stages" / "energy.json").unlink()
     capsys.readouterr()
@@ -63,6 +63,7 @@ def test_resume_recomputes_only_deleted_stage(run_dir, capsys):
     assert "stages computed: energy" in out and "exsitu" not in out.split("computed:")[1]
 
 
+@pytest.mark.ngspice
 def test_chip_round_trip(run_dir):
     chip = Chip.load(run_dir)
     d = load_dataset(n_test=1000)
@@ -123,6 +124,7 @@ def test_missing_chip_and_sweep_errors(tmp_path, capsys):
     assert "report.json missing" in capsys.readouterr().err
 
 
+@pytest.mark.ngspice
 def test_sweep_quantised_axes(run_dir):
     from circuitnn.mcnn.sweep import run_sweep
 
@@ -134,8 +136,9 @@ def test_sweep_quantised_axes(run_dir):
     assert (run_dir / "sw" / "accuracy_sweep.png").is_file()
 
 
+@pytest.mark.ngspice
 def test_surrogate_engine_reads_whole_pe_and_counts_energy(run_dir):
-    from circuitnn.tile import read
+    from circuitnn.surrogate import read
 
     chip = Chip.load(run_dir)
     eng = build_engine(chip.state(1), "surrogate", group=0)
@@ -166,6 +169,7 @@ def test_surrogate_engine_reads_whole_pe_and_counts_energy(run_dir):
     assert 0.7 < s["array"] / q["array"] < 1.0
 
 
+@pytest.mark.ngspice
 @pytest.mark.parametrize("engine", ["surrogate", "quantised"])
 def test_fast_row_block_product_matches_block_by_block_reads(run_dir, engine):
     """The fast path (one float32 product per row block, all-zero slots not read, ADC in
@@ -186,6 +190,7 @@ def test_fast_row_block_product_matches_block_by_block_reads(run_dir, engine):
             assert np.abs(a - b).max() < 0.05 * np.abs(b).max()
 
 
+@pytest.mark.ngspice
 def test_ngspice_crosscheck(run_dir, capsys):
     capsys.readouterr()
     main(QUICK[:-1] + ["2", "--out", str(run_dir)])

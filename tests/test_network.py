@@ -11,7 +11,6 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_npz
 from circuitnn.network import graph, layers, presets, quantise
 from circuitnn.network.data import (
-    ENV_CACHE,
     ENV_MNIST_DIR,
     MNIST_SHA256,
     check_dataset_spec,
@@ -91,7 +90,7 @@ def test_idx_directory_and_dataset_specs(tmp_path, monkeypatch):
         load_dataset("mnist")
     # no cached copy and no npm: one clear error, nothing fetched
     monkeypatch.delenv(ENV_MNIST_DIR)
-    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv("CIRCUITNN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(CircuitnnError, match="npm is not available"):
         load_dataset("mnist")
@@ -154,6 +153,50 @@ def test_idx_errors(tmp_path):
         load_mnist_idx(wrong)
     with pytest.raises(CircuitnnError):
         write_idx(tmp_path / "f", np.zeros(3, dtype=np.float32))
+
+
+def _bad_idx_dir(tmp_path, kind: str):
+    """An MNIST-format folder with one bad file: a gzip stream damaged after its header, or
+    signed-byte labels holding -1."""
+    path = tmp_path / kind
+    path.mkdir()
+    _write_mnist_dir(path)
+    labels = path / "train-labels-idx1-ubyte"
+    if kind == "corrupt-gzip":
+        raw = gzip.compress(labels.read_bytes())
+        (path / "train-labels-idx1-ubyte.gz").write_bytes(raw[:10] + b"\xff\xff\xff" + raw[13:])
+        labels.unlink()
+    else:
+        n = len(read_idx(labels))
+        labels.write_bytes(bytes([0, 0, 0x09, 1]) + n.to_bytes(4, "big")
+                           + np.array([-1] + [1] * (n - 1), np.int8).tobytes())
+    return path
+
+
+BAD_IDX = [("corrupt-gzip", "cannot read IDX file"),
+           ("negative-labels", "labels must be N integers 0..9")]
+
+
+@pytest.mark.parametrize("kind, message", BAD_IDX)
+def test_damaged_idx_files_are_refused(tmp_path, kind, message):
+    with pytest.raises(CircuitnnError, match=message):
+        load_mnist_idx(_bad_idx_dir(tmp_path, kind))
+
+
+@pytest.mark.ngspice  # the built-in device's pulse law is derived (ngspice check) first
+@pytest.mark.parametrize("kind, message", BAD_IDX)
+def test_network_run_refuses_damaged_idx_files_in_its_first_stage(tmp_path, kind, message,
+                                                                   capsys):
+    from circuitnn.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["network", "run", "--network", "cnn5", "--dataset",
+              f"idx:{_bad_idx_dir(tmp_path, kind)}", "--out", str(out), "--engine", "ideal"])
+    err = [line.strip() for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+           if line.strip().startswith("circuitnn")]  # (the rest: progress bars)
+    assert exc.value.code == 1 and len(err) == 1 and err[0].startswith("circuitnn: error:")
+    assert message in err[0] and not list(out.glob("stages/*.json"))  # no stage finished
 
 
 def test_bad_mnist_csv(tmp_path):
@@ -385,10 +428,10 @@ def test_params_npz_round_trip_and_errors(tmp_path):
     with pytest.raises(CircuitnnError, match="not found"):
         exsitu.load_params(tmp_path / "none.npz", CNN5)
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(CircuitnnError, match="cannot read"):
+    with pytest.raises(CircuitnnError, match="not a readable NPZ file"):
         exsitu.load_params(tmp_path / "junk.npz", CNN5)
     write_npz(tmp_path / "obj.npz", C1=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(CircuitnnError):
+    with pytest.raises(CircuitnnError, match="object arrays, never unpickled"):
         exsitu.load_params(tmp_path / "obj.npz", CNN5)
     write_npz(tmp_path / "part.npz", C1=p["C1"])
     with pytest.raises(CircuitnnError, match="lack"):

@@ -27,6 +27,7 @@ def cnn5_run(tmp_path_factory):
     return out, args
 
 
+@pytest.mark.ngspice  # the device's pulse law is derived with an ngspice check
 def test_network_run_report(cnn5_run, capsys):
     out, args = cnn5_run
     rep = json.loads((out / "report.json").read_text())
@@ -63,6 +64,7 @@ def test_network_run_report(cnn5_run, capsys):
         "enabled": False}
 
 
+@pytest.mark.ngspice
 def test_resnet20_maps_and_runs_on_given_weights(tmp_path):
     net = presets.preset("resnet20", (28, 28, 1))
     exsitu.save_params(tmp_path / "w.npz", net, net.init_params(0))
@@ -106,6 +108,35 @@ def test_bad_options_one_line_nothing_written(tmp_path, capsys, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("kind, message", [
+    ("text", "not an NPZ (zip) archive"),
+    ("damaged zip", "not a readable NPZ file"),
+    ("strings", "must hold numbers, not <U"),
+    ("NaN", "is not finite"),
+])
+def test_bad_weights_are_refused_before_any_stage(tmp_path, capsys, kind, message):
+    net = presets.cnn5()
+    path = tmp_path / "w.npz"
+    if kind == "text":
+        path.write_text("C1,C3\n0.1,0.2\n")
+    elif kind == "damaged zip":
+        exsitu.save_params(path, net, net.init_params(0))
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        params = net.init_params(0)
+        first = next(iter(params))
+        params[first] = (params[first].astype(str) if kind == "strings"
+                         else np.full(params[first].shape, np.nan))
+        np.savez(path, **params)
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exc:
+        main(["network", "run", "--network", "cnn5", "--out", str(out), "--weights", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 1 and "\n" not in err and err.startswith("circuitnn: error:")
+    assert message in err and not out.exists()
+
+
+@pytest.mark.ngspice
 def test_iv_card_sets_the_read_voltage(tmp_path):
     from circuitnn.devices import builtin_card
     from circuitnn.network.device import array_device
@@ -223,6 +254,18 @@ def test_from_torch_converts_and_refuses():
         from_torch(Bad(), (28, 28, 1))
     with pytest.raises(CircuitnnError, match="groups 1"):
         from_torch(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), (8, 8, 4))
+    # a malformed or mismatched input shape, and NaN weights: one line each, no traceback
+    for shape in [(28, 28), ("28", 28, 1), (28, 28, 1, 1), (0, 28, 1), (28.0, 28, 1)]:
+        with pytest.raises(CircuitnnError, match="input_shape must be"):
+            from_torch(model, shape)
+    with pytest.raises(CircuitnnError, match="Conv2d takes 1 channels.*check input_shape"):
+        from_torch(model, (28, 28, 3))
+    with pytest.raises(CircuitnnError, match="'head': 392 inputs.*check input_shape"):
+        from_torch(model, (32, 32, 1))
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    with pytest.raises(CircuitnnError, match="parameter 'head' is not finite"):
+        from_torch(model, (28, 28, 1))
 
 
 def test_torch_training_learns_and_matches_numpy():

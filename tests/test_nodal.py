@@ -13,8 +13,6 @@ from circuitnn.tile import TIA, TileSpec, read
 from circuitnn.tile.nodal import CellModel, NodalSolver, assemble_network, mos1_current
 from circuitnn.tile.spec import Transistor
 
-pytestmark = pytest.mark.ngspice
-
 
 def test_single_ohmic_cell_is_a_series_resistance():
     g, r_row, r_col, r_drv = 1e-4, 3.0, 5.0, 7.0

@@ -16,8 +16,6 @@ from circuitnn.fitting.pulse import (
     step_spread,
 )
 
-pytestmark = pytest.mark.measured
-
 
 @pytest.fixture(scope="module")
 def taox_fit():
@@ -41,6 +39,7 @@ def _model(**kw) -> PulseModel:
 
 
 # ---------------------------------------------------------------- real fits
+@pytest.mark.measured
 def test_taox_mean_ramp_and_spread(taox_fit):
     data = taox_fit.data
     assert data.up.shape[1] == 39 and data.down.shape[1] == 40
@@ -55,6 +54,7 @@ def test_taox_mean_ramp_and_spread(taox_fit):
     assert m.mean_step(m.g_max * 0.99, 1) > 2 * m.mean_step(m.g_min * 1.01, 1)
 
 
+@pytest.mark.measured
 def test_gong_spread_and_mean_ramp(gong_fit):
     m = gong_fit.model
     assert m.unit == "normalised"
@@ -70,6 +70,7 @@ def test_gong_spread_and_mean_ramp(gong_fit):
         assert q["mean_ramp_monotone_bound_rel"] < 0.05, q
 
 
+@pytest.mark.measured
 def test_both_laws_fitted_and_choice_rule(taox_fit, gong_fit):
     for fit in (taox_fit, gong_fit):
         laws = fit.metrics["laws"]
@@ -87,6 +88,7 @@ def test_both_laws_fitted_and_choice_rule(taox_fit, gong_fit):
             assert laws["spline"][tag]["bic"] < laws["exponential"][tag]["bic"] + 50
 
 
+@pytest.mark.measured
 def test_spline_fit_card_round_trip(taox_fit, tmp_path):
     """A spline-law model written to a card and read back is the same law."""
     m0 = taox_fit.model
@@ -132,6 +134,7 @@ def test_old_card_without_law_is_exponential(tmp_path):
     np.testing.assert_allclose(back.mean_step(g, 1), m.mean_step(g, 1))
 
 
+@pytest.mark.measured
 def test_card_round_trip(taox_fit, gong_fit, tmp_path):
     for fit in (taox_fit, gong_fit):
         path = fit.card.save(tmp_path / f"{fit.data.name}.json")
@@ -151,6 +154,7 @@ def test_card_round_trip(taox_fit, gong_fit, tmp_path):
         "normalised"
 
 
+@pytest.mark.measured
 def test_cli_main_writes_card_and_figure(tmp_path):
     fit = fit_pulse_cli_main("taox-pulse", card_out=tmp_path / "c.json",
                              figure=tmp_path / "f.png", n_sim=2)
@@ -285,6 +289,10 @@ def test_model_rejects_bad_values():
     card = ModelCard("memristor-x", {"g_min": Parameter(1.0)})
     with pytest.raises(CircuitnnError):
         PulseModel.from_card(card)
+
+
+@pytest.mark.measured
+def test_fit_rejects_too_few_spline_knots():
     with pytest.raises(CircuitnnError, match="spline_knots"):
         fit_pulse(load_pulse_dataset("taox-pulse"), spline_knots=(1,))
 

@@ -12,19 +12,21 @@ import numpy as np
 import pytest
 from cli_run import run
 
+from circuitnn.cache import content_key
 from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR, ModelCard
-from circuitnn.devices.profile import DeviceProfile, file_sha256
+from circuitnn.devices.profile import DeviceProfile
 from circuitnn.errors import CircuitnnError
 from circuitnn.fitting.derive import (
     AMPLITUDE_FACTORS,
     MAX_CHECK_ERROR,
     MIN_PULSES,
     DeriveSettings,
-    _cache_key,
+    _identity,
     _noise,
     access_transistor,
     derived_pulse,
 )
+from circuitnn.io import file_sha256
 from circuitnn.tile.nodal import mos1_current
 from circuitnn.tile.spec import Transistor
 
@@ -54,6 +56,7 @@ def test_access_transistor_is_the_nodal_level1_current() -> None:
         assert np.all(g >= 0)
 
 
+@pytest.mark.ngspice
 def test_derived_law_is_monotone_and_covers_the_window(derived) -> None:
     model, report = derived
     assert model.unit == "S"
@@ -80,6 +83,7 @@ def test_derived_law_is_monotone_and_covers_the_window(derived) -> None:
     json.dumps(report)  # plain JSON
 
 
+@pytest.mark.ngspice
 def test_ngspice_check_within_one_percent(derived, builtin_profile) -> None:
     _, report = derived
     chk = report["ngspice_check"]
@@ -92,6 +96,7 @@ def test_ngspice_check_within_one_percent(derived, builtin_profile) -> None:
     assert rel < MAX_CHECK_ERROR
 
 
+@pytest.mark.ngspice
 def test_cache_is_reused(derived, builtin_profile) -> None:
     model, report = derived
     path = Path(report["path"])
@@ -102,10 +107,11 @@ def test_cache_is_reused(derived, builtin_profile) -> None:
     assert report2["path"] == report["path"] and path.stat().st_mtime_ns == mtime
     assert model2.pmax_p == pytest.approx(model.pmax_p, rel=1e-12)
     # other settings are another card (its key differs: nothing is read from this one)
-    other = _cache_key(builtin_profile, DeriveSettings(noise=0.01))
-    assert other != _cache_key(builtin_profile, DeriveSettings())
+    other = content_key(_identity(builtin_profile, DeriveSettings(noise=0.01)))
+    assert other != content_key(_identity(builtin_profile, DeriveSettings()))
 
 
+@pytest.mark.ngspice
 def test_noise_from_the_card_variation(tmp_path, derived) -> None:
     card = ModelCard.load(BUILTIN)
     card.variation = {**card.variation, "cycle_to_cycle": {"sigma_rel": 0.02}}
@@ -169,6 +175,7 @@ def test_fast_device_is_programmed_between_its_threshold_and_the_lowest_rung(tmp
 
 
 # --- CLI ----------------------------------------------------------------------------------------
+@pytest.mark.ngspice
 def test_cli_from_card(tmp_path, derived, capsys) -> None:
     out, fig = tmp_path / "derived.json", tmp_path / "derived.png"
     code, stdout, err = run(["fit-pulse", "--from-card", str(BUILTIN), "--window", "6e-6,24e-6",
@@ -201,6 +208,7 @@ def test_cli_bad_input_one_line(argv, message, capsys) -> None:
     assert out == ""
 
 
+@pytest.mark.ngspice
 def test_cache_folder_is_not_the_repository(derived) -> None:
     repo = Path(__file__).resolve().parents[1]
     assert repo not in Path(derived[1]["path"]).resolve().parents

@@ -25,10 +25,6 @@ from circuitnn.spice import (
     with_options,
 )
 
-pytestmark = pytest.mark.ngspice
-
-pytestmark = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
-
 BACKENDS = ["subprocess", "shared"]
 
 
@@ -67,6 +63,7 @@ C1 out 0 1n
 """
 
 
+@pytest.mark.ngspice
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_divider_operating_point(backend):
     res = run_netlist(DIVIDER, backend=backend, name="divider")
@@ -79,6 +76,7 @@ def test_divider_operating_point(backend):
     assert not res.retried
 
 
+@pytest.mark.ngspice
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dc_sweep_matches_ohms_law(backend):
     net = """sweep
@@ -94,6 +92,7 @@ R1 b 0 2.2k
     np.testing.assert_allclose(dc["i(vsense)"], v / 2.2e3, rtol=1e-9, atol=1e-15)
 
 
+@pytest.mark.ngspice
 def test_rc_transient_matches_exponential():
     tr = run_netlist(RC, name="rc").plot("Transient")
     t = tr["time"]
@@ -103,6 +102,7 @@ def test_rc_transient_matches_exponential():
     assert np.max(np.abs(tr["v(out)"] - expected)) < 1e-4
 
 
+@pytest.mark.ngspice
 def test_binary_and_ascii_raw_agree(tmp_path):
     net = MIXED.replace(".dc", ".ac dec 5 1k 10meg\n.dc")
     binary = run_netlist(net, workdir=str(tmp_path / "b"))
@@ -117,6 +117,7 @@ def test_binary_and_ascii_raw_agree(tmp_path):
             np.testing.assert_allclose(pa[k], pb[k], rtol=1e-14, atol=1e-300)
 
 
+@pytest.mark.ngspice
 def test_backends_agree_on_dc_op_and_tran():
     sub = run_netlist(MIXED, name="mixed")
     shr = run_netlist(MIXED, backend="shared", name="mixed")
@@ -141,6 +142,7 @@ def test_backends_agree_on_dc_op_and_tran():
         ("X7 a b nosuchsubckt\n", "unknown subckt"),
     ],
 )
+@pytest.mark.ngspice
 def test_broken_netlist_names_the_netlist(backend, bad, expect):
     net = DIVIDER.replace("R2 mid 0 2k\n", bad)
     with pytest.raises(CircuitnnError) as info:
@@ -151,6 +153,7 @@ def test_broken_netlist_names_the_netlist(backend, bad, expect):
     assert run_netlist(DIVIDER, backend=backend).plot("Op")["v(mid)"][0] == pytest.approx(1.0)
 
 
+@pytest.mark.ngspice
 def test_missing_analysis_and_bad_arguments():
     with pytest.raises(CircuitnnError, match="no raw file"):
         run_netlist(DIVIDER.replace(".op\n", ""), name="noan")
@@ -165,6 +168,7 @@ def test_missing_analysis_and_bad_arguments():
         run_netlist(ctrl, backend="shared")
 
 
+@pytest.mark.ngspice
 def test_convergence_failure_is_retried_then_reported():
     # a switch that closes exactly at its own threshold voltage has no consistent solution
     net = """chatter
@@ -208,6 +212,7 @@ def _our_ngspice_processes(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.ngspice
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hung_run_is_killed_by_timeout(backend, tmp_path):
     hung = RC.replace(".tran 5n 5u 0 5n uic", ".tran 1f 1 0 1f uic")
@@ -221,6 +226,7 @@ def test_hung_run_is_killed_by_timeout(backend, tmp_path):
     assert run_netlist(DIVIDER, backend=backend).plot("Op")["v(mid)"][0] == pytest.approx(1.0)
 
 
+@pytest.mark.ngspice
 def test_shared_worker_crash_mid_run_is_survived():
     hung = RC.replace(".tran 5n 5u 0 5n uic", ".tran 1f 1 0 1f uic")
     run_netlist(DIVIDER, backend="shared")  # make sure the worker is up
@@ -253,6 +259,7 @@ def test_ngspice_not_installed_message(monkeypatch, tmp_path):
         run_netlist(DIVIDER)
 
 
+@pytest.mark.ngspice
 def test_dc_batch_many_vectors_in_one_run():
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, size=(7, 2))
@@ -277,6 +284,7 @@ def test_dc_batch_many_vectors_in_one_run():
         dc_batch_lines([("in0", "a", "0")], [[np.nan]])
 
 
+@pytest.mark.ngspice
 def test_read_raw_rejects_truncated_and_malformed(tmp_path):
     run_netlist(MIXED, workdir=str(tmp_path / "run"))
     (raw,) = (tmp_path / "run").glob("*/out.raw")

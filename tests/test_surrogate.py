@@ -13,11 +13,9 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.surrogate.calibrate import TileSet, calibrate, draw_inputs, tile_task
 from circuitnn.surrogate.card import SurrogateCard, find_card
 from circuitnn.surrogate.model import SurrogateTile
+from circuitnn.surrogate.read import read
 from circuitnn.surrogate.validate import TARGETS, validate
-from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec
-
-pytestmark = pytest.mark.ngspice
 
 SHIPPED = DEVICE_MODELS_DIR / "surrogate-stanford-pku-hfox-128x16.json"
 
@@ -37,6 +35,7 @@ def _spec(rows=16, cols=8, seed=0, **kw):
     return TileSpec(g, device=builtin_card(), **kw)
 
 
+@pytest.mark.ngspice
 def test_small_card_accuracy_against_ngspice(small_card):
     card, tiles, work = small_card
     assert card.fit["train_nodal"]["rms_pct"] < 0.1
@@ -118,6 +117,7 @@ def test_bad_card_files(tmp_path):
         SurrogateCard.load(tmp_path / "missing.json")
 
 
+@pytest.mark.ngspice
 def test_shipped_card_against_ngspice():
     assert SHIPPED.exists()
     card = SurrogateCard.load(SHIPPED)

@@ -17,7 +17,7 @@ from circuitnn.cli import main
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard, operating_point
 from circuitnn.errors import CircuitnnError
 from circuitnn.surrogate.card import find_card
-from circuitnn.tile.read import read
+from circuitnn.surrogate.read import read
 from circuitnn.tile.spec import TileSpec
 
 KNOWM = DEVICE_MODELS_DIR / "knowm-m1-vteam.json"  # fitted to the Knowm M1 loops
@@ -52,6 +52,7 @@ def calibrated():
     return card, sc, report, interrupted, refused, str(failed.value)
 
 
+@pytest.mark.ngspice
 def test_calibrated_card_is_validated_and_cached(calibrated):
     card, sc, report, interrupted, refused, failed = calibrated
     assert not interrupted and not refused  # no card from an interrupted or failed run
@@ -69,6 +70,7 @@ def test_calibrated_card_is_validated_and_cached(calibrated):
     assert not list(sc.path.parent.glob(f".{sc.path.name}.*"))  # no temporary file left
 
 
+@pytest.mark.ngspice
 def test_second_request_loads_the_cache(calibrated, monkeypatch):
     card, sc, report, *_ = calibrated
     mtime = sc.path.stat().st_mtime_ns
@@ -87,6 +89,7 @@ def test_second_request_loads_the_cache(calibrated, monkeypatch):
     assert narrow.path == sc.path and rep["calibrated"] is False
 
 
+@pytest.mark.ngspice
 def test_read_finds_the_cached_card(calibrated):
     card, sc, *_ = calibrated
     g_min, g_max = operating_point(card).window

@@ -17,8 +17,6 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz
 from circuitnn.tile.sweep import check_key, run_sweep
 
-pytestmark = [pytest.mark.ngspice, pytest.mark.measured]
-
 # the workers cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -120,99 +118,6 @@ def test_bad_sweep_inputs(tmp_path):
     with pytest.raises(CircuitnnError, match="n_workers"):
         run_sweep([("a", {"x": 1.0, "calls_dir": str(tmp_path)})], square_task,
                   out_dir=tmp_path / "o", n_workers=0)
-
-
-# --- Monte Carlo device variation (reads through the sweep) ---------------------------------
-from circuitnn.devices import builtin_card  # noqa: E402
-from circuitnn.tile.montecarlo import (  # noqa: E402
-    DEFAULT_VARIATION,
-    monte_carlo_read,
-    sample_tiles,
-    variation_of,
-)
-from circuitnn.tile.read import read  # noqa: E402
-from circuitnn.tile.spec import TileSpec  # noqa: E402
-
-MC_RNG = np.random.default_rng(3)
-MC_SPEC = TileSpec(conductance=MC_RNG.uniform(10e-6, 100e-6, (4, 3)), device=builtin_card())
-MC_V = MC_RNG.integers(0, 2, (2, 4)) * 0.2
-
-
-def test_monte_carlo_sigma_zero_reproduces_nominal(tmp_path, cluster):
-    res = monte_carlo_read(MC_SPEC, MC_V, 3, out_dir=tmp_path, engine="ngspice",
-                           variation={"g_sigma_rel": 0.0}, scheduler=cluster.scheduler_address,
-                           progress=False)
-    assert res.currents.shape == (3, 2, 3)
-    np.testing.assert_allclose(res.nominal, read(MC_SPEC, MC_V, engine="ngspice"), rtol=1e-12)
-    np.testing.assert_allclose(res.currents, np.broadcast_to(res.nominal, (3, 2, 3)),
-                               rtol=1e-12)
-    assert res.rel_rms < 1e-12 and np.all(res.error_std < 1e-15)
-
-
-def test_monte_carlo_spread_resume_and_manifest(tmp_path, cluster):
-    var = {"g_sigma_rel": 0.2}
-    first = monte_carlo_read(MC_SPEC, MC_V, 4, out_dir=tmp_path, seed=5, variation=var,
-                             scheduler=cluster.scheduler_address, progress=False)
-    assert 0.02 < first.rel_rms < 1.0 and np.all(first.error_std > 0)
-    logs = np.log(first.conductances / MC_SPEC.conductance)
-    assert 0.12 < logs.std() < 0.28  # lognormal spread of 0.2 over 48 cells
-    # a larger n reuses the finished samples (same values: sample k depends on seed and k only)
-    mtime = (tmp_path / "sample00000.npz").stat().st_mtime_ns
-    more = monte_carlo_read(MC_SPEC, MC_V, 6, out_dir=tmp_path, seed=5, variation=var,
-                            scheduler=cluster.scheduler_address, progress=False)
-    assert (tmp_path / "sample00000.npz").stat().st_mtime_ns == mtime
-    np.testing.assert_array_equal(more.currents[:4], first.currents)
-    tiles = sample_tiles(MC_SPEC, 6, seed=5, variation=var)
-    np.testing.assert_allclose(tiles[5].conductance, more.conductances[5])
-    with pytest.raises(CircuitnnError, match="different Monte Carlo run"):
-        monte_carlo_read(MC_SPEC, MC_V, 2, out_dir=tmp_path, seed=6, variation=var,
-                         scheduler=cluster.scheduler_address, progress=False)
-
-
-def test_sample_tiles_stuck_cells_and_defaults():
-    assert variation_of(MC_SPEC) == {**DEFAULT_VARIATION, "gap_sigma_m": 0.0}
-    lo, hi = MC_SPEC.device_model.g_range
-    stuck = sample_tiles(MC_SPEC, 2, variation={"stuck_fraction": 1.0, "stuck_g": "max"})
-    np.testing.assert_allclose(stuck[1].conductance, hi)
-    some = sample_tiles(MC_SPEC, 1, seed=1, variation={"g_sigma_rel": 0.0,
-                                                       "stuck_fraction": 0.5,
-                                                       "stuck_g": "min"})[0]
-    at_min = np.isclose(some.conductance, lo)
-    assert 0 < at_min.sum() < at_min.size
-    np.testing.assert_allclose(some.conductance[~at_min], MC_SPEC.conductance[~at_min])
-    gap = sample_tiles(MC_SPEC, 1, variation={"g_sigma_rel": 0.0, "gap_sigma_m": 0.05e-9})[0]
-    assert not np.allclose(gap.conductance, MC_SPEC.conductance)
-    assert np.all((gap.conductance >= lo) & (gap.conductance <= hi))
-    ohmic = TileSpec(conductance=np.full((2, 2), 1e-5), cell="passive")
-    assert sample_tiles(ohmic, 1, variation={"g_sigma_rel": 0.1})[0].conductance.std() > 0
-
-
-@pytest.mark.parametrize(
-    "variation, match",
-    [
-        ({"g_sigma": 0.1}, "unknown variation key"),
-        ({"g_sigma_rel": -0.1}, "g_sigma_rel"),
-        ({"stuck_fraction": 1.5}, "stuck_fraction"),
-        ({"stuck_g": "mid"}, "stuck_g"),
-        ({"stuck_g": -1e-6}, "stuck_g"),
-    ],
-)
-def test_bad_variation(variation, match):
-    with pytest.raises(CircuitnnError, match=match):
-        sample_tiles(MC_SPEC, 1, variation=variation)
-
-
-def test_bad_monte_carlo_inputs(tmp_path):
-    with pytest.raises(CircuitnnError, match="n must be"):
-        sample_tiles(MC_SPEC, 0)
-    with pytest.raises(CircuitnnError, match="seed must be"):
-        sample_tiles(MC_SPEC, 1, seed=-1)
-    with pytest.raises(CircuitnnError, match="unknown engine"):
-        monte_carlo_read(MC_SPEC, MC_V, 1, out_dir=tmp_path, engine="spectre")
-    with pytest.raises(CircuitnnError, match="inputs must have shape"):
-        monte_carlo_read(MC_SPEC, np.zeros((2, 5)), 1, out_dir=tmp_path)
-    with pytest.raises(CircuitnnError, match="spec must be"):
-        sample_tiles("tile", 1)
 
 
 def test_killed_worker_loses_no_finished_result(tmp_path):

@@ -11,8 +11,6 @@ import pytest
 from circuitnn.io import load_npz
 from circuitnn.tile import TileSpec, read
 
-pytestmark = pytest.mark.ngspice
-
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "circuitnn.cli", *args], capture_output=True,
@@ -35,6 +33,7 @@ def test_help():
         assert out.returncode == 0 and "--conductance" in out.stdout
 
 
+@pytest.mark.ngspice
 def test_netlist_writes_runnable_file(files):
     tmp, g, v = files
     out = run("netlist", "--conductance", str(tmp / "g.npy"), "--inputs", str(tmp / "v.csv"),
@@ -47,8 +46,9 @@ def test_netlist_writes_runnable_file(files):
     assert proc.returncode == 0
 
 
-@pytest.mark.parametrize("engine, backend", [("ngspice", "subprocess"), ("ngspice", "shared"),
-                                             ("nodal", "subprocess")])
+@pytest.mark.parametrize("engine, backend", [
+    pytest.param("ngspice", "subprocess", marks=pytest.mark.ngspice),
+    pytest.param("ngspice", "shared", marks=pytest.mark.ngspice), ("nodal", "subprocess")])
 def test_simulate_npz_and_csv(files, engine, backend):
     tmp, g, v = files
     card = tmp / "card.json"

@@ -15,8 +15,6 @@ from circuitnn.tile.program import (
 )
 from circuitnn.tile.spec import TileSpec
 
-pytestmark = [pytest.mark.ngspice, pytest.mark.measured]
-
 CARD = builtin_card()
 
 
@@ -31,6 +29,7 @@ def _far(shape, row, col):
     return far
 
 
+@pytest.mark.ngspice
 def test_set_pulse_raises_selected_cell_only():
     spec = tile(20e-6)
     r = program_pulse(spec, 1, 2, kind="set", v_pulse=2.5, v_gate=1.8, dt=2e-9)
@@ -53,6 +52,7 @@ def test_set_pulse_raises_selected_cell_only():
     assert r2.g_after[1, 2] >= r.g_after[1, 2] * 0.999
 
 
+@pytest.mark.ngspice
 def test_reset_pulse_lowers_selected_and_half_selected_change_less():
     spec = tile(50e-6, shape=(3, 3))
     r = program_pulse(spec, 1, 1, kind="reset", v_pulse=2.8, v_gate=3.6)
@@ -73,6 +73,7 @@ def test_reset_pulse_lowers_selected_and_half_selected_change_less():
     np.testing.assert_allclose(zrise[1, [0, 2]], zrise[1, 1], rtol=0.05)
 
 
+@pytest.mark.ngspice
 def test_cross_dynamic_cells_match_all_dynamic():
     spec = tile(50e-6, shape=(3, 4))
     kw = {"kind": "reset", "v_pulse": 2.8, "v_gate": 3.6}
@@ -86,6 +87,7 @@ def test_cross_dynamic_cells_match_all_dynamic():
     assert len(dyn) == 3 + 4 - 1 and ".subckt celldyn" in text
 
 
+@pytest.mark.ngspice
 def test_time_step_and_netlist_content():
     spec = tile(20e-6, shape=(2, 2))
     text = program_netlist(spec, 0, 1, dt=1e-9)
@@ -98,6 +100,7 @@ def test_time_step_and_netlist_content():
     np.testing.assert_allclose(coarse.g_after[0, 1], fine.g_after[0, 1], rtol=0.05)
 
 
+@pytest.mark.ngspice
 def test_write_verify_set_and_reset_reach_targets():
     spec = tile(20e-6)
     up = write_verify_cell(spec, 2, 1, 60e-6, tol=0.05, max_pulses=20)
@@ -115,6 +118,7 @@ def test_write_verify_set_and_reset_reach_targets():
     assert abs(down.g_trace[-1] - 40e-6) <= 0.05 * 40e-6
 
 
+@pytest.mark.ngspice
 def test_write_verify_reports_failure_for_unreachable_target():
     spec = tile(20e-6, shape=(2, 2))
     g_max = spec.device_model.g_range[1]
@@ -159,6 +163,7 @@ def test_bad_write_verify_inputs():
             write_verify_cell(spec, 0, 0, **args)
 
 
+@pytest.mark.ngspice
 def test_passive_tile_set_has_no_compliance():
     spec = tile(20e-6, shape=(3, 3), cell="passive")
     r = program_pulse(spec, 1, 1, kind="set", v_pulse=2.0)

@@ -15,13 +15,12 @@ import pytest
 
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard, builtin_card, load_device
 from circuitnn.errors import CircuitnnError
-from circuitnn.spice import ngspice_available, read_raw
-from circuitnn.tile import ENGINES, TIA, TileSpec, read
+from circuitnn.spice import read_raw
+from circuitnn.surrogate.read import ENGINES, check_engine
+from circuitnn.surrogate.read import read as read_any
+from circuitnn.tile import TIA, TILE_ENGINES, TileSpec, read
 from circuitnn.tile.netlist import output_vectors, read_netlist
 
-pytestmark = pytest.mark.ngspice
-
-pytestmark = pytest.mark.skipif(not ngspice_available(), reason="ngspice not installed")
 ROOT = Path(__file__).resolve().parents[1]
 CARD = builtin_card()
 
@@ -42,6 +41,7 @@ def _agree(spec, v, rtol):
     return a
 
 
+@pytest.mark.ngspice
 @pytest.mark.parametrize("shape", [(4, 4), (16, 16)])
 @pytest.mark.parametrize("cell", ["passive", "1t1r"])
 def test_ohmic_tiles_agree_1e10(shape, cell):
@@ -49,11 +49,13 @@ def test_ohmic_tiles_agree_1e10(shape, cell):
     _agree(spec, _v(3, shape[0]), 1e-10)
 
 
+@pytest.mark.ngspice
 @pytest.mark.parametrize("shape", [(4, 4), (16, 16)])
 def test_1t1r_card_tiles_agree_1e8(shape):
     _agree(TileSpec(_g(shape, 2), device=CARD), _v(4, shape[0], 3), 1e-8)
 
 
+@pytest.mark.ngspice
 def test_reference_128x16_agrees_1e8():
     spec = TileSpec(_g((128, 16), 4), device=CARD)
     v = np.vstack([np.full(128, 0.2), _v(1, 128, 5)])
@@ -62,12 +64,14 @@ def test_reference_128x16_agrees_1e8():
     assert np.all(i < ideal) and np.all(i > 0.8 * ideal)
 
 
+@pytest.mark.ngspice
 def test_driver_resistance_merged_wires_and_negative_inputs_agree():
     spec = TileSpec(_g((5, 3), 6), device=CARD, r_driver=50.0, r_row=0.0, r_col=3.0,
                     r_wl=0.0)
     _agree(spec, np.array([[0.2, -0.2, 0.1, 0.0, -0.05]]), 1e-8)
 
 
+@pytest.mark.ngspice
 def test_passive_vs_1t1r():
     g = _g((8, 4), 7)
     v = np.full((1, 8), 0.2)
@@ -78,6 +82,7 @@ def test_passive_vs_1t1r():
     assert np.all(ratio < 1) and np.all(ratio > 0.97)
 
 
+@pytest.mark.ngspice
 def test_row_mask_in_both_engines():
     g = _g((6, 3), 8)
     mask = np.array([True, False, True, True, False, True])
@@ -88,6 +93,7 @@ def test_row_mask_in_both_engines():
     np.testing.assert_allclose(masked, only, rtol=1e-4)  # off rows carry ~0 (gmin) current
 
 
+@pytest.mark.ngspice
 def test_tia_in_both_engines():
     tia = TIA(gain=2e3, r_f=2e3, v_offset=2e-3)
     spec = TileSpec(_g((4, 4), 9), device=CARD, sense="tia", tia=tia)
@@ -107,6 +113,7 @@ def test_netlist_is_deterministic_and_validated():
         read_netlist(spec, v, title="x\n.control\nshell rm -rf /")
 
 
+@pytest.mark.ngspice
 def test_example_netlists_run_with_plain_ngspice(tmp_path):
     sp = importlib.util.spec_from_file_location("examples", ROOT / "netlists" / "generate.py")
     mod = importlib.util.module_from_spec(sp)
@@ -127,13 +134,25 @@ def test_example_netlists_run_with_plain_ngspice(tmp_path):
 
 def test_engine_registry():
     spec = TileSpec(_g((2, 2)), cell="passive", r_row=0.0, r_col=0.0)
-    assert set(ENGINES) == {"ideal", "nodal", "ngspice", "surrogate"}
+    # one record per engine: the tile layer's three are the registry's own records
+    assert set(TILE_ENGINES) == {"ideal", "nodal", "ngspice"}
+    assert set(ENGINES) == {"ideal", "quantised", "surrogate", "nodal", "ngspice"}
+    assert all(ENGINES[name] is rec for name, rec in TILE_ENGINES.items())
+    assert [e for e, rec in ENGINES.items() if rec.circuit] == ["surrogate", "nodal", "ngspice"]
+    assert [e for e, rec in ENGINES.items() if not rec.chain] == ["ngspice"]
     want = np.array([0.1, 0.2]) @ spec.conductance
     # without wires a passive ohmic tile is the ideal crossbar, whatever the engine
     for engine in ("ideal", "nodal"):
         np.testing.assert_allclose(read(spec, [0.1, 0.2], engine=engine), want, rtol=1e-12)
+        np.testing.assert_allclose(read_any(spec, [0.1, 0.2], engine=engine), want, rtol=1e-12)
     with pytest.raises(CircuitnnError, match="unknown engine 'spice'"):
         read(spec, [0.1, 0.2], engine="spice")
+    with pytest.raises(CircuitnnError, match="the surrogate's included"):
+        read(spec, [0.1, 0.2], engine="surrogate")
+    with pytest.raises(CircuitnnError, match="'quantised' reads no tile by itself"):
+        read_any(spec, [0.1, 0.2], engine="quantised")
+    with pytest.raises(CircuitnnError, match="unknown engine 'spice'; known: ideal, quantised"):
+        check_engine("spice")
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -174,6 +193,19 @@ def test_disturb_threshold_from_card():
     spec = TileSpec(np.array([[1e-5]]), device=CARD)
     assert 0.5 < spec.disturb_voltage < 1.5  # Stanford-PKU: field threshold F_min
     assert TileSpec(np.array([[1e-5]])).disturb_voltage == np.inf
+
+
+@pytest.mark.parametrize("name", ["stanford-pku-hfox", "knowm-m1-yakopcic", "bipolar-vteam"])
+def test_a_first_read_below_the_cards_threshold_computes_no_cell_state(name):
+    card = ModelCard.load(DEVICE_MODELS_DIR / f"{name}.json")
+    lo, hi = load_device(card).g_range
+    spec = TileSpec(np.random.default_rng(4).uniform(lo, hi, (8, 4)), device=card)
+    read(spec, np.full(8, spec.v_read), engine="ideal")
+    assert "states" not in spec.__dict__  # no bisection of every cell's state for the check
+    # the card's threshold (any state of its range) never lies above the tile's own
+    assert 0 < spec.card_threshold <= spec.disturb_voltage
+    with pytest.raises(CircuitnnError, match="reaches the device's switching threshold"):
+        read(spec, np.full(8, spec.disturb_voltage), engine="ideal")
 
 
 @pytest.mark.parametrize("name", ["stanford-pku-hfox", "knowm-m1-yakopcic", "bipolar-vteam"])

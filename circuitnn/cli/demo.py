@@ -27,6 +27,7 @@ import contextlib
 import io
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -209,8 +210,12 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
             click.echo("IR drop, 128x16 reference tile: column current error "
                        f"{summary['column_error_min_pct']:.1f} .. "
                        f"{summary['column_error_max_pct']:.1f} %", err=True)
-    except BaseException:
-        hfox.kill()  # no orphan left running
+    except BaseException:  # no orphan left running: it cleans up on SIGINT, else is killed
+        hfox.send_signal(signal.SIGINT)
+        try:
+            hfox.wait(timeout=4)
+        except subprocess.TimeoutExpired:
+            hfox.kill()
         raise
     with stages.stage("chain, built-in HfOx (the rest of it, after the fits)"):
         if hfox.wait() != 0:

@@ -9,8 +9,8 @@ import click
 
 from circuitnn.cli.network import device_config, device_options
 from circuitnn.errors import CircuitnnError
-from circuitnn.network.engines import ENGINES
 from circuitnn.reference import REF
+from circuitnn.surrogate.read import ENGINES
 
 
 def _tile_options(text: str | None) -> dict:
@@ -38,7 +38,7 @@ def mcnn() -> None:
               help="mnist5k (embedded), mnist (standard 60k/10k), idx:DIR.")
 @device_options
 @click.option("--engine", default="surrogate", show_default=True,
-              type=click.Choice([e for e in ENGINES if e != "ngspice"]),
+              type=click.Choice([e for e, rec in ENGINES.items() if rec.chain]),
               help="How array reads are simulated in the hardware stages.")
 @click.option("--epochs", default=30, show_default=True, type=int, help="Ex-situ epochs.")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
@@ -115,7 +115,7 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output folder (default RUN_DIR/sweep).")
 @click.option("--engine", default="surrogate", show_default=True,
-              type=click.Choice([e for e in ENGINES if e not in ("ideal", "ngspice")]),
+              type=click.Choice([e for e, rec in ENGINES.items() if rec.chain and e != "ideal"]),
               help="Circuit engine for the wire-resistance and array-size axes.")
 @click.option("--n-images", default=300, show_default=True, type=int,
               help="Test images per point.")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from circuitnn.network.engines import ENGINES
 from circuitnn.network.presets import PRESETS
 from circuitnn.reference import REF
+from circuitnn.surrogate.read import ENGINES
 
 DEVICE_OPTIONS = (
     click.option("--iv-card", default=None, type=click.Path(dir_okay=False),
@@ -72,7 +72,7 @@ def network() -> None:
               help="Fraction of the training images for hybrid training (default 0.03 for "
                    "the ResNets; cnn5: all of a small set, 0.10 of a large one).")
 @click.option("--engine", default="surrogate", show_default=True,
-              type=click.Choice([e for e in ENGINES if e != "ngspice"]),
+              type=click.Choice([e for e, rec in ENGINES.items() if rec.chain]),
               help="How array reads are simulated.")
 @device_options
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),

@@ -8,6 +8,8 @@ import click
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.reference import REF
+from circuitnn.surrogate.read import ENGINES
 
 
 def load_array(path: str, what: str) -> np.ndarray:
@@ -59,9 +61,9 @@ _common = [
                  help="Device model card (JSON); default: ohmic cells of exactly G."),
     click.option("--cell", type=click.Choice(["1t1r", "passive"]), default="1t1r",
                  show_default=True, help="Cell: memristor + access transistor, or memristor."),
-    click.option("--r-row", type=float, default=2.0, show_default=True,
+    click.option("--r-row", type=float, default=REF.choices.r_wire, show_default=True,
                  help="Input (row) wire resistance per segment, ohms."),
-    click.option("--r-col", type=float, default=2.0, show_default=True,
+    click.option("--r-col", type=float, default=REF.choices.r_wire, show_default=True,
                  help="Output (column) wire resistance per segment, ohms."),
 ]
 
@@ -95,7 +97,7 @@ def netlist(conductance, card, cell, r_row, r_col, inputs, out) -> None:
 @_apply(_common)
 @click.option("--inputs", required=True, type=click.Path(dir_okay=False),
               help="(batch, rows) input volts (.npy or .csv).")
-@click.option("--engine", type=click.Choice(["ngspice", "nodal", "surrogate", "ideal"]),
+@click.option("--engine", type=click.Choice([e for e, rec in ENGINES.items() if rec.read]),
               default="ngspice", show_default=True, help="Read engine.")
 @click.option("--backend", type=click.Choice(["subprocess", "shared"]), default="subprocess",
               show_default=True,
@@ -108,7 +110,7 @@ def simulate(conductance, card, cell, r_row, r_col, inputs, engine, backend, out
     from tqdm import tqdm
 
     from circuitnn.io import write_npz, write_text
-    from circuitnn.tile.read import read
+    from circuitnn.surrogate.read import read
 
     suffix = Path(out).suffix.lower()
     if suffix not in (".npz", ".csv"):

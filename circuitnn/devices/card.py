@@ -6,6 +6,7 @@ model); the numbers of one device (fitted or published) live in a card.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -129,3 +130,10 @@ class ModelCard:
             msg = f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
             raise CircuitnnError(msg) from None
         return cls.from_json(obj, where=str(path))
+
+
+def parameters_hash(card: ModelCard) -> str:
+    """The identity of a card's device: sha256 (hex) of its model name and parameter values
+    (what its operating point, derived pulse law and surrogate cards depend on)."""
+    blob = json.dumps({"model": card.model, "values": card.values()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()

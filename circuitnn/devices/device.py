@@ -16,6 +16,7 @@ from circuitnn.devices.models import CompactModel, get_model
 from circuitnn.devices.series import ExprElement, resistor
 from circuitnn.devices.transient import Trace
 from circuitnn.errors import CircuitnnError
+from circuitnn.reference import REF
 
 ArrayLike = float | np.ndarray
 
@@ -31,7 +32,7 @@ class Device:
         model: CompactModel | str,
         params: Mapping[str, ArrayLike] | None = None,
         polarity: float = 1.0,
-        v_read: float = 0.2,
+        v_read: float = REF.hardware.v_read,
     ) -> None:
         self.model = get_model(model) if isinstance(model, str) else model
         values = self.model.defaults()
@@ -53,7 +54,7 @@ class Device:
         values = card.values()
         extra = {k: values.pop(k) for k in DEVICE_KEYS if k in values}
         return cls(card.model, values, polarity=extra.get("polarity", 1.0),
-                   v_read=extra.get("v_read", 0.2))
+                   v_read=extra.get("v_read", REF.hardware.v_read))
 
     def to_card(self, **fields) -> ModelCard:
         """A card of this device's scalar parameters; `fields` fill its other parts."""

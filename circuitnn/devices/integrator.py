@@ -25,8 +25,10 @@ SWITCH_BISECTIONS = 40
 NODE_ITERATIONS = 60
 #: set in the compiled text: whether a series element sits between the source and the device
 HAS_SERIES = False
+#: False in a text compiled in memory (no cache folder to keep numba's cache in)
+CACHE = True
 
-jit = numba.njit(cache=True, error_model="numpy")
+jit = numba.njit(cache=CACHE, error_model="numpy")
 
 
 # the expression language's functions that `math` lacks (NaN propagates, as with numpy)
@@ -201,7 +203,7 @@ def one(t, v, s, lo, hi, rtol, tol_abs, max_steps, total_cap, pol, p, q, states,
             slope = (v[k + 1] - v0) / t_step
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True)
+@numba.njit(cache=CACHE, error_model="numpy", parallel=True)
 def integrate(t, v, s0, lo, hi, tol_abs, rtol, max_steps, total_cap, pol, p, q, states, vdev,
               failed_at):
     """`one` for every row of the (elements, samples) arrays, in parallel threads."""

@@ -42,7 +42,6 @@ VTEAM card's a_on, a_off), else at the bounds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
@@ -50,13 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from circuitnn.devices.card import ModelCard, Parameter
+from circuitnn.devices.card import ModelCard, Parameter, parameters_hash
 from circuitnn.devices.device import Device
 from circuitnn.errors import CircuitnnError
 from circuitnn.reference import REF
 
 V_MAX = 5.0  # V: largest |V| searched for a threshold (and accepted by any tile read)
-V_READ_REFERENCE = 0.2  # V: the reference system's read voltage (Yao et al. 2020)
+V_READ_REFERENCE = REF.hardware.v_read  # V: the reference system's (Yao et al. 2020)
 V_READ_MIN = 1e-3  # V: smallest read voltage offered
 READ_MARGIN = 0.5  # v_read <= READ_MARGIN x the smaller switching threshold
 READ_PULSE = REF.hardware.read_pulse_s  # s: the reference's read pulse width
@@ -357,14 +356,10 @@ def _compute(device: Device, v_read: float | None, window: tuple[float, float] |
     return OperatingPoint(device.model.name, vr, why, thresholds, g_range, win, rule, disturb)
 
 
-def parameters_hash(card: ModelCard) -> str:
-    """sha256 of a card's model name and parameter values (what its operating point depends on)."""
-    blob = json.dumps({"model": card.model, "values": card.values()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _trusted(card: ModelCard) -> bool:
-    """True when the card's `operating` record is whole and made for its current parameters."""
+def _trusted(card: ModelCard, where: str) -> bool:
+    """True when the card's `operating` record is whole and made for its current parameters; a
+    recorded window that no rule can have made (not 0 < g_min < g_max inside the recorded
+    g_range, e.g. reversed) is refused."""
     rec = card.operating
     if rec.get("parameters_sha256") != parameters_hash(card):
         return False
@@ -372,6 +367,12 @@ def _trusted(card: ModelCard) -> bool:
         op = OperatingPoint.from_json(card.model, rec)
     except (KeyError, TypeError, ValueError, IndexError):
         return False
+    if op.window is not None:
+        try:
+            check_window(op.window, op.g_range, op.v_read)
+        except CircuitnnError as exc:
+            raise CircuitnnError(f"{where}: the recorded operating window is not valid ({exc}); "
+                                 "delete the card's 'operating' record to recompute it") from None
     return op.v_read == card.values().get("v_read")
 
 
@@ -384,7 +385,7 @@ def with_operating_point(card: ModelCard, where: str = "card", fresh: bool = Fal
     written into a copy: v_read (parameter) and the record with how it was chosen. `fresh`: a
     new fit, whose v_read starts from the reference's rather than the card's.
     """
-    if not fresh and _trusted(card):
+    if not fresh and _trusted(card, where):
         return card
     op = operating_point(card, where=where, fresh=fresh)
     params = dict(card.parameters)

@@ -12,7 +12,6 @@ overlap is checked on the numbers as they are.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,7 @@ from circuitnn.devices.operating import (
 )
 from circuitnn.devices.pulse import PulseModel, pulse_response, scale_model
 from circuitnn.errors import CircuitnnError
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+from circuitnn.io import file_sha256
 
 
 def load_pulse_card(path: str | Path) -> tuple[ModelCard, PulseModel]:

@@ -35,9 +35,11 @@ covers the distance within the step; otherwise the step is shortened as usual.
 Compiled: every element (device, candidate parameter set, sweep) is integrated on its own, by
 the loop of `circuitnn.devices.integrator` compiled with numba together with the model's and the
 series element's kernels (written out from their expressions), in parallel threads. The compiled
-module of each (model, series element) is kept in the user cache (`circuitnn.cache`, folder
-`compiled`), so it is compiled once per machine (2-5 s). Each element's result depends on its own
-values only, not on the other elements simulated with it.
+module of each (model, series element) is an entry of the user cache (`circuitnn.cache`, folder
+`compiled`, checked private before anything there is executed), so it is compiled once per
+machine (2-5 s), under the entry's lock (numba's cache is not safe under concurrent writers); a
+read-only cache gives a compile in memory, once per process, with one warning line. Each
+element's result depends on its own values only, not on the other elements simulated with it.
 
 Series element (`circuitnn.devices.series.ExprElement`): the device voltage v_d solves
 I_elem(v_a - v_d) = I_dev(v_d, s), by Newton's method safeguarded by bisection on
@@ -51,23 +53,21 @@ runs to convergence.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import inspect
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from circuitnn.cache import CacheReadOnly, entry, warn_once
 from circuitnn.devices import expr, integrator
 from circuitnn.devices.series import ExprElement
 from circuitnn.errors import CircuitnnError
+from circuitnn.io import write_text
 
 if TYPE_CHECKING:  # the Device that calls simulate() (device.py imports this module)
     from circuitnn.devices.device import Device
@@ -116,17 +116,24 @@ def _model_parts(dev: Device) -> list[tuple[str, expr.Kernel, expr.Prepared]]:
     return [(which, *dev.kernel(which)) for which in ("rate", "rate_jac", "current_jac")]
 
 
+def _what(dev: Device, series: ExprElement | None) -> tuple:
+    """(model kernels, state name, series element kernel): what an integrator is compiled for."""
+    return (tuple(kern for _, kern, _ in _model_parts(dev)), dev.model.state,
+            None if series is None else series.kernel)
+
+
 def _compiled(dev: Device, series: ExprElement | None) -> ModuleType:
     """The integrator compiled with this model's (and series element's) kernels."""
-    kernels = tuple(kern for _, kern, _ in _model_parts(dev))
-    return _module(kernels, dev.model.state, None if series is None else series.kernel)
+    return _module(*_what(dev, series))
 
 
-@functools.cache
-def _module(kernels: tuple[expr.Kernel, ...], state: str, element: expr.Kernel | None
-            ) -> ModuleType:
-    """The integrator's text with these kernels, written to the compiled-integrator folder
-    (named by its hash, so numba's cache beside it serves every later process) and imported."""
+def integrator_source(dev: Device, series: ExprElement | None = None) -> str:
+    """The text of the integrator compiled for this device (and series element)."""
+    return _source(*_what(dev, series))
+
+
+def _source(kernels: tuple[expr.Kernel, ...], state: str, element: expr.Kernel | None) -> str:
+    """The integrator's template with these kernels written out after it."""
     args = ("v", state)
     parts, offset = [], 0
     for name, kern in zip(("rate", "rate_jac", "current_jac"), kernels, strict=True):
@@ -134,31 +141,45 @@ def _module(kernels: tuple[expr.Kernel, ...], state: str, element: expr.Kernel |
         offset += len(_inputs(kern, args))
     if element is not None:
         parts.append(_kernel_source("element", element, ("u",), "q", 0))
-    text = "\n\n\n".join([inspect.getsource(integrator).rstrip(),
-                            f"HAS_SERIES = {element is not None}", *parts]) + "\n"
-    key = hashlib.sha256(text.encode()).hexdigest()[:20]
-    path = _module_folder() / f"integrator_{key}.py"
-    if not (path.is_file() and path.read_text() == text):  # written now, or changed since
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    spec = importlib.util.spec_from_file_location(f"circuitnn_integrator_{key}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    return "\n\n\n".join([inspect.getsource(integrator).rstrip(),
+                           f"HAS_SERIES = {element is not None}", *parts]) + "\n"
+
+
+@functools.cache
+def _module(kernels: tuple[expr.Kernel, ...], state: str, element: expr.Kernel | None
+            ) -> ModuleType:
+    """The integrator's text with these kernels, compiled: an entry of the user cache (named by
+    the text's content key, so numba's cache beside it serves every later process), written,
+    imported and compiled under the entry's lock; in memory when the cache is read-only."""
+    text = _source(kernels, state, element)
+    try:
+        with entry("compiled", text, "integrator_{key}.py") as e:
+            if not (e.path.is_file() and e.path.read_text() == text):  # new, or changed since
+                try:
+                    write_text(e.path, text)
+                except OSError as exc:
+                    raise CacheReadOnly(f"cannot write the cache folder {e.folder} "
+                                        f"({exc.strerror})") from None
+            spec = importlib.util.spec_from_file_location(f"circuitnn_integrator_{e.key}", e.path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            _compile(module)
+    except CacheReadOnly as exc:
+        warn_once(f"{exc}; the transient integrator is compiled in memory (2-5 s per model, "
+                  "every run)")
+        module = ModuleType("circuitnn_integrator_in_memory")
+        code = text.replace("\nCACHE = True\n", "\nCACHE = False\n", 1)
+        exec(compile(code, "<circuitnn integrator>", "exec"), module.__dict__)  # noqa: S102
     return module
 
 
-def _module_folder() -> Path:
-    """The user cache's folder of compiled integrators (a temporary one if it cannot be made)."""
-    from circuitnn.cache import cache_dir
-
-    try:
-        return cache_dir("compiled")
-    except CircuitnnError:
-        folder = Path(tempfile.gettempdir()) / f"circuitnn-compiled-{os.getuid()}"
-        folder.mkdir(exist_ok=True)
-        return folder
+def _compile(module: ModuleType) -> None:
+    """Compile (or load from numba's cache) `integrate` for the argument types `simulate` uses,
+    with one element of one sample (which takes no step)."""
+    one, row = np.zeros(1), np.zeros((1, 1))
+    module.integrate(row, row, one, one, one, one, 1.0, 1, 1, 1.0, row, row,
+                     np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1))
 
 
 def _rows(arrays: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
@@ -207,8 +228,9 @@ def simulate(dev: Device, t: np.ndarray, v: np.ndarray, s0, series: ExprElement 
                for name in _inputs(kern, args)], shape)
     q = _rows([] if series is None else
               [series.prepared.env[name] for name in _inputs(series.kernel, ("u",))], shape)
-    tt = np.ascontiguousarray(np.broadcast_to(t, shape + (n,)).reshape(size, n))
-    vv = np.ascontiguousarray(np.broadcast_to(v, shape + (n,)).reshape(size, n))
+    # writable C arrays: the argument types `_compile` compiled the integrator for
+    tt = np.require(np.broadcast_to(t, shape + (n,)).reshape(size, n), float, ["C", "W"])
+    vv = np.require(np.broadcast_to(v, shape + (n,)).reshape(size, n), float, ["C", "W"])
     lo_e = np.broadcast_to(lo, shape).reshape(size).astype(float)
     hi_e = np.broadcast_to(hi, shape).reshape(size).astype(float)
     start = lo_e if s0 is None else np.broadcast_to(np.asarray(s0, dtype=float), shape)

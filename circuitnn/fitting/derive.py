@@ -47,17 +47,15 @@ cycle-to-cycle noise does not come from the fit: it is the card's
 `variation.cycle_to_cycle.sigma_rel` (standard deviation of each pulse's update as a fraction
 of the window), else `DeriveSettings.noise`, else 0; the card records which.
 
-Cache: `circuitnn.cache.cache_dir("pulse")`, one pulse card per key = sha256 of the I-V card's
-file, v_read, window, the settings and DERIVE_VERSION; the card carries the derivation report
-(`fit["derivation"]`), so a second call reads it and simulates nothing.
+Cache: a `circuitnn.cache.entry` in the folder "pulse", one pulse card per content key of the
+I-V card's file, v_read, window, the settings and DERIVE_VERSION; the card carries the derivation
+report (`fit["derivation"]`), so a second call reads it and simulates nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
-import json
 import math
 import time
 import warnings
@@ -68,15 +66,16 @@ from typing import Any
 
 import numpy as np
 
-from circuitnn.cache import cache_dir, locked
+from circuitnn.cache import entry
 from circuitnn.devices import load_device
 from circuitnn.devices.card import ModelCard
 from circuitnn.devices.device import Device
 from circuitnn.devices.operating import PULSE_MODEL, V_MAX
-from circuitnn.devices.profile import DeviceProfile, file_sha256
+from circuitnn.devices.profile import DeviceProfile
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.devices.series import ExprElement
 from circuitnn.errors import CircuitnnError
+from circuitnn.io import file_sha256
 from circuitnn.reference import REF
 from circuitnn.tile.nodal import mos1_expression
 from circuitnn.tile.program import DEFAULTS as PROGRAM_DEFAULTS
@@ -464,14 +463,14 @@ def _noise(card: ModelCard, settings: DeriveSettings) -> tuple[float, str]:
 
 
 # --- entry point ------------------------------------------------------------------------------
-def _cache_key(profile: DeviceProfile, settings: DeriveSettings) -> str:
+def _identity(profile: DeviceProfile, settings: DeriveSettings) -> dict[str, Any]:
+    """Everything a derived pulse card depends on (its cache entry's content)."""
     from circuitnn import __version__
 
-    identity = {"version": DERIVE_VERSION, "circuitnn": __version__,
-                "iv_sha256": file_sha256(profile.iv_path), "v_read": profile.v_read,
-                "window": list(profile.window), "settings": settings.to_json(),
-                "transistor": dataclasses.asdict(Transistor())}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    return {"version": DERIVE_VERSION, "circuitnn": __version__,
+            "iv_sha256": file_sha256(profile.iv_path), "v_read": profile.v_read,
+            "window": list(profile.window), "settings": settings.to_json(),
+            "transistor": dataclasses.asdict(Transistor())}
 
 
 def _report(path: Path, card: ModelCard, cached: bool) -> dict[str, Any]:
@@ -501,10 +500,9 @@ def derived_pulse(profile: DeviceProfile, settings: DeriveSettings | None = None
         raise CircuitnnError(f"settings must be DeriveSettings, got {type(settings).__name__}")
     check_profile(profile)
     plan = _plan(profile, settings)
-    folder = cache_dir(CACHE_SUB)
-    key = _cache_key(profile, settings)
-    path = folder / f"pulse-{profile.iv_card.model}-{key}.json"
-    with locked(folder / f".{key}.lock"):
+    with entry(CACHE_SUB, _identity(profile, settings),
+               f"pulse-{profile.iv_card.model}-{{key}}.json") as e:
+        path = e.path
         if path.is_file():
             card = ModelCard.load(path)
             rec = card.fit.get("derivation", {})

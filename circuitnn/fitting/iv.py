@@ -92,7 +92,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -1012,6 +1011,7 @@ def ngspice_check(fit: IVFit) -> None:
     of the state range: a device far from its steady state may snap within picoseconds, which
     ngspice's time step control cannot follow, and which says nothing about the fit. The sweeps
     run as NGSPICE_WORKERS ngspice processes at a time."""
+    from circuitnn.spice.runner import run_parallel
     from circuitnn.spice.subckt import simulate_ngspice
 
     dev = fit.device_obj()
@@ -1030,8 +1030,7 @@ def ngspice_check(fit: IVFit) -> None:
         m.log_error_ngspice = float(log_error(tr.i[-s.n:], s, mask))
         m.read_error_ngspice = float(log_error(tr.i[-s.n:], s, fit.read_masks[j]))
 
-    with ThreadPoolExecutor(NGSPICE_WORKERS) as pool:
-        list(pool.map(run, range(len(fit.sweeps))))
+    run_parallel(run, range(len(fit.sweeps)), NGSPICE_WORKERS)
     done = [m.nrmse_ngspice for m in fit.per_sweep.values() if m.nrmse_ngspice is not None]
     fit.nrmse_ngspice = float(np.mean(done)) if len(done) == len(fit.sweeps) else None
 

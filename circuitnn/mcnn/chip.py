@@ -21,9 +21,10 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz
 from circuitnn.network import graph
 from circuitnn.network.device import array_device
-from circuitnn.network.engines import ChipState, build_engine, check_engine
+from circuitnn.network.engines import ChipState, build_engine
 from circuitnn.network.graph import Network
 from circuitnn.network.mapping import Mapping
+from circuitnn.surrogate.read import check_engine
 
 MODES = {1: "single", 3: "three"}
 

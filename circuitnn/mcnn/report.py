@@ -132,7 +132,8 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         "",
         f"{en['energy_per_inference_J'] * 1e9:.2f} nJ per inference, "
         f"{en['ops_per_inference']:,} ops (2 per MAC) -> **{en['gops_per_w']:,.0f} GOP/s/W** "
-        f"(reference 11,014 GOP/s/W; the reference constants, read as described in "
+        f"(reference {REF.published.gops_per_w:,.0f} GOP/s/W; the reference constants, read "
+        "as described in "
         f"`circuitnn/network/energy.py`, reconstruct "
         f"{en['reference_reconstruction_gops_per_w']:,.0f} GOP/s/W). Array currents: "
         f"{en['currents_from']}.",

@@ -22,7 +22,7 @@ from circuitnn.io import write_json
 from circuitnn.network import graph
 from circuitnn.network.engines import ChipEngine, build_engine
 from circuitnn.reference import REF
-from circuitnn.tile import read
+from circuitnn.surrogate.read import read
 from circuitnn.training import exsitu
 from circuitnn.training.pipeline import NETWORK_STAGES, Context, RunConfig, run_pipeline
 from circuitnn.training.stages import Stage

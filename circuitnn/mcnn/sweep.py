@@ -22,9 +22,9 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure, write_json
 from circuitnn.network import graph
 from circuitnn.network.device import array_device
-from circuitnn.network.engines import build_engine, check_engine
+from circuitnn.network.engines import build_engine
 from circuitnn.network.mapping import Mapping, target_conductances
-from circuitnn.tile import CIRCUIT_ENGINES
+from circuitnn.surrogate.read import check_engine
 from circuitnn.training.transfer import ProgramConfig, write_verify
 
 # Defaults stay inside the shipped surrogate card (128 x 16, 0-3 ohm per segment, 4.95-40 uS)
@@ -58,7 +58,7 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
               engine: str = "surrogate", n_images: int = 300,
               axes: list[str] | None = None, values: dict[str, list] | None = None) -> dict:
     """Run the sweep; writes OUT/sweep.json and OUT/accuracy_sweep.png; returns the results."""
-    check_engine(engine)
+    circuit = check_engine(engine).circuit
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "sweep"
     axes = axes or list(AXES)
@@ -105,7 +105,7 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
             for v in values[axis]:
                 point = {"value": float(v), "accuracy": None}
                 try:
-                    if axis in ("wire", "size") and engine not in CIRCUIT_ENGINES:
+                    if axis in ("wire", "size") and not circuit:
                         raise CircuitnnError(f"axis '{axis}' needs a circuit engine")
                     if axis == "wire":
                         point["accuracy"] = acc(g_prog, tile_options={"r_row": float(v),

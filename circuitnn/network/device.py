@@ -31,9 +31,10 @@ from typing import Any
 
 from circuitnn.devices import BUILTIN_CARD, DEVICE_MODELS_DIR
 from circuitnn.devices.card import ModelCard
-from circuitnn.devices.profile import DeviceProfile, file_sha256, load_pulse_card
+from circuitnn.devices.profile import DeviceProfile, load_pulse_card
 from circuitnn.devices.pulse import PulseModel, scale_model
 from circuitnn.errors import CircuitnnError
+from circuitnn.io import file_sha256
 from circuitnn.network.mapping import Window
 from circuitnn.reference import REF
 

@@ -3,7 +3,8 @@
 `build_engine(chip, engine)` gives a `matmul(layer, X, W)` for `graph.forward` that runs every
 weight product through the tiles of `chip` (a `ChipState`: mapping, programmed conductances,
 per-layer weight and activation scales, the device). The W handed in by `forward` is ignored:
-the weights are the programmed conductances. Engines (`ENGINES`, from the tile registry):
+the weights are the programmed conductances. Engines (the registry `ENGINES` of
+`circuitnn.surrogate.read`):
 
 - "ideal": float product with the chip's effective weights (G+ - G-) / unit x scale
   (programming errors included; no input or ADC quantisation);
@@ -12,7 +13,7 @@ the weights are the programmed conductances. Engines (`ENGINES`, from the tile r
   digitally;
 - "surrogate", "nodal", "ngspice": as "quantised", but every 1-bit read of a block is a circuit
   read of its whole tile (the block's rows driven, all other rows at 0 V, every cell's
-  programmed conductance present) by `circuitnn.tile.read`, with the device's I-V card; the
+  programmed conductance present) by `circuitnn.surrogate.read`, with the device's I-V card; the
   surrogate uses its binary-input fast path on the programmed tile (`SurrogateTile`).
 
 Activation quantisation: each layer's input becomes 8-bit codes with a per-layer step: the
@@ -51,23 +52,15 @@ from circuitnn.periphery.calibration import (
     relative_error,
 )
 from circuitnn.reference import REF
+from circuitnn.surrogate.engine import programmed
 from circuitnn.surrogate.model import binary_currents, stack_blocks
-from circuitnn.tile.read import CIRCUIT_ENGINES
-from circuitnn.tile.read import read as tile_read
+from circuitnn.surrogate.read import check_engine
+from circuitnn.surrogate.read import read as tile_read
 from circuitnn.tile.spec import TileSpec
 
-#: every network inference engine: "ideal", "quantised" and the tile registry's circuit engines
-ENGINES = ("ideal", "quantised", *CIRCUIT_ENGINES)
 INPUT_BITS = REF.hardware.input_bits
 READER_CACHE = 4096  # surrogate tile readers kept per engine (about 50 kB each at 128 x 16)
 FAST_SLOT_VALUES = 1 << 22  # slot currents per array product of the fast path (16 MB float32)
-
-
-def check_engine(engine: str) -> str:
-    """Return `engine` if it is a network engine, else raise CircuitnnError."""
-    if engine not in ENGINES:
-        raise CircuitnnError(f"unknown engine '{engine}' (choose from {', '.join(ENGINES)})")
-    return engine
 
 
 def calibrate_activation_scales(net: Network, params: dict[str, np.ndarray],
@@ -184,8 +177,6 @@ class CircuitRead:
         key = np.ascontiguousarray(g).tobytes()
         reader = self._tiles.get(key)
         if reader is None:
-            from circuitnn.surrogate.engine import programmed
-
             spec = self.spec(g)
             tile_read(spec, np.full((1, spec.rows), spec.v_read), engine="surrogate")
             reader = self._tiles[key] = programmed(spec)[0].binary_reader()
@@ -393,8 +384,7 @@ def build_engine(chip: ChipState, engine: str = "surrogate", *, group: int | Non
     circuit: the `CircuitRead` of another engine of the same engine name, device and options,
     to share its programmed tiles (see `circuit_read`).
     """
-    check_engine(engine)
-    if engine in CIRCUIT_ENGINES:
+    if check_engine(engine).circuit:
         if circuit is None:
             circuit = CircuitRead(engine, chip.device, tile_options, pad_rows)
         elif circuit.engine != engine or circuit.device is not chip.device:
@@ -465,11 +455,3 @@ def calibrate_columns(engine: ChipEngine, levels: dict[str, np.ndarray],
                          "vectors": len(codes)}
     return gains, report
 
-
-def run_engine(engine: ChipEngine, params: dict[str, np.ndarray], images: np.ndarray,
-               bias: dict[str, np.ndarray] | None = None, batch_size: int = 250,
-               progress=None) -> np.ndarray:
-    """Predicted classes of uint8 images through an engine (digital biases from `params`,
-    overridden by `bias`, e.g. after hybrid training)."""
-    p = dict(params, **(bias or {}))
-    return graph.predict(engine.chip.net, p, images, engine, batch_size, progress)

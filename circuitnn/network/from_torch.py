@@ -47,6 +47,11 @@ def from_torch(module, input_shape: tuple[int, int, int], n_classes: int | None 
         raise CircuitnnError("from_torch needs PyTorch: pip install 'circuitnn[torch]'") from None
     if not isinstance(module, nn.Module):
         raise CircuitnnError("from_torch needs a torch.nn.Module")
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__") or len(
+            input_shape) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(
+                v, bool) and v > 0 for v in input_shape):
+        raise CircuitnnError(f"input_shape must be (H, W, C), three positive integers, got "
+                             f"{input_shape!r}")
     try:
         traced = torch.fx.symbolic_trace(module)
     except Exception as exc:  # torch raises many kinds of tracing errors
@@ -103,12 +108,19 @@ def from_torch(module, input_shape: tuple[int, int, int], n_classes: int | None 
             attrs = {"out": int(m.out_channels), "k": k,
                      "stride": _pair(m.stride, "stride", label),
                      "pad": _pair(m.padding, "padding", label), "bias": m.bias is not None}
+            if len(shape[x]) != 3 or shape[x][2] != m.in_channels:
+                raise CircuitnnError(f"layer '{label}': Conv2d takes {m.in_channels} channels, "
+                                     f"but the tensor before it has shape {shape[x]} (H, W, C); "
+                                     "check input_shape")
             nm = add(label, "conv", (x,), attrs)
             wt = _np(m.weight)  # (out, in, k, k)
             params[nm] = wt.transpose(2, 3, 1, 0).reshape(-1, wt.shape[0])
             if m.bias is not None:
                 params[f"b_{nm}"] = _np(m.bias)
         elif m is not None and isinstance(m, nn.Linear):
+            if m.in_features != int(np.prod(shape[x])):
+                raise CircuitnnError(f"layer '{label}': {m.in_features} inputs, but the tensor "
+                                     f"before it has shape {shape[x]}; check input_shape")
             nm = add(label, "linear", (x,), {"out": int(m.out_features),
                                              "bias": m.bias is not None})
             wt = _np(m.weight).T  # (in, out)
@@ -116,9 +128,6 @@ def from_torch(module, input_shape: tuple[int, int, int], n_classes: int | None 
             if perm is not None:  # rows in torch's (c, h, w) flatten order -> (h, w, c)
                 hh, ww, cc = perm
                 wt = wt.reshape(cc, hh, ww, -1).transpose(1, 2, 0, 3).reshape(hh * ww * cc, -1)
-            if wt.shape[0] != int(np.prod(shape[x])):
-                raise CircuitnnError(f"layer '{label}': {wt.shape[0]} inputs, but the tensor "
-                                     f"before it has shape {shape[x]}")
             params[nm] = wt
             if m.bias is not None:
                 params[f"b_{nm}"] = _np(m.bias)
@@ -196,4 +205,7 @@ def from_torch(module, input_shape: tuple[int, int, int], n_classes: int | None 
         raise CircuitnnError(f"the model's output must be (N, classes), got {shape[last]}")
     net = Network(name, (h, w, c), n_classes or shape[last][0], nodes)
     net.check_params(params)
+    bad = [k for k, v in params.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise CircuitnnError(f"the model's parameter '{bad[0]}' is not finite (NaN or inf)")
     return net, params

@@ -12,7 +12,8 @@ uses only 0 V or v_read.
 One decomposition serves everything: `bit_planes` slices codes, `shift_add` recombines.
 - `bit_serial_matmul`: a differential array product (G+ and G- columns) through any
   `column_read(V, G)`, as the network engines run every weight block;
-- `bitserial_read`: the slots of a tile through `circuitnn.tile.read` (all slots in ONE call);
+- `bitserial_read`: the slots of a tile through `circuitnn.surrogate.read` (any engine; all slots
+  in ONE call);
 - `bitserial_transient`: the slots as PWL sources in one ngspice transient of a small tile,
   column currents sampled in the middle of each slot.
 """
@@ -28,8 +29,8 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.periphery.adc import ADC, adc_codes
 from circuitnn.reference import REF
 from circuitnn.spice import fmt, run_netlist
+from circuitnn.surrogate.read import read
 from circuitnn.tile import netlist as tnl
-from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec, check_inputs
 
 MAX_BITS = 16
@@ -193,9 +194,7 @@ def bitserial_read(spec: TileSpec, x, *, bits: int = INPUT_BITS, engine: str = "
     codes = check_codes(x, spec.rows, bits)
     planes = bit_planes(codes, bits)  # (batch, bits, rows)
     v = planes.reshape(-1, spec.rows) * spec.v_read
-    cur = np.asarray(read(spec, v, engine=engine), dtype=float)
-    if cur.shape != (v.shape[0], spec.cols):
-        raise CircuitnnError(f"read returned shape {cur.shape}, expected {(v.shape[0], spec.cols)}")
+    cur = read(spec, v, engine=engine)
     return _finish(cur.reshape(codes.shape[0], bits, spec.cols), adc)
 
 

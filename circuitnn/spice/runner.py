@@ -25,15 +25,20 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import TypeVar
 
 import numpy as np
 
 from circuitnn.errors import CircuitnnError
 from circuitnn.spice.names import fmt, safe_name, safe_node
 from circuitnn.spice.raw import RawPlot, read_raw
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 __all__ = [
     "CONVERGENCE_OPTIONS",
@@ -146,32 +151,67 @@ def _is_convergence_failure(log: str) -> bool:
 # ----------------------------------------------------------------------------- subprocess
 
 
+# the ngspice processes running now (in any thread), so that an interrupt ends them at once
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def run_parallel(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """`fn` over `items` in `workers` threads, each running ngspice; an interrupt (Ctrl-C in the
+    calling thread) kills the runs under way and skips the rest, so it is raised at once."""
+    pool = ThreadPoolExecutor(workers)
+    try:
+        return list(pool.map(fn, items))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        with _LIVE_LOCK:
+            _STOPPING.set()
+            running = list(_LIVE)
+        for proc in running:
+            _kill_group(proc)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        _STOPPING.clear()
+
+
 def _run_subprocess(netlist: str, timeout: float, workdir: str | None) -> tuple[list[RawPlot], str]:
     exe = shutil.which("ngspice")
     if exe is None:
         raise CircuitnnError(INSTALL_HINT)
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
-    rundir = tempfile.mkdtemp(prefix="circuitnn-ngspice-", dir=workdir)
+    rundir = os.path.abspath(tempfile.mkdtemp(prefix="circuitnn-ngspice-", dir=workdir))
     try:
         cir = os.path.join(rundir, "in.cir")
         raw = os.path.join(rundir, "out.raw")
         with open(cir, "w") as fh:
             fh.write(netlist if netlist.endswith("\n") else netlist + "\n")
-        proc = subprocess.Popen(
-            [exe, "-b", "-r", raw, cir],
-            cwd=rundir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with _LIVE_LOCK:  # (an interrupt in another thread ends every run: none may start)
+            if _STOPPING.is_set():
+                raise _RunFailed("interrupted", False)
+            proc = subprocess.Popen(
+                [exe, "-b", "-r", raw, cir],
+                cwd=rundir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            _LIVE.add(proc)
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             proc.communicate()
             raise _RunFailed(f"timed out after {timeout:g} s (ngspice killed)", False) from None
+        except BaseException:  # Ctrl-C: ngspice runs in its own session, so end it here
+            _kill_group(proc)
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
         log = out.decode("utf-8", errors="replace")
         if workdir is not None:
             with open(os.path.join(rundir, "ngspice.log"), "w") as fh:

@@ -1,9 +1,11 @@
 """circuitnn.surrogate: a fast physics-structured surrogate of 1T1R tile reads, calibrated to
-circuit solutions (nodal / ngspice); `circuitnn.tile.read(..., engine="surrogate")` uses it."""
+circuit solutions (nodal / ngspice), and `read(spec, V, engine)` through every engine (the one
+registry of engines, `ENGINES`)."""
 
 from circuitnn.surrogate.card import SurrogateCard, find_card
-from circuitnn.surrogate.engine import programmed, read_surrogate, surrogate_read_with_grad
-from circuitnn.surrogate.model import SurrogateTile, program
+from circuitnn.surrogate.engine import programmed, read_surrogate
+from circuitnn.surrogate.model import SurrogateTile
+from circuitnn.surrogate.read import ENGINES, check_engine, read
 
-__all__ = ["SurrogateCard", "SurrogateTile", "find_card", "program", "programmed",
-           "read_surrogate", "surrogate_read_with_grad"]
+__all__ = ["ENGINES", "SurrogateCard", "SurrogateTile", "check_engine", "find_card", "programmed",
+           "read", "read_surrogate"]

@@ -2,12 +2,13 @@
 the shipped or cached card that covers them, else a new card calibrated on nodal solutions (on
 Dask), validated against ngspice on fresh tiles and cached. `surrogate_for` is the entry point.
 
-Cache: `circuitnn.cache.cache_dir("surrogate")`, one file `surrogate-<model>-<rows>x<cols>-<key>
-.json` per request, where key is a sha256 of everything that defines the card: the device card's
-parameters, geometry, wire range, conductance window, every fixed tile setting (v_read, cell,
-gate, transistor, sense, gmin), the calibration and validation sizes and seeds, and the versions
-of this procedure and of circuitnn. A lock file per key makes a concurrent request wait for the
-first one and then load its card. The card is written (atomically) only after it passed
+Cache: a `circuitnn.cache.entry` in the folder "surrogate", one file
+`surrogate-<model>-<rows>x<cols>-<key>.json` per request, where key is the content key of
+everything that defines the card: the device card's parameters, geometry, wire range,
+conductance window, every fixed tile setting (v_read, cell, gate, transistor, sense, gmin), the
+calibration and validation sizes and seeds, and the versions of this procedure and of
+circuitnn. The entry's lock makes a concurrent request wait for the first one and then load its
+card. The card is written (atomically) only after it passed
 validation, so an interrupted or failed calibration leaves no card; its solved tiles stay in
 `work-<key>/` and a rerun resumes from them (they are removed once the card is written).
 
@@ -17,20 +18,17 @@ ngspice; refused when the RMS error exceeds MAX_RMS_ERROR = 1% of the RMS column
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from circuitnn.cache import cache_dir, locked
+from circuitnn.cache import entry
 from circuitnn.devices import ModelCard, operating_point, with_operating_point
-from circuitnn.devices.operating import parameters_hash
+from circuitnn.devices.card import parameters_hash
 from circuitnn.errors import CircuitnnError
+from circuitnn.io import file_sha256
 from circuitnn.surrogate.calibrate import TileSet, build
 from circuitnn.surrogate.card import (
     CACHE_SUB,
@@ -42,6 +40,7 @@ from circuitnn.surrogate.card import (
 )
 from circuitnn.surrogate.validate import VALIDATION_SEED, validate
 from circuitnn.tile.spec import TileSpec
+from circuitnn.tile.sweep import dask_client
 
 CALIBRATION_VERSION = 2  # bump when the calibration or validation procedure changes
 MAX_RMS_ERROR = 0.01  # fraction of the RMS column current
@@ -64,7 +63,7 @@ def recorded_validation(sc: SurrogateCard) -> dict[str, Any] | None:
 
 def _report(sc: SurrogateCard, calibrated: bool) -> dict[str, Any]:
     assert sc.path is not None
-    return {"card_sha256": hashlib.sha256(sc.path.read_bytes()).hexdigest(),
+    return {"card_sha256": file_sha256(sc.path),
             "calibrated": calibrated, "validation": recorded_validation(sc),
             "path": str(sc.path)}
 
@@ -86,24 +85,6 @@ def _covering(probes: list[TileSpec]) -> SurrogateCard | None:
             if _covers(sc, probes):
                 return sc
     return None
-
-
-@contextlib.contextmanager
-def _scheduler(scheduler: Any, n_workers: int) -> Iterator[Any]:
-    """One Dask client for calibration and validation (a local cluster when None)."""
-    if scheduler is not None:
-        yield scheduler
-        return
-    from distributed import Client
-
-    from circuitnn.tile.sweep import start_local_cluster
-
-    cluster = start_local_cluster(n_workers)
-    try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
 
 
 def surrogate_for(card: ModelCard, rows: int, cols: int,
@@ -157,16 +138,14 @@ def surrogate_for(card: ModelCard, rows: int, cols: int,
     from circuitnn import __version__
 
     identity["circuitnn"] = __version__
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
-    folder = cache_dir(CACHE_SUB)
-    path = folder / f"surrogate-{card.model}-{rows}x{cols}-{key}.json"
-    with locked(folder / f".{key}.lock"):
+    with entry(CACHE_SUB, identity, f"surrogate-{card.model}-{rows}x{cols}-{{key}}.json") as e:
+        path, key = e.path, e.key
         if path.is_file():  # made by a concurrent request while this one waited
             sc = SurrogateCard.load(path)
             return sc, _report(sc, calibrated=False)
         tiles = TileSet(rows, cols, (r_lo, r_hi), (g_lo, g_hi), n_vectors, kwargs)
-        work = folder / f"work-{key}"
-        with _scheduler(scheduler, n_workers) as client:
+        work = e.folder / f"work-{key}"
+        with dask_client(scheduler, n_workers) as client:  # one for calibration and validation
             sc = build(tiles, work, card, card_name, n_tiles, 0, seed, client, n_workers,
                        progress)
             res = validate(sc, tiles, work / "validate", validate_tiles, card, "ngspice",

@@ -11,8 +11,6 @@ fitted by `scipy.optimize.least_squares` on currents relative to each tile's RMS
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +19,11 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
+from circuitnn.cache import content_key
 from circuitnn.devices import ModelCard, builtin_card, operating_point, with_operating_point
 from circuitnn.errors import CircuitnnError
 from circuitnn.surrogate.card import SurrogateCard, device_hash, fixed_settings
-from circuitnn.surrogate.model import THETA_NAMES, SurrogateTile, _parts
+from circuitnn.surrogate.model import THETA_NAMES, SurrogateTile
 from circuitnn.tile.spec import TileSpec
 
 PATTERNS = ("uniform", "levels", "high")
@@ -109,9 +108,8 @@ def generate(tiles: TileSet, card: ModelCard, n_tiles: int, seed: int, out_dir: 
     from circuitnn.tile.sweep import run_sweep
 
     g_lo, g_hi = tiles.conductance_range(card)
-    digest = hashlib.blake2b(json.dumps(
-        [g_lo, g_hi, list(tiles.r_range), tiles.n_vectors, tiles.spec_kwargs, card.to_json()],
-        sort_keys=True, default=str).encode(), digest_size=4).hexdigest()
+    digest = content_key([g_lo, g_hi, list(tiles.r_range), tiles.n_vectors, tiles.spec_kwargs,
+                          card.to_json()])
     tasks = []
     for k in range(n_tiles):
         s = seed * 100_003 + k
@@ -153,7 +151,7 @@ def fit_theta(samples: list[dict[str, np.ndarray]], card: ModelCard, spec_kwargs
     for s in tqdm(samples, desc="programming tiles", file=__import__("sys").stderr,
                   disable=not progress):
         spec = spec_of(s, card, spec_kwargs)
-        tile = SurrogateTile(spec, parts=_parts(spec))
+        tile = SurrogateTile(spec)
         base, t = tile.terms(s["V"])
         bases.append(base)
         terms.append(np.stack([t[k] for k in THETA_NAMES], axis=-1))

@@ -8,7 +8,6 @@ outside it with one line saying how to calibrate a card that covers it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 from circuitnn.cache import cache_dir
 from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard
+from circuitnn.devices.card import parameters_hash
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_json
 from circuitnn.surrogate.model import THETA_NAMES
@@ -30,9 +30,8 @@ _REL = 1e-9
 
 
 def device_hash(card: ModelCard) -> str:
-    """Identity of a device card: sha256 of its model name and parameter values."""
-    blob = json.dumps({"model": card.model, "values": card.values()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """A surrogate card's record of its device card: the first 16 digits of `parameters_hash`."""
+    return parameters_hash(card)[:16]
 
 
 def fixed_settings(spec: TileSpec) -> dict[str, Any]:

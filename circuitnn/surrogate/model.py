@@ -39,7 +39,7 @@ at 2 ohm with cells of hundreds of uS: the ideal V @ G is off by 100-400%), whic
 reverse-biased depends on the input pattern and no first-order term captures it; calibration
 then fails validation and such tiles are read with nodal or ngspice.
 
-All matrices are computed once per programmed tile (`program`); `SurrogateTile.vjp` gives
+All matrices are computed once per programmed tile (`SurrogateTile`); `SurrogateTile.vjp` gives
 gradients with respect to the inputs and the conductances (through that per-tile computation;
 the kink term's reverse-bias transfer W is held fixed there, within a few % of finite
 differences on an asymmetric card).
@@ -52,30 +52,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from circuitnn.surrogate import physics as ph
-from circuitnn.tile.nodal import assemble_network
 from circuitnn.tile.spec import TileSpec
 
 THETA_NAMES = ("nl", "row", "diag", "bil", "kink")
 UNIT_THETA = {k: 1.0 for k in THETA_NAMES}
 _REL_EPS = 1e-6  # relative conductance step for the per-cell derivative of the cell curves
-
-
-@dataclass
-class _Parts:
-    """Theta-independent per-tile pieces."""
-
-    cc: ph.CellCurves
-    lin: ph.LinearNetwork
-    lam_phi: np.ndarray  # (R, C) lambda_j phi_ij
-    phi: np.ndarray  # (R, C)
-    diag: np.ndarray  # (R, C) column kernel diagonal minus its rank-1 part
-    kr: np.ndarray  # (R, C, C) row kernels
-    rho: np.ndarray  # (R, C, S) own-row IR drop of each cell's row at each sample voltage
-    rho_lin: np.ndarray  # (R, C, S) the same with small-signal cells
-    hr: np.ndarray  # (2, R, C) own-row correction coefficients (v^2, v^3)
-    hd: np.ndarray  # (2, R, C) own-node column correction coefficients
-    rev: np.ndarray | None  # (R, C) rank-1 reverse bias of each cell per unit of V @ Q
-    w_rev: np.ndarray | None  # (R, C, R) reverse-bias transfer (`LinearNetwork.reverse_transfer`)
 
 
 def resolve_theta(theta: dict | None, spec: TileSpec) -> dict[str, float]:
@@ -90,43 +71,6 @@ def resolve_theta(theta: dict | None, spec: TileSpec) -> dict[str, float]:
         else:
             out[k] = float(t)
     return out
-
-
-_WIRES: dict[tuple, tuple[np.ndarray, ...]] = {}  # wire-only pieces per spec settings
-
-
-def _wire_parts(spec: TileSpec, net) -> tuple[np.ndarray, ...]:
-    """Line kernels and the column kernels' leading eigen-pairs: they depend on the wires only,
-    not on the conductances, so they are computed once per spec settings."""
-    key = ph.settings_key(spec)
-    if key not in _WIRES:
-        if len(_WIRES) > 8:
-            _WIRES.clear()
-        kc, kr = ph.line_kernels(spec, net)
-        lam, phi = ph.top_eigen(kc)  # (C,), (C, R)
-        phi = phi.T
-        diag = np.diagonal(kc, axis1=1, axis2=2).T - lam * phi ** 2
-        _WIRES[key] = (kr, lam, phi, diag)
-    return _WIRES[key]
-
-
-def _parts(spec: TileSpec) -> _Parts:
-    net = assemble_network(spec)
-    cc = ph.cell_curves(spec)
-    lin = ph.LinearNetwork(spec, cc.p1, net)
-    kr, lam, phi, diag = _wire_parts(spec, net)
-    vs = cc.vs
-    rho = np.einsum("rcd,rds->rcs", kr, cc.f)
-    rho_lin = np.einsum("rcd,rd->rc", kr, cc.p1)[..., None] * vs
-    h_row = cc.df * rho - cc.p1[..., None] * rho_lin
-    h_diag = diag[..., None] * (cc.df * cc.gch[..., None] - cc.p1[..., None] ** 2) * vs
-    rev, w_rev = None, None
-    if np.any(cc.kink):
-        w_rev = lin.reverse_transfer()
-        q = cc.gch * phi
-        rev = np.einsum("icl,lc->ic", w_rev, q) / np.sum(q * q, axis=0)
-    return _Parts(cc, lin, lam * phi, phi, diag, kr, rho, rho_lin,
-                  ph.fit23(vs, h_row), ph.fit23(vs, h_diag), rev, w_rev)
 
 
 @dataclass(frozen=True)
@@ -185,10 +129,10 @@ class SurrogateTile:
     """A programmed tile: the surrogate's matrices for one conductance pattern and spec."""
 
     def __init__(self, spec: TileSpec, theta: dict[str, float] | None = None,
-                 parts: _Parts | None = None) -> None:
+                 parts: ph.TileParts | None = None) -> None:
         self.spec = spec
         self.theta = resolve_theta(theta, spec)
-        self.parts = parts or _parts(spec)
+        self.parts = parts or ph.tile_parts(spec)
         self.v_read = float(spec.v_read)
         self._build()
 
@@ -244,11 +188,6 @@ class SurrogateTile:
         if np.any(self.y0):
             out += self.y0
         return out
-
-    def read_driven_rows(self, v: np.ndarray, rows: slice, cols: slice | None = None
-                         ) -> np.ndarray:
-        """`binary_reader().read_driven_rows(v, rows, cols)`."""
-        return self.binary_reader().read_driven_rows(v, rows, cols)
 
     def binary_reader(self) -> BinaryReader:
         """What bit-serial reads need of this tile (small enough to keep for every tile of a
@@ -347,7 +286,3 @@ class SurrogateTile:
         grad += np.sum(d_f * (c_up.f - c_dn.f) + d_df * (c_up.df - c_dn.df), axis=-1) / span
         return grad
 
-
-def program(spec: TileSpec, theta: dict[str, float] | None = None) -> SurrogateTile:
-    """Compute the surrogate's matrices for a tile (once per conductance pattern)."""
-    return SurrogateTile(spec, theta)

@@ -1,7 +1,9 @@
 """Per-tile physics of the surrogate: cell I-V polynomials, line kernels, the linearised network.
 
 Everything here is computed once when a tile is programmed (from its `TileSpec`), never per
-read. The circuit is `circuitnn.tile.nodal`'s (same node space, same cell equations):
+read, in one pass (`tile_parts`): the cell curves sampled, the tile's network assembled once and
+solved linearised, the wire kernels (cached per `settings_key`: they do not depend on the
+conductances). The circuit is `circuitnn.tile.nodal`'s (same node space, same cell equations):
 
 * `cell_curves`: each cell's current f_ij(v) with its column terminal at 0 V (memristor + access
   transistor in series, `CellModel.cell_current`), sampled on [0, v_read]; the one-sided slope
@@ -84,9 +86,8 @@ def _sample(spec: TileSpec, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return f, df, (3 * f0 - 4 * fm1 + fm2) / (2 * _H)
 
 
-def _sample_incremental(spec: TileSpec, vs: np.ndarray
+def _sample_incremental(spec: TileSpec, vs: np.ndarray, key: tuple
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    key = settings_key(spec)
     g = spec.conductance
     best, best_changed = None, None
     if spec.row_mask is None:
@@ -113,13 +114,16 @@ def _sample_incremental(spec: TileSpec, vs: np.ndarray
     return f, df, dfm
 
 
-def cell_curves(spec: TileSpec, conductance: np.ndarray | None = None) -> CellCurves:
-    """Sample every cell's series I-V on [0, v_read] (optionally for other conductances)."""
+def cell_curves(spec: TileSpec, conductance: np.ndarray | None = None,
+                settings: tuple | None = None) -> CellCurves:
+    """Sample every cell's series I-V on [0, v_read] (optionally for other conductances);
+    settings: `settings_key(spec)`, when the caller has it."""
+    settings = settings_key(spec) if settings is None else settings
     if conductance is not None:
         spec = spec.with_(conductance=conductance)
     vr = float(spec.v_read)
     vs = np.linspace(0.0, vr, N_SAMPLES)
-    f, df, dfm = _sample_incremental(spec, vs)
+    f, df, dfm = _sample_incremental(spec, vs, settings)
     p1 = df[..., 0]
     resid = f - p1[..., None] * vs
     c = np.einsum("ks,rcs->krc", _fit23(vs), resid)
@@ -183,13 +187,12 @@ def top_eigen(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lam, vec
 
 
-def line_kernels(spec: TileSpec, net: Network | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Column kernels (C, R, R) and row kernels (R, C, C) in ohms.
+def line_kernels(spec: TileSpec, net: Network) -> tuple[np.ndarray, np.ndarray]:
+    """Column kernels (C, R, R) and row kernels (R, C, C) in ohms of the tile's network `net`.
 
     A line's nodes are its cells' terminals plus, for a column with a TIA, the sense node, and
     for a row, the input node behind the driver resistance.
     """
-    net = net or assemble_network(spec)
     rows, cols = spec.shape
     top = net.top.reshape(rows, cols)
     bot = net.bot.reshape(rows, cols)
@@ -217,10 +220,9 @@ def line_kernels(spec: TileSpec, net: Network | None = None) -> tuple[np.ndarray
 class LinearNetwork:
     """The tile with small-signal cells p1: I = y0 + V @ A1, plus the adjoint for dA1/dp1."""
 
-    def __init__(self, spec: TileSpec, p1: np.ndarray, net: Network | None = None) -> None:
+    def __init__(self, spec: TileSpec, p1: np.ndarray, net: Network) -> None:
         self.spec = spec
-        self.net = net or assemble_network(spec)
-        net = self.net
+        self.net = net
         self.p1 = p1
         total = net.n + net.nk
         # cell stamps: 1T1R = two conductances 2 p1 in series (top-mid, mid-bot); passive: p1
@@ -311,3 +313,62 @@ def _solve(lu: spla.SuperLU, rhs: np.ndarray, trans: str = "N", chunk: int = 16)
     for k in range(0, rhs.shape[1], chunk):
         out[:, k:k + chunk] = lu.solve(np.asfortranarray(rhs[:, k:k + chunk]), trans=trans)
     return out
+
+
+# --- the whole tile, one pass ---------------------------------------------------------------
+@dataclass
+class TileParts:
+    """Theta-independent per-tile pieces of the surrogate (`circuitnn.surrogate.model`)."""
+
+    cc: CellCurves
+    lin: LinearNetwork
+    lam_phi: np.ndarray  # (R, C) lambda_j phi_ij
+    phi: np.ndarray  # (R, C)
+    diag: np.ndarray  # (R, C) column kernel diagonal minus its rank-1 part
+    kr: np.ndarray  # (R, C, C) row kernels
+    rho: np.ndarray  # (R, C, S) own-row IR drop of each cell's row at each sample voltage
+    rho_lin: np.ndarray  # (R, C, S) the same with small-signal cells
+    hr: np.ndarray  # (2, R, C) own-row correction coefficients (v^2, v^3)
+    hd: np.ndarray  # (2, R, C) own-node column correction coefficients
+    rev: np.ndarray | None  # (R, C) rank-1 reverse bias of each cell per unit of V @ Q
+    w_rev: np.ndarray | None  # (R, C, R) reverse-bias transfer (`LinearNetwork.reverse_transfer`)
+
+
+_WIRES: dict[tuple, tuple[np.ndarray, ...]] = {}  # wire-only pieces per spec settings
+
+
+def _wire_parts(spec: TileSpec, net: Network, settings: tuple) -> tuple[np.ndarray, ...]:
+    """Row kernels and the column kernels' leading eigen-pairs (and diagonal rest): they depend
+    on the wires only, not on the conductances, so they are computed once per settings."""
+    if settings not in _WIRES:
+        if len(_WIRES) > 8:
+            _WIRES.clear()
+        kc, kr = line_kernels(spec, net)
+        lam, phi = top_eigen(kc)  # (C,), (C, R)
+        phi = phi.T
+        diag = np.diagonal(kc, axis1=1, axis2=2).T - lam * phi ** 2
+        _WIRES[settings] = (kr, lam, phi, diag)
+    return _WIRES[settings]
+
+
+def tile_parts(spec: TileSpec, settings: tuple | None = None) -> TileParts:
+    """Everything the surrogate needs of a programmed tile, in one pass: the cell curves, the
+    network (assembled once) solved with small-signal cells, the wire kernels; settings:
+    `settings_key(spec)`, when the caller has it."""
+    settings = settings_key(spec) if settings is None else settings
+    net = assemble_network(spec)
+    cc = cell_curves(spec, settings=settings)
+    lin = LinearNetwork(spec, cc.p1, net)
+    kr, lam, phi, diag = _wire_parts(spec, net, settings)
+    vs = cc.vs
+    rho = np.einsum("rcd,rds->rcs", kr, cc.f)
+    rho_lin = np.einsum("rcd,rd->rc", kr, cc.p1)[..., None] * vs
+    h_row = cc.df * rho - cc.p1[..., None] * rho_lin
+    h_diag = diag[..., None] * (cc.df * cc.gch[..., None] - cc.p1[..., None] ** 2) * vs
+    rev, w_rev = None, None
+    if np.any(cc.kink):
+        w_rev = lin.reverse_transfer()
+        q = cc.gch * phi
+        rev = np.einsum("icl,lc->ic", w_rev, q) / np.sum(q * q, axis=0)
+    return TileParts(cc, lin, lam * phi, phi, diag, kr, rho, rho_lin, fit23(vs, h_row),
+                     fit23(vs, h_diag), rev, w_rev)

@@ -1,9 +1,10 @@
 """1T1R crossbar tiles: description (spec), ngspice netlists, nodal solver, batched reads.
 
-The one registry of read engines is `ENGINES` in `circuitnn.tile.read`.
+`read` takes this layer's engines ("ideal", "nodal", "ngspice"); every engine, the surrogate
+included, is read through `circuitnn.surrogate.read` (the one registry, `ENGINES`).
 """
 
-from circuitnn.tile.read import CIRCUIT_ENGINES, ENGINES, check_engine, read
+from circuitnn.tile.read import TILE_ENGINES, Engine, read
 from circuitnn.tile.spec import TIA, TileSpec, Transistor
 
-__all__ = ["CIRCUIT_ENGINES", "ENGINES", "TIA", "TileSpec", "Transistor", "check_engine", "read"]
+__all__ = ["TIA", "TILE_ENGINES", "Engine", "TileSpec", "Transistor", "read"]

@@ -109,20 +109,21 @@ class TileSpec:
 
     conductance: (rows, cols) siemens, the read conductance of each cell's device at `v_read`.
     device: a ModelCard (cell states are set so that the device alone has conductance G at
-    v_read) or None for ohmic cells of exactly G. r_row, r_col, r_wl: ohms per wire segment;
-    r_driver: driver output resistance; v_gate: word-line drive of selected rows; row_mask:
-    (rows,) booleans, False turns a row off (1T1R: word line at 0 V; passive: input at 0 V);
-    sense: "ideal" (virtual ground) or "tia"; gmin: ngspice's junction gmin (S), used by both
-    engines; v_read: defaults to the card's, else 0.2 V. A card without an operating record
-    is replaced by a copy with its safe v_read (`circuitnn.devices.operating`).
+    v_read) or None for ohmic cells of exactly G. r_row, r_col, r_wl: ohms per wire segment
+    (default: the reference preset's r_wire); r_driver: driver output resistance; v_gate:
+    word-line drive of selected rows; row_mask: (rows,) booleans, False turns a row off (1T1R:
+    word line at 0 V; passive: input at 0 V); sense: "ideal" (virtual ground) or "tia"; gmin:
+    ngspice's junction gmin (S), used by both engines; v_read: defaults to the card's, else the
+    preset's. A card without an operating record is replaced by a copy with its safe v_read
+    (`circuitnn.devices.operating`).
     """
 
     conductance: np.ndarray
     cell: str = "1t1r"
     device: ModelCard | None = None
-    r_row: float = 2.0
-    r_col: float = 2.0
-    r_wl: float = 2.0
+    r_row: float = REF.choices.r_wire
+    r_col: float = REF.choices.r_wire
+    r_wl: float = REF.choices.r_wire
     r_driver: float = 0.0
     v_gate: float = 1.2
     transistor: Transistor = field(default_factory=Transistor)
@@ -243,6 +244,17 @@ class TileSpec:
         return np.where(self.mask, self.v_gate, 0.0)
 
     @cached_property
+    def card_threshold(self) -> float:
+        """Smallest |device voltage| (V) at which the card's state moves anywhere in its state
+        range (inf if none, or for ohmic cells): its operating record's switching thresholds
+        (`circuitnn.devices.operating`, states spread over the whole range). A read below it
+        switches no cell, whatever the cells' states."""
+        if self.device is None:
+            return math.inf
+        return min(math.inf if v is None else float(v)
+                   for v in self.device.operating["thresholds_V"].values())
+
+    @cached_property
     def disturb_voltage(self) -> float:
         """Smallest |device voltage| (V) at which any cell's state would move (inf if none).
 
@@ -265,8 +277,9 @@ class TileSpec:
 def check_inputs(spec: TileSpec, inputs) -> tuple[np.ndarray, bool]:
     """Validate read inputs; returns ((batch, rows) float array, whether a 1-D vector was given).
 
-    Refuses wrong shapes, non-finite values, |V| > V_MAX and |V| at or above the device's
-    disturb voltage (a read must not switch the cells).
+    Refuses wrong shapes, non-finite values, |V| > V_MAX and |V| at or above the tile's disturb
+    voltage (a read must not switch the cells; computed only for inputs that reach the card's
+    switching threshold, `TileSpec.card_threshold`).
     """
     if isinstance(inputs, str):
         raise CircuitnnError("inputs must be an array of volts, not a string")
@@ -287,11 +300,12 @@ def check_inputs(spec: TileSpec, inputs) -> tuple[np.ndarray, bool]:
     vmax = float(np.max(np.abs(v)))
     if vmax > V_MAX:
         raise CircuitnnError(f"input voltages must be within +-{V_MAX} V, got |V| = {vmax:g} V")
-    vd = spec.disturb_voltage
-    if vmax >= vd:
+    # the tile's own threshold (every cell's state) only where the card's, at or below it for
+    # any state, does not already clear the inputs: a new spec's first read costs nothing more
+    if vmax >= spec.card_threshold and vmax >= spec.disturb_voltage:
         raise CircuitnnError(
-            f"input |V| = {vmax:g} V reaches the device's switching threshold ~{vd:.3g} V: "
-            "a read must stay below it")
+            f"input |V| = {vmax:g} V reaches the device's switching threshold "
+            f"~{spec.disturb_voltage:.3g} V: a read must stay below it")
     if spec.cell == "passive" and spec.row_mask is not None:
         v = v * spec.mask[None, :]
     return v, single

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -109,8 +111,11 @@ def start_local_cluster(n_workers: int = 2):
 
 
 @contextlib.contextmanager
-def _client(scheduler: Any, n_workers: int) -> Iterator[Any]:
-    """A distributed Client for `scheduler` (address, Client or cluster) or a new LocalCluster."""
+def dask_client(scheduler: Any, n_workers: int) -> Iterator[Any]:
+    """A distributed Client for `scheduler` (address, Client or cluster) or, for None, a new
+    LocalCluster of `n_workers` processes, closed afterwards; when the block fails or is
+    interrupted, its worker processes are killed first (a graceful close waits for the tasks
+    under way)."""
     from distributed import Client
 
     if isinstance(scheduler, Client):
@@ -121,6 +126,13 @@ def _client(scheduler: Any, n_workers: int) -> Iterator[Any]:
         try:
             with Client(cluster) as client:
                 yield client
+        except BaseException:
+            for nanny in list(cluster.workers.values()):
+                proc = getattr(getattr(nanny, "process", None), "process", None)
+                if proc is not None and proc.pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGKILL)
+            raise
         finally:
             cluster.close()
         return
@@ -175,7 +187,7 @@ def run_sweep(
             try:
                 found[key] = load_npz(path)
                 continue
-            except (OSError, ValueError) as exc:  # unreadable leftover: recompute it
+            except CircuitnnError as exc:  # unreadable leftover: recompute it
                 print(f"circuitnn: recomputing {path} ({exc})", file=sys.stderr)
         todo.append((key, kwargs))
 
@@ -185,7 +197,7 @@ def run_sweep(
         from distributed import as_completed
         from tqdm import tqdm
 
-        with _client(scheduler, n_workers) as client:
+        with dask_client(scheduler, n_workers) as client:
             run_id = uuid.uuid4().hex[:8]
             futures = {
                 client.submit(_call, fn, kwargs, key=f"circuitnn-sweep-{run_id}-{key}",

@@ -127,13 +127,21 @@ def save_params(path: str | os.PathLike, net: Network, params: dict[str, np.ndar
     write_npz(path, **{k: np.asarray(params[k]) for k in net.param_shapes()})
 
 
-def load_params(path: str | os.PathLike, net: Network) -> dict[str, np.ndarray]:
-    """Load and check a network's parameters saved by `save_params` (never unpickles)."""
+def read_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a parameter file, checked to be finite numbers (never unpickles)."""
     if not os.path.isfile(path):
         raise CircuitnnError(f"parameter file not found: {path}")
-    try:
-        params = load_npz(path)
-    except (OSError, ValueError) as exc:
-        raise CircuitnnError(f"cannot read parameter file {path}: {exc}") from exc
+    params = load_npz(path)
+    for name, a in params.items():
+        if a.dtype.kind not in "biuf":
+            raise CircuitnnError(f"{path}: parameter '{name}' must hold numbers, not {a.dtype}")
+        if not np.all(np.isfinite(a)):
+            raise CircuitnnError(f"{path}: parameter '{name}' is not finite (NaN or inf)")
+    return params
+
+
+def load_params(path: str | os.PathLike, net: Network) -> dict[str, np.ndarray]:
+    """Load and check a network's parameters saved by `save_params` (never unpickles)."""
+    params = read_params(path)
     net.check_params(params)
     return {k: params[k].astype(np.float64) for k in net.param_shapes()}

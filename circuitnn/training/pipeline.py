@@ -37,7 +37,6 @@ from circuitnn.network.engines import (
     build_engine,
     calibrate_activation_scales,
     calibrate_columns,
-    check_engine,
     layer_inputs,
 )
 from circuitnn.network.graph import Network
@@ -51,7 +50,7 @@ from circuitnn.network.mapping import (
 )
 from circuitnn.network.presets import PRESETS, preset
 from circuitnn.reference import REF
-from circuitnn.tile.read import CIRCUIT_ENGINES
+from circuitnn.surrogate.read import check_engine
 from circuitnn.tile.spec import TileSpec
 from circuitnn.training import exsitu
 from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_last_layer
@@ -110,10 +109,9 @@ class RunConfig:
             raise CircuitnnError(f"unknown network '{self.network}' (choose from "
                                  f"{', '.join(PRESETS)})")
         check_dataset_spec(self.dataset)
-        check_engine(self.engine)
-        if self.engine == "ngspice":
-            raise CircuitnnError("engine 'ngspice' is too slow for the whole chain; use it for "
-                                 "spot checks (mcnn run --n-check, Chip.predict)")
+        if not check_engine(self.engine).chain:
+            raise CircuitnnError(f"engine '{self.engine}' is too slow for the whole chain; use "
+                                 "it for spot checks (mcnn run --n-check, Chip.predict)")
         if self.mapping not in ("auto", "reference"):
             raise CircuitnnError(f"mapping must be 'auto' or 'reference', got {self.mapping}")
         if self.mapping == "reference" and self.network != "cnn5":
@@ -135,8 +133,8 @@ class RunConfig:
             v = getattr(self, name)
             if v is not None and v < 10:
                 raise CircuitnnError(f"--{name.replace('_', '-')} must be >= 10, got {v}")
-        if self.weights is not None and not Path(self.weights).is_file():
-            raise CircuitnnError(f"weights file not found: {self.weights}")
+        if self.weights is not None:
+            exsitu.read_params(self.weights)  # a readable file of finite numbers
         if not isinstance(self.tile_options, dict):
             raise CircuitnnError("tile options must be a JSON object")
         if (self.g_min is None) != (self.g_max is None):
@@ -569,18 +567,18 @@ def stage_energy(ctx: Context) -> Energy:
     out = summarise(counter, n, net.macs())
     out["currents_from"] = (
         f"{name} reads of the whole {chip.mapping.rows} x {chip.mapping.cols} tile of each "
-        "weight block (block rows driven, other rows at 0 V)" if name in CIRCUIT_ENGINES
+        "weight block (block rows driven, other rows at 0 V)" if check_engine(name).circuit
         else "ideal crossbar reads (I = V G)")
     return Energy(out)
 
 
-NETWORK_STAGES = [
-    Stage("device", DeviceInfo, stage_device,
-          lambda ctx: {"device": ctx.device.digest, "engine": ctx.cfg.engine,
-                       "tile_options": ctx.cfg.tile_options}),
+NETWORK_STAGES = [  # the data first: a bad data set is refused before any device work
     Stage("data", DataInfo, stage_data,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "dataset", "seed", "n_test_split", "train_images", "test_images")}),
+    Stage("device", DeviceInfo, stage_device,
+          lambda ctx: {"device": ctx.device.digest, "engine": ctx.cfg.engine,
+                       "tile_options": ctx.cfg.tile_options}),
     Stage("exsitu", Trained, stage_exsitu,
           lambda ctx: {"network": ctx.cfg.network, "epochs": ctx.cfg.epochs,
                        "weights": _file_key(ctx.cfg.weights)}),

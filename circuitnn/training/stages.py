@@ -85,7 +85,7 @@ def load_result(base: Path, key: str, cls: type) -> tuple[Any, float] | None:
                     values[name] = {k.split("/", 1)[1]: v for k, v in npz.items()
                                     if k.startswith(name + "/")}
         return cls(**values), float(meta.get("seconds", 0.0))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, CircuitnnError):
         return None
 
 
