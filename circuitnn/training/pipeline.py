@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from circuitnn.devices import DEVICE_MODELS_DIR
+from circuitnn.devices.choice import OperatingChoice
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_text
 from circuitnn.network import graph, quantise
@@ -53,6 +54,7 @@ from circuitnn.network.presets import PRESETS, preset
 from circuitnn.reference import REF
 from circuitnn.tile.read import CIRCUIT_ENGINES
 from circuitnn.tile.spec import TileSpec
+from circuitnn.tile.verify import verify_reads
 from circuitnn.training import exsitu
 from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_last_layer
 from circuitnn.training.stages import Stage, StageLog, run_stages
@@ -87,8 +89,17 @@ class RunConfig:
     g_min: float | None = None  # S; None: the device's window (module circuitnn.network.device)
     g_max: float | None = None
     v_read: float | None = None  # V; None: the I-V card's safe read voltage
+    # the operating point (circuitnn.devices.choice): None = what the card carries, else the
+    # rules; "rule": the rules; "search": chosen by circuitnn.search, which sets `choice`
+    operating_point: str | None = None
+    gate_set: float | None = None  # V, SET word line; None: the operating point's
+    amplitude_reset: float | None = None  # V; None: the operating point's
+    tolerance_rel: float | None = None  # of the level spacing; None: the operating point's
+    scheme: str | None = None  # "fixed" or "incremental"; None: the operating point's
+    choice: dict | None = None  # an operating point as JSON (source, settings, candidates)
+    chip_seed: int = 0  # seed of the chip drawn by transfer (programming noise, stuck cells)
     device_levels: int = REF.hardware.device_levels
-    tolerance: float = REF.choices.write_tolerance
+    tolerance: float | None = None  # S, absolute write-verify tolerance; overrides tolerance_rel
     max_pulses: int = REF.choices.max_pulses
     cell_yield: float = REF.choices.cell_yield
     variation_scale: float = 1.0
@@ -140,15 +151,35 @@ class RunConfig:
             raise CircuitnnError("tile options must be a JSON object")
         if (self.g_min is None) != (self.g_max is None):
             raise CircuitnnError("give both --g-min and --g-max, or neither (the device's window)")
-        ProgramConfig(self.tolerance, self.max_pulses, self.cell_yield,
+        if self.operating_point not in (None, "rule", "search"):
+            raise CircuitnnError(f"--operating-point must be 'rule' or 'search', got "
+                                 f"{self.operating_point!r}")
+        if self.operating_point == "search" and self.choice is None:
+            raise CircuitnnError("the operating-point search runs above the chain: use "
+                                 "circuitnn.search.run_searched (or --operating-point rule)")
+        ProgramConfig(self.tolerance or 1.0, self.max_pulses, self.cell_yield,
                       self.variation_scale).check()
         self.hybrid().check()
         self.device()  # loads and checks the cards, the read voltage and the window
 
     def device(self) -> ArrayDevice:
         window = None if self.g_min is None else (self.g_min, self.g_max)
-        return array_device(self.iv_card, self.pulse_card, window, self.v_read,
-                            self.device_levels)
+        if self.choice is not None:
+            chosen = OperatingChoice.from_json(self.choice)
+            dev = array_device(self.iv_card, self.pulse_card, levels=self.device_levels,
+                               choice=chosen)
+            dev.summary["operating_point"] = dict(self.choice)
+        else:
+            settings = {k: getattr(self, k) for k in (
+                "gate_set", "amplitude_reset", "tolerance_rel", "scheme")}
+            dev = array_device(self.iv_card, self.pulse_card, window, self.v_read,
+                               self.device_levels, self.operating_point, settings)
+        if self.tolerance is not None:
+            rel = self.tolerance / dev.window.unit
+            choice = dataclasses.replace(dev.choice, tolerance_rel=rel, source="given")
+            dev.summary["operating_point"].update(tolerance_rel=rel, source="given")
+            dev = dataclasses.replace(dev, choice=choice)
+        return dev
 
     def hybrid(self) -> HybridConfig:
         every = max(self.refresh_every, self.hybrid_batches // 30 // self.refresh_every
@@ -282,7 +313,11 @@ class Context:
         return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
 
     def rng(self, stage: str) -> np.random.Generator:
-        return np.random.default_rng([self.cfg.seed, STAGES.index(stage)])
+        """The stage's random numbers; the transfer's also by chip (`chip_seed`)."""
+        key = [self.cfg.seed, STAGES.index(stage)]
+        if stage == "transfer" and self.cfg.chip_seed:
+            key.append(self.cfg.chip_seed)
+        return np.random.default_rng(key)
 
     def net(self) -> Network:
         return Network.from_dict(self["exsitu"].network)
@@ -422,18 +457,46 @@ def stage_mapping(ctx: Context) -> Mapped:
     return Mapped(m.to_dict(), target, m.tiles_used, m.utilisation(), m.summary())
 
 
+def verify_read(ctx: Context, shape: tuple[int, ...]):
+    """The transfer's verify read for the run's circuit engine: each tile's cells as a chip
+    reads them one row at a time (`circuitnn.tile.verify.verify_reads`, with the run's tile
+    options and the device's read range, as the engine sees them); None for the ideal engines
+    (the devices themselves)."""
+    c, dev = ctx.cfg, ctx.device
+    if c.engine not in CIRCUIT_ENGINES:
+        return None
+    lo, hi = dev.read_range
+    try:
+        ref = TileSpec(conductance=np.full(shape[1:], dev.window.g_min), device=dev.tile_card,
+                       v_read=dev.v_read, **(c.tile_options or {}))
+    except TypeError as exc:
+        raise CircuitnnError(f"bad tile option: {exc}") from None
+    per_tile = shape[1] * shape[2]
+
+    def read(g: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        out = np.empty(g.size)
+        tiles = g.reshape(shape)
+        for t in np.unique(idx // per_tile):
+            out[t * per_tile:(t + 1) * per_tile] = verify_reads(
+                ref, np.clip(tiles[t], lo, hi)).reshape(-1)
+        return out[idx]
+
+    return read
+
+
 def stage_transfer(ctx: Context) -> Transferred:
     c = ctx.cfg
     target = ctx["mapping"].target
-    model = ctx.device.programming_model(c.variation_scale)
-    pcfg = ProgramConfig(c.tolerance, c.max_pulses, c.cell_yield, c.variation_scale)
+    laws = ctx.device.programming_laws(c.variation_scale)
+    pcfg = ProgramConfig(ctx.device.tolerance, c.max_pulses, c.cell_yield, c.variation_scale)
     with ctx.bar(c.max_pulses, "write-verify (pulse rounds)") as bar:
-        res = write_verify(target, model, ctx.rng("transfer"), pcfg,
-                           progress=lambda n: bar.update(1))
+        res = write_verify(target, laws, ctx.rng("transfer"), pcfg,
+                           progress=lambda n: bar.update(1),
+                           verify_read=verify_read(ctx, target.shape))
     m = Mapping.from_dict(ctx["mapping"].mapping)
     used = m.used_cells()
     plot_transfer(res, used, ctx.out / "transfer_error_hist.png",
-                  ctx.out / "transfer_pulse_hist.png", c.tolerance)
+                  ctx.out / "transfer_pulse_hist.png", pcfg.tolerance)
     per_layer = {}
     for layer in m.shapes:
         mask = np.zeros_like(used)
@@ -442,7 +505,12 @@ def stage_transfer(ctx: Context) -> Transferred:
         per_layer[layer] = res.summary(mask)
     w = ctx.device.window
     report = {"pulse": ctx.device.summary["pulse"], "window_S": [w.g_min, w.g_max],
-              "program": dataclasses.asdict(pcfg), "all_used_cells": res.summary(used),
+              "program": dataclasses.asdict(pcfg) | {"tolerance_rel": ctx.device.choice
+                                                     .tolerance_rel,
+                                                     "scheme": ctx.device.choice.scheme,
+                                                     "verify": "cell read" if c.engine in
+                                                     CIRCUIT_ENGINES else "device"},
+              "all_used_cells": res.summary(used),
               "per_layer": per_layer}
     return Transferred(res.conductance, res.pulses, res.stuck, res.converged, res.devices,
                        report)
@@ -590,7 +658,8 @@ NETWORK_STAGES = [
     Stage("mapping", Mapped, stage_mapping),
     Stage("transfer", Transferred, stage_transfer,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
-              "tolerance", "max_pulses", "cell_yield", "variation_scale")}),
+              "tolerance", "max_pulses", "cell_yield", "variation_scale", "chip_seed", "engine",
+              "tile_options")} | {"device": ctx.device.digest}),
     Stage("calibrate", Calibration, stage_calibrate,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "calibrate_columns", "engine", "tile_options")}
