@@ -17,6 +17,7 @@ LAYERS = [
     {"periphery"},
     {"network"},
     {"training"},
+    {"search"},
     {"mcnn"},
     {"cli"},
 ]

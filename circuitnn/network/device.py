@@ -119,13 +119,32 @@ def check_choice(choice: OperatingChoice, card: ModelCard, where: str) -> dict[s
     if choice.gate_set <= vto:
         raise CircuitnnError(f"SET gate voltage {choice.gate_set:g} V leaves the access "
                              f"transistor off (threshold {vto:g} V)")
-    op = operating_point(card, v_read=choice.v_read, window=choice.g_window, where=where)
-    safe = V_READ_MARGIN * min(op.thresholds)
+    thresholds = operating_point(card, where=where).thresholds
+    safe = V_READ_MARGIN * min(thresholds)
     if choice.v_read > safe * (1 + 1e-9):
         raise CircuitnnError(f"v_read = {choice.v_read:g} V is above the safe limit "
                              f"{safe:.4g} V ({V_READ_MARGIN:g} x the switching threshold "
-                             f"{min(op.thresholds):.4g} V)")
+                             f"{min(thresholds):.4g} V)")
+    op = operating_point(card, v_read=choice.v_read, window=choice.g_window, where=where)
     return {"thresholds": op.thresholds, "g_range": op.g_range}
+
+
+def device_windows(card: ModelCard, choice: OperatingChoice, where: str
+                   ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(device window, read range) of an operating point, in S (module doc), after refusing
+    what the device or its transistor cannot take (fast: no pulse simulated)."""
+    check = check_choice(choice, card, where)
+    dev_window = cell_window(card, choice.v_read, choice.g_window)
+    reach = reachable_range(card, choice.v_read, check["thresholds"])
+    if dev_window[0] < reach[0] * (1 - 1e-6) or dev_window[1] > reach[1] * (1 + 1e-6):
+        raise CircuitnnError(
+            f"window [{choice.g_window[0] * 1e6:.4g}, {choice.g_window[1] * 1e6:.4g}] uS needs "
+            f"devices at [{dev_window[0] * 1e6:.4g}, {dev_window[1] * 1e6:.4g}] uS, outside "
+            f"what {where} reaches at v_read = {choice.v_read:g} V "
+            f"([{reach[0] * 1e6:.4g}, {reach[1] * 1e6:.4g}] uS)")
+    lo, hi = check["g_range"]
+    return dev_window, (max(lo * 1.001, dev_window[0] / READ_MARGIN),
+                        min(hi * 0.999, dev_window[1] * READ_MARGIN))
 
 
 def array_device(iv_card: str | os.PathLike | None = None,
@@ -154,15 +173,7 @@ def array_device(iv_card: str | os.PathLike | None = None,
     if choice is None:
         op = operating_point(card, v_read=v_read, where=str(path))
         choice = resolve(card, (op.v_read, op.window), mode, given)
-    thresholds = check_choice(choice, card, str(path))["thresholds"]
-    dev_window = cell_window(card, choice.v_read, choice.g_window)
-    reach = reachable_range(card, choice.v_read, thresholds)
-    if dev_window[0] < reach[0] * (1 - 1e-6) or dev_window[1] > reach[1] * (1 + 1e-6):
-        raise CircuitnnError(
-            f"window [{choice.g_window[0] * 1e6:.4g}, {choice.g_window[1] * 1e6:.4g}] uS needs "
-            f"devices at [{dev_window[0] * 1e6:.4g}, {dev_window[1] * 1e6:.4g}] uS, outside "
-            f"what {path.name} reaches at v_read = {choice.v_read:g} V "
-            f"([{reach[0] * 1e6:.4g}, {reach[1] * 1e6:.4g}] uS)")
+    dev_window, read_range = device_windows(card, choice, path.name)
     profile = DeviceProfile.load(path, pulse_card, v_read=choice.v_read, window=dev_window)
     summary = profile.summary()
     summary["g_window"] = list(choice.g_window)
@@ -173,9 +184,6 @@ def array_device(iv_card: str | os.PathLike | None = None,
         pulse = profile.pulse
     else:
         pulse, summary["pulse"], ramps = derived_pulse_law(profile, choice)
-    lo, hi = profile.operating.g_range
-    read_range = (max(lo * 1.001, dev_window[0] / READ_MARGIN),
-                  min(hi * 0.999, dev_window[1] * READ_MARGIN))
     return ArrayDevice(profile.iv_card, profile.v_read, choice.window(levels), pulse,
                        read_range, profile.operating.thresholds, summary, choice, dev_window,
                        ramps)

@@ -114,8 +114,10 @@ class RunConfig:
     tile_options: dict[str, Any] = field(default_factory=dict)
     calibrate_columns: bool = True  # per-column digital gain/offset after transfer
 
-    def check(self) -> None:
-        """Raise CircuitnnError for options that cannot work (fast: before any stage)."""
+    def check(self, device: bool = True) -> None:
+        """Raise CircuitnnError for options that cannot work (fast: before any stage);
+        `device`: also load and check the cards, read voltage and window (the search checks its
+        candidates itself)."""
         if self.network not in PRESETS:
             raise CircuitnnError(f"unknown network '{self.network}' (choose from "
                                  f"{', '.join(PRESETS)})")
@@ -154,13 +156,14 @@ class RunConfig:
         if self.operating_point not in (None, "rule", "search"):
             raise CircuitnnError(f"--operating-point must be 'rule' or 'search', got "
                                  f"{self.operating_point!r}")
-        if self.operating_point == "search" and self.choice is None:
+        if device and self.operating_point == "search" and self.choice is None:
             raise CircuitnnError("the operating-point search runs above the chain: use "
                                  "circuitnn.search.run_searched (or --operating-point rule)")
         ProgramConfig(self.tolerance or 1.0, self.max_pulses, self.cell_yield,
                       self.variation_scale).check()
         self.hybrid().check()
-        self.device()  # loads and checks the cards, the read voltage and the window
+        if device:
+            self.device()  # loads and checks the cards, the read voltage and the window
 
     def device(self) -> ArrayDevice:
         window = None if self.g_min is None else (self.g_min, self.g_max)
@@ -341,17 +344,24 @@ class Context:
 # ----------------------------------------------------------------------------- stages
 def device_surrogate(dev: ArrayDevice, tile_options: dict[str, Any] | None = None,
                      progress: bool = True) -> dict[str, Any]:
-    """{card_sha256, calibrated, validation} of the surrogate card that covers the device's
-    PEs over its read range: shipped, cached, or calibrated now and validated against ngspice
-    (refused above 1% RMS error; `circuitnn.surrogate.auto.surrogate_for`)."""
+    """`tile_surrogate` of the device over its read range."""
+    return tile_surrogate(dev.tile_card, dev.v_read, dev.read_range,
+                          Path(dev.summary["iv_card"]["path"]).name, tile_options, progress)
+
+
+def tile_surrogate(card: Any, v_read: float, read_range: tuple[float, float], name: str,
+                   tile_options: dict[str, Any] | None = None, progress: bool = True
+                   ) -> dict[str, Any]:
+    """{card_sha256, calibrated, validation} of the surrogate card that covers the PEs of a
+    device (I-V card `card` read at v_read) over `read_range` (S): shipped, cached, or
+    calibrated now and validated against ngspice (refused above 1% RMS error;
+    `circuitnn.surrogate.auto.surrogate_for`)."""
     from circuitnn.surrogate.auto import surrogate_for
 
     opts = dict(tile_options or {})
     r = [float(opts.pop(k, TILE_DEFAULTS[k])) for k in ("r_row", "r_col")]
-    name = Path(dev.summary["iv_card"]["path"]).name
-    _, info = surrogate_for(dev.tile_card, REF.hardware.pe_rows, REF.hardware.pe_cols,
-                            (min(r), max(r)), dev.read_range, dev.v_read, opts, name,
-                            progress=progress)
+    _, info = surrogate_for(card, REF.hardware.pe_rows, REF.hardware.pe_cols, (min(r), max(r)),
+                            read_range, v_read, opts, name, progress=progress)
     return {k: info[k] for k in ("card_sha256", "calibrated", "validation")}
 
 
@@ -682,14 +692,29 @@ def _file_key(path: str | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+NETWORK_SALT = "circuitnn-network-1"
+TRAINING = ("data", "exsitu")  # the stages that train the network, whatever the device
+
+
+def stage_order(cfg: RunConfig, stages: list[Stage]) -> list[Stage]:
+    """The device stage first (it refuses a device before any long stage), except for an
+    operating point found by a search: the search trained the network with the `TRAINING`
+    stages into the run's folder first, so they lead and the run loads them."""
+    if (cfg.choice or {}).get("source") != "search":
+        return stages
+    first = [s for s in stages if s.name in TRAINING]
+    return first + [s for s in stages if s.name not in TRAINING]
+
+
 def run_pipeline(cfg: RunConfig, out: str | os.PathLike, stages: list[Stage] | None = None,
-                 salt: str = "circuitnn-network-1", progress: bool = True,
+                 salt: str = NETWORK_SALT, progress: bool = True,
                  until: str | None = None) -> Context:
     """Check every option, then run (resuming) the stages into `out`; returns the context
     (its `log` has results, timings and the stages computed)."""
     cfg.check()
     ctx = Context(cfg, Path(out), progress)
-    run_stages(stages or NETWORK_STAGES, ctx, Path(out), salt, progress, until)
+    run_stages(stage_order(cfg, stages or NETWORK_STAGES), ctx, Path(out), salt, progress,
+               until)
     return ctx
 
 

@@ -64,11 +64,12 @@ class ProgramResult:
     stuck: np.ndarray  # bool
     converged: np.ndarray  # bool: last verify read within tolerance
     devices: dict[str, np.ndarray]
+    read: np.ndarray | None = None  # noise-free verify read of every cell after programming (S)
 
     @property
     def error(self) -> np.ndarray:
-        """Programmed minus target conductance (S)."""
-        return self.conductance - self.target
+        """Programmed (as the verify read sees it) minus target conductance (S)."""
+        return (self.conductance if self.read is None else self.read) - self.target
 
     def summary(self, mask: np.ndarray | None = None) -> dict[str, float]:
         """Error statistics (uS) and pulse counts over the cells in `mask` (default all)."""
@@ -127,9 +128,11 @@ def write_verify(target: np.ndarray, model: PulseModel | Sequence[PulseModel],
     out = verify_loop(target, cfg.tolerance, cfg.max_pulses, measure, pulse,
                       np.flatnonzero(~stuck.reshape(-1)),
                       None if progress is None else lambda n: progress(n))
+    read = g if verify_read is None else verify_read(flat_g, np.arange(g.size)).reshape(g.shape)
     converged = out.converged.reshape(target.shape)
-    converged |= stuck & (np.abs(g - target) <= cfg.tolerance)
-    return ProgramResult(g, target, out.pulses.reshape(target.shape), stuck, converged, devices)
+    converged |= stuck & (np.abs(read - target) <= cfg.tolerance)
+    return ProgramResult(g, target, out.pulses.reshape(target.shape), stuck, converged, devices,
+                         read)
 
 
 def update_pulses(g: np.ndarray, pulses: np.ndarray, model: PulseModel,
