@@ -113,18 +113,24 @@ def cell_window(card: ModelCard, v_read: float, window: tuple[float, float]
     return float(out[0]), float(out[1])
 
 
+def check_read_voltage(card: ModelCard, v_read: float, where: str) -> None:
+    """Refuse a read voltage above the safe limit (`circuitnn.devices.operating`: READ_MARGIN
+    x the smaller switching threshold)."""
+    thresholds = operating_point(card, where=where).thresholds
+    safe = V_READ_MARGIN * min(thresholds)
+    if v_read > safe * (1 + 1e-9):
+        raise CircuitnnError(f"v_read = {v_read:g} V is above the safe limit {safe:.4g} V "
+                             f"({V_READ_MARGIN:g} x the switching threshold "
+                             f"{min(thresholds):.4g} V)")
+
+
 def check_choice(choice: OperatingChoice, card: ModelCard, where: str) -> dict[str, Any]:
     """Refuse what the device or its transistor cannot take; returns the operating record."""
     vto = Transistor().vto
     if choice.gate_set <= vto:
         raise CircuitnnError(f"SET gate voltage {choice.gate_set:g} V leaves the access "
                              f"transistor off (threshold {vto:g} V)")
-    thresholds = operating_point(card, where=where).thresholds
-    safe = V_READ_MARGIN * min(thresholds)
-    if choice.v_read > safe * (1 + 1e-9):
-        raise CircuitnnError(f"v_read = {choice.v_read:g} V is above the safe limit "
-                             f"{safe:.4g} V ({V_READ_MARGIN:g} x the switching threshold "
-                             f"{min(thresholds):.4g} V)")
+    check_read_voltage(card, choice.v_read, where)
     op = operating_point(card, v_read=choice.v_read, window=choice.g_window, where=where)
     return {"thresholds": op.thresholds, "g_range": op.g_range}
 
@@ -171,6 +177,8 @@ def array_device(iv_card: str | os.PathLike | None = None,
         raise CircuitnnError(f"I-V card not found: {path}")
     card = with_operating_point(ModelCard.load(path), str(path))
     if choice is None:
+        if v_read is not None:
+            check_read_voltage(card, v_read, path.name)
         op = operating_point(card, v_read=v_read, where=str(path))
         choice = resolve(card, (op.v_read, op.window), mode, given)
     dev_window, read_range = device_windows(card, choice, path.name)

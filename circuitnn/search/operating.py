@@ -2,12 +2,13 @@
 gate, RESET amplitude, write-verify tolerance and programming scheme that give the best accuracy
 after transfer (`circuitnn.devices.choice.OperatingChoice`).
 
-Candidates (`candidate_grid`): the card's safe read voltage (`circuitnn.devices.operating`); the
-default rule's window scaled by WINDOW_FACTORS (same on/off ratio: IR drop and the access
-transistor compress high conductances, so lower windows often read better); the "fixed" scheme
-at the preset's SET gate and the "incremental" one whose gate ramp ends there (start
-gate_set - (RUNGS - 1) GATE_STEP); TOLERANCE_REL of the level spacing; the RESET amplitude of the
-pulse derivation's rule. A setting the user gives fixes its axis. A candidate the device cannot
+Candidates (`candidate_grid`): the card's safe read voltage (`circuitnn.devices.operating`);
+N_WINDOWS windows of the default rule's on/off ratio, geometrically from the rule's own down to
+the lowest the device reaches (g_min = FLOOR_MARGIN x its lowest reachable conductance): IR drop
+and the access transistor compress high conductances, so lower windows often read better; the
+"fixed" scheme and the "incremental" one (its SET gate ramp and RESET amplitude ramp start at
+the fixed scheme's pulses: `circuitnn.devices.choice`), at the preset's SET gate; TOLERANCE_REL
+of the level spacing; the RESET amplitude of the pulse derivation's rule. A setting the user gives fixes its axis. A candidate the device cannot
 reach (window outside what its cell reaches, gate or read voltage it cannot take, a pulse law
 that cannot be derived) is reported with the reason and not evaluated: nothing is guessed.
 
@@ -39,14 +40,8 @@ from typing import Any
 import numpy as np
 
 from circuitnn.devices.card import ModelCard
-from circuitnn.devices.choice import (
-    GATE_STEP,
-    RUNGS,
-    TOLERANCE_REL,
-    OperatingChoice,
-    carried_choice,
-)
-from circuitnn.devices.operating import operating_point, with_operating_point
+from circuitnn.devices.choice import SCHEMES, TOLERANCE_REL, OperatingChoice, carried_choice
+from circuitnn.devices.operating import operating_point, reachable_range, with_operating_point
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure, write_json
 from circuitnn.network import graph
@@ -62,7 +57,8 @@ from circuitnn.training.pipeline import (
 )
 from circuitnn.training.stages import Stage, run_stages
 
-WINDOW_FACTORS = (1.0, 1 / 3, 1 / 9)  # g_max of the default window times these
+N_WINDOWS = 3  # windows from the rule's down to the lowest the device reaches, geometrically
+FLOOR_MARGIN = 1.25  # the lowest window's g_min: this x the lowest reachable conductance
 N_IMAGES = 500  # held-back training images per chip
 SEEDS = 3  # chips per candidate (--search-seeds)
 TASK_STAGES = (*TRAINING, "quantise", "mapping", "transfer", "calibrate")
@@ -127,17 +123,14 @@ def candidate_grid(cfg: RunConfig) -> list[OperatingChoice]:
         windows = [(cfg.g_min, cfg.g_max)]
     else:
         lo, hi = op.require_window(str(path))
-        windows = [(lo * f, hi * f) for f in WINDOW_FACTORS]
-    schemes = [cfg.scheme] if cfg.scheme else ["fixed", "incremental"]
-    out = []
-    for window in windows:
-        for scheme in schemes:
-            gate = cfg.gate_set if cfg.gate_set is not None else (
-                REF.choices.set_gate - (RUNGS - 1) * GATE_STEP if scheme == "incremental"
-                else REF.choices.set_gate)
-            out.append(OperatingChoice(op.v_read, window, gate, cfg.amplitude_reset,
-                                       cfg.tolerance_rel or TOLERANCE_REL, scheme, "search"))
-    return out
+        bottom = reachable_range(card, op.v_read, op.thresholds)[0] * FLOOR_MARGIN / lo
+        ratios = np.geomspace(1.0, min(1.0, bottom), N_WINDOWS) if bottom < 1 else [1.0]
+        windows = [(lo * f, hi * f) for f in ratios]
+    schemes = [cfg.scheme] if cfg.scheme else list(SCHEMES)
+    gate = REF.choices.set_gate if cfg.gate_set is None else cfg.gate_set
+    return [OperatingChoice(op.v_read, w, gate, cfg.amplitude_reset,
+                            cfg.tolerance_rel or TOLERANCE_REL, scheme, "search")
+            for w in windows for scheme in schemes]
 
 
 def wants_search(cfg: RunConfig) -> bool:
@@ -167,11 +160,12 @@ def check_search(seeds: int, workers: int, scheduler: str | None) -> None:
 
 def run_searched(cfg: RunConfig, out: str | Path, seeds: int = SEEDS, workers: int = 2,
                  scheduler: str | None = None, progress: bool = True,
-                 salt: str = NETWORK_SALT) -> RunConfig:
+                 salt: str = NETWORK_SALT, grid: list[OperatingChoice] | None = None
+                 ) -> RunConfig:
     """Search the operating point of `cfg`'s device for its network (module doc): the run's
     `TRAINING` stages into OUT (with `salt`, the run's own: the chosen run loads them), the
-    candidates into OUT/search; returns the configuration of the whole chain at the chosen
-    point."""
+    candidates (`grid`, default `candidate_grid`) into OUT/search; returns the configuration
+    of the whole chain at the chosen point."""
     check_search(seeds, workers, scheduler)
     if cfg.iv_card == "ohmic":
         raise CircuitnnError("ohmic cells have no I-V card to search an operating point for")
@@ -183,7 +177,7 @@ def run_searched(cfg: RunConfig, out: str | Path, seeds: int = SEEDS, workers: i
     card = with_operating_point(ModelCard.load(path), str(path))
     cands: list[dict[str, Any]] = []
     ranges: dict[float, list[tuple[float, float]]] = {}
-    for choice in candidate_grid(cfg):
+    for choice in candidate_grid(cfg) if grid is None else grid:
         entry: dict[str, Any] = {**choice.settings(), "choice": choice}
         try:
             _, read_range = device_windows(card, choice, path.name)

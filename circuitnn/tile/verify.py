@@ -90,15 +90,17 @@ def verify_loop(target: np.ndarray, tolerance: np.ndarray | float, max_pulses: i
     return VerifyOutcome(pulses, converged, measured)
 
 
-def verify_reads(spec: TileSpec, g_device: np.ndarray | None = None) -> np.ndarray:
-    """Verify-read conductance (S) of every cell of a tile like `spec`, each row read on its
-    own (module doc), with the devices reading `g_device` (rows, cols) on their own (default:
-    the spec's conductances). Ohmic cells (no card) have no transistor; the wires still count."""
-    g = np.asarray(spec.conductance if g_device is None else g_device, float)
-    if g.shape != spec.shape:
-        raise CircuitnnError(f"g_device must be {spec.shape}, got {g.shape}")
-    rows, cols = spec.shape
-    r_bot = ((rows - np.arange(rows)) * spec.r_col)[:, None]
+def verify_reads(spec: TileSpec, g_device: np.ndarray | None = None,
+                 rows: np.ndarray | None = None) -> np.ndarray:
+    """Verify-read conductance (S) of the cells of a tile like `spec`, each row read on its
+    own (module doc), with the devices reading `g_device` on their own (default: the spec's
+    conductances). rows: only these rows (indices; `g_device` then holds just them, (len(rows),
+    cols)). Ohmic cells (no card) have no transistor; the wires still count."""
+    rows = np.arange(spec.rows) if rows is None else np.asarray(rows, np.int64)
+    g = np.asarray(spec.conductance[rows] if g_device is None else g_device, float)
+    if g.shape != (rows.size, spec.cols):
+        raise CircuitnnError(f"g_device must be {(rows.size, spec.cols)}, got {g.shape}")
+    r_bot = ((spec.rows - rows) * spec.r_col)[:, None]
     v = spec.v_read
     if spec.device is None:
         def current(top: np.ndarray, bot: np.ndarray) -> np.ndarray:
@@ -106,11 +108,10 @@ def verify_reads(spec: TileSpec, g_device: np.ndarray | None = None) -> np.ndarr
     else:
         lo, hi = spec.device_model.g_range
         g = np.clip(g, lo, hi)
-        model = CellModel(spec.with_(conductance=np.full(spec.shape, 0.5 * (lo + hi)),
-                                     row_mask=None))
-        model.states = spec.device_model.state_for_conductance(g, v)
+        model = CellModel(spec)  # the spec's transistor, card and gmin; these cells' states
         model.g = g
-        model.gate = np.full((rows, 1), spec.v_gate)
+        model.states = spec.device_model.state_for_conductance(g, v)
+        model.gate = np.full((rows.size, 1), spec.v_gate)
         current = model.cell_current
     i = current(np.full(g.shape, v), np.zeros(g.shape))
     for _ in range(WIRE_ITERATIONS):

@@ -481,14 +481,16 @@ def verify_read(ctx: Context, shape: tuple[int, ...]):
                        v_read=dev.v_read, **(c.tile_options or {}))
     except TypeError as exc:
         raise CircuitnnError(f"bad tile option: {exc}") from None
-    per_tile = shape[1] * shape[2]
+    cols = shape[2]
 
     def read(g: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Only the rows that hold cells of idx are read (each row is read on its own)."""
         out = np.empty(g.size)
-        tiles = g.reshape(shape)
-        for t in np.unique(idx // per_tile):
-            out[t * per_tile:(t + 1) * per_tile] = verify_reads(
-                ref, np.clip(tiles[t], lo, hi)).reshape(-1)
+        flat_rows = idx // cols  # row index over all tiles
+        for t in np.unique(flat_rows // shape[1]):
+            rows = np.unique(flat_rows[flat_rows // shape[1] == t]) - t * shape[1]
+            cells = (t * shape[1] + rows)[:, None] * cols + np.arange(cols)
+            out[cells] = verify_reads(ref, np.clip(g[cells], lo, hi), rows)
         return out[idx]
 
     return read
