@@ -8,9 +8,10 @@ the lowest the device reaches (g_min = FLOOR_MARGIN x its lowest reachable condu
 and the access transistor compress high conductances, so lower windows often read better; the
 "fixed" scheme and the "incremental" one (its SET gate ramp and RESET amplitude ramp start at
 the fixed scheme's pulses: `circuitnn.devices.choice`), at the preset's SET gate; TOLERANCE_REL
-of the level spacing; the RESET amplitude of the pulse derivation's rule. A setting the user gives fixes its axis. A candidate the device cannot
-reach (window outside what its cell reaches, gate or read voltage it cannot take, a pulse law
-that cannot be derived) is reported with the reason and not evaluated: nothing is guessed.
+of the level spacing; the RESET amplitude of the pulse derivation's rule. A setting the user
+gives fixes its axis. A candidate the device cannot reach (window outside what its cell reaches,
+gate or read voltage it cannot take, a pulse law that cannot be derived) is reported with the
+reason and not evaluated: nothing is guessed.
 
 Evaluation: every candidate on K chips (chip seeds 1..K: programming noise, stuck cells, and the
 device-to-device spread of the pulse law where the card has one), each chip a Dask task
