@@ -285,8 +285,9 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset: float | None,
                          width: float | None, pulses: int, noise: float | None,
-                         window: str | None, v_read: float | None, check: bool, out: str | None,
-                         figure: str | None, as_json: bool) -> None:
+                         window: str | None, v_read: float | None, gate_set: float | None,
+                         check: bool, out: str | None, figure: str | None, as_json: bool
+                         ) -> None:
     """`fit-pulse --from-card`: every input checked, then derive (progress bar on stderr)."""
     from tqdm import tqdm
 
@@ -301,9 +302,15 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
     if ModelCard.load(path).model == PULSE_MODEL:
         raise CircuitnnError(f"{card} is a pulse-update card; --from-card needs an I-V "
                              "compact-model card (a pulse card is used as it is)")
-    settings = DeriveSettings(amplitude_set=amplitude_set, amplitude_reset=amplitude_reset,
-                              width=width, pulses=pulses, noise=noise)
-    profile = DeviceProfile.load(path, v_read=v_read, window=_window(window))
+    from circuitnn.network.device import resolve_device
+
+    _, choice, dev_window, _ = resolve_device(path, None, {"v_read": v_read,
+                                                          "g_window": _window(window)})
+    settings = DeriveSettings(amplitude_set=amplitude_set, width=width, pulses=pulses,
+                              noise=noise, gate_set=choice.gate_set if gate_set is None
+                              else gate_set, amplitude_reset=choice.amplitude_reset
+                              if amplitude_reset is None else amplitude_reset)
+    profile = DeviceProfile.load(path, v_read=choice.v_read, window=dev_window)
     with tqdm(desc=f"derive pulse law from {path.name}", unit="pulse", file=sys.stderr,
               disable=None, leave=False) as bar:
         model, report = derived_pulse(profile, settings, check_ngspice=check,
@@ -363,9 +370,13 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
               help="--from-card: cycle-to-cycle sigma per pulse as a fraction of the window, "
                    "used when the card has no variation.cycle_to_cycle.sigma_rel (default 0).")
 @click.option("--window", default=None,
-              help="--from-card: programmable window GMIN,GMAX in S (default: the card's).")
+              help="--from-card: programmable window GMIN,GMAX in S as the 1T1R cell reads it "
+                   "(default: the card's operating point).")
 @click.option("--v-read", type=float, default=None,
               help="--from-card: read voltage in V (default: the card's safe v_read).")
+@click.option("--gate-set", type=float, default=None,
+              help="--from-card: SET word-line voltage in V, the access transistor's "
+                   "compliance (default: the card's operating point).")
 @click.option("--no-ngspice-check", is_flag=True,
               help="--from-card: skip the ngspice check of the cell simulation.")
 @click.option("--out", default=None,
@@ -383,8 +394,8 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
 def fit_pulse(dataset: str | None, data_dir: str | None, from_card: str | None,
               amplitude_set: float | None, amplitude_reset: float | None, width: float | None,
               pulses: int, noise: float | None, window: str | None, v_read: float | None,
-              no_ngspice_check: bool, out: str | None, figure: str | None, n_sim: int,
-              seed: int, as_json: bool) -> None:
+              gate_set: float | None, no_ngspice_check: bool, out: str | None,
+              figure: str | None, n_sim: int, seed: int, as_json: bool) -> None:
     """Fit the pulse-update model (bounds, mean step law, update noise) to measured pulse ramps,
     or derive it from an I-V card (--from-card).
 
@@ -396,10 +407,12 @@ def fit_pulse(dataset: str | None, data_dir: str | None, from_card: str | None,
         if data_dir is not None:
             raise CircuitnnError("--data-dir belongs to a DATASET, not to --from-card")
         _fit_pulse_from_card(from_card, amplitude_set, amplitude_reset, width, pulses, noise,
-                             window, v_read, not no_ngspice_check, out, figure, as_json)
+                             window, v_read, gate_set, not no_ngspice_check, out, figure,
+                             as_json)
         return
     derive_only = {"--amplitude-set": amplitude_set, "--amplitude-reset": amplitude_reset,
-                   "--width": width, "--noise": noise, "--window": window, "--v-read": v_read}
+                   "--width": width, "--noise": noise, "--window": window, "--v-read": v_read,
+                   "--gate-set": gate_set}
     given = [k for k, v in derive_only.items() if v is not None]
     if given or no_ngspice_check or pulses != 100:
         raise CircuitnnError(f"{', '.join(given) or 'those options'} belong to --from-card")

@@ -153,6 +153,28 @@ def device_windows(card: ModelCard, choice: OperatingChoice, where: str
                         min(hi * 0.999, dev_window[1] * READ_MARGIN))
 
 
+def resolve_device(iv_card: str | os.PathLike | None, mode: str | None = None,
+                   given: dict[str, Any] | None = None, choice: OperatingChoice | None = None
+                   ) -> tuple[Path, OperatingChoice, tuple[float, float], tuple[float, float]]:
+    """(card path, operating point, device window, read range) of an I-V card (None: the
+    built-in one) by the one rule (`circuitnn.devices.choice.resolve`, module doc), `given`
+    settings overriding their axes, or `choice` as it is; checked, no pulse simulated. Used by
+    every command that reads a device (`device check`, `fit-pulse --from-card`, the chain)."""
+    path = Path(iv_card) if iv_card is not None else BUILTIN_PATH
+    if not path.is_file():
+        raise CircuitnnError(f"I-V card not found: {path}")
+    card = with_operating_point(ModelCard.load(path), str(path))
+    if choice is None:
+        given = {k: v for k, v in (given or {}).items() if v is not None}
+        v_read = given.get("v_read")
+        if v_read is not None:
+            check_read_voltage(card, v_read, path.name)
+        op = operating_point(card, v_read=v_read, where=str(path))
+        choice = resolve(card, (op.v_read, op.window), mode, given)
+    dev_window, read_range = device_windows(card, choice, path.name)
+    return path, choice, dev_window, read_range
+
+
 def array_device(iv_card: str | os.PathLike | None = None,
                  pulse_card: str | os.PathLike | None = None,
                  g_window: tuple[float, float] | None = None, v_read: float | None = None,
@@ -172,16 +194,7 @@ def array_device(iv_card: str | os.PathLike | None = None,
     given.update(v_read=v_read, g_window=None if g_window is None else tuple(g_window))
     if iv_card == "ohmic":
         return _ohmic(pulse_card, g_window, v_read, levels, given)
-    path = Path(iv_card) if iv_card is not None else BUILTIN_PATH
-    if not path.is_file():
-        raise CircuitnnError(f"I-V card not found: {path}")
-    card = with_operating_point(ModelCard.load(path), str(path))
-    if choice is None:
-        if v_read is not None:
-            check_read_voltage(card, v_read, path.name)
-        op = operating_point(card, v_read=v_read, where=str(path))
-        choice = resolve(card, (op.v_read, op.window), mode, given)
-    dev_window, read_range = device_windows(card, choice, path.name)
+    path, choice, dev_window, read_range = resolve_device(iv_card, mode, given, choice)
     profile = DeviceProfile.load(path, pulse_card, v_read=choice.v_read, window=dev_window)
     summary = profile.summary()
     summary["g_window"] = list(choice.g_window)
