@@ -61,7 +61,10 @@ CURATED = {
 #: the models fitted to Knowm M1: all of them (2.9-7 s each: BENCHMARKS.md); the MSS card, the
 #: best ranked, describes a volatile device, and the chain takes the next usable one
 KNOWM_MODELS = ("mss", "vteam", "yakopcic", "stanford-pku")
-QUICK_SEEDS = 2  # chips per candidate operating point in the quick demo (the full one: 3)
+#: --quick fits Knowm M1 with VTEAM alone, at full effort (a few seconds: BENCHMARKS.md): cut
+#: short (--maxiter 3) no Knowm M1 fit gives a card an array can use
+QUICK_MODELS = ("vteam",)
+QUICK_SEEDS = 1  # chips per candidate operating point in the quick demo (the full one: 3)
 #: devices of the comparison: folder under --out, label
 DEVICES = {"hfox": "built-in HfOx (Stanford-PKU card, the reference's device class)",
            "fitted": "fitted from measured data in this run"}
@@ -195,7 +198,8 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
             else:
                 knowm = write_text(fits / "knowm-m1.toml", knowm_manifest("M1"))
                 ranking = json.loads(_run(
-                    ["fit", str(knowm), "--model", ",".join(KNOWM_MODELS), "--json", *effort,
+                    ["fit", str(knowm), "--model", ",".join(QUICK_MODELS if quick
+                                                             else KNOWM_MODELS), "--json",
                      "--out", str(fits / "knowm-m1-{model}.json"),
                      "--figure", str(fits / "fit_knowm-m1-{model}.png")], capture=True))
                 write_json(ranking_path, ranking)

@@ -125,7 +125,7 @@ def check(card: str, pulse_card: str | None, v_read: float | None, g_min_us: flo
         DeviceProfile.load(card)
     _, choice, dev_window, _ = resolve_device(
         card, None, {"v_read": v_read, "g_window": _window(g_min_us, g_max_us)})
-    profile = DeviceProfile.load(card, pulse_card, choice.v_read, dev_window)
+    profile = DeviceProfile.load(card, pulse_card, v_read, dev_window)
     report = profile.report()
     report["operating_point"] = {**choice.to_json(), "device_window": list(dev_window)}
     if pulse_card is None and derive:

@@ -94,23 +94,39 @@ class ArrayDevice:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def cell_reads(card: ModelCard, v_read: float, g_device: Any) -> np.ndarray:
+    """What a lone 1T1R cell (default transistor and read gate, no wires) reads (S) when its
+    device reads `g_device` (S) on its own (`circuitnn.tile.verify.verify_reads`)."""
+    g = np.atleast_1d(np.asarray(g_device, float))
+    spec = TileSpec(conductance=g[None, :], device=with_operating_point(card), v_read=v_read,
+                    r_row=0.0, r_col=0.0)
+    return verify_reads(spec)[0]
+
+
 def cell_window(card: ModelCard, v_read: float, window: tuple[float, float]
                 ) -> tuple[float, float]:
-    """The device conductances (S) whose lone 1T1R cell (default transistor and read gate, no
-    wires) reads the window's ends; refused when the device cannot reach them."""
-    dev = with_operating_point(card)
-    lo, hi = sorted(float(x) for x in np.abs(
-        load_device(dev).conductance(np.stack(load_device(dev).bounds()), v_read)))
+    """The device conductances (S) whose lone 1T1R cell reads the window's ends (`cell_reads`);
+    refused when the device cannot reach them."""
+    dev = load_device(with_operating_point(card))
+    lo, hi = sorted(float(x) for x in np.abs(dev.conductance(np.stack(dev.bounds()), v_read)))
     grid = np.geomspace(lo * 1.0001, hi * 0.9999, 400)
-    spec = TileSpec(conductance=np.full((1, grid.size), grid[0]), device=dev, v_read=v_read,
-                    r_row=0.0, r_col=0.0)
-    seen = verify_reads(spec, grid[None, :])[0]
+    seen = cell_reads(card, v_read, grid)
     if window[1] > seen.max() * (1 - 1e-6):
         raise CircuitnnError(f"window [{window[0] * 1e6:.4g}, {window[1] * 1e6:.4g}] uS is "
                              f"outside what the device reaches in its cell at v_read = "
                              f"{v_read:g} V (a cell reads at most {seen.max() * 1e6:.4g} uS)")
     out = np.interp(window, seen, grid)
     return float(out[0]), float(out[1])
+
+
+def rule_window(card: ModelCard, v_read: float, window: tuple[float, float] | None
+                ) -> tuple[float, float] | None:
+    """The default rule's window (`circuitnn.devices.operating`, of the device alone) as its
+    lone 1T1R cell reads it: the window of the rule's operating point."""
+    if window is None:
+        return None
+    lo, hi = cell_reads(card, v_read, window)
+    return float(lo), float(hi)
 
 
 def check_read_voltage(card: ModelCard, v_read: float, where: str) -> None:
@@ -170,7 +186,8 @@ def resolve_device(iv_card: str | os.PathLike | None, mode: str | None = None,
         if v_read is not None:
             check_read_voltage(card, v_read, path.name)
         op = operating_point(card, v_read=v_read, where=str(path))
-        choice = resolve(card, (op.v_read, op.window), mode, given)
+        choice = resolve(card, (op.v_read, rule_window(card, op.v_read, op.window)), mode,
+                         given)
     dev_window, read_range = device_windows(card, choice, path.name)
     return path, choice, dev_window, read_range
 

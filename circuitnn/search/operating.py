@@ -46,7 +46,7 @@ from circuitnn.devices.operating import operating_point, reachable_range, with_o
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure, write_json
 from circuitnn.network import graph
-from circuitnn.network.device import BUILTIN_PATH, device_windows
+from circuitnn.network.device import BUILTIN_PATH, cell_reads, device_windows, rule_window
 from circuitnn.reference import REF
 from circuitnn.training.pipeline import (
     NETWORK_SALT,
@@ -123,8 +123,9 @@ def candidate_grid(cfg: RunConfig) -> list[OperatingChoice]:
     if cfg.g_min is not None:
         windows = [(cfg.g_min, cfg.g_max)]
     else:
-        lo, hi = op.require_window(str(path))
-        bottom = reachable_range(card, op.v_read, op.thresholds)[0] * FLOOR_MARGIN / lo
+        lo, hi = rule_window(card, op.v_read, op.require_window(str(path)))
+        floor = cell_reads(card, op.v_read, reachable_range(card, op.v_read, op.thresholds)[0])
+        bottom = float(floor[0]) * FLOOR_MARGIN / lo
         ratios = np.geomspace(1.0, min(1.0, bottom), N_WINDOWS) if bottom < 1 else [1.0]
         windows = [(lo * f, hi * f) for f in ratios]
     schemes = [cfg.scheme] if cfg.scheme else list(SCHEMES)
