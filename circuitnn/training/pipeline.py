@@ -467,12 +467,11 @@ def stage_mapping(ctx: Context) -> Mapped:
     return Mapped(m.to_dict(), target, m.tiles_used, m.utilisation(), m.summary())
 
 
-def verify_read(ctx: Context, shape: tuple[int, ...]):
-    """The transfer's verify read for the run's circuit engine: each tile's cells as a chip
-    reads them one row at a time (`circuitnn.tile.verify.verify_reads`, with the run's tile
-    options and the device's read range, as the engine sees them); None for the ideal engines
-    (the devices themselves)."""
-    c, dev = ctx.cfg, ctx.device
+def verify_read(c: RunConfig, dev: ArrayDevice, shape: tuple[int, ...]):
+    """The transfer's verify read of `dev`'s tiles (shape (tiles, rows, cols)) for the run's
+    circuit engine: each tile's cells as a chip reads them one row at a time
+    (`circuitnn.tile.verify.verify_reads`, with the run's tile options and the device's read
+    range, as the engine sees them); None for the ideal engines (the devices themselves)."""
     if c.engine not in CIRCUIT_ENGINES:
         return None
     lo, hi = dev.read_range
@@ -504,7 +503,7 @@ def stage_transfer(ctx: Context) -> Transferred:
     with ctx.bar(c.max_pulses, "write-verify (pulse rounds)") as bar:
         res = write_verify(target, laws, ctx.rng("transfer"), pcfg,
                            progress=lambda n: bar.update(1),
-                           verify_read=verify_read(ctx, target.shape))
+                           verify_read=verify_read(c, ctx.device, target.shape))
     m = Mapping.from_dict(ctx["mapping"].mapping)
     used = m.used_cells()
     plot_transfer(res, used, ctx.out / "transfer_error_hist.png",
