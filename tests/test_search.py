@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from distributed import Client
 
 from circuitnn.cli import main
 from circuitnn.devices.choice import OperatingChoice
@@ -24,7 +25,9 @@ def test_search_reports_every_candidate_resumes_and_runs_the_chosen_point(tmp_pa
             for tol in (0.15, 0.3)]
     grid.append(OperatingChoice(0.2, (6e-6, 5e-3), source="search"))  # beyond the device
     out = tmp_path / "run"
-    chosen = run_searched(cfg, out, seeds=2, workers=1, progress=False, grid=grid)
+    client = Client(processes=False, n_workers=1, threads_per_worker=1,
+                    dashboard_address=":0")  # in-process: no worker start-up in a unit test
+    chosen = run_searched(cfg, out, seeds=2, scheduler=client, progress=False, grid=grid)
     rec = chosen.choice
     assert rec["source"] == "search" and rec["why"]
     cands = rec["candidates"]
@@ -39,7 +42,8 @@ def test_search_reports_every_candidate_resumes_and_runs_the_chosen_point(tmp_pa
     files = sorted((out / "search" / "results").glob("*.npz"))
     assert len(files) == 4
     stamps = [f.stat().st_mtime_ns for f in files]
-    again = run_searched(cfg, out, seeds=2, workers=1, progress=False, grid=grid)
+    again = run_searched(cfg, out, seeds=2, scheduler=client, progress=False, grid=grid)
+    client.close()
     assert again.choice == rec and [f.stat().st_mtime_ns for f in files] == stamps
     ctx = run_pipeline(chosen, out, progress=False)
     assert "exsitu" not in ctx.log.computed and "data" not in ctx.log.computed

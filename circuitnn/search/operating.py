@@ -145,12 +145,13 @@ def wants_search(cfg: RunConfig) -> bool:
     return carried_choice(ModelCard.load(cfg.iv_card)) is None
 
 
-def check_search(seeds: int, workers: int, scheduler: str | None) -> None:
-    """Refuse impossible search options (before any work), the scheduler by connecting."""
+def check_search(seeds: int, workers: int, scheduler: Any) -> None:
+    """Refuse impossible search options (before any work), a scheduler address by connecting
+    (a `distributed.Client` is taken as it is)."""
     for name, value in (("--search-seeds", seeds), ("--workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CircuitnnError(f"{name} must be a whole number >= 1, got {value!r}")
-    if scheduler is not None:
+    if isinstance(scheduler, str):
         from distributed import Client
 
         try:
@@ -161,7 +162,7 @@ def check_search(seeds: int, workers: int, scheduler: str | None) -> None:
 
 
 def run_searched(cfg: RunConfig, out: str | Path, seeds: int = SEEDS, workers: int = 2,
-                 scheduler: str | None = None, progress: bool = True,
+                 scheduler: Any = None, progress: bool = True,
                  salt: str = NETWORK_SALT, grid: list[OperatingChoice] | None = None
                  ) -> RunConfig:
     """Search the operating point of `cfg`'s device for its network (module doc): the run's

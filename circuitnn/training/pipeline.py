@@ -476,20 +476,19 @@ def verify_read(c: RunConfig, dev: ArrayDevice, shape: tuple[int, ...]):
         return None
     lo, hi = dev.read_range
     try:
-        ref = TileSpec(conductance=np.full(shape[1:], dev.window.g_min), device=dev.tile_card,
+        ref = TileSpec(conductance=np.full(shape[1:], lo), device=dev.tile_card,
                        v_read=dev.v_read, **(c.tile_options or {}))
     except TypeError as exc:
         raise CircuitnnError(f"bad tile option: {exc}") from None
     cols = shape[2]
 
     def read(g: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """Only the rows that hold cells of idx are read (each row is read on its own)."""
+        """Only the rows that hold cells of idx are read, all tiles' in one call (each row is
+        read on its own: only its place in its tile matters)."""
+        rows = np.unique(idx // cols)  # row index over all tiles
+        cells = rows[:, None] * cols + np.arange(cols)
         out = np.empty(g.size)
-        flat_rows = idx // cols  # row index over all tiles
-        for t in np.unique(flat_rows // shape[1]):
-            rows = np.unique(flat_rows[flat_rows // shape[1] == t]) - t * shape[1]
-            cells = (t * shape[1] + rows)[:, None] * cols + np.arange(cols)
-            out[cells] = verify_reads(ref, np.clip(g[cells], lo, hi), rows)
+        out[cells] = verify_reads(ref, np.clip(g[cells], lo, hi), rows % shape[1])
         return out[idx]
 
     return read
