@@ -5,7 +5,8 @@ with 2 Dask worker processes, and the speed-up.
 Run: `.venv/bin/python benchmarks/bench_search.py --weights RUN/weights.npz [--card
 knowm-m1-vteam.json] [--seeds 3] [--out DIR]`. The pulse laws and the surrogate card are made
 once first (a warm-up search whose results are then removed), so both timed searches run the
-same tasks from the same caches: each starts from an empty results folder. Appends to
+same tasks from the same caches: each starts from an empty results folder (`--no-warm-up`
+when a run of the same card already made them). Appends to
 benchmarks/results/search.json and prints a Markdown row.
 """
 
@@ -29,6 +30,8 @@ def main() -> None:
     ap.add_argument("--weights", required=True, help="trained cnn5 weights (mcnn run's)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", default=None, help="folder of the runs (default: a temporary one)")
+    ap.add_argument("--no-warm-up", dest="warm", action="store_false",
+                    help="skip the warm-up search (the laws and surrogate are cached already)")
     args = ap.parse_args()
     from circuitnn.devices import DEVICE_MODELS_DIR
     from circuitnn.io import write_json
@@ -39,7 +42,7 @@ def main() -> None:
     cfg = McnnConfig(iv_card=str(DEVICE_MODELS_DIR / args.card), weights=args.weights,
                      n_check=0)
     seconds = {}
-    for workers in (2, 1, 2):  # the first: warm-up (laws, surrogate); then the timed pair
+    for workers in (2, 1, 2) if args.warm else (1, 2):  # warm-up (laws, surrogate), timed pair
         out = root / f"w{workers}"
         shutil.rmtree(out / "search", ignore_errors=True)
         t0 = time.perf_counter()

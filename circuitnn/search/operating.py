@@ -294,13 +294,18 @@ def plot_search(record: dict[str, Any], path: Path) -> Path:
     if chosen is not None:
         ax.plot(chosen["g_window"][1] * 1e6, 100 * chosen["transfer_accuracy_mean"], "o",
                 ms=14, mfc="none", mec="tab:red", mew=2, label="chosen")
+    ticks = sorted({round(c["g_window"][1] * 1e6, 3) for c in cands})
     for a in (ax, bx):
         a.set_xscale("log")
+        a.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+        a.minorticks_off()
         a.set_xlabel("window g_max (uS), g_min = g_max / on-off")
         a.legend(fontsize=8)
     ax.set_ylabel("accuracy after transfer (%), held-back training images")
     bx.set_ylabel("write-verify pulses per used cell (mean)")
-    ax.set_title("operating-point search (x: not reachable)", fontsize=9)
+    bad = sum("reason" in c for c in cands)
+    ax.set_title(f"operating-point search: {len(cands)} candidates"
+                 + (f", {bad} not reachable (x)" if bad else ""), fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
