@@ -273,6 +273,8 @@ def _searched(op: dict[str, Any]) -> str:
                 and all(c[k] == op[k] for k in keys)), None)
     if hit is None:
         return f"- (operating point {op['source']}, not searched)"
+    if hit["n"] < 2:
+        return f"{hit['transfer_accuracy_mean']:.2%} (1 chip: no sd, {hit['n_images']} images)"
     return (f"{hit['transfer_accuracy_mean']:.2%} +- {hit['transfer_accuracy_sd']:.2%} "
             f"({hit['n']} chips, {hit['n_images']} images)")
 

@@ -245,7 +245,8 @@ def operating_lines(op: dict) -> list[str]:
                   "(held-back) | pulses per cell | note |", "|---|---|---|---|---|---|---|"]
         for c in cands:
             w = f"{c['g_window'][0] * 1e6:.3g}-{c['g_window'][1] * 1e6:.3g}"
-            acc = ("-" if "reason" in c else f"{c['transfer_accuracy_mean']:.2%} +- "
+            acc = ("-" if "reason" in c else f"{c['transfer_accuracy_mean']:.2%} (n=1)"
+                   if c["n"] < 2 else f"{c['transfer_accuracy_mean']:.2%} +- "
                    f"{c['transfer_accuracy_sd']:.2%} (n={c['n']})")
             pulses = "-" if "reason" in c else f"{c['pulses_mean']:.1f}"
             lines.append(f"| {c['v_read']:g} | {w} | {c['scheme']} | {c['gate_set']:g} | "
