@@ -9,7 +9,8 @@ import pytest
 from distributed import Client
 
 from circuitnn.cli import main
-from circuitnn.devices.choice import OperatingChoice
+from circuitnn.devices import ModelCard
+from circuitnn.devices.choice import OperatingChoice, carried_choice
 from circuitnn.network.device import BUILTIN_PATH
 from circuitnn.search.operating import run_searched
 from circuitnn.training.pipeline import RunConfig, network_report, run_pipeline
@@ -39,6 +40,8 @@ def test_search_reports_every_candidate_resumes_and_runs_the_chosen_point(tmp_pa
     assert cands[1]["pulses_mean"] < cands[0]["pulses_mean"]
     assert rec["tolerance_rel"] in (0.15, 0.3)
     assert (out / "operating_point.png").stat().st_size > 10_000
+    carried = ModelCard.load(out / "search" / "operating-device.json")
+    assert carried_choice(carried).settings() == OperatingChoice.from_json(rec).settings()
     files = sorted((out / "search" / "results").glob("*.npz"))
     assert len(files) == 4
     stamps = [f.stat().st_mtime_ns for f in files]

@@ -216,7 +216,7 @@ def array_device(iv_card: str | os.PathLike | None = None,
     summary = profile.summary()
     summary["g_window"] = list(choice.g_window)
     summary["device_window"] = list(dev_window)
-    summary["operating_point"] = choice.to_json()
+    summary["operating_point"] = {**choice.to_json(), "candidates": []}
     ramps: tuple[PulseModel, ...] = ()
     if profile.pulse is not None:
         pulse = profile.pulse
@@ -281,7 +281,7 @@ def _ohmic(pulse_card: str | os.PathLike | None, g_window: tuple[float, float] |
     summary = {"iv_card": None, "pulse": {"source": "card", "path": str(path),
                                           "sha256": file_sha256(path)},
                "v_read": v_read, "g_window": [g_min, g_max],
-               "operating_point": choice.to_json()}
+               "operating_point": {**choice.to_json(), "candidates": []}}
     return ArrayDevice(None, v_read, choice.window(levels), pulse,
                        (g_min / READ_MARGIN, g_max * READ_MARGIN), (math.inf, math.inf), summary,
                        choice, (g_min, g_max))

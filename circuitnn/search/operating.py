@@ -26,7 +26,14 @@ every stage checkpoints, so a rerun resumes.
 
 Choice: the highest mean accuracy over the chips; between candidates within one standard error
 of it, the fewest write-verify pulses per used cell. The chosen point then runs through the
-whole chain (`run_searched` returns its configuration, source "search", with every candidate).
+whole chain (`run_searched` returns its configuration, source "search", with every candidate);
+OUT/search/operating-<card> is a copy of the card that carries it (`operating.chosen`), so a
+later run with that card takes it as "given" and searches nothing.
+
+Chips: each task's transfer stage draws its chip (`circuitnn.training.transfer.write_verify`
+seeded by `chip_seed`: every cell's device from the pulse law's device-to-device statistics,
+stuck cells by the yield, read noise on every verify read); a per-cell spread of the I-V card
+plugs in there.
 """
 
 from __future__ import annotations
@@ -41,7 +48,13 @@ from typing import Any
 import numpy as np
 
 from circuitnn.devices.card import ModelCard
-from circuitnn.devices.choice import SCHEMES, TOLERANCE_REL, OperatingChoice, carried_choice
+from circuitnn.devices.choice import (
+    SCHEMES,
+    TOLERANCE_REL,
+    OperatingChoice,
+    carried_choice,
+    with_choice,
+)
 from circuitnn.devices.operating import operating_point, reachable_range, with_operating_point
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure, write_json
@@ -227,6 +240,7 @@ def run_searched(cfg: RunConfig, out: str | Path, seeds: int = SEEDS, workers: i
     record = {"source": "search", **best["choice"].settings(), "why": why,
               "candidates": [{k: v for k, v in c.items() if k != "choice"} for c in cands]}
     write_json(root / "operating_point.json", record)
+    with_choice(ModelCard.load(path), best["choice"]).save(root / f"operating-{path.name}")
     plot_search(record, Path(out) / "operating_point.png")
     return dataclasses.replace(cfg, choice=record, operating_point="search")
 
