@@ -76,9 +76,9 @@ def searched(cfg, out: str, search: dict, salt: str | None = None):
     from circuitnn.training.pipeline import NETWORK_SALT
 
     seeds, workers, scheduler = (search[k] for k in SEARCH_KEYS)
+    check_search(seeds, workers, scheduler)
     if wants_search(cfg):
         return run_searched(cfg, out, seeds, workers, scheduler, salt=salt or NETWORK_SALT)
-    check_search(seeds, workers, None)
     return cfg
 
 

@@ -2,16 +2,16 @@
 gate, RESET amplitude, write-verify tolerance and programming scheme that give the best accuracy
 after transfer (`circuitnn.devices.choice.OperatingChoice`).
 
-Candidates (`candidate_grid`): the card's safe read voltage (`circuitnn.devices.operating`);
-N_WINDOWS windows of the default rule's on/off ratio, geometrically from the rule's own down to
-the lowest the device reaches (g_min = FLOOR_MARGIN x its lowest reachable conductance): IR drop
-and the access transistor compress high conductances, so lower windows often read better; the
-"fixed" scheme and the "incremental" one (its SET gate ramp and RESET amplitude ramp start at
-the fixed scheme's pulses: `circuitnn.devices.choice`), at the preset's SET gate; TOLERANCE_REL
-of the level spacing; the RESET amplitude of the pulse derivation's rule. A setting the user
-gives fixes its axis. A candidate the device cannot reach (window outside what its cell reaches,
-gate or read voltage it cannot take, a pulse law that cannot be derived) is reported with the
-reason and not evaluated: nothing is guessed.
+Candidates (`candidate_grid`): the card's safe read voltage (`circuitnn.devices.operating`)
+times V_READ_FACTORS; N_WINDOWS windows of the default rule's on/off ratio, geometrically from
+the rule's own down to the lowest the device reaches (g_min = FLOOR_MARGIN x its lowest
+reachable conductance): IR drop and the access transistor compress high conductances, so lower
+windows often read better; the "fixed" scheme and the "incremental" one (its SET gate ramp and
+RESET amplitude ramp start at the fixed scheme's pulses: `circuitnn.devices.choice`), at the
+preset's SET gate; TOLERANCE_REL of the level spacing; the RESET amplitude of the pulse
+derivation's rule. A setting the user gives fixes its axis. A candidate the device cannot reach
+(window outside what its cell reaches, gate or read voltage it cannot take, a pulse law that
+cannot be derived) is reported with the reason and not evaluated: nothing is guessed.
 
 Evaluation: every candidate on K chips (chip seeds 1..K: programming noise, stuck cells, and the
 device-to-device spread of the pulse law where the card has one), each chip a Dask task
@@ -71,6 +71,10 @@ from circuitnn.training.pipeline import (
 )
 from circuitnn.training.stages import Stage, run_stages
 
+#: read voltages searched, as fractions of the safe one (its upper limit): reads are noise-free
+#: but for the ADC, so a lower v_read only changes the device's I-V nonlinearity; add fractions
+#: to search it (each read voltage needs its own surrogate card)
+V_READ_FACTORS = (1.0,)
 N_WINDOWS = 3  # windows from the rule's down to the lowest the device reaches, geometrically
 FLOOR_MARGIN = 1.25  # the lowest window's g_min: this x the lowest reachable conductance
 N_IMAGES = 500  # held-back training images per chip
@@ -132,20 +136,27 @@ def candidate_grid(cfg: RunConfig) -> list[OperatingChoice]:
     """The candidates of the module doc, the user's settings fixing their axes."""
     path = Path(cfg.iv_card) if cfg.iv_card is not None else BUILTIN_PATH
     card = with_operating_point(ModelCard.load(path), str(path))
-    op = operating_point(card, v_read=cfg.v_read, where=str(path))
-    if cfg.g_min is not None:
-        windows = [(cfg.g_min, cfg.g_max)]
-    else:
-        lo, hi = rule_window(card, op.v_read, op.require_window(str(path)))
-        floor = cell_reads(card, op.v_read, reachable_range(card, op.v_read, op.thresholds)[0])
-        bottom = float(floor[0]) * FLOOR_MARGIN / lo
-        ratios = np.geomspace(1.0, min(1.0, bottom), N_WINDOWS) if bottom < 1 else [1.0]
-        windows = [(lo * f, hi * f) for f in ratios]
+    safe = operating_point(card, v_read=cfg.v_read, where=str(path)).v_read
+    v_reads = [safe] if cfg.v_read is not None else sorted(
+        {safe if f == 1 else math.floor(safe * f * 1e4) / 1e4 for f in V_READ_FACTORS},
+        reverse=True)
     schemes = [cfg.scheme] if cfg.scheme else list(SCHEMES)
     gate = REF.choices.set_gate if cfg.gate_set is None else cfg.gate_set
-    return [OperatingChoice(op.v_read, w, gate, cfg.amplitude_reset,
-                            cfg.tolerance_rel or TOLERANCE_REL, scheme, "search")
-            for w in windows for scheme in schemes]
+    out = []
+    for v_read in v_reads:
+        op = operating_point(card, v_read=v_read, where=str(path))
+        if cfg.g_min is not None:
+            windows = [(cfg.g_min, cfg.g_max)]
+        else:
+            lo, hi = rule_window(card, v_read, op.require_window(str(path)))
+            floor = cell_reads(card, v_read, reachable_range(card, v_read, op.thresholds)[0])
+            bottom = float(floor[0]) * FLOOR_MARGIN / lo
+            ratios = np.geomspace(1.0, bottom, N_WINDOWS) if bottom < 1 else [1.0]
+            windows = [(lo * f, hi * f) for f in ratios]
+        out += [OperatingChoice(v_read, w, gate, cfg.amplitude_reset,
+                                cfg.tolerance_rel or TOLERANCE_REL, scheme, "search")
+                for w in windows for scheme in schemes]
+    return out
 
 
 def wants_search(cfg: RunConfig) -> bool:
