@@ -21,7 +21,7 @@ def test_search_reports_every_candidate_resumes_and_runs_the_chosen_point(tmp_pa
     shutil.copyfile(BUILTIN_PATH, card)
     cfg = RunConfig(network="cnn5", iv_card=str(card), engine="quantised", train_images=200,
                     test_images=40, epochs=1, hybrid_batches=2, hybrid_batch_size=20,
-                    n_energy=2, calibrate_columns=False)
+                    n_energy=2, calibrate_columns=False, max_pulses=60)
     grid = [OperatingChoice(0.2, (6e-6, 24e-6), 1.4, None, tol, "fixed", "search")
             for tol in (0.15, 0.3)]
     grid.append(OperatingChoice(0.2, (6e-6, 5e-3), source="search"))  # beyond the device
