@@ -266,9 +266,10 @@ def choose(cands: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
     se = top["transfer_accuracy_sd"] / math.sqrt(top["n"])
     near = [c for c in done if c["transfer_accuracy_mean"] >= top["transfer_accuracy_mean"] - se]
     best = min(near, key=lambda c: (c["pulses_mean"], -c["transfer_accuracy_mean"]))
+    spread = (f" +- {top['transfer_accuracy_sd']:.2%}" if top["n"] > 1 else "")
     why = (f"highest mean accuracy after transfer on {top['n_images']} held-back training "
-           f"images over {top['n']} chips ({_label(top)}: {top['transfer_accuracy_mean']:.2%} "
-           f"+- {top['transfer_accuracy_sd']:.2%})")
+           f"images over {top['n']} chip{'s' if top['n'] > 1 else ''} ({_label(top)}: "
+           f"{top['transfer_accuracy_mean']:.2%}{spread})")
     if best is not top:
         why += (f"; {_label(best)} is within one standard error of it "
                 f"({best['transfer_accuracy_mean']:.2%}) with fewer pulses per cell "
