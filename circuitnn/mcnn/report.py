@@ -225,20 +225,20 @@ def device_lines(dev: dict, surrogate: dict) -> list[str]:
 def operating_lines(op: dict) -> list[str]:
     """The operating point in words: its settings, where they come from and why, and the
     searched candidates as a table (accuracy mean +- sd over the chips, pulses per cell)."""
-    why = {"given": "given (carried by the card, attached to the built-in card's parameters "
-                    "by the reference preset, or set by hand)",
-           "rule": "the card's rules (safe read voltage, default window; "
-                   "`circuitnn.devices.operating`)",
+    why = {"given": "given: carried by the card, attached to the built-in card's parameters "
+                    "by the reference preset, or set by hand",
+           "rule": "by the card's rules: safe read voltage, default window "
+                   "(`circuitnn.devices.operating`)",
            "search": "searched for accuracy on this network (`circuitnn.search.operating`)"}
     amp = op["amplitude_reset"]
-    lines = [f"Operating point ({why[op['source']]}): v_read {op['v_read']:g} V, window "
+    lines = [f"Operating point, {why[op['source']]}: v_read {op['v_read']:g} V, window "
              f"{op['g_window'][0] * 1e6:.4g}-{op['g_window'][1] * 1e6:.4g} uS, SET gate "
              f"{op['gate_set']:g} V, RESET amplitude "
              f"{'by the derivation rule' if amp is None else f'{amp:g} V'}, write-verify "
              f"tolerance {op['tolerance_rel']:.3g} of the level spacing, {op['scheme']} "
              "pulses."]
     if op.get("why"):
-        lines.append(f"Chosen: {op['why']}.")
+        lines += ["", f"Chosen: {op['why']}."]
     cands = op.get("candidates") or []
     if cands:
         lines += ["", "| v_read (V) | window (uS) | scheme | SET gate (V) | after transfer "
