@@ -159,8 +159,8 @@ class RunConfig:
         if device and self.operating_point == "search" and self.choice is None:
             raise CircuitnnError("the operating-point search runs above the chain: use "
                                  "circuitnn.search.run_searched (or --operating-point rule)")
-        ProgramConfig(self.tolerance or 1.0, self.max_pulses, self.cell_yield,
-                      self.variation_scale).check()
+        ProgramConfig(1.0 if self.tolerance is None else self.tolerance, self.max_pulses,
+                      self.cell_yield, self.variation_scale).check()
         self.hybrid().check()
         if device:
             self.device()  # loads and checks the cards, the read voltage and the window
