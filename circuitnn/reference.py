@@ -54,6 +54,8 @@ class Choices:
     cell_yield: float
     adc_fraction: float
     r_wire: float
+    set_gate: float
+    reset_gate: float
     hybrid_threshold: float
     hybrid_lr: float
 

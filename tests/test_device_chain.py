@@ -18,7 +18,8 @@ from circuitnn.devices import DEVICE_MODELS_DIR, ModelCard
 from circuitnn.io import file_sha256
 
 CARD = DEVICE_MODELS_DIR / "bipolar-vteam.json"
-QUICK = ["mcnn", "run", "--quick", "--n-check", "0", "--iv-card", str(CARD)]
+QUICK = ["mcnn", "run", "--quick", "--n-check", "0", "--iv-card", str(CARD), "--operating-point",
+         "rule"]  # the card's rules: the operating-point search has tests of its own
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ LAYERS = [
     {"periphery"},
     {"network"},
     {"training"},
+    {"search"},
     {"mcnn"},
     {"cli"},
 ]

@@ -150,15 +150,17 @@ def test_iv_card_sets_the_read_voltage(tmp_path):
     from circuitnn.errors import CircuitnnError
     with pytest.raises(CircuitnnError, match="does not overlap the window"):
         array_device(path, pulse_card=DEVICE_MODELS_DIR / "taox-pulse.json")
-    dev = array_device(path, pulse_card=DEVICE_MODELS_DIR / "taox-pulse.json",
-                       g_window=(1.7e-3, 2.4e-3))
-    assert dev.v_read == pytest.approx(0.15) and dev.tile_card is not None
-    assert dev.summary["pulse"]["source"] == "card"
+    # the TaOx card's 1.7-2.4 mS: the device holds it, its 1T1R cell cannot read it
+    with pytest.raises(CircuitnnError, match="outside what the device reaches in its cell"):
+        array_device(path, pulse_card=DEVICE_MODELS_DIR / "taox-pulse.json",
+                     g_window=(1.7e-3, 2.4e-3))
     derived = array_device(path, g_window=(6e-6, 24e-6))  # the law from the card itself
+    assert derived.v_read == pytest.approx(0.15) and derived.tile_card is not None
     assert derived.summary["pulse"]["source"] == "derived"
     assert derived.summary["pulse"]["ngspice_check"]["max_state_error"] <= 0.01
-    law = derived.programming_model(0.0)
-    assert (law.g_min, law.g_max) == pytest.approx((6e-6, 24e-6), rel=1e-6)
+    law = derived.programming_model(0.0)  # on the devices' own window, above the cells'
+    assert (law.g_min, law.g_max) == pytest.approx(derived.device_window, rel=1e-6)
+    assert derived.device_window[0] > 6e-6 and derived.device_window[1] > 24e-6
     assert array_device().v_read == pytest.approx(0.2)
     assert array_device("ohmic").tile_card is None
 

@@ -6,14 +6,17 @@ Stages, each through the same commands a user runs, each printing its time:
    ranked), the bipolar Cu/a-SiC/TiN loop with its 100 uA compliance (VTEAM), and the
    pulse-update law to the measured TaOx ramps;
 2. the device: the first fitted card that the chain can use (a safe read voltage exists, the
-   state holds at 0 V, a pulse law can be derived from it, its surrogate passes validation
-   against ngspice), trying Knowm M1's models best-ranked first, then the bipolar loop's card;
-   the report says why the ones before it were passed over;
+   state holds at 0 V, one of the operating-point search's candidates is reachable and a pulse
+   law can be derived there), trying Knowm M1's models best-ranked first, then the bipolar
+   loop's card; the report says why the ones before it were passed over;
 3. tile figures (wire convention, IR drop of the 128 x 16 reference array);
 4. the reference chain (`mcnn run`) twice on the same ex-situ trained network: with the built-in
-   HfOx device of the reference, and with the device chosen in step 2 (its pulse law
-   derived from the card, its surrogate calibrated and validated automatically), and one report
-   that sets the two devices side by side (`OUT/report.md`).
+   HfOx device of the reference (at the reference's operating point), and with the device
+   chosen in step 2 at the operating point searched for accuracy on this network
+   (`circuitnn.search.operating`: its pulse laws derived from the card, its surrogate calibrated
+   and validated automatically), and one report that sets the two devices side by side, their
+   operating points and the searched accuracy (mean +- sd over chips) included
+   (`OUT/report.md`).
 
 The built-in device's chain needs nothing from the fits and runs beside them in its own process
 (its log: OUT/hfox.log). Everything is written under --out (default runs/demo);
@@ -59,6 +62,10 @@ CURATED = {
 #: the models fitted to Knowm M1: all of them (2.9-7 s each: BENCHMARKS.md); the MSS card, the
 #: best ranked, describes a volatile device, and the chain takes the next usable one
 KNOWM_MODELS = ("mss", "vteam", "yakopcic", "stanford-pku")
+#: --quick fits Knowm M1 with VTEAM alone, at full effort (a few seconds: BENCHMARKS.md): cut
+#: short (--maxiter 3) no Knowm M1 fit gives a card an array can use
+QUICK_MODELS = ("vteam",)
+QUICK_SEEDS = 1  # chips per candidate operating point in the quick demo (the full one: 3)
 #: devices of the comparison: folder under --out, label
 DEVICES = {"hfox": "built-in HfOx (Stanford-PKU card, the reference's device class)",
            "fitted": "fitted from measured data in this run"}
@@ -99,17 +106,19 @@ class _Stages:
         click.echo(f"[demo] {name}: {self.seconds[name]:.0f} s", err=True)
 
 
-def usable_card(candidates: list[tuple[str, Path]]
+def usable_card(candidates: list[tuple[str, Path]], cfg: Any
                 ) -> tuple[str, Path, list[str], dict[str, Any]]:
-    """(label, card path, why the ones before it were passed over, its surrogate's record with
-    the seconds its pulse law and surrogate took) of the first candidate card
-    (best first) that the chain can use: an operating point (`circuitnn.devices.operating`:
-    a safe read voltage, a state that holds at 0 V), a pulse law derived from the card
-    (`circuitnn.fitting.derive`) and a surrogate of its PEs that passes validation against
-    ngspice (both cached, so the chain reuses them)."""
+    """(label, card path, why the ones before it were passed over, what made it usable) of the
+    first candidate card (best first) that the chain can use: an operating point
+    (`circuitnn.devices.operating`: a safe read voltage, a state that holds at 0 V) and, among
+    the operating-point search's candidates (`circuitnn.search.operating.candidate_grid` for
+    `cfg`, the fitted run's configuration), one that the device reaches and whose pulse law can
+    be derived (`circuitnn.fitting.derive`, cached, so the search reuses it)."""
+    from dataclasses import replace
+
     from circuitnn.devices import ModelCard
     from circuitnn.network.device import array_device
-    from circuitnn.training.pipeline import device_surrogate
+    from circuitnn.search.operating import candidate_grid
 
     skipped = []
     for label, path in candidates:
@@ -118,13 +127,21 @@ def usable_card(candidates: list[tuple[str, Path]]
             skipped.append(f"{label}: {op.get('reason')}")
             continue
         t0 = time.perf_counter()
+        why = []
         try:
-            surrogate = device_surrogate(array_device(path))
+            grid = candidate_grid(replace(cfg, iv_card=str(path)))
         except CircuitnnError as err:
             skipped.append(f"{label}: {err}")
             continue
-        surrogate["seconds"] = time.perf_counter() - t0
-        return label, path, skipped, surrogate
+        for choice in grid:
+            try:
+                dev = array_device(path, choice=choice)
+            except CircuitnnError as err:
+                why.append(str(err))
+                continue
+            return label, path, skipped, {"operating_point": dev.choice.to_json(),
+                                          "seconds": time.perf_counter() - t0}
+        skipped.append(f"{label}: no operating point of the search can be used ({why[0]})")
     raise CircuitnnError("no fitted card can be used in an array: " + "; ".join(skipped))
 
 
@@ -182,7 +199,8 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
             else:
                 knowm = write_text(fits / "knowm-m1.toml", knowm_manifest("M1"))
                 ranking = json.loads(_run(
-                    ["fit", str(knowm), "--model", ",".join(KNOWM_MODELS), "--json", *effort,
+                    ["fit", str(knowm), "--model", ",".join(QUICK_MODELS if quick
+                                                             else KNOWM_MODELS), "--json",
                      "--out", str(fits / "knowm-m1-{model}.json"),
                      "--figure", str(fits / "fit_knowm-m1-{model}.png")], capture=True))
                 write_json(ranking_path, ranking)
@@ -195,12 +213,15 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
                 _run(["fit-pulse", "taox-pulse", "--out", str(fits / "taox-pulse.json"),
                       "--figure", str(fits / "pulse_fit_taox-pulse.png")])
         with stages.stage("device"):
+            from circuitnn.mcnn.run import McnnConfig
+
             cands, rejected = candidates(ranking, fits / "bipolar-vteam.json")
-            label, card, skipped, surrogate = usable_card(cands)
+            fitted_cfg = McnnConfig.quick() if quick else McnnConfig()
+            label, card, skipped, usable = usable_card(cands, fitted_cfg)
             skipped = rejected + skipped
             write_json(fits / "device-choice.json", {"device": label, "card": str(card),
                                                       "ranking": ranking, "skipped": skipped,
-                                                      "surrogate": surrogate})
+                                                      "usable": usable})
             click.echo(f"[demo] fitted device: {label} ({card}); passed over: "
                        f"{'; '.join(skipped) or 'none'}", err=True)
             _run(["device", "check", str(card)])
@@ -220,11 +241,11 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
     with stages.stage("chain, built-in HfOx (the rest of it, after the fits)"):
         if hfox.wait() != 0:
             raise CircuitnnError(f"the built-in device's chain failed: see {root / 'hfox.log'}")
-    with stages.stage("chain, fitted device"):
+    with stages.stage("chain, fitted device (operating-point search, then the chain)"):
         _run(["mcnn", "run", "--out", str(root / "fitted"), "--iv-card", str(card),
-              "--weights", str(root / "hfox" / "weights.npz"), *quick_args])
-    compare(root, {"device": label, "card": str(card), "skipped": skipped,
-                   "surrogate": surrogate})
+              "--weights", str(root / "hfox" / "weights.npz"), "--operating-point", "search",
+              *(["--search-seeds", str(QUICK_SEEDS)] if quick else []), *quick_args])
+    compare(root, {"device": label, "card": str(card), "skipped": skipped})
     if figures_dir is not None:
         copied = copy_figures(root, Path(figures_dir))
         click.echo(f"copied {len(copied)} figures into {figures_dir}/", err=True)
@@ -242,6 +263,27 @@ def _pulse_law(p: dict[str, Any]) -> str:
     return f"derived: {amps} V SET/RESET, {p['settings']['width']:.2g} s pulses"
 
 
+def _operating(op: dict[str, Any]) -> str:
+    """An operating point in a few words."""
+    amp = "rule" if op["amplitude_reset"] is None else f"{op['amplitude_reset']:.3g} V"
+    return (f"{op['source']}: SET gate {op['gate_set']:g} V, RESET {amp}, {op['scheme']}, "
+            f"tolerance {op['tolerance_rel']:.2g} of a level")
+
+
+def _searched(op: dict[str, Any]) -> str:
+    """The chosen candidate's accuracy after transfer (mean +- sd over the chips), or why there
+    is none."""
+    keys = ("v_read", "g_window", "gate_set", "scheme", "tolerance_rel")
+    hit = next((c for c in op.get("candidates", []) if "reason" not in c
+                and all(c[k] == op[k] for k in keys)), None)
+    if hit is None:
+        return f"- (operating point {op['source']}, not searched)"
+    if hit["n"] < 2:
+        return f"{hit['transfer_accuracy_mean']:.2%} (1 chip: no sd, {hit['n_images']} images)"
+    return (f"{hit['transfer_accuracy_mean']:.2%} +- {hit['transfer_accuracy_sd']:.2%} "
+            f"({hit['n']} chips, {hit['n_images']} images)")
+
+
 def compare(root: Path, choice: dict[str, Any]) -> Path:
     """OUT/report.md: the two devices' runs side by side."""
     from circuitnn.io import write_text
@@ -249,7 +291,6 @@ def compare(root: Path, choice: dict[str, Any]) -> Path:
     from circuitnn.reference import REF
 
     reps = {k: json.loads((root / k / "report.json").read_text()) for k in DEVICES}
-    made = choice["surrogate"] if choice["surrogate"]["calibrated"] else {"card_sha256": None}
     ref = REF.published
 
     def row(name: str, get, fmt=_pct, reference: str = "-") -> str:
@@ -266,8 +307,10 @@ def compare(root: Path, choice: dict[str, Any]) -> Path:
              + ", ".join(f"[{k}]({k}/report.md)" for k in DEVICES) + ".", "",
              f"Fitted device: **{choice['device']}** (`{choice['card']}`), the first fit in "
              "the order Knowm M1 (best-ranked model first), then the bipolar loop, that the "
-             "chain can use (a safe read voltage, a state that holds, a pulse law derived from "
-             "the card, a surrogate validated against ngspice).", "",
+             "chain can use (a safe read voltage, a state that holds, an operating point it "
+             "reaches with a pulse law derived from the card). Its operating point was "
+             "searched for accuracy on this network (`fitted/report.md` lists every candidate); "
+             "the built-in device runs at the reference's.", "",
              *([f"Passed over: {'; '.join(choice['skipped'])}.", ""] if choice["skipped"]
                else []),
              "| | " + " | ".join([DEVICES["hfox"], f"{choice['device']}, {DEVICES['fitted']}"])
@@ -278,10 +321,12 @@ def compare(root: Path, choice: dict[str, Any]) -> Path:
                  f"{REF.hardware.v_read:g}"),
              row("window (uS)", lambda r: r["device"]["g_window"],
                  lambda w: f"{w[0] * 1e6:.3g}-{w[1] * 1e6:.3g}"),
+             row("operating point", lambda r: r["device"]["operating_point"], _operating),
+             row("after transfer, held-back training images (mean +- sd over chips)",
+                 lambda r: r["device"]["operating_point"], _searched),
              row("pulse law", lambda r: r["device"]["pulse"], _pulse_law),
              row("surrogate", lambda r: r["surrogate"],
-                 lambda s: ("calibrated in this run, " if s["calibrated"] or s["card_sha256"]
-                            == made["card_sha256"] else "shipped or cached, ")
+                 lambda s: f"sha256 {str(s['card_sha256'])[:8]}, "
                  + (f"{s['validation']['rms_error']:.2%} RMS vs ngspice"
                     if s.get("validation") else "")),
              row("software accuracy", lambda r: r["software_test_accuracy"], _pct,

@@ -18,6 +18,10 @@ def _window(g_min_us: float | None, g_max_us: float | None) -> tuple[float, floa
     return g_min_us * 1e-6, g_max_us * 1e-6
 
 
+SOURCES = {"given": "given: carried by the card, from the reference preset, or set here",
+           "rule": "the default rule of circuitnn.devices.operating"}
+
+
 def _text(r: dict[str, Any]) -> list[str]:
     op = r["operating"]
     thr = op["thresholds_V"]
@@ -43,9 +47,13 @@ def _text(r: dict[str, Any]) -> list[str]:
         f"  switching thresholds: +{volts(thr['positive'])} / -{volts(thr['negative'])}",
         f"  g_range at v_read: [{lo * 1e6:.4g}, {hi * 1e6:.4g}] uS, on/off {ratio(op['on_off'])}",
     ]
-    w = r["g_window"]
-    lines.append(f"  window: [{w[0] * 1e6:.4g}, {w[1] * 1e6:.4g}] uS, on/off "
-                 f"{w[1] / w[0]:.3g} ({op['window_rule']})")
+    c = r["operating_point"]
+    w, dw = c["g_window"], c["device_window"]
+    lines.append(f"  window: [{w[0] * 1e6:.4g}, {w[1] * 1e6:.4g}] uS as the 1T1R cell reads, "
+                 f"on/off {w[1] / w[0]:.3g} ({SOURCES[c['source']]}); the device itself at "
+                 f"[{dw[0] * 1e6:.4g}, {dw[1] * 1e6:.4g}] uS")
+    lines.append(f"  programming: SET gate {c['gate_set']:g} V, {c['scheme']} pulses, "
+                 f"write-verify tolerance {c['tolerance_rel']:g} of the level spacing")
     if "read_check" in r:
         from circuitnn.fitting.readcheck import read_check_line
 
@@ -116,19 +124,28 @@ def check(card: str, pulse_card: str | None, v_read: float | None, g_min_us: flo
     of --pulse-card or of the law derived from the card. CARD is an I-V card (circuitnn fit); a
     card without an operating record gets one computed (see circuitnn.devices.operating).
     """
+    from circuitnn.devices.card import ModelCard
+    from circuitnn.devices.operating import PULSE_MODEL
     from circuitnn.devices.profile import DeviceProfile
     from circuitnn.fitting.readcheck import require_read_match
+    from circuitnn.network.device import resolve_device
 
-    profile = DeviceProfile.load(card, pulse_card, v_read, _window(g_min_us, g_max_us))
+    if ModelCard.load(card).model == PULSE_MODEL:  # the profile refuses it in one line
+        DeviceProfile.load(card)
+    _, choice, dev_window, _ = resolve_device(
+        card, None, {"v_read": v_read, "g_window": _window(g_min_us, g_max_us)})
+    profile = DeviceProfile.load(card, pulse_card, v_read, dev_window)
     read = require_read_match(profile.iv_card, profile.v_read, card, accept_read_error)
     report = profile.report()
+    report["operating_point"] = {**choice.to_json(), "device_window": list(dev_window)}
     report["read_check"] = read
     if pulse_card is None and derive:
         from circuitnn.devices.pulse import pulse_response, scale_model
-        from circuitnn.fitting.derive import derived_pulse
+        from circuitnn.fitting.derive import DeriveSettings, derived_pulse
 
         try:
-            model, derived = derived_pulse(profile)
+            model, derived = derived_pulse(profile, DeriveSettings(
+                gate_set=choice.gate_set, amplitude_reset=choice.amplitude_reset))
         except CircuitnnError as err:  # a finding about the device, not a failed check
             report["pulse"] = {"source": "derived", "error": str(err)}
         else:

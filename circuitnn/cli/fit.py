@@ -331,9 +331,15 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
     if ModelCard.load(path).model == PULSE_MODEL:
         raise CircuitnnError(f"{card} is a pulse-update card; --from-card needs an I-V "
                              "compact-model card (a pulse card is used as it is)")
-    settings = DeriveSettings(amplitude_set=amplitude_set, amplitude_reset=amplitude_reset,
-                              width=width, pulses=pulses, noise=noise, **gates)
-    profile = DeviceProfile.load(path, v_read=v_read, window=_window(window))
+    from circuitnn.network.device import resolve_device
+
+    _, choice, dev_window, _ = resolve_device(path, None, {"v_read": v_read,
+                                                          "g_window": _window(window)})
+    settings = DeriveSettings(amplitude_set=amplitude_set, width=width, pulses=pulses,
+                              noise=noise, **{"gate_set": choice.gate_set, **gates},
+                              amplitude_reset=choice.amplitude_reset
+                              if amplitude_reset is None else amplitude_reset)
+    profile = DeviceProfile.load(path, v_read=choice.v_read, window=dev_window)
     with tqdm(desc=f"derive pulse law from {path.name}", unit="pulse", file=sys.stderr,
               disable=None, leave=False) as bar:
         model, report = derived_pulse(profile, settings, check_ngspice=check,
@@ -400,18 +406,19 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
               help="--from-card: pulse width in s, up to 1e-3 (default: the reference's 50 ns, "
                    "else the first decade longer whose pulses cross the window).")
 @click.option("--gate-set", type=float, default=None,
-              help="--from-card: word-line (gate) voltage of the access transistor during SET "
-                   "(default: circuitnn.tile.program's).")
+              help="--from-card: SET word-line voltage in V, the access transistor's "
+                   "compliance (default: the card's operating point).")
 @click.option("--gate-reset", type=float, default=None,
-              help="--from-card: word-line (gate) voltage during RESET (default: "
-                   "circuitnn.tile.program's).")
+              help="--from-card: word-line (gate) voltage during RESET (default: the "
+                   "reference preset's).")
 @click.option("--pulses", type=int, default=100, show_default=True,
               help="--from-card: most pulses per ramp (4 to 10000).")
 @click.option("--noise", type=float, default=None,
               help="--from-card: cycle-to-cycle sigma per pulse as a fraction of the window, "
                    "used when the card has no variation.cycle_to_cycle.sigma_rel (default 0).")
 @click.option("--window", default=None,
-              help="--from-card: programmable window GMIN,GMAX in S (default: the card's).")
+              help="--from-card: programmable window GMIN,GMAX in S as the 1T1R cell reads it "
+                   "(default: the card's operating point).")
 @click.option("--v-read", type=float, default=None,
               help="--from-card: read voltage in V (default: the card's safe v_read).")
 @click.option("--no-ngspice-check", is_flag=True,

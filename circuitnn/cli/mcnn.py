@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from circuitnn.cli.network import device_config, device_options
+from circuitnn.cli.network import SEARCH_KEYS, device_config, device_options, searched
 from circuitnn.errors import CircuitnnError
 from circuitnn.reference import REF
 from circuitnn.surrogate.read import ENGINES
@@ -49,8 +49,9 @@ def mcnn() -> None:
 @click.option("--hybrid-fraction", default=None, type=float,
               help="Fraction of the training images for hybrid training (default: all of a "
                    "small set, 10% of a large one).")
-@click.option("--tolerance", default=REF.choices.write_tolerance * 1e6, show_default=True,
-              type=float, help="Write-verify tolerance (uS).")
+@click.option("--tolerance", default=None, type=float,
+              help="Write-verify tolerance (uS; default: the operating point's, a fraction of "
+                   "the level spacing).")
 @click.option("--max-pulses", default=REF.choices.max_pulses, show_default=True, type=int,
               help="Write-verify pulse budget per cell.")
 @click.option("--yield", "cell_yield", default=REF.choices.cell_yield, show_default=True,
@@ -75,18 +76,20 @@ def mcnn() -> None:
 def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str | None,
         v_read: float | None, engine: str, epochs: int, weights: str | None, n_test: int,
         test_images: int | None, hybrid_fraction: float | None, g_min: float | None,
-        g_max: float | None, accept_read_error: bool, tolerance: float,
+        g_max: float | None, tolerance: float,
         max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
         hybrid_batches: int, hybrid_lr: float, threshold: float, refresh_every: int,
-        n_check: int, tile_options: str | None, quick: bool) -> None:
+        n_check: int, tile_options: str | None, quick: bool, **device) -> None:
     """Run the reference chain (cnn5 on eight PEs, three convolver groups) into --out,
     resuming finished stages, and write report.json / report.md beside the published figures."""
-    from circuitnn.mcnn.run import McnnConfig, run_chain
+    from circuitnn.mcnn.run import MCNN_SALT, McnnConfig, run_chain
 
+    search = {k: device.pop(k) for k in SEARCH_KEYS}
     kw = dict(seed=seed, dataset=dataset,
-              **device_config(iv_card, pulse_card, v_read, g_min, g_max, accept_read_error),
+              **device_config(iv_card, pulse_card, v_read, g_min, g_max, **device),
               engine=engine, weights=weights, n_test_split=n_test,
-              hybrid_fraction=hybrid_fraction, tolerance=tolerance * 1e-6,
+              hybrid_fraction=hybrid_fraction,
+              tolerance=None if tolerance is None else tolerance * 1e-6,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
               refresh_every=refresh_every, tile_options=_tile_options(tile_options))
@@ -98,7 +101,7 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
         cfg = McnnConfig.quick(**kw, **{k: v for k, (v, d) in defaults.items() if v != d})
     else:
         cfg = McnnConfig(**kw, **{k: v for k, (v, _) in defaults.items()})
-    log = run_chain(cfg, out).log
+    log = run_chain(searched(cfg, out, search, MCNN_SALT), out).log
     rep = log.results["report"].report
     click.echo(f"software {rep['software_test_accuracy']:.4f}  quantised "
                f"{rep['quantized_test_accuracy']:.4f}  transfer {rep['transfer_test_accuracy']:.4f}"

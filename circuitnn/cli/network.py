@@ -28,26 +28,61 @@ DEVICE_OPTIONS = (
     click.option("--accept-read-error", is_flag=True,
                  help="Use the I-V card even when it is off by more than 0.5 decade from its "
                       "measured data at v_read (refused otherwise; the report says so)."),
+    click.option("--operating-point", "operating_point", default=None,
+                 type=click.Choice(["rule", "search"]),
+                 help="How the operating point (read voltage, window, SET gate, RESET "
+                      "amplitude, write-verify tolerance, scheme) is chosen: 'search' for "
+                      "accuracy on this network, 'rule' by the card's rules. Default: the one "
+                      "the card carries (the built-in card: the reference's), else 'search' "
+                      "for a card given with --iv-card."),
+    click.option("--gate-set", default=None, type=float,
+                 help="SET word-line voltage (V): the access transistor's compliance."),
+    click.option("--amplitude-reset", default=None, type=float,
+                 help="RESET pulse amplitude (V; default: the pulse derivation's rule)."),
+    click.option("--tolerance-rel", default=None, type=float,
+                 help="Write-verify tolerance as a fraction of the level spacing."),
+    click.option("--scheme", default=None, type=click.Choice(["fixed", "incremental"]),
+                 help="Programming scheme: fixed pulses, or incremental steps (SET gate "
+                      "ramp, RESET amplitude ramp)."),
+    click.option("--search-seeds", default=3, show_default=True, type=int,
+                 help="Chips each candidate operating point is evaluated on."),
+    click.option("--workers", default=2, show_default=True, type=int,
+                 help="Dask worker processes of the search's local cluster."),
+    click.option("--scheduler", default=None,
+                 help="Address of an existing Dask scheduler for the search."),
 )
+SEARCH_KEYS = ("search_seeds", "workers", "scheduler")
 
 
 def device_options(command):
-    """Add the options that name the device of every cell (`network run`, `mcnn run`)."""
+    """Add the options that name the device of every cell and its operating point (`network
+    run`, `mcnn run`)."""
     for option in reversed(DEVICE_OPTIONS):
         command = option(command)
     return command
 
 
 def device_config(iv_card: str | None, pulse_card: str | None, v_read: float | None,
-                  g_min: float | None, g_max: float | None,
-                  accept_read_error: bool = False) -> dict:
-    """Those options as `RunConfig` fields (window in S)."""
+                  g_min: float | None, g_max: float | None, **kw) -> dict:
+    """Those options as `RunConfig` fields (window in S) and the search's (SEARCH_KEYS)."""
     if (g_min is None) != (g_max is None):
         raise click.UsageError("give --g-min and --g-max together")
     return dict(iv_card=iv_card, pulse_card=pulse_card, v_read=v_read,
                 g_min=None if g_min is None else g_min * 1e-6,
-                g_max=None if g_max is None else g_max * 1e-6,
-                accept_read_error=accept_read_error)
+                g_max=None if g_max is None else g_max * 1e-6, **kw)
+
+
+def searched(cfg, out: str, search: dict, salt: str | None = None):
+    """`cfg` at its operating point: searched when asked for or by default (a card that carries
+    none), else as it is; the search's options are checked either way. `salt`: the run's."""
+    from circuitnn.search.operating import check_search, run_searched, wants_search
+    from circuitnn.training.pipeline import NETWORK_SALT
+
+    seeds, workers, scheduler = (search[k] for k in SEARCH_KEYS)
+    check_search(seeds, workers, scheduler)
+    if wants_search(cfg):
+        return run_searched(cfg, out, seeds, workers, scheduler, salt=salt or NETWORK_SALT)
+    return cfg
 
 
 @click.group()
@@ -91,25 +126,26 @@ def network() -> None:
 def run(name: str, dataset: str, out: str, train_images: int | None, test_images: int | None,
         replicate_first: int, hybrid_fraction: float | None, engine: str, iv_card: str | None,
         pulse_card: str | None, v_read: float | None, g_min: float | None,
-        g_max: float | None, accept_read_error: bool, weights: str | None, epochs: int | None,
-        hybrid_batches: int, n_energy: int, calibrate_columns: bool, seed: int,
-        as_json: bool) -> None:
+        g_max: float | None, weights: str | None, epochs: int | None, hybrid_batches: int,
+        n_energy: int, calibrate_columns: bool, seed: int, as_json: bool, **device) -> None:
     """Run the whole chain for a preset network (resuming finished stages) and write
-    OUT/report.json."""
-    from circuitnn.io import write_json
+    OUT/report.json and OUT/report.md."""
+    from circuitnn.io import write_json, write_text
+    from circuitnn.mcnn.report import operating_lines
     from circuitnn.training.pipeline import RunConfig, network_report, run_pipeline
 
+    search = {k: device.pop(k) for k in SEARCH_KEYS}
     cfg = RunConfig(network=name, dataset=dataset, train_images=train_images,
                     test_images=test_images, replicate_first=replicate_first,
                     hybrid_fraction=hybrid_fraction, engine=engine,
-                    **device_config(iv_card, pulse_card, v_read, g_min, g_max,
-                                    accept_read_error),
+                    **device_config(iv_card, pulse_card, v_read, g_min, g_max, **device),
                     weights=weights, epochs=epochs,
                     hybrid_batches=hybrid_batches, n_energy=n_energy, seed=seed,
                     calibrate_columns=calibrate_columns)
-    ctx = run_pipeline(cfg, out)
+    ctx = run_pipeline(searched(cfg, out, search), out)
     rep = network_report(ctx)
     write_json(Path(out) / "report.json", rep)
+    write_text(Path(out) / "report.md", "\n".join(network_markdown(rep, operating_lines)) + "\n")
     if as_json:
         click.echo(json.dumps(rep, indent=2))
         return
@@ -120,6 +156,21 @@ def run(name: str, dataset: str, out: str, train_images: int | None, test_images
                "nJ per inference)")
     click.echo(f"stages computed: {', '.join(ctx.log.computed) or 'none (all loaded)'}; "
                f"report: {Path(out) / 'report.json'}")
+
+
+def network_markdown(rep: dict, operating_lines) -> list[str]:
+    """report.md of `network run`: the accuracies and the device's operating point."""
+    dev, used = rep["device"], rep["transfer"]["all_used_cells"]
+    name = "ohmic cells" if dev["iv_card"] is None else f"`{dev['iv_card']['path']}`"
+    return [f"# {rep['network']} on {rep['data']['source']}", "",
+            f"Software {rep['software_test_accuracy']:.2%}, quantised "
+            f"{rep['quantized_test_accuracy']:.2%}, after transfer "
+            f"{rep['transfer_test_accuracy']:.2%}, after hybrid training "
+            f"{rep['hybrid_test_accuracy']:.2%} ({rep['data']['n_test']} test images, engine "
+            f"{rep['engine']}).", "",
+            f"Write-verify: {used['pulses_mean']:.1f} pulses per used cell, "
+            f"{used['not_converged']} of {used['n_cells']} used cells not converged.", "",
+            f"## Device: {name}", "", *operating_lines(dev["operating_point"])]
 
 
 @network.command("map")

@@ -272,6 +272,16 @@ def default_window(device: Device, v_read: float, thresholds: tuple[float, float
     return (g_min, g_max), rule
 
 
+def reachable_range(card: ModelCard, v_read: float, thresholds: tuple[float, float]
+                    ) -> tuple[float, float]:
+    """(lowest, highest) read conductance (S) at v_read over the reachable state range: what
+    programming pulses can bring a device to (a window must lie inside it)."""
+    device = _iv_device(card, "card")
+    lo, hi = reachable_states(device, thresholds)
+    g = np.abs(device.conductance(np.array([lo, hi]), v_read))
+    return float(g.min()), float(g.max())
+
+
 def _parse_window(window: Any) -> tuple[float, float]:
     try:
         g_min, g_max = (float(x) for x in window)

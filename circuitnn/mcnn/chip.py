@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from circuitnn.devices.choice import OperatingChoice
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import load_npz, write_json, write_npz
 from circuitnn.network import graph
@@ -52,6 +53,7 @@ class Chip:
                     "accept_read_error": c.accept_read_error,
                     "g_min": ctx.device.window.g_min, "g_max": ctx.device.window.g_max,
                     "v_read": ctx.device.v_read, "device_levels": c.device_levels,
+                    "operating_point": ctx.device.choice.to_json(),
                     "adc_bits": c.adc_bits,
                     "adc_fraction": c.adc_fraction, "tile_options": c.tile_options,
                     "default_engine": c.engine})
@@ -61,9 +63,12 @@ class Chip:
         if groups not in MODES:
             raise CircuitnnError(f"groups must be 1 or 3, got {groups}")
         s = self.settings
+        op = s.get("operating_point")  # chips saved before it: the window and read voltage
         device = array_device(s["iv_card"], s["pulse_card"], (s["g_min"], s["g_max"]),
                               s.get("v_read"), s["device_levels"],
-                              s.get("accept_read_error", False))
+                              choice=None if op is None or s["iv_card"] == "ohmic"
+                              else OperatingChoice.from_json(op),
+                              accept_read_error=s.get("accept_read_error", False))
         g = self.conductances[MODES[groups]] if conductances is None else conductances
         return ChipState(self.net, self.mapping, g, self.weight_scales, self.act_scales, device,
                          s["adc_bits"], s["adc_fraction"])

@@ -116,7 +116,10 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         "", f"Per-group error here: {tg['definition']}.", "",
         "## Weight transfer (write-verify)", "",
         f"Window {tr['window_S'][0] * 1e6:.4g}-{tr['window_S'][1] * 1e6:.4g} uS, pulse law: "
-        f"{_pulse_text(dev['pulse'])}. Tolerance {cfg['tolerance'] * 1e6:g} uS, "
+        f"{_pulse_text(dev['pulse'])}. Tolerance {tr['program']['tolerance'] * 1e6:.3g} uS "
+        f"({tr['program'].get('tolerance_rel', 0):.3g} of the level spacing, verify "
+        f"{tr['program'].get('verify', 'device')} read, {tr['program'].get('scheme', 'fixed')} "
+        "pulses), "
         f"budget {cfg['max_pulses']} pulses, yield {cfg['cell_yield']}, device-to-device "
         f"spread x{cfg['variation_scale']:g}.",
         "",
@@ -203,6 +206,8 @@ def device_lines(dev: dict, surrogate: dict) -> list[str]:
                      f"{iv['sha256'][:12]}); read at **{dev['v_read']:g} V**; window "
                      f"**{dev['g_window'][0] * 1e6:.4g}-{dev['g_window'][1] * 1e6:.4g} uS**; "
                      f"pulse law: {_pulse_text(dev['pulse'])}.")
+    if dev.get("operating_point"):
+        lines += [""] + operating_lines(dev["operating_point"])
     read = dev.get("read_check")
     if read is not None:
         from circuitnn.fitting.readcheck import read_check_line
@@ -223,6 +228,39 @@ def device_lines(dev: dict, surrogate: dict) -> list[str]:
                   "`device.png`: the card's I-V (linear and log |I|, with the read voltage and "
                   "the window) and the pulse law's mean response."]
     return lines + [""]
+
+
+def operating_lines(op: dict) -> list[str]:
+    """The operating point in words: its settings, where they come from and why, and the
+    searched candidates as a table (accuracy mean +- sd over the chips, pulses per cell)."""
+    why = {"given": "given: carried by the card, attached to the built-in card's parameters "
+                    "by the reference preset, or set by hand",
+           "rule": "by the card's rules: safe read voltage, default window "
+                   "(`circuitnn.devices.operating`)",
+           "search": "searched for accuracy on this network (`circuitnn.search.operating`)"}
+    amp = op["amplitude_reset"]
+    lines = [f"Operating point, {why[op['source']]}: v_read {op['v_read']:g} V, window "
+             f"{op['g_window'][0] * 1e6:.4g}-{op['g_window'][1] * 1e6:.4g} uS, SET gate "
+             f"{op['gate_set']:g} V, RESET amplitude "
+             f"{'by the derivation rule' if amp is None else f'{amp:g} V'}, write-verify "
+             f"tolerance {op['tolerance_rel']:.3g} of the level spacing, {op['scheme']} "
+             "pulses."]
+    if op.get("why"):
+        lines += ["", f"Chosen: {op['why']}."]
+    cands = op.get("candidates") or []
+    if cands:
+        lines += ["", "| v_read (V) | window (uS) | scheme | SET gate (V) | after transfer "
+                  "(held-back) | pulses per cell | note |", "|---|---|---|---|---|---|---|"]
+        for c in cands:
+            w = f"{c['g_window'][0] * 1e6:.3g}-{c['g_window'][1] * 1e6:.3g}"
+            acc = ("-" if "reason" in c else f"{c['transfer_accuracy_mean']:.2%} (n=1)"
+                   if c["n"] < 2 else f"{c['transfer_accuracy_mean']:.2%} +- "
+                   f"{c['transfer_accuracy_sd']:.2%} (n={c['n']})")
+            pulses = "-" if "reason" in c else f"{c['pulses_mean']:.1f}"
+            lines.append(f"| {c['v_read']:g} | {w} | {c['scheme']} | {c['gate_set']:g} | "
+                         f"{acc} | {pulses} | {c.get('reason', '')} |")
+        lines += ["", "![operating point](operating_point.png)"]
+    return lines
 
 
 def _crosscheck_text(cc: dict) -> str:

@@ -43,8 +43,8 @@ class McnnConfig(RunConfig):
     n_check: int = 20
     n_check_patches: int = 2  # convolution patches per image in the ngspice cross-check
 
-    def check(self) -> None:
-        super().check()
+    def check(self, device: bool = True) -> None:
+        super().check(device)
         if self.network != "cnn5" or self.mapping != "reference" or self.modes != MODES:
             raise CircuitnnError("mcnn run is the reference system (cnn5, reference placement)")
         if self.n_check < 0 or self.n_check_patches < 1:
@@ -179,7 +179,10 @@ MCNN_STAGES = NETWORK_STAGES + [
 ]
 
 
+MCNN_SALT = "circuitnn-mcnn-2"
+
+
 def run_chain(cfg: McnnConfig, out: str | os.PathLike, progress: bool = True,
               until: str | None = None) -> Context:
     """Run (resuming) the reference chain into `out`; returns the context (`ctx.log`)."""
-    return run_pipeline(cfg, out, MCNN_STAGES, "circuitnn-mcnn-2", progress, until)
+    return run_pipeline(cfg, out, MCNN_STAGES, MCNN_SALT, progress, until)

@@ -25,6 +25,7 @@ from circuitnn.network.device import array_device
 from circuitnn.network.engines import build_engine
 from circuitnn.network.mapping import Mapping, target_conductances
 from circuitnn.surrogate.read import check_engine
+from circuitnn.training.pipeline import verify_read
 from circuitnn.training.transfer import ProgramConfig, write_verify
 
 # Defaults stay inside the shipped surrogate card (128 x 16, 0-3 ohm per segment, 4.95-40 uS)
@@ -93,9 +94,10 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     def reprogram(g_max: float, variation: float) -> np.ndarray:
         dev = device(g_max)
         target = target_conductances(mapping, levels, dev.window)
-        pcfg = ProgramConfig(cfg.tolerance, cfg.max_pulses, cfg.cell_yield, variation)
-        return write_verify(target, dev.programming_model(variation),
-                            np.random.default_rng([cfg.seed, 99]), pcfg).conductance
+        pcfg = ProgramConfig(dev.tolerance, cfg.max_pulses, cfg.cell_yield, variation)
+        return write_verify(target, dev.programming_laws(variation),
+                            np.random.default_rng([cfg.seed, 99]), pcfg,
+                            verify_read=verify_read(cfg, dev, target.shape)).conductance
 
     results: dict[str, list] = {}
     total = sum(len(values[a]) for a in axes)

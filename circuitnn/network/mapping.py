@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from circuitnn.devices.choice import Window
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure
 from circuitnn.reference import REF
@@ -33,6 +34,7 @@ from circuitnn.reference import REF
 TILE_ROWS, TILE_COLS = REF.hardware.pe_rows, REF.hardware.pe_cols
 TILES_PER_CHIP = REF.hardware.n_pes
 DEVICE_LEVELS = REF.hardware.device_levels
+REFERENCE_WINDOW = Window()  # the reference's 6-24 uS, 8 levels (the preset's choice)
 
 #: the reference's hand placement of cnn5 (Yao et al. 2020: C1 + C3 of one convolver group on two
 #: PEs, FC on two PEs): (layer, group, pe, row0, col0, input rows, outputs) per block; "{a}" and
@@ -280,26 +282,7 @@ def reference_map(n_groups: int = REF.hardware.convolver_groups) -> Mapping:
 
 
 # ----------------------------------------------------------------------------- conductances
-@dataclass(frozen=True)
-class Window:
-    """The programmable conductance window: `levels` device states from g_min to g_max (S)."""
-
-    g_min: float = REF.choices.g_min
-    g_max: float = REF.choices.g_max
-    levels: int = DEVICE_LEVELS
-
-    def __post_init__(self) -> None:
-        if self.levels < 2 or not 0 <= self.g_min < self.g_max:
-            raise CircuitnnError(f"need levels >= 2 and 0 <= g_min < g_max (got {self.levels}, "
-                                 f"{self.g_min}, {self.g_max})")
-
-    @property
-    def unit(self) -> float:
-        """Conductance step between adjacent device states = conductance of one weight level."""
-        return (self.g_max - self.g_min) / (self.levels - 1)
-
-
-def weights_to_conductance(w_q: np.ndarray, window: Window = Window()
+def weights_to_conductance(w_q: np.ndarray, window: Window = REFERENCE_WINDOW
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Integer weight levels in -(levels-1)..(levels-1) -> (G_plus, G_minus) in siemens."""
     w = np.asarray(w_q)
@@ -311,14 +294,14 @@ def weights_to_conductance(w_q: np.ndarray, window: Window = Window()
     return g_plus.astype(float), g_minus.astype(float)
 
 
-def conductance_to_weights(g_plus: np.ndarray, g_minus: np.ndarray, window: Window = Window(),
-                           rounded: bool = False) -> np.ndarray:
+def conductance_to_weights(g_plus: np.ndarray, g_minus: np.ndarray,
+                           window: Window = REFERENCE_WINDOW, rounded: bool = False) -> np.ndarray:
     """Weight levels (G+ - G-) / unit; float (e.g. for programmed, noisy cells) or rounded."""
     w = (np.asarray(g_plus, float) - np.asarray(g_minus, float)) / window.unit
     return np.rint(w).astype(int) if rounded else w
 
 
-def target_conductances(m: Mapping, levels: dict[str, np.ndarray], window: Window = Window()
+def target_conductances(m: Mapping, levels: dict[str, np.ndarray], window: Window = REFERENCE_WINDOW
                         ) -> np.ndarray:
     """Conductance of every cell (n_tiles, rows, cols) for integer weight levels per layer.
     Columns alternate G+ / G-; unused cells are g_min."""

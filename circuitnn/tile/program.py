@@ -28,17 +28,17 @@ The pulse waveform: 0 V for `edge`, a linear rise over `edge`, `width` at full a
 linear fall over `edge`, and `edge` of rest (default 5 ns edges, 50 ns width: the identical
 50 ns SET/RESET pulse trains reported for the reference hardware, Yao et al., Nature 2020).
 
-Cell-level write-verify (`write_verify_cell`, the circuit-accurate special case of the
-array-level `circuitnn.training.transfer.write_verify`, which programs whole arrays through a
-fitted pulse-update law): closed-loop programming of one cell, pulse then read back, as in the
-reference hardware: SET pulses while the read-back conductance is below the tolerance band
-and RESET pulses while it is above; incremental step programming ramps the SET gate voltage
-(compliance) by `set_gate_step` and the RESET amplitude by `reset_step` on consecutive pulses of
-the same kind, and restarts both ramps when the direction changes. Each pulse is a full ngspice
-transient of the tile that starts from the states the previous one left (carried through
-`.ic`); the read-back is a DC read of the cell (its row alone driven at v_read, its word line
-alone on) with `read(..., engine)`; the measured conductance is I_col / v_read, which includes
-the access transistor and the wires, as a real verify read does.
+Cell-level write-verify (`write_verify_cell`: the loop `circuitnn.tile.verify.verify_loop`,
+which the array-level `circuitnn.training.transfer.write_verify` also runs through a pulse law,
+here for one cell with ngspice pulses): closed-loop programming of one cell, pulse then read
+back, as in the reference hardware: SET pulses while the read-back conductance is below the
+tolerance band and RESET pulses while it is above; incremental step programming ramps the SET
+gate voltage (compliance) by `set_gate_step` and the RESET amplitude by `reset_step` on
+consecutive pulses of the same kind, and restarts both ramps when the direction changes. Each
+pulse is a full ngspice transient of the tile that starts from the states the previous one left
+(carried through `.ic`); the read-back is a DC read of the cell (its row alone driven at v_read,
+its word line alone on) with `read(..., engine)`; the measured conductance is I_col / v_read,
+which includes the access transistor and the wires, as a real verify read does.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from circuitnn.reference import REF
 from circuitnn.spice import fmt, run_netlist
 from circuitnn.tile import netlist as tnl
 from circuitnn.tile.spec import V_MAX, TileSpec
+from circuitnn.tile.verify import verify_loop
 
 KINDS = ("set", "reset")
 INHIBITS = ("half", "zero")
@@ -64,13 +65,13 @@ PROGRAM_OPTIONS = "noinit reltol=1e-4 abstol=1e-12 vntol=1e-7 method=gear"
 
 #: default pulse amplitudes and gate voltages (V): pulse-mode SET ~ 2.0 V and RESET ~ -1.8 V
 #: are the secondary-summary figures for the reference hardware (Yao et al. 2020); the gate
-#: voltages are ours, for the default access transistor and the built-in HfOx card: a 1.4 V SET
-#: gate limits the current to ~0.6 mA (one pulse takes 20 uS to ~30 uS), and RESET needs a high
-#: gate (3.5 V) because the transistor, a source follower in RESET, keeps the device voltage below
-#: v_gate - VTO.
+#: voltages are the preset's choices (REF.choices), for the default access transistor and the
+#: built-in HfOx card: a 1.4 V SET gate limits the current to ~0.6 mA (one pulse takes 20 uS to
+#: ~30 uS), and RESET needs a high gate (3.5 V) because the transistor, a source follower in
+#: RESET, keeps the device voltage below v_gate - VTO.
 DEFAULTS = {
-    "set": {"v_pulse": 2.0, "v_gate": 1.4},
-    "reset": {"v_pulse": 2.0, "v_gate": 3.5},
+    "set": {"v_pulse": 2.0, "v_gate": REF.choices.set_gate},
+    "reset": {"v_pulse": 2.0, "v_gate": REF.choices.reset_gate},
 }
 
 
@@ -366,10 +367,13 @@ def write_verify_cell(spec: TileSpec, row: int, col: int, g_target: float, *,
                       reset_step: float = 0.1, reset_gate: float = 3.5,
                       width: float = REF.hardware.program_pulse_s, edge: float = 5e-9,
                       dt: float = 2e-9, inhibit: str = "half", dynamic: str = "cross",
-                      backend: str = "subprocess") -> WriteVerifyResult:
+                      backend: str = "subprocess", spacing: float | None = None
+                      ) -> WriteVerifyResult:
     """Closed-loop programming of cell (row, col) to `g_target` siemens (module doc).
 
-    Stops when |G - g_target| <= tol * g_target (success) or after `max_pulses` pulses.
+    Stops when |G - g_target| <= tol * spacing (success; `spacing` the level spacing of the
+    window in S, default g_target: a tolerance relative to the target) or after `max_pulses`
+    pulses.
     SET pulses: amplitude `v_set`, gate `set_gate` + k * set_gate_step; RESET pulses: amplitude
     `v_reset` + k * reset_step, gate `reset_gate` (k counts consecutive pulses of one kind;
     ramps are capped at V_MAX).
@@ -386,37 +390,47 @@ def write_verify_cell(spec: TileSpec, row: int, col: int, g_target: float, *,
     for name, val in (("v_set", v_set), ("set_gate", set_gate), ("v_reset", v_reset),
                       ("reset_gate", reset_gate)):
         _volts(val, name)
+    if spacing is None:
+        spacing = float(g_target)
+    elif isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or not (
+            np.isfinite(spacing) and spacing > 0):
+        raise CircuitnnError(f"spacing must be a positive conductance in S, got {spacing!r}")
     for name, val in (("set_gate_step", set_gate_step), ("reset_step", reset_step)):
         _volts(val, name, allow_zero=True)
     from circuitnn.tile.read import check_engine
 
     check_engine(engine)
-    s = initial_states(spec, states)
-    g = measure_cell(spec, row, col, s, engine=engine, measure=measure)
     dev = spec.device_model
-    trace, gdev = [g], [float(dev.conductance(s[row, col], spec.v_read))]
+    s = initial_states(spec, states)
+    state = {"s": s, "spec": spec}
+    trace: list[float] = []
+    gdev: list[float] = []
     kinds: list[str] = []
     vps: list[float] = []
     vgs: list[float] = []
-    cur = spec
-    run = 0
-    while abs(g - g_target) > tol * g_target and len(kinds) < max_pulses:
-        kind = "set" if g < g_target else "reset"
-        run = run + 1 if kinds and kinds[-1] == kind else 0
-        if kind == "set":
-            vp, vg = v_set, min(set_gate + run * set_gate_step, V_MAX)
-        else:
-            vp, vg = min(v_reset + run * reset_step, V_MAX), reset_gate
-        res = program_pulse(cur, row, col, kind=kind, v_pulse=vp, v_gate=vg, width=width,
-                            edge=edge, dt=dt, inhibit=inhibit, states=s, dynamic=dynamic,
-                            backend=backend)
-        s, cur = res.states_after, res.spec_after
-        g = measure_cell(cur, row, col, s, engine=engine, measure=measure)
+
+    def read_back(idx: np.ndarray) -> np.ndarray:
+        g = measure_cell(state["spec"], row, col, state["s"], engine=engine, measure=measure)
         trace.append(g)
-        gdev.append(float(dev.conductance(s[row, col], spec.v_read)))
+        gdev.append(float(dev.conductance(state["s"][row, col], spec.v_read)))
+        return np.array([g])
+
+    def pulse(idx: np.ndarray, up: np.ndarray, rung: np.ndarray) -> None:
+        kind, k = ("set" if up[0] else "reset"), int(rung[0])
+        if kind == "set":
+            vp, vg = v_set, min(set_gate + k * set_gate_step, V_MAX)
+        else:
+            vp, vg = min(v_reset + k * reset_step, V_MAX), reset_gate
+        res = program_pulse(state["spec"], row, col, kind=kind, v_pulse=vp, v_gate=vg,
+                            width=width, edge=edge, dt=dt, inhibit=inhibit, states=state["s"],
+                            dynamic=dynamic, backend=backend)
+        state["s"], state["spec"] = res.states_after, res.spec_after
         kinds.append(kind)
         vps.append(vp)
         vgs.append(vg)
-    ok = abs(g - g_target) <= tol * g_target
+
+    out = verify_loop(np.array([float(g_target)]), tol * spacing, max_pulses, read_back, pulse)
+    s, cur = state["s"], state["spec"]
+    ok = bool(out.converged[0])
     return WriteVerifyResult(ok, len(kinds), float(g_target), float(tol), np.array(trace),
                              np.array(gdev), kinds, vps, vgs, s, cur)

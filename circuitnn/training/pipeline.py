@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from circuitnn.devices import DEVICE_MODELS_DIR
+from circuitnn.devices.choice import OperatingChoice
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_text
 from circuitnn.network import graph, quantise
@@ -52,6 +53,7 @@ from circuitnn.network.presets import PRESETS, preset
 from circuitnn.reference import REF
 from circuitnn.surrogate.read import check_engine
 from circuitnn.tile.spec import TileSpec
+from circuitnn.tile.verify import verify_reads
 from circuitnn.training import exsitu
 from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_last_layer
 from circuitnn.training.stages import Stage, StageLog, run_stages
@@ -87,8 +89,17 @@ class RunConfig:
     g_min: float | None = None  # S; None: the device's window (module circuitnn.network.device)
     g_max: float | None = None
     v_read: float | None = None  # V; None: the I-V card's safe read voltage
+    # the operating point (circuitnn.devices.choice): None = what the card carries, else the
+    # rules; "rule": the rules; "search": chosen by circuitnn.search, which sets `choice`
+    operating_point: str | None = None
+    gate_set: float | None = None  # V, SET word line; None: the operating point's
+    amplitude_reset: float | None = None  # V; None: the operating point's
+    tolerance_rel: float | None = None  # of the level spacing; None: the operating point's
+    scheme: str | None = None  # "fixed" or "incremental"; None: the operating point's
+    choice: dict | None = None  # an operating point as JSON (source, settings, candidates)
+    chip_seed: int = 0  # seed of the chip drawn by transfer (programming noise, stuck cells)
     device_levels: int = REF.hardware.device_levels
-    tolerance: float = REF.choices.write_tolerance
+    tolerance: float | None = None  # S, absolute write-verify tolerance; overrides tolerance_rel
     max_pulses: int = REF.choices.max_pulses
     cell_yield: float = REF.choices.cell_yield
     variation_scale: float = 1.0
@@ -103,8 +114,10 @@ class RunConfig:
     tile_options: dict[str, Any] = field(default_factory=dict)
     calibrate_columns: bool = True  # per-column digital gain/offset after transfer
 
-    def check(self) -> None:
-        """Raise CircuitnnError for options that cannot work (fast: before any stage)."""
+    def check(self, device: bool = True) -> None:
+        """Raise CircuitnnError for options that cannot work (fast: before any stage);
+        `device`: also load and check the cards, read voltage and window (the search checks its
+        candidates itself)."""
         if self.network not in PRESETS:
             raise CircuitnnError(f"unknown network '{self.network}' (choose from "
                                  f"{', '.join(PRESETS)})")
@@ -139,15 +152,37 @@ class RunConfig:
             raise CircuitnnError("tile options must be a JSON object")
         if (self.g_min is None) != (self.g_max is None):
             raise CircuitnnError("give both --g-min and --g-max, or neither (the device's window)")
-        ProgramConfig(self.tolerance, self.max_pulses, self.cell_yield,
-                      self.variation_scale).check()
+        if self.operating_point not in (None, "rule", "search"):
+            raise CircuitnnError(f"--operating-point must be 'rule' or 'search', got "
+                                 f"{self.operating_point!r}")
+        if device and self.operating_point == "search" and self.choice is None:
+            raise CircuitnnError("the operating-point search runs above the chain (the search "
+                                 "layer's run_searched); or use --operating-point rule")
+        ProgramConfig(1.0 if self.tolerance is None else self.tolerance, self.max_pulses,
+                      self.cell_yield, self.variation_scale).check()
         self.hybrid().check()
-        self.device()  # loads and checks the cards, the read voltage and the window
+        if device:
+            self.device()  # loads and checks the cards, the read voltage and the window
 
     def device(self) -> ArrayDevice:
         window = None if self.g_min is None else (self.g_min, self.g_max)
-        return array_device(self.iv_card, self.pulse_card, window, self.v_read,
-                            self.device_levels, self.accept_read_error)
+        if self.choice is not None:
+            chosen = OperatingChoice.from_json(self.choice)
+            dev = array_device(self.iv_card, self.pulse_card, levels=self.device_levels,
+                               choice=chosen, accept_read_error=self.accept_read_error)
+            dev.summary["operating_point"] = dict(self.choice)
+        else:
+            settings = {k: getattr(self, k) for k in (
+                "gate_set", "amplitude_reset", "tolerance_rel", "scheme")}
+            dev = array_device(self.iv_card, self.pulse_card, window, self.v_read,
+                               self.device_levels, self.operating_point, settings,
+                               accept_read_error=self.accept_read_error)
+        if self.tolerance is not None:
+            rel = self.tolerance / dev.window.unit
+            choice = dataclasses.replace(dev.choice, tolerance_rel=rel, source="given")
+            dev.summary["operating_point"].update(tolerance_rel=rel, source="given")
+            dev = dataclasses.replace(dev, choice=choice)
+        return dev
 
     def hybrid(self) -> HybridConfig:
         every = max(self.refresh_every, self.hybrid_batches // 30 // self.refresh_every
@@ -281,7 +316,11 @@ class Context:
         return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
 
     def rng(self, stage: str) -> np.random.Generator:
-        return np.random.default_rng([self.cfg.seed, STAGES.index(stage)])
+        """The stage's random numbers; the transfer's also by chip (`chip_seed`)."""
+        key = [self.cfg.seed, STAGES.index(stage)]
+        if stage == "transfer" and self.cfg.chip_seed:
+            key.append(self.cfg.chip_seed)
+        return np.random.default_rng(key)
 
     def net(self) -> Network:
         return Network.from_dict(self["exsitu"].network)
@@ -305,17 +344,24 @@ class Context:
 # ----------------------------------------------------------------------------- stages
 def device_surrogate(dev: ArrayDevice, tile_options: dict[str, Any] | None = None,
                      progress: bool = True) -> dict[str, Any]:
-    """{card_sha256, calibrated, validation} of the surrogate card that covers the device's
-    PEs over its read range: shipped, cached, or calibrated now and validated against ngspice
-    (refused above 1% RMS error; `circuitnn.surrogate.auto.surrogate_for`)."""
+    """`tile_surrogate` of the device over its read range."""
+    return tile_surrogate(dev.tile_card, dev.v_read, dev.read_range,
+                          Path(dev.summary["iv_card"]["path"]).name, tile_options, progress)
+
+
+def tile_surrogate(card: Any, v_read: float, read_range: tuple[float, float], name: str,
+                   tile_options: dict[str, Any] | None = None, progress: bool = True
+                   ) -> dict[str, Any]:
+    """{card_sha256, calibrated, validation} of the surrogate card that covers the PEs of a
+    device (I-V card `card` read at v_read) over `read_range` (S): shipped, cached, or
+    calibrated now and validated against ngspice (refused above 1% RMS error;
+    `circuitnn.surrogate.auto.surrogate_for`)."""
     from circuitnn.surrogate.auto import surrogate_for
 
     opts = dict(tile_options or {})
     r = [float(opts.pop(k, TILE_DEFAULTS[k])) for k in ("r_row", "r_col")]
-    name = Path(dev.summary["iv_card"]["path"]).name
-    _, info = surrogate_for(dev.tile_card, REF.hardware.pe_rows, REF.hardware.pe_cols,
-                            (min(r), max(r)), dev.read_range, dev.v_read, opts, name,
-                            progress=progress)
+    _, info = surrogate_for(card, REF.hardware.pe_rows, REF.hardware.pe_cols, (min(r), max(r)),
+                            read_range, v_read, opts, name, progress=progress)
     return {k: info[k] for k in ("card_sha256", "calibrated", "validation")}
 
 
@@ -421,18 +467,46 @@ def stage_mapping(ctx: Context) -> Mapped:
     return Mapped(m.to_dict(), target, m.tiles_used, m.utilisation(), m.summary())
 
 
+def verify_read(c: RunConfig, dev: ArrayDevice, shape: tuple[int, ...]):
+    """The transfer's verify read of `dev`'s tiles (shape (tiles, rows, cols)) for the run's
+    circuit engine: each tile's cells as a chip reads them one row at a time
+    (`circuitnn.tile.verify.verify_reads`, with the run's tile options and the device's read
+    range, as the engine sees them); None for the ideal engines (the devices themselves)."""
+    if not check_engine(c.engine).circuit:
+        return None
+    lo, hi = dev.read_range
+    try:
+        ref = TileSpec(conductance=np.full(shape[1:], lo), device=dev.tile_card,
+                       v_read=dev.v_read, **(c.tile_options or {}))
+    except TypeError as exc:
+        raise CircuitnnError(f"bad tile option: {exc}") from None
+    cols = shape[2]
+
+    def read(g: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """Only the rows that hold cells of idx are read, all tiles' in one call (each row is
+        read on its own: only its place in its tile matters)."""
+        rows = np.unique(idx // cols)  # row index over all tiles
+        cells = rows[:, None] * cols + np.arange(cols)
+        out = np.empty(g.size)
+        out[cells] = verify_reads(ref, np.clip(g[cells], lo, hi), rows % shape[1])
+        return out[idx]
+
+    return read
+
+
 def stage_transfer(ctx: Context) -> Transferred:
     c = ctx.cfg
     target = ctx["mapping"].target
-    model = ctx.device.programming_model(c.variation_scale)
-    pcfg = ProgramConfig(c.tolerance, c.max_pulses, c.cell_yield, c.variation_scale)
+    laws = ctx.device.programming_laws(c.variation_scale)
+    pcfg = ProgramConfig(ctx.device.tolerance, c.max_pulses, c.cell_yield, c.variation_scale)
     with ctx.bar(c.max_pulses, "write-verify (pulse rounds)") as bar:
-        res = write_verify(target, model, ctx.rng("transfer"), pcfg,
-                           progress=lambda n: bar.update(1))
+        res = write_verify(target, laws, ctx.rng("transfer"), pcfg,
+                           progress=lambda n: bar.update(1),
+                           verify_read=verify_read(c, ctx.device, target.shape))
     m = Mapping.from_dict(ctx["mapping"].mapping)
     used = m.used_cells()
     plot_transfer(res, used, ctx.out / "transfer_error_hist.png",
-                  ctx.out / "transfer_pulse_hist.png", c.tolerance)
+                  ctx.out / "transfer_pulse_hist.png", pcfg.tolerance)
     per_layer = {}
     for layer in m.shapes:
         mask = np.zeros_like(used)
@@ -440,8 +514,13 @@ def stage_transfer(ctx: Context) -> Transferred:
             mask[p.tile, p.rows, p.cols] = True
         per_layer[layer] = res.summary(mask)
     w = ctx.device.window
+    verify = "cell read" if check_engine(c.engine).circuit else "device"
     report = {"pulse": ctx.device.summary["pulse"], "window_S": [w.g_min, w.g_max],
-              "program": dataclasses.asdict(pcfg), "all_used_cells": res.summary(used),
+              "program": dataclasses.asdict(pcfg) | {"tolerance_rel": ctx.device.choice
+                                                     .tolerance_rel,
+                                                     "scheme": ctx.device.choice.scheme,
+                                                     "verify": verify},
+              "all_used_cells": res.summary(used),
               "per_layer": per_layer}
     return Transferred(res.conductance, res.pulses, res.stuck, res.converged, res.devices,
                        report)
@@ -589,7 +668,8 @@ NETWORK_STAGES = [  # the data first: a bad data set is refused before any devic
     Stage("mapping", Mapped, stage_mapping),
     Stage("transfer", Transferred, stage_transfer,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
-              "tolerance", "max_pulses", "cell_yield", "variation_scale")}),
+              "tolerance", "max_pulses", "cell_yield", "variation_scale", "chip_seed", "engine",
+              "tile_options")} | {"device": ctx.device.digest}),
     Stage("calibrate", Calibration, stage_calibrate,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "calibrate_columns", "engine", "tile_options")}
@@ -612,14 +692,30 @@ def _file_key(path: str | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+NETWORK_SALT = "circuitnn-network-1"
+TRAINING = ("data", "exsitu")  # the stages that train the network, whatever the device
+
+
+def stage_order(cfg: RunConfig, stages: list[Stage]) -> list[Stage]:
+    """The stages in order (the data, then the device: each refuses bad input before any long
+    stage), except for an operating point found by a search: the search trained the network
+    with the `TRAINING` stages into the run's folder first, so they lead and the run loads
+    them."""
+    if (cfg.choice or {}).get("source") != "search":
+        return stages
+    first = [s for s in stages if s.name in TRAINING]
+    return first + [s for s in stages if s.name not in TRAINING]
+
+
 def run_pipeline(cfg: RunConfig, out: str | os.PathLike, stages: list[Stage] | None = None,
-                 salt: str = "circuitnn-network-1", progress: bool = True,
+                 salt: str = NETWORK_SALT, progress: bool = True,
                  until: str | None = None) -> Context:
     """Check every option, then run (resuming) the stages into `out`; returns the context
     (its `log` has results, timings and the stages computed)."""
     cfg.check()
     ctx = Context(cfg, Path(out), progress)
-    run_stages(stages or NETWORK_STAGES, ctx, Path(out), salt, progress, until)
+    run_stages(stage_order(cfg, stages or NETWORK_STAGES), ctx, Path(out), salt, progress,
+               until)
     return ctx
 
 

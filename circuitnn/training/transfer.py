@@ -1,7 +1,9 @@
 """Weight transfer: closed-loop write-verify programming of every cell with the pulse-update model.
 
-This is the one array-level write-verify; `circuitnn.tile.program.write_verify_cell` is the
-circuit-level version of one cell (each pulse an ngspice transient of the tile).
+The loop is `circuitnn.tile.verify.verify_loop`, the one that `circuitnn.tile.program
+.write_verify_cell` also runs for one cell in ngspice; here each pulse is a step of the pulse law
+and each verify read goes through the cell as the chain's tile sees it (`verify_read`, e.g.
+`circuitnn.tile.verify.verify_reads`: device, access transistor, wires).
 
 Device model: the pulse-update model of the `ArrayDevice` (`circuitnn.network.device`), mapped
 into the array's conductance window there.
@@ -10,7 +12,9 @@ Programming loop (Yao et al. 2020 used closed-loop write-verify; details are thi
 choice): every device starts at its own (device-to-device varied) low bound, then up to
 `max_pulses` times: read with the card's level noise; a cell whose read is within the tolerance
 of its target is done (it is not pulsed or verified again); the others get one SET (read below
-target) or RESET (above) pulse through the pulse model with its cycle-to-cycle noise. A
+target) or RESET (above) pulse through the pulse model with its cycle-to-cycle noise (with an
+incremental scheme, the law of the pulse's rung: a higher SET gate or RESET amplitude for each
+consecutive pulse of one kind). A
 fraction 1 - yield of the cells is stuck (half at the device's low
 bound, half at its high bound) and ignores pulses.
 """
@@ -18,6 +22,7 @@ bound, half at its high bound) and ignores pulses.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +30,7 @@ import numpy as np
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure
+from circuitnn.tile.verify import verify_loop
 
 
 @dataclass
@@ -58,11 +64,12 @@ class ProgramResult:
     stuck: np.ndarray  # bool
     converged: np.ndarray  # bool: last verify read within tolerance
     devices: dict[str, np.ndarray]
+    read: np.ndarray | None = None  # noise-free verify read of every cell after programming (S)
 
     @property
     def error(self) -> np.ndarray:
-        """Programmed minus target conductance (S)."""
-        return self.conductance - self.target
+        """Programmed (as the verify read sees it) minus target conductance (S)."""
+        return (self.conductance if self.read is None else self.read) - self.target
 
     def summary(self, mask: np.ndarray | None = None) -> dict[str, float]:
         """Error statistics (uS) and pulse counts over the cells in `mask` (default all)."""
@@ -77,43 +84,55 @@ class ProgramResult:
                 "not_converged": int((~self.converged[m]).sum())}
 
 
-def write_verify(target: np.ndarray, model: PulseModel, rng: np.random.Generator,
-                 config: ProgramConfig | None = None, progress=None) -> ProgramResult:
-    """Program every cell of `target` (S, any shape) by write-verify; see the module text."""
+def write_verify(target: np.ndarray, model: PulseModel | Sequence[PulseModel],
+                 rng: np.random.Generator, config: ProgramConfig | None = None, progress=None,
+                 verify_read: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+                 ) -> ProgramResult:
+    """Program every cell of `target` (S, any shape) by write-verify; see the module text.
+
+    model: the pulse law, or one law per rung of an incremental scheme (the k-th consecutive
+    pulse of one kind uses law k, the last one repeating; every law has the devices of the
+    first). verify_read(g, idx): the verify reads (S) of the flat cells idx when the devices
+    read g (flat, S) on their own; default: the devices themselves.
+    """
     cfg = config or ProgramConfig()
     cfg.check()
+    laws = [model] if isinstance(model, PulseModel) else list(model)
+    if not laws or not all(isinstance(m, PulseModel) for m in laws):
+        raise CircuitnnError("write-verify needs a pulse law or a list of them")
+    first = laws[0]
     target = np.asarray(target, float)
-    devices = model.sample_devices(target.shape, rng)
-    devices["g_min"] = np.maximum(devices["g_min"], 0.1 * model.g_min)  # no negative bounds
+    devices = first.sample_devices(target.shape, rng)
+    devices["g_min"] = np.maximum(devices["g_min"], 0.1 * first.g_min)  # no negative bounds
     devices["g_max"] = np.maximum(devices["g_max"], devices["g_min"] + 0.05 * (
-        model.g_max - model.g_min))
+        first.g_max - first.g_min))
     g = devices["g_min"].copy()
     stuck = rng.random(target.shape) > cfg.cell_yield
     stuck_high = rng.random(target.shape) < 0.5
     g[stuck & stuck_high] = devices["g_max"][stuck & stuck_high]
-    pulses = np.zeros(target.shape, np.int64)
-    converged = np.zeros(target.shape, bool)
-    flat_g, flat_t, flat_p = g.reshape(-1), target.reshape(-1), pulses.reshape(-1)
+    flat_g = g.reshape(-1)
     flat_dev = {k: np.broadcast_to(v, target.shape).reshape(-1) for k, v in devices.items()}
-    active = np.flatnonzero(~stuck.reshape(-1))  # cells still being programmed
-    for _ in range(cfg.max_pulses):
-        err = model.read(flat_g[active], rng) - flat_t[active]
-        done = np.abs(err) <= cfg.tolerance
-        converged.reshape(-1)[active[done]] = True
-        active, err = active[~done], err[~done]
-        if active.size == 0:
-            break
-        direction = np.where(err < 0, 1, -1)
-        flat_g[active] = model.step(flat_g[active], direction, rng,
-                                    {k: v[active] for k, v in flat_dev.items()})
-        flat_p[active] += 1
-        if progress is not None:
-            progress(int(active.size))
-    else:  # the budget is spent: a last verify read of the cells still programming
-        last = np.abs(model.read(flat_g[active], rng) - flat_t[active]) <= cfg.tolerance
-        converged.reshape(-1)[active[last]] = True
-    converged |= stuck & (np.abs(g - target) <= cfg.tolerance)
-    return ProgramResult(g, target, pulses, stuck, converged, devices)
+
+    def measure(idx: np.ndarray) -> np.ndarray:
+        noisy = flat_g.copy()
+        noisy[idx] = first.read(flat_g[idx], rng)
+        return noisy[idx] if verify_read is None else verify_read(noisy, idx)
+
+    def pulse(idx: np.ndarray, up: np.ndarray, rung: np.ndarray) -> None:
+        rung = np.minimum(rung, len(laws) - 1)
+        for k in np.unique(rung):
+            sel = idx[rung == k]
+            flat_g[sel] = laws[k].step(flat_g[sel], np.where(up[rung == k], 1, -1), rng,
+                                       {n: v[sel] for n, v in flat_dev.items()})
+
+    out = verify_loop(target, cfg.tolerance, cfg.max_pulses, measure, pulse,
+                      np.flatnonzero(~stuck.reshape(-1)),
+                      None if progress is None else lambda n: progress(n))
+    read = g if verify_read is None else verify_read(flat_g, np.arange(g.size)).reshape(g.shape)
+    converged = out.converged.reshape(target.shape)
+    converged |= stuck & (np.abs(read - target) <= cfg.tolerance)
+    return ProgramResult(g, target, out.pulses.reshape(target.shape), stuck, converged, devices,
+                         read)
 
 
 def update_pulses(g: np.ndarray, pulses: np.ndarray, model: PulseModel,
