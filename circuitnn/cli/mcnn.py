@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from circuitnn.cli.network import device_config, device_options
+from circuitnn.cli.network import device_config, device_options, exsitu_options
 from circuitnn.errors import CircuitnnError
 from circuitnn.network.engines import ENGINES
 from circuitnn.reference import REF
@@ -40,7 +40,10 @@ def mcnn() -> None:
 @click.option("--engine", default="surrogate", show_default=True,
               type=click.Choice([e for e in ENGINES if e != "ngspice"]),
               help="How array reads are simulated in the hardware stages.")
-@click.option("--epochs", default=30, show_default=True, type=int, help="Ex-situ epochs.")
+@click.option("--epochs", default=None, type=int,
+              help="Ex-situ epochs: of float training (default 30), or with --exsitu chip of the "
+                   "chip-aware fine-tuning (default 2).")
+@exsitu_options("float")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="NPZ of trained cnn5 parameters (default: shipped for mnist, else train).")
 @click.option("--n-test", default=1000, show_default=True, type=int,
@@ -73,7 +76,8 @@ def mcnn() -> None:
               help="JSON object of extra TileSpec fields for the circuit engines.")
 @click.option("--quick", is_flag=True, help="Small, fast settings (tests, smoke runs).")
 def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str | None,
-        v_read: float | None, engine: str, epochs: int, weights: str | None, n_test: int,
+        v_read: float | None, engine: str, epochs: int | None, exsitu: str,
+        exsitu_images: int | None, exsitu_noise: bool, weights: str | None, n_test: int,
         test_images: int | None, hybrid_fraction: float | None, g_min: float | None,
         g_max: float | None, tolerance: float,
         max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
@@ -85,13 +89,16 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
 
     kw = dict(seed=seed, dataset=dataset,
               **device_config(iv_card, pulse_card, v_read, g_min, g_max),
-              engine=engine, weights=weights, n_test_split=n_test,
+              engine=engine, weights=weights, n_test_split=n_test, exsitu=exsitu,
+              exsitu_images=exsitu_images, exsitu_noise=exsitu_noise,
               hybrid_fraction=hybrid_fraction, tolerance=tolerance * 1e-6,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
               refresh_every=refresh_every, tile_options=_tile_options(tile_options))
     if test_images is not None:
         kw["test_images"] = test_images
+    if epochs is None and exsitu == "float":
+        epochs = 30
     defaults = {"epochs": (epochs, 30), "hybrid_batches": (hybrid_batches, REF.hybrid.batches),
                 "n_check": (n_check, 20), "max_pulses": (max_pulses, REF.choices.max_pulses)}
     if quick:
