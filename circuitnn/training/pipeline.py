@@ -445,8 +445,9 @@ def _train_on_chip(ctx: Context, net: Network, params: dict[str, np.ndarray], hi
                      calibrate=c.calibrate_columns and c.engine != "ideal",
                      tile_options=c.tile_options or None,
                      noise=c.tolerance if c.exsitu_noise else 0.0, seed=c.seed)
-    cfg = ChipTrainConfig(epochs=c.epochs or 2, seed=c.seed,
-                          backend="numpy" if net.name == "cnn5" else "torch")
+    small = net.name == "cnn5"  # numpy is the faster backend for it; deep nets take a smaller lr
+    cfg = ChipTrainConfig(epochs=c.epochs or 2, seed=c.seed, lr=5e-4 if small else 5e-5,
+                          backend="numpy" if small else "torch")
     t0 = time.perf_counter()
     res, backend = train_on_chip(net, params, x, y, chip, cfg, ctx.progress)
     seconds = time.perf_counter() - t0
