@@ -98,9 +98,10 @@ class LinearisedEngine(ChipEngine):
         c, vr = self.chip, self.v_read
         parts = [self.circuit.surrogate_block(self.reference[p.tile], p) for p in blocks]
         m, zero = stack_blocks(parts, scale=vr, dtype=np.float64)
-        delta = np.hstack([c.conductances[p.tile, p.rows, p.cols]
-                           - self.reference[p.tile, p.rows, p.cols] for p in blocks])
-        m[:, :delta.shape[1]] += vr * delta
+        ref = np.hstack([self.reference[p.tile, p.rows, p.cols] for p in blocks])
+        delta = np.hstack([c.conductances[p.tile, p.rows, p.cols] for p in blocks]) - ref
+        n = delta.shape[1]
+        m[:, :n] += delta * (m[:, :n] / ref)  # the change, attenuated as its cell's read
         return np.ascontiguousarray(m, dtype=self.dtype), zero
 
 
