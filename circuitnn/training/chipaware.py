@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +129,7 @@ class ChipModel:
         self.rng = np.random.default_rng([seed, 27])
         self.used = mapping.used_cells()
         self.steps = self.refreshes = 0
+        self.refresh_seconds = 0.0
         self.act_scales: dict[str, float] = {}
         self.gains: dict[str, np.ndarray] | None = None
         self.reference: np.ndarray | None = None
@@ -145,16 +147,21 @@ class ChipModel:
     def refresh(self, params: dict[str, np.ndarray]) -> None:
         """Re-calibrate the activation steps, re-program the tiles (surrogate) with the current
         weights and re-measure the column gains (with `calibrate`)."""
+        t0 = time.perf_counter()
         self.act_scales = calibrate_activation_scales(self.net, params, self.images)
         self.gains = None
         chip, levels = self._state(params, noise=False)
         self.reference = chip.conductances
         eng = build_engine(chip, self.engine, tile_options=self.tile_options)
+        if self.engine == "surrogate":  # program every tile now (else the next step would)
+            for tile in sorted({p.tile for p in self.mapping.placements}):
+                eng.circuit.surrogate_reader(eng.tile_conductances(tile))
         if self.calibrate and self.engine != "ideal":
             inputs = layer_inputs(self.net, params, self.images[:COLUMN_IMAGES])
             self.gains = calibrate_columns(eng, levels, inputs)[0]
         self.circuit = eng.circuit
         self.refreshes += 1
+        self.refresh_seconds += time.perf_counter() - t0
 
     def product(self, params: dict[str, np.ndarray]) -> LinearisedEngine:
         """The chip's `matmul(layer, X, W)` for a training step with these parameters."""
