@@ -1,7 +1,8 @@
 """Chip-aware ex-situ training (`--exsitu chip`, `circuitnn.training.chipaware`): its forward
 pass is the chip engine's inference, its linearisation between refreshes follows the
 re-programmed chip, training through it beats the float weights on a lossy chip, numpy and
-PyTorch agree, and bad input is refused with one line before any stage."""
+PyTorch agree, and bad input is refused before any stage (more cases in
+test_network_run.py)."""
 
 from __future__ import annotations
 
@@ -132,24 +133,6 @@ def test_network_run_chip_report(tmp_path):
                 "after hybrid training"):
         assert row in md
     assert "Ex-situ training: **chip**" in md
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--engine", "nodal"], "cannot train through engine 'nodal'"),
-    (["--network", "resnet20", "--weights", str(CNN5_WEIGHTS)], "are not resnet20's"),
-    (["--exsitu", "chip", "--exsitu-images", "3"], "--exsitu-images"),
-])
-def test_bad_chip_options_one_line_before_training(tmp_path, capsys, args, message):
-    out = tmp_path / "o"
-    base = ["network", "run", "--out", str(out), "--exsitu", "chip"]
-    if "--network" not in args:
-        base += ["--network", "cnn5"]
-    with pytest.raises(SystemExit) as exc:
-        main(base + args)
-    assert exc.value.code != 0
-    err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err
-    assert not out.exists()
 
 
 def test_chip_training_of_a_resnet_needs_torch_and_a_device_with_enough_states():

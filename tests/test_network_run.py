@@ -87,12 +87,17 @@ def test_resnet20_maps_and_runs_on_given_weights(tmp_path):
     (["--replicate-first", "0"], "replicate-first"),
     (["--engine", "ngspice"], "Invalid value"),
     (["--network", "vgg"], "Invalid value"),
+    (["--exsitu", "chip", "--engine", "nodal"], "cannot train through engine 'nodal'"),
+    (["--exsitu", "chip", "--network", "resnet20", "--weights", "CNN5"], "are not resnet20's"),
+    (["--exsitu", "chip", "--exsitu-images", "3"], "--exsitu-images"),
+    (["--exsitu", "gpu"], "Invalid value"),
 ])
 def test_bad_options_one_line_nothing_written(tmp_path, capsys, args, message):
     from circuitnn.devices import DEVICE_MODELS_DIR
 
     cards = {"PULSE": DEVICE_MODELS_DIR / "taox-pulse.json",
-             "IV": DEVICE_MODELS_DIR / "knowm-m1-vteam.json"}
+             "IV": DEVICE_MODELS_DIR / "knowm-m1-vteam.json",
+             "CNN5": DEVICE_MODELS_DIR / "weights-cnn5-mnist.npz"}
     args = [str(cards.get(a, a)) for a in args]
     out = tmp_path / "o"
     base = ["network", "run", "--out", str(out)]

@@ -136,6 +136,8 @@ class RunConfig:
             raise CircuitnnError(f"--epochs must be >= 1, got {self.epochs}")
         if self.exsitu not in ("float", "chip"):
             raise CircuitnnError(f"--exsitu must be 'float' or 'chip', got '{self.exsitu}'")
+        if self.exsitu == "chip":
+            check_chip_training(self.network, self.engine)  # the device: below
         if self.exsitu_images is not None and self.exsitu_images < 10:
             raise CircuitnnError(f"--exsitu-images must be >= 10, got {self.exsitu_images}")
         if not 1 <= self.adc_bits <= 16:
