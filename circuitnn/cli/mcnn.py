@@ -41,8 +41,9 @@ def mcnn() -> None:
               type=click.Choice([e for e in ENGINES if e != "ngspice"]),
               help="How array reads are simulated in the hardware stages.")
 @click.option("--epochs", default=None, type=int,
-              help="Ex-situ epochs: of float training (default 30), or with --exsitu chip of the "
-                   "chip-aware fine-tuning (default 2).")
+              help="Ex-situ epochs: of float training when the weights are trained here "
+                   "(default 30), and with --exsitu chip of the chip-aware fine-tuning "
+                   "(default 2).")
 @exsitu_options("float")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="NPZ of trained cnn5 parameters (default: shipped for mnist, else train).")

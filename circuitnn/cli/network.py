@@ -100,8 +100,9 @@ def network() -> None:
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="NPZ of trained parameters (default: shipped weights, else train).")
 @click.option("--epochs", default=None, type=int,
-              help="Ex-situ epochs: of float training (default 30 numpy cnn5, 15 PyTorch), or "
-                   "with --exsitu chip of the chip-aware fine-tuning (default 2).")
+              help="Ex-situ epochs: of float training when the weights are trained here "
+                   "(default 30 numpy cnn5, 15 PyTorch), and with --exsitu chip of the "
+                   "chip-aware fine-tuning (default 2).")
 @exsitu_options("chip")
 @click.option("--hybrid-batches", default=REF.hybrid.batches, show_default=True, type=int,
               help="Mini-batches of in-situ training of the last layer.")

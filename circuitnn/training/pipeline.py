@@ -83,7 +83,8 @@ class RunConfig:
     train_images: int | None = None  # use a seeded random subset of N training images
     test_images: int | None = None
     weights: str | None = None  # NPZ of trained parameters; None: shipped if any, else train
-    epochs: int | None = None  # float: None = 30 (numpy, cnn5) / 15 (PyTorch); chip: 2
+    epochs: int | None = None  # of float training (None: 30 numpy cnn5 / 15 PyTorch) and of
+    #                            chip-aware fine-tuning (None: 2)
     exsitu: str = "float"  # "float" or "chip" (`circuitnn.training.chipaware`)
     exsitu_images: int | None = None  # chip: fine-tune on a seeded subset of N training images
     exsitu_noise: bool = False  # chip: programming error (uniform within +-tolerance) in training
@@ -404,20 +405,19 @@ def stage_exsitu(ctx: Context) -> Trained:
     path = Path(c.weights) if c.weights else shipped_weights(c.network, c.dataset)
     history: dict = {}
     seconds: dict[str, float] = {}
-    float_epochs = None if c.exsitu == "chip" else c.epochs
     t0 = time.perf_counter()
     if path is not None:
         params, source = exsitu.load_params(path, net), f"weights file {path.name}"
     elif c.network == "cnn5":
         res = exsitu.train(net, d.x_train, d.y_train,
-                           exsitu.TrainConfig(epochs=float_epochs or 30, seed=c.seed),
+                           exsitu.TrainConfig(epochs=c.epochs or 30, seed=c.seed),
                            progress=ctx.progress)
         params, history, source = res.params, res.history, "trained ex situ (numpy)"
     else:
         from circuitnn.training.torch_train import TorchTrainConfig, train_torch
 
         res = train_torch(net, d.x_train, d.y_train,
-                          TorchTrainConfig(epochs=float_epochs or 15, seed=c.seed),
+                          TorchTrainConfig(epochs=c.epochs or 15, seed=c.seed),
                           progress=ctx.progress)
         params, history, source = res.params, res.history, "trained ex situ (PyTorch)"
     if path is None:
