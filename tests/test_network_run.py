@@ -22,7 +22,7 @@ def cnn5_run(tmp_path_factory):
     args = ["network", "run", "--network", "cnn5", "--dataset", "mnist5k", "--out", str(out),
             "--train-images", "800", "--test-images", "100", "--epochs", "4",
             "--hybrid-batches", "20", "--engine", "quantised", "--replicate-first", "2",
-            "--hybrid-fraction", "0.5", "--n-energy", "5"]
+            "--hybrid-fraction", "0.5", "--n-energy", "5", "--exsitu", "float"]
     main(args)
     return out, args
 
@@ -35,6 +35,8 @@ def test_network_run_report(cnn5_run, capsys):
                 "hybrid_test_accuracy", "energy", "timings_s"):
         assert key in rep
     assert rep["software_test_accuracy"] > 0.5 and rep["transfer_test_accuracy"] > 0.4
+    assert rep["exsitu"] == "float" and rep["exsitu_train_seconds"] > 0
+    assert "| after hybrid training of the last layer |" in (out / "report.md").read_text()
     assert isinstance(rep["tiles"], int) and rep["tiles"] >= 3 and rep["groups"] == 2
     assert rep["data"] == {"source": rep["data"]["source"], "n_train": 800, "n_test": 100}
     assert rep["hybrid_images"] == 400
@@ -89,12 +91,17 @@ def test_resnet20_maps_and_runs_on_given_weights(tmp_path):
     (["--replicate-first", "0"], "replicate-first"),
     (["--engine", "ngspice"], "Invalid value"),
     (["--network", "vgg"], "Invalid value"),
+    (["--exsitu", "chip", "--engine", "nodal"], "cannot train through engine 'nodal'"),
+    (["--exsitu", "chip", "--network", "resnet20", "--weights", "CNN5"], "are not resnet20's"),
+    (["--exsitu", "chip", "--exsitu-images", "3"], "--exsitu-images"),
+    (["--exsitu", "gpu"], "Invalid value"),
 ])
 def test_bad_options_one_line_nothing_written(tmp_path, capsys, args, message):
     from circuitnn.devices import DEVICE_MODELS_DIR
 
     cards = {"PULSE": DEVICE_MODELS_DIR / "taox-pulse.json",
-             "IV": DEVICE_MODELS_DIR / "knowm-m1-vteam.json"}
+             "IV": DEVICE_MODELS_DIR / "knowm-m1-vteam.json",
+             "CNN5": DEVICE_MODELS_DIR / "weights-cnn5-mnist.npz"}
     args = [str(cards.get(a, a)) for a in args]
     out = tmp_path / "o"
     base = ["network", "run", "--out", str(out)]

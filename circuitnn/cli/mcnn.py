@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from circuitnn.cli.network import SEARCH_KEYS, device_config, device_options, searched
+from circuitnn.cli.network import (
+    SEARCH_KEYS,
+    device_config,
+    device_options,
+    exsitu_options,
+    searched,
+)
 from circuitnn.errors import CircuitnnError
 from circuitnn.reference import REF
 from circuitnn.surrogate.read import ENGINES
@@ -40,7 +46,11 @@ def mcnn() -> None:
 @click.option("--engine", default="surrogate", show_default=True,
               type=click.Choice([e for e, rec in ENGINES.items() if rec.chain]),
               help="How array reads are simulated in the hardware stages.")
-@click.option("--epochs", default=30, show_default=True, type=int, help="Ex-situ epochs.")
+@click.option("--epochs", default=None, type=int,
+              help="Ex-situ epochs: of float training when the weights are trained here "
+                   "(default 30), and with --exsitu chip of the chip-aware fine-tuning "
+                   "(default 2).")
+@exsitu_options("float")
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="NPZ of trained cnn5 parameters (default: shipped for mnist, else train).")
 @click.option("--n-test", default=1000, show_default=True, type=int,
@@ -74,7 +84,8 @@ def mcnn() -> None:
               help="JSON object of extra TileSpec fields for the circuit engines.")
 @click.option("--quick", is_flag=True, help="Small, fast settings (tests, smoke runs).")
 def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str | None,
-        v_read: float | None, engine: str, epochs: int, weights: str | None, n_test: int,
+        v_read: float | None, engine: str, epochs: int | None, exsitu: str,
+        exsitu_images: int | None, exsitu_noise: bool, weights: str | None, n_test: int,
         test_images: int | None, hybrid_fraction: float | None, g_min: float | None,
         g_max: float | None, tolerance: float,
         max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
@@ -87,7 +98,8 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
     search = {k: device.pop(k) for k in SEARCH_KEYS}
     kw = dict(seed=seed, dataset=dataset,
               **device_config(iv_card, pulse_card, v_read, g_min, g_max, **device),
-              engine=engine, weights=weights, n_test_split=n_test,
+              engine=engine, weights=weights, n_test_split=n_test, exsitu=exsitu,
+              exsitu_images=exsitu_images, exsitu_noise=exsitu_noise,
               hybrid_fraction=hybrid_fraction,
               tolerance=None if tolerance is None else tolerance * 1e-6,
               cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
@@ -95,6 +107,8 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
               refresh_every=refresh_every, tile_options=_tile_options(tile_options))
     if test_images is not None:
         kw["test_images"] = test_images
+    if epochs is None and exsitu == "float":
+        epochs = 30
     defaults = {"epochs": (epochs, 30), "hybrid_batches": (hybrid_batches, REF.hybrid.batches),
                 "n_check": (n_check, 20), "max_pulses": (max_pulses, REF.choices.max_pulses)}
     if quick:

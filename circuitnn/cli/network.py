@@ -54,6 +54,33 @@ DEVICE_OPTIONS = (
 SEARCH_KEYS = ("search_seeds", "workers", "scheduler")
 
 
+def exsitu_options(default: str):
+    """The options of ex-situ training (`network run`, `mcnn run`), `--exsitu` defaulting to
+    `default`."""
+    options = (
+        click.option("--exsitu", type=click.Choice(["float", "chip"]), default=default,
+                     show_default=True,
+                     help="Ex-situ training: float (software), or chip: start from the float "
+                          "weights (--weights, shipped, else trained float first) and fine-tune "
+                          "them with every forward pass through the chip's arithmetic "
+                          "(conductance levels of the device's window, bit-serial inputs, ADC, "
+                          "the engine's tile reads: surrogate, quantised or ideal), gradients "
+                          "straight-through."),
+        click.option("--exsitu-images", default=None, type=int,
+                     help="--exsitu chip: fine-tune on a seeded subset of N training images."),
+        click.option("--exsitu-noise", is_flag=True,
+                     help="--exsitu chip: add the programming error write-verify leaves (uniform "
+                          "within +-tolerance) to every cell in every training step."),
+    )
+
+    def add(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
+
+
 def device_options(command):
     """Add the options that name the device of every cell and its operating point (`network
     run`, `mcnn run`)."""
@@ -112,7 +139,11 @@ def network() -> None:
 @device_options
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
               help="NPZ of trained parameters (default: shipped weights, else train).")
-@click.option("--epochs", default=None, type=int, help="Ex-situ epochs when training.")
+@click.option("--epochs", default=None, type=int,
+              help="Ex-situ epochs: of float training when the weights are trained here "
+                   "(default 30 numpy cnn5, 15 PyTorch), and with --exsitu chip of the "
+                   "chip-aware fine-tuning (default 2).")
+@exsitu_options("chip")
 @click.option("--hybrid-batches", default=REF.hybrid.batches, show_default=True, type=int,
               help="Mini-batches of in-situ training of the last layer.")
 @click.option("--n-energy", default=20, show_default=True, type=int,
@@ -126,51 +157,48 @@ def network() -> None:
 def run(name: str, dataset: str, out: str, train_images: int | None, test_images: int | None,
         replicate_first: int, hybrid_fraction: float | None, engine: str, iv_card: str | None,
         pulse_card: str | None, v_read: float | None, g_min: float | None,
-        g_max: float | None, weights: str | None, epochs: int | None, hybrid_batches: int,
+        g_max: float | None, weights: str | None, epochs: int | None, exsitu: str,
+        exsitu_images: int | None, exsitu_noise: bool, hybrid_batches: int,
         n_energy: int, calibrate_columns: bool, seed: int, as_json: bool, **device) -> None:
     """Run the whole chain for a preset network (resuming finished stages) and write
     OUT/report.json and OUT/report.md."""
     from circuitnn.io import write_json, write_text
     from circuitnn.mcnn.report import operating_lines
-    from circuitnn.training.pipeline import RunConfig, network_report, run_pipeline
+    from circuitnn.training.pipeline import (
+        RunConfig,
+        network_markdown,
+        network_report,
+        run_pipeline,
+    )
 
     search = {k: device.pop(k) for k in SEARCH_KEYS}
     cfg = RunConfig(network=name, dataset=dataset, train_images=train_images,
                     test_images=test_images, replicate_first=replicate_first,
                     hybrid_fraction=hybrid_fraction, engine=engine,
                     **device_config(iv_card, pulse_card, v_read, g_min, g_max, **device),
-                    weights=weights, epochs=epochs,
+                    weights=weights, epochs=epochs, exsitu=exsitu,
+                    exsitu_images=exsitu_images, exsitu_noise=exsitu_noise,
                     hybrid_batches=hybrid_batches, n_energy=n_energy, seed=seed,
                     calibrate_columns=calibrate_columns)
     ctx = run_pipeline(searched(cfg, out, search), out)
     rep = network_report(ctx)
     write_json(Path(out) / "report.json", rep)
-    write_text(Path(out) / "report.md", "\n".join(network_markdown(rep, operating_lines)) + "\n")
+    dev = rep["device"]
+    name = "ohmic cells" if dev["iv_card"] is None else f"`{dev['iv_card']['path']}`"
+    lines = [*network_markdown(rep), f"## Device: {name}", "",
+             *operating_lines(dev["operating_point"])]
+    write_text(Path(out) / "report.md", "\n".join(lines) + "\n")
     if as_json:
         click.echo(json.dumps(rep, indent=2))
         return
-    click.echo(f"{name} on {rep['data']['source']}: software {rep['software_test_accuracy']:.4f}"
+    click.echo(f"{name} on {rep['data']['source']} (ex situ: {exsitu}): software "
+               f"{rep['software_test_accuracy']:.4f}"
                f"  quantised {rep['quantized_test_accuracy']:.4f}  transfer "
                f"{rep['transfer_test_accuracy']:.4f}  hybrid {rep['hybrid_test_accuracy']:.4f}"
                f"  ({rep['tiles']} tiles, {rep['energy']['energy_per_inference_J'] * 1e9:.1f} "
                "nJ per inference)")
     click.echo(f"stages computed: {', '.join(ctx.log.computed) or 'none (all loaded)'}; "
                f"report: {Path(out) / 'report.json'}")
-
-
-def network_markdown(rep: dict, operating_lines) -> list[str]:
-    """report.md of `network run`: the accuracies and the device's operating point."""
-    dev, used = rep["device"], rep["transfer"]["all_used_cells"]
-    name = "ohmic cells" if dev["iv_card"] is None else f"`{dev['iv_card']['path']}`"
-    return [f"# {rep['network']} on {rep['data']['source']}", "",
-            f"Software {rep['software_test_accuracy']:.2%}, quantised "
-            f"{rep['quantized_test_accuracy']:.2%}, after transfer "
-            f"{rep['transfer_test_accuracy']:.2%}, after hybrid training "
-            f"{rep['hybrid_test_accuracy']:.2%} ({rep['data']['n_test']} test images, engine "
-            f"{rep['engine']}).", "",
-            f"Write-verify: {used['pulses_mean']:.1f} pulses per used cell, "
-            f"{used['not_converged']} of {used['n_cells']} used cells not converged.", "",
-            f"## Device: {name}", "", *operating_lines(dev["operating_point"])]
 
 
 @network.command("map")

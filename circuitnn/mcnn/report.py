@@ -7,6 +7,7 @@ from typing import Any
 
 from circuitnn.io import write_text
 from circuitnn.reference import REF
+from circuitnn.training.pipeline import exsitu_entries, exsitu_text
 
 # Yao et al., Nature 577, 641 (2020), MNIST, 10,000 test images (the reference preset)
 REFERENCE = REF.published.as_dict()
@@ -21,6 +22,7 @@ def build_report(ctx: Any) -> dict:
     d.update({"n_train_used": d["n_train"], "n_test_used": d["n_test"],
               "hybrid_images": int(len(r["eval_transfer"].train_idx))})
     return {
+        **exsitu_entries(r["exsitu"]),
         "software_test_accuracy": r["exsitu"].software_test_accuracy,
         "quantized_test_accuracy": r["quantise"].quantized_test_accuracy,
         "quantized_weights_only_test_accuracy":
@@ -96,7 +98,7 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         f"{_pct(rep['train_error_before_hybrid'])} -> {_pct(rep['train_error_after_hybrid'])} "
         f"| {_pct(ref['train_error_before'])} -> {_pct(ref['train_error_after'])} |",
         "",
-        f"Weights: {rep['weights']}. Hybrid training used {d['hybrid_images']} training images "
+        exsitu_text(rep) + f" Hybrid training used {d['hybrid_images']} training images "
         "(the training-set error above is measured on them).",
         "",
         "## Three convolver groups, one shared FC layer",

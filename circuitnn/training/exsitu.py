@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,8 +66,13 @@ def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -
 def train(net: Network, x_train: np.ndarray, y_train: np.ndarray,
           config: TrainConfig | None = None, x_test: np.ndarray | None = None,
           y_test: np.ndarray | None = None, params: dict[str, np.ndarray] | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train `net` on uint8 images with Adam in numpy; returns params and history."""
+          progress: bool = True, product: Callable[[dict], graph.MatMul] | None = None,
+          desc: str = "ex-situ training") -> TrainResult:
+    """Train `net` on uint8 images with Adam in numpy; returns params and history.
+
+    product: the weight product of a step given the current parameters (None: software X @ W;
+    chip-aware training passes the chip's, `circuitnn.training.chipaware`); the backward pass
+    is always the software product's (straight-through)."""
     cfg = config or TrainConfig()
     x_train, y_train = np.asarray(x_train), np.asarray(y_train)
     if len(x_train) != len(y_train) or len(x_train) == 0:
@@ -85,7 +91,7 @@ def train(net: Network, x_train: np.ndarray, y_train: np.ndarray,
     n_batches = -(-len(x_train) // cfg.batch_size)
     step, t0 = 0, time.perf_counter()
     weights = set(net.weight_layers)
-    bar = tqdm(total=cfg.epochs * n_batches, desc="ex-situ training", unit="batch",
+    bar = tqdm(total=cfg.epochs * n_batches, desc=desc, unit="batch",
                disable=not progress, leave=False)
     for epoch in range(cfg.epochs):
         lr = cfg.lr * cfg.lr_decay ** (epoch // max(cfg.lr_decay_every, 1))
@@ -94,7 +100,8 @@ def train(net: Network, x_train: np.ndarray, y_train: np.ndarray,
         for b in range(n_batches):
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             xb = graph.preprocess(net, random_shift(x_train[idx], cfg.max_shift, rng))
-            logits, cache = graph.forward(net, params, xb, return_cache=True)
+            matmul = product(params) if product is not None else None
+            logits, cache = graph.forward(net, params, xb, matmul, return_cache=True)
             loss, dlogits = softmax_cross_entropy(logits, y_train[idx])
             grads = graph.backward(net, params, cache, dlogits)
             step += 1

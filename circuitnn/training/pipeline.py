@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,12 @@ from circuitnn.surrogate.read import check_engine
 from circuitnn.tile.spec import TileSpec
 from circuitnn.tile.verify import verify_reads
 from circuitnn.training import exsitu
+from circuitnn.training.chipaware import (
+    ChipModel,
+    ChipTrainConfig,
+    check_chip_training,
+    train_on_chip,
+)
 from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_last_layer
 from circuitnn.training.stages import Stage, StageLog, run_stages
 from circuitnn.training.transfer import ProgramConfig, plot_transfer, write_verify
@@ -77,7 +84,11 @@ class RunConfig:
     train_images: int | None = None  # use a seeded random subset of N training images
     test_images: int | None = None
     weights: str | None = None  # NPZ of trained parameters; None: shipped if any, else train
-    epochs: int | None = None  # None: 30 (numpy, cnn5) / 15 (PyTorch, ResNets)
+    epochs: int | None = None  # of float training (None: 30 numpy cnn5 / 15 PyTorch) and of
+    #                            chip-aware fine-tuning (None: 2)
+    exsitu: str = "float"  # "float" or "chip" (`circuitnn.training.chipaware`)
+    exsitu_images: int | None = None  # chip: fine-tune on a seeded subset of N training images
+    exsitu_noise: bool = False  # chip: programming error (uniform within +-tolerance) in training
     replicate_first: int = 1
     mapping: str = "auto"  # "auto" (first-fit on tiles) or "reference" (cnn5 on eight PEs)
     modes: dict[str, int | None] = field(default_factory=lambda: {"all": None})
@@ -136,6 +147,12 @@ class RunConfig:
                                  f"{self.hybrid_fraction}")
         if self.epochs is not None and self.epochs < 1:
             raise CircuitnnError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.exsitu not in ("float", "chip"):
+            raise CircuitnnError(f"--exsitu must be 'float' or 'chip', got '{self.exsitu}'")
+        if self.exsitu == "chip":
+            check_chip_training(self.network, self.engine)  # the device: below
+        if self.exsitu_images is not None and self.exsitu_images < 10:
+            raise CircuitnnError(f"--exsitu-images must be >= 10, got {self.exsitu_images}")
         if not 1 <= self.adc_bits <= 16:
             raise CircuitnnError(f"--adc-bits must be 1..16, got {self.adc_bits}")
         if not 0 < self.adc_fraction <= 1:
@@ -147,7 +164,7 @@ class RunConfig:
             if v is not None and v < 10:
                 raise CircuitnnError(f"--{name.replace('_', '-')} must be >= 10, got {v}")
         if self.weights is not None:
-            exsitu.read_params(self.weights)  # a readable file of finite numbers
+            check_weights(self.weights, self.network, self.dataset)
         if not isinstance(self.tile_options, dict):
             raise CircuitnnError("tile options must be a JSON object")
         if (self.g_min is None) != (self.g_max is None):
@@ -162,7 +179,9 @@ class RunConfig:
                       self.cell_yield, self.variation_scale).check()
         self.hybrid().check()
         if device:
-            self.device()  # loads and checks the cards, the read voltage and the window
+            dev = self.device()  # loads and checks the cards, the read voltage and the window
+            if self.exsitu == "chip":
+                check_chip_training(self.network, self.engine, dev)
 
     def device(self) -> ArrayDevice:
         window = None if self.g_min is None else (self.g_min, self.g_max)
@@ -212,6 +231,9 @@ class Trained:
     software_test_accuracy: float
     software_train_accuracy: float
     history: dict
+    exsitu: str = "float"
+    train_seconds: dict = field(default_factory=dict)  # {"float": s, "chip": s} trained here
+    float_software_test_accuracy: float | None = None  # of the float weights chip training took
 
 
 @dataclass
@@ -406,12 +428,29 @@ def shipped_weights(network: str, dataset: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def check_weights(path: str, network: str, dataset: str) -> None:
+    """Raise CircuitnnError unless `path` holds parameters of the preset `network` for the
+    images of `dataset` (checked before any stage)."""
+    if not Path(path).is_file():
+        raise CircuitnnError(f"weights file not found: {path}")
+    shape = (32, 32, 3) if dataset.partition(":")[0] == "cifar10" else (28, 28, 1)
+    try:
+        exsitu.load_params(path, preset(network, shape, N_CLASSES))
+    except CircuitnnError as exc:
+        raise CircuitnnError(f"weights {Path(path).name} are not {network}'s: {exc}") from None
+
+
 def stage_exsitu(ctx: Context) -> Trained:
+    """The float network: weights given, shipped, or trained here (numpy for cnn5, PyTorch for
+    the others); batch normalisation folded. With `exsitu` "chip", then fine-tuned with every
+    forward pass through the run's chip (`circuitnn.training.chipaware`)."""
     c, d = ctx.cfg, ctx.data
     shape = d.x_train.shape[1:] if d.x_train.ndim == 4 else d.x_train.shape[1:] + (1,)
     net = preset(c.network, shape, N_CLASSES)
     path = Path(c.weights) if c.weights else shipped_weights(c.network, c.dataset)
     history: dict = {}
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
     if path is not None:
         params, source = exsitu.load_params(path, net), f"weights file {path.name}"
     elif c.network == "cnn5":
@@ -426,12 +465,42 @@ def stage_exsitu(ctx: Context) -> Trained:
                           TorchTrainConfig(epochs=c.epochs or 15, seed=c.seed),
                           progress=ctx.progress)
         params, history, source = res.params, res.history, "trained ex situ (PyTorch)"
+    if path is None:
+        seconds["float"] = time.perf_counter() - t0
     folded, fparams = graph.fold_batchnorm(net, params)
+    float_acc = graph.accuracy(folded, fparams, d.x_test, d.y_test)
+    if c.exsitu == "chip":
+        fparams, history, how, seconds["chip"] = _train_on_chip(ctx, folded, fparams, history)
+        source += f"; {how}"
     n_acc = min(len(d.y_train), 10000 if c.network == "cnn5" else 1000)  # numpy float cost
     return Trained(folded.to_dict(), fparams, source,
                    graph.accuracy(folded, fparams, d.x_test, d.y_test),
                    graph.accuracy(folded, fparams, d.x_train[:n_acc], d.y_train[:n_acc]),
-                   history)
+                   history, c.exsitu, seconds, float_acc)
+
+
+def _train_on_chip(ctx: Context, net: Network, params: dict[str, np.ndarray], history: dict
+                   ) -> tuple[dict[str, np.ndarray], dict, str, float]:
+    """Chip-aware fine-tuning of the folded float network: (params, history, how, seconds)."""
+    c, d = ctx.cfg, ctx.data
+    x, y = d.x_train, d.y_train
+    if c.exsitu_images and c.exsitu_images < len(y):
+        i = np.sort(ctx.rng("exsitu").permutation(len(y))[:c.exsitu_images])
+        x, y = x[i], y[i]
+    chip = ChipModel(net, _mapping(c, net), ctx.device, d.x_train, c.engine,
+                     adc_bits=c.adc_bits, adc_fraction=c.adc_fraction,
+                     calibrate=c.calibrate_columns and c.engine != "ideal",
+                     tile_options=c.tile_options or None,
+                     noise=c.tolerance if c.exsitu_noise else 0.0, seed=c.seed)
+    small = net.name == "cnn5"  # numpy is the faster backend for it; deep nets take a smaller lr
+    cfg = ChipTrainConfig(epochs=c.epochs or 2, seed=c.seed, lr=5e-4 if small else 5e-5,
+                          backend="numpy" if small else "torch")
+    t0 = time.perf_counter()
+    res, backend = train_on_chip(net, params, x, y, chip, cfg, ctx.progress)
+    seconds = time.perf_counter() - t0
+    how = (f"fine-tuned through the chip ({c.engine} engine, {backend}, {cfg.epochs} epochs on "
+           f"{len(y)} images)")
+    return res.params, {"float": history, "chip": res.history}, how, seconds
 
 
 def _mapping(cfg: RunConfig, net: Network) -> Mapping:
@@ -658,9 +727,7 @@ NETWORK_STAGES = [  # the data first: a bad data set is refused before any devic
     Stage("device", DeviceInfo, stage_device,
           lambda ctx: {"device": ctx.device.digest, "engine": ctx.cfg.engine,
                        "tile_options": ctx.cfg.tile_options}),
-    Stage("exsitu", Trained, stage_exsitu,
-          lambda ctx: {"network": ctx.cfg.network, "epochs": ctx.cfg.epochs,
-                       "weights": _file_key(ctx.cfg.weights)}),
+    Stage("exsitu", Trained, stage_exsitu, lambda ctx: _exsitu_key(ctx)),
     Stage("quantise", Quantised, stage_quantise,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "adc_bits", "adc_fraction", "replicate_first", "mapping")}
@@ -682,6 +749,17 @@ NETWORK_STAGES = [  # the data first: a bad data set is refused before any devic
     Stage("eval_hybrid", Evaluated, stage_eval_hybrid),
     Stage("energy", Energy, stage_energy, lambda ctx: {"n_energy": ctx.cfg.n_energy}),
 ]
+
+
+def _exsitu_key(ctx: Context) -> dict:
+    c = ctx.cfg
+    key = {"network": c.network, "epochs": c.epochs, "weights": _file_key(c.weights)}
+    if c.exsitu == "chip":  # what the chip-aware forward pass depends on
+        key |= {k: getattr(c, k) for k in (
+            "exsitu", "exsitu_images", "exsitu_noise", "engine", "adc_bits", "adc_fraction",
+            "replicate_first", "mapping", "calibrate_columns", "tile_options", "tolerance")}
+        key["device"] = ctx.device.digest
+    return key
 
 
 def _file_key(path: str | None) -> str | None:
@@ -719,6 +797,17 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike, stages: list[Stage] | N
     return ctx
 
 
+def exsitu_entries(tr: Trained) -> dict:
+    """The report's ex-situ entries: the kind of training and its own time (seconds of the
+    training done in this run, 0 for weights loaded as they are)."""
+    return {"exsitu": tr.exsitu,
+            "exsitu_train_seconds": float(sum(tr.train_seconds.values())),
+            "exsitu_train_seconds_by_kind": dict(tr.train_seconds),
+            "float_software_test_accuracy": (tr.software_test_accuracy
+                                             if tr.float_software_test_accuracy is None
+                                             else tr.float_software_test_accuracy)}
+
+
 def network_report(ctx: Context) -> dict:
     """report.json of `circuitnn network run`."""
     r, c = ctx.log.results, ctx.cfg
@@ -727,6 +816,7 @@ def network_report(ctx: Context) -> dict:
     d = r["data"].info
     return {
         "network": c.network,
+        **exsitu_entries(r["exsitu"]),
         "software_test_accuracy": r["exsitu"].software_test_accuracy,
         "quantized_test_accuracy": r["quantise"].quantized_test_accuracy,
         "quantized_weights_only_test_accuracy":
@@ -755,3 +845,39 @@ def network_report(ctx: Context) -> dict:
         "timings_s": dict(ctx.log.timings),
         "reference": REF.published.as_dict(),
     }
+
+
+def exsitu_text(rep: dict) -> str:
+    """One sentence on a report's ex-situ training (for report.md)."""
+    secs = rep["exsitu_train_seconds_by_kind"]
+    took = ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()) or "none (weights loaded)"
+    text = f"Ex-situ training: **{rep['exsitu']}** ({rep['weights']}); training time: {took}."
+    if rep["exsitu"] == "chip":
+        acc = 100 * rep["float_software_test_accuracy"]
+        text += f" The float weights it started from: {acc:.2f}% software test accuracy."
+    return text
+
+
+def network_markdown(rep: dict) -> list[str]:
+    """report.md of `circuitnn network run` (its lines): the accuracy of each stage, the
+    training and the write-verify programming."""
+    d, before = rep["data"], rep["train_error_before_hybrid"]
+    used = rep["transfer"]["all_used_cells"]
+    rows = [("software (float)", rep["software_test_accuracy"]),
+            ("quantised (15 levels, 8-bit bit-serial inputs, ADC, ideal arrays)",
+             rep["quantized_test_accuracy"]),
+            (f"after write-verify transfer ({rep['engine']} reads)",
+             rep["transfer_test_accuracy"]),
+            ("after hybrid training of the last layer", rep["hybrid_test_accuracy"])]
+    lines = [f"# {rep['network']} on memristor tiles", "",
+             f"Data: {d['source']}; {d['n_train']} training / {d['n_test']} test images. "
+             f"{rep['tiles']} tiles, engine {rep['engine']}.", "",
+             exsitu_text(rep), "", "| stage | test accuracy |", "|---|---|",
+             *(f"| {name} | {100 * v:.2f}% |" for name, v in rows), "",
+             f"Training-set error before -> after hybrid: {100 * before:.2f}% -> "
+             f"{100 * rep['train_error_after_hybrid']:.2f}% (on {rep['hybrid_images']} "
+             "images). Energy: "
+             f"{rep['energy']['energy_per_inference_J'] * 1e9:.1f} nJ per inference.", "",
+             f"Write-verify: {used['pulses_mean']:.1f} pulses per used cell, "
+             f"{used['not_converged']} of {used['n_cells']} used cells not converged.", ""]
+    return lines

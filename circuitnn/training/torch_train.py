@@ -3,20 +3,25 @@ CPU build; torch is imported only inside these functions).
 
 `to_torch(net)` builds a `torch.nn.Module` that runs the graph exactly as `graph.forward` does
 (batch normalisation in training mode while training), `train_torch` trains it with SGD +
-momentum, cosine learning rate, weight decay and random-shift augmentation (plus horizontal
-flips for 3-channel images), and returns the parameters in circuitnn's layout.
+momentum, one-cycle learning rate, weight decay and random-shift augmentation (plus horizontal
+flips for 3-channel images), and returns the parameters in circuitnn's layout. With a `product`
+(chip-aware training, `circuitnn.training.chipaware`) every conv/linear output of the forward
+pass is that product's, computed in numpy, with the gradients of the software product
+(straight-through).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
 from circuitnn.errors import CircuitnnError
-from circuitnn.network.graph import Network
+from circuitnn.network import layers as L
+from circuitnn.network.graph import MatMul, Network
 from circuitnn.training.exsitu import TrainResult, random_shift
 
 
@@ -33,6 +38,7 @@ class TorchTrainConfig:
     flip: bool | None = None  # None: for 3-channel images
     seed: int = 0
     threads: int | None = None
+    optimizer: str = "sgd"  # "sgd" (Nesterov, one-cycle lr) or "adam" (lr x 0.3 every epoch)
     extra: dict = field(default_factory=dict)
 
 
@@ -67,6 +73,23 @@ def to_torch(net: Network, params: dict[str, np.ndarray] | None = None):
                 elif n.op == "batchnorm":
                     cls = nn.BatchNorm2d if len(net.shapes[n.name]) == 3 else nn.BatchNorm1d
                     self.layers[n.name] = cls(net.shapes[n.name][-1], eps=a.get("eps", 1e-5))
+            self.matmul = None  # graph.MatMul replacing the conv/linear products (numpy)
+
+        def chip_output(self, n, h, y):
+            """y with the value of `self.matmul`'s product (plus bias), gradients of y."""
+            a = n.attrs
+            x = h.detach().double().numpy()
+            if n.op == "conv":
+                x = L.im2col(x.transpose(0, 2, 3, 1), int(a["k"]), int(a.get("stride", 1)),
+                             int(a.get("pad", 0)))
+                out = self.matmul(n.name, x, None).transpose(0, 3, 1, 2)
+            else:
+                out = self.matmul(n.name, x, None)
+            chip = torch.from_numpy(np.ascontiguousarray(out)).to(y.dtype)
+            if self.layers[n.name].bias is not None:
+                chip = chip + self.layers[n.name].bias.detach().reshape(
+                    (1, -1) + (1,) * (y.ndim - 2))
+            return y + (chip - y).detach()
 
         def forward(self, x):
             vals = {"input": x}
@@ -74,6 +97,8 @@ def to_torch(net: Network, params: dict[str, np.ndarray] | None = None):
                 a, h = n.attrs, vals[n.inputs[0]]
                 if n.op in ("conv", "linear", "batchnorm"):
                     y = self.layers[n.name](h)
+                    if self.matmul is not None and n.op != "batchnorm":
+                        y = self.chip_output(n, h, y)
                 elif n.op == "relu":
                     y = torch.relu(h)
                 elif n.op == "maxpool":
@@ -150,26 +175,37 @@ def _nchw(torch, images: np.ndarray):
 
 def train_torch(net: Network, x_train: np.ndarray, y_train: np.ndarray,
                 config: TorchTrainConfig | None = None, x_test: np.ndarray | None = None,
-                y_test: np.ndarray | None = None, progress: bool = True) -> TrainResult:
-    """Train `net` from scratch on uint8 images with PyTorch (float32 on the CPU)."""
+                y_test: np.ndarray | None = None, progress: bool = True,
+                params: dict[str, np.ndarray] | None = None,
+                product: Callable[[dict], MatMul] | None = None) -> TrainResult:
+    """Train `net` on uint8 images with PyTorch (float32 on the CPU), from `params` or from
+    scratch; `product` (current parameters -> the step's conv/linear products) replaces the
+    forward products, the gradients staying those of the software products."""
     torch = _torch()
     cfg = config or TorchTrainConfig()
     if len(x_train) != len(y_train) or len(x_train) == 0:
         raise CircuitnnError("training set needs equal, non-zero numbers of images and labels")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise CircuitnnError("epochs and batch_size must be >= 1 and lr > 0")
+    if cfg.optimizer not in ("sgd", "adam"):
+        raise CircuitnnError(f"optimizer must be 'sgd' or 'adam', got '{cfg.optimizer}'")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = to_torch(net).float()
-    net_params = net.init_params(cfg.seed)
+    net_params = net.init_params(cfg.seed) if params is None else params
     load_params_into(model.double(), net, net_params)
     model = model.float()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, nesterov=True)
     n_batches = -(-len(x_train) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * n_batches)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.StepLR(opt, n_batches, 0.3)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay, nesterov=True)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr,
+                                                    total_steps=cfg.epochs * n_batches)
     flip = (x_train.ndim == 4 and x_train.shape[-1] == 3) if cfg.flip is None else cfg.flip
     loss_fn = torch.nn.CrossEntropyLoss()
     hist: dict[str, list] = {"epoch": [], "loss": [], "train_acc": [], "test_acc": [],
@@ -189,6 +225,8 @@ def train_torch(net: Network, x_train: np.ndarray, y_train: np.ndarray,
                     mirror = rng.random(len(idx)) < 0.5
                     xb = np.where(mirror[:, None, None, None], xb[:, :, ::-1], xb)
                 xt = _nchw(torch, xb)
+                if product is not None:
+                    model.matmul = product(params_from(model, net))
                 logits = model(xt)
                 loss = loss_fn(logits, y_all[idx])
                 opt.zero_grad()
@@ -205,6 +243,7 @@ def train_torch(net: Network, x_train: np.ndarray, y_train: np.ndarray,
                                     else float("nan"))
             hist["seconds"].append(time.perf_counter() - t0)
             bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", test=f"{hist['test_acc'][-1]:.3f}")
+    model.matmul = None
     return TrainResult(params_from(model.double(), net), hist)
 
 

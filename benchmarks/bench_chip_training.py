@@ -1,0 +1,90 @@
+"""Benchmark: the cost of chip-aware training against float training of the same epochs, in one
+run (same images, batches, optimiser and backend), and the chip's accuracy before and after.
+
+    .venv/bin/python benchmarks/bench_chip_training.py --network cnn5 [--images 4000]
+        [--epochs 1] [--engine surrogate] [--test-images 500] [--out DIR]
+
+Starts from the shipped float weights (`device_models/weights-<network>-mnist.npz`, batch
+normalisation folded) on the 5k MNIST subset; float training is the same fine-tuning with the
+software product. Writes <out>/chip_training_<network>.json (default out: the user cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from circuitnn.cache import cache_dir
+from circuitnn.devices import DEVICE_MODELS_DIR
+from circuitnn.io import write_json
+from circuitnn.network import graph, presets
+from circuitnn.network.data import load_dataset
+from circuitnn.network.device import array_device
+from circuitnn.network.mapping import auto_map
+from circuitnn.training import exsitu
+from circuitnn.training.chipaware import ChipModel, ChipTrainConfig, train_on_chip
+from circuitnn.training.torch_train import TorchTrainConfig, train_torch
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--network", default="cnn5", choices=["cnn5", "resnet20"])
+    ap.add_argument("--images", type=int, default=4000)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--engine", default="surrogate", choices=["surrogate", "quantised"])
+    ap.add_argument("--test-images", type=int, default=500)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    d = load_dataset("mnist5k", 1000, 0)
+    net0 = presets.preset(args.network, (28, 28, 1))
+    p0 = exsitu.load_params(DEVICE_MODELS_DIR / f"weights-{args.network}-mnist.npz", net0)
+    net, params = graph.fold_batchnorm(net0, p0)
+    x, y = d.x_train[:args.images], d.y_train[:args.images]
+    xt, yt = d.x_test[:args.test_images], d.y_test[:args.test_images]
+    small = args.network == "cnn5"
+    cfg = ChipTrainConfig(epochs=args.epochs, lr=5e-4 if small else 5e-5,
+                          backend="numpy" if small else "torch")
+    dev = array_device()
+    m = auto_map({k: net.weight_shape(k) for k in net.weight_layers})
+
+    def chip() -> ChipModel:
+        return ChipModel(net, m, dev, d.x_train, args.engine, calibrate=True)
+
+    def chip_accuracy(p: dict) -> float:
+        return graph.accuracy(net, p, xt, yt, chip().product(p))
+
+    t0 = time.perf_counter()  # float: the same fine-tuning with the software product
+    if small:
+        exsitu.train(net, x, y, exsitu.TrainConfig(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_every=1,
+            weight_decay=0.0, max_shift=cfg.max_shift, seed=cfg.seed), params=params)
+    else:
+        train_torch(net, x, y, TorchTrainConfig(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0,
+            max_shift=cfg.max_shift, seed=cfg.seed, optimizer="adam"), params=params)
+    t_float = time.perf_counter() - t0
+    model = chip()
+    t0 = time.perf_counter()
+    res, backend = train_on_chip(net, params, x, y, model, cfg)
+    t_chip = time.perf_counter() - t0
+    out = {"network": args.network, "engine": args.engine, "backend": backend,
+           "images": len(y), "epochs": args.epochs, "batch_size": cfg.batch_size,
+           "float_seconds": t_float, "chip_seconds": t_chip,
+           "chip_refresh_seconds": model.refresh_seconds, "refreshes": model.refreshes,
+           "ratio": t_chip / t_float,
+           "ratio_without_refreshes": (t_chip - model.refresh_seconds) / t_float,
+           "test_images": len(yt), "chip_accuracy_float_weights": chip_accuracy(params),
+           "chip_accuracy_after": chip_accuracy(res.params),
+           "software_accuracy_float_weights": graph.accuracy(net, params, xt, yt),
+           "software_accuracy_after": graph.accuracy(net, res.params, xt, yt)}
+    folder = Path(args.out) if args.out else cache_dir() / "benchmarks"
+    write_json(folder / f"chip_training_{args.network}.json", out)
+    for k, v in out.items():
+        print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
