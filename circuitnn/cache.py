@@ -3,7 +3,7 @@
 `CIRCUITNN_CACHE` names the folder; otherwise `$XDG_CACHE_HOME/circuitnn`, else
 `~/.cache/circuitnn`. Nothing here ever writes into the repository.
 
-Every cached result (compiled integrators, derived pulse laws, automatic surrogate cards, the
+Every cached result (compiled numba modules, derived pulse laws, automatic surrogate cards, the
 standard MNIST files) lives in a sub-folder, and each computed one is an `entry`: named by the
 content key of everything it depends on (`content_key`), made under a lock of its own (a second
 process asking for the same entry waits, then finds it) and written atomically
@@ -19,16 +19,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from circuitnn.errors import CircuitnnError
+from circuitnn.io import write_text
 
 ENV_VAR = "CIRCUITNN_CACHE"
 KEY_LENGTH = 20  # hex digits of an entry's content key
@@ -129,3 +132,32 @@ def warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         print(f"circuitnn: warning: {message}", file=sys.stderr)
+
+
+def compiled_module(text: str, name: str, compile_: Callable[[ModuleType], None],
+                    in_memory: str) -> ModuleType:
+    """A numba module's text (one line `CACHE = True`, its functions jitted with cache=CACHE),
+    imported from an entry of sub-folder `compiled` named by the text's content key, so numba's
+    cache beside it serves every later process, and compiled by `compile_(module)` under the
+    entry's lock. A read-only cache gives a compile in memory (CACHE = False), with one warning
+    line ending in `in_memory` (what is compiled in memory, at what cost)."""
+    try:
+        with entry("compiled", text, f"{name}_{{key}}.py") as e:
+            if not (e.path.is_file() and e.path.read_text() == text):  # new, or changed since
+                try:
+                    write_text(e.path, text)
+                except OSError as exc:
+                    raise CacheReadOnly(f"cannot write the cache folder {e.folder} "
+                                        f"({exc.strerror})") from None
+            spec = importlib.util.spec_from_file_location(f"circuitnn_{name}_{e.key}", e.path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            compile_(module)
+    except CacheReadOnly as exc:
+        warn_once(f"{exc}; {in_memory}")
+        module = ModuleType(f"circuitnn_{name}_in_memory")
+        code = text.replace("\nCACHE = True\n", "\nCACHE = False\n", 1)
+        exec(compile(code, f"<circuitnn {name}>", "exec"), module.__dict__)  # noqa: S102
+        compile_(module)
+    return module

@@ -53,21 +53,18 @@ runs to convergence.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import inspect
 import math
-import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from circuitnn.cache import CacheReadOnly, entry, warn_once
+from circuitnn.cache import compiled_module
 from circuitnn.devices import expr, integrator
 from circuitnn.devices.series import ExprElement
 from circuitnn.errors import CircuitnnError
-from circuitnn.io import write_text
 
 if TYPE_CHECKING:  # the Device that calls simulate() (device.py imports this module)
     from circuitnn.devices.device import Device
@@ -148,30 +145,11 @@ def _source(kernels: tuple[expr.Kernel, ...], state: str, element: expr.Kernel |
 @functools.cache
 def _module(kernels: tuple[expr.Kernel, ...], state: str, element: expr.Kernel | None
             ) -> ModuleType:
-    """The integrator's text with these kernels, compiled: an entry of the user cache (named by
-    the text's content key, so numba's cache beside it serves every later process), written,
-    imported and compiled under the entry's lock; in memory when the cache is read-only."""
-    text = _source(kernels, state, element)
-    try:
-        with entry("compiled", text, "integrator_{key}.py") as e:
-            if not (e.path.is_file() and e.path.read_text() == text):  # new, or changed since
-                try:
-                    write_text(e.path, text)
-                except OSError as exc:
-                    raise CacheReadOnly(f"cannot write the cache folder {e.folder} "
-                                        f"({exc.strerror})") from None
-            spec = importlib.util.spec_from_file_location(f"circuitnn_integrator_{e.key}", e.path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-            _compile(module)
-    except CacheReadOnly as exc:
-        warn_once(f"{exc}; the transient integrator is compiled in memory (2-5 s per model, "
-                  "every run)")
-        module = ModuleType("circuitnn_integrator_in_memory")
-        code = text.replace("\nCACHE = True\n", "\nCACHE = False\n", 1)
-        exec(compile(code, "<circuitnn integrator>", "exec"), module.__dict__)  # noqa: S102
-    return module
+    """The integrator's text with these kernels, compiled (`circuitnn.cache.compiled_module`:
+    once per machine, in memory when the cache is read-only)."""
+    return compiled_module(_source(kernels, state, element), "integrator", _compile,
+                           "the transient integrator is compiled in memory (2-5 s per model, "
+                           "every run)")
 
 
 def _compile(module: ModuleType) -> None:

@@ -43,6 +43,8 @@ from circuitnn.network.mapping import Mapping, Placement, effective_levels
 from circuitnn.periphery.bitserial import (
     ColumnRead,
     bit_planes,
+    block_product,
+    block_tables,
     differential_output,
     ideal_column_read,
 )
@@ -53,14 +55,13 @@ from circuitnn.periphery.calibration import (
 )
 from circuitnn.reference import REF
 from circuitnn.surrogate.engine import programmed
-from circuitnn.surrogate.model import binary_currents, stack_blocks
+from circuitnn.surrogate.model import stack_blocks
 from circuitnn.surrogate.read import check_engine
 from circuitnn.surrogate.read import read as tile_read
 from circuitnn.tile.spec import TileSpec
 
 INPUT_BITS = REF.hardware.input_bits
 READER_CACHE = 4096  # surrogate tile readers kept per engine (about 50 kB each at 128 x 16)
-FAST_SLOT_VALUES = 1 << 22  # slot currents per array product of the fast path (16 MB float32)
 
 
 def calibrate_activation_scales(net: Network, params: dict[str, np.ndarray],
@@ -291,11 +292,13 @@ class ChipEngine:
 
     def _block_matrix(self, blocks: list[Placement]) -> tuple[np.ndarray, np.ndarray] | None:
         """(M, zero) for a row block read as one product of 0/1 bit planes, or None (energy is
-        counted, or the engine reads tiles by circuit solves): the ideal crossbar's
-        M = v_read [G of every block side by side]; the surrogate's `stack_blocks` of every
-        block's surrogate matrices. zero: the columns' currents with no row driven."""
+        counted, the engine reads tiles by circuit solves, or the codes have more than 8 bits):
+        the ideal crossbar's M = v_read [G of every block side by side]; the surrogate's
+        `stack_blocks` of every block's surrogate matrices. zero: the columns' currents with no
+        row driven."""
         c, vr = self.chip, self.v_read
-        if self.counter is not None or self.engine not in ("quantised", "surrogate"):
+        if (self.counter is not None or self.engine not in ("quantised", "surrogate")
+                or self.input_bits > 8):
             return None
         if self.engine == "quantised":
             m = np.hstack([c.conductances[p.tile, p.rows, p.cols] for p in blocks])
@@ -303,48 +306,34 @@ class ChipEngine:
         parts = [self.circuit.surrogate_block(c.conductances[p.tile], p) for p in blocks]
         return stack_blocks(parts, scale=vr, dtype=self.dtype)
 
-    def _read_planes(self, xb: np.ndarray, m: np.ndarray, zero: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Currents of the live slots of codes xb (batch, rows) through M (`_block_matrix`):
-        (currents (live slots, cols), slot-major indices of the live slots). A slot with no
-        input bit set is not read (it carries `zero`)."""
-        bits, n = self.input_bits, xb.shape[0]
-        any_bit = np.bitwise_or.reduce(xb, axis=1)
-        idx = [np.flatnonzero((any_bit >> k) & 1) for k in range(bits)]
-        planes = np.empty((sum(len(i) for i in idx), xb.shape[1]), dtype=self.dtype)
-        o = 0
-        for k, i in enumerate(idx):
-            np.bitwise_and(xb[i] >> k, 1, out=planes[o:o + len(i)], casting="unsafe")
-            o += len(i)
-        live = np.concatenate([k * n + i for k, i in enumerate(idx)])
-        x = planes @ m
-        return (x if self.engine == "quantised" else binary_currents(x, zero)), live
-
     def block_outputs(self, layer: str, codes: np.ndarray, group: int
                       ) -> Iterator[tuple[int, np.ndarray, int, np.ndarray]]:
         """The digital outputs of each row block before partial sums are added: yields
         (row block index, its output columns, first input vector, outputs (vectors, columns)
-        in code x level units, no column calibration) for codes (n, rows) of a layer."""
+        in code x level units, no column calibration) for codes (n, rows) of a layer. A row
+        block with a `_block_matrix` is read by the compiled `block_product`, the others slot
+        by slot through their column reads."""
         c, vr = self.chip, self.v_read
         unit, g_max = c.device.window.unit, c.device.window.g_max
         for i, ((r0, r1), blocks) in enumerate(self._row_blocks(layer, group).items()):
             cols = np.concatenate([np.arange(p.w_cols.start, p.w_cols.stop) for p in blocks])
             full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
             fast = self._block_matrix(blocks)
-            chunk = self.chunk if fast is None else max(
-                64, min(self.chunk, FAST_SLOT_VALUES // (self.input_bits * fast[0].shape[1])))
-            for s in range(0, codes.shape[0], chunk):
-                xb = codes[s:s + chunk, r0:r1]
+            tables = None if fast is None else block_tables(fast[0])
+            for s in range(0, codes.shape[0], self.chunk):
+                xb = codes[s:s + self.chunk, r0:r1]
                 if fast is None:
                     planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2)
                     cur = self._read_block_row(layer, blocks, planes.reshape(-1, r1 - r0))
-                    live, zero = None, None
+                    y = differential_output(cur, len(xb), g_unit=unit, v_read=vr,
+                                            adc_bits=self.adc_bits, full_scale=full_scale,
+                                            input_bits=self.input_bits)
                 else:
-                    cur, live = self._read_planes(xb, *fast)
-                    zero = fast[1]
-                yield i, cols, s, differential_output(
-                    cur, len(xb), g_unit=unit, v_read=vr, adc_bits=self.adc_bits,
-                    full_scale=full_scale, input_bits=self.input_bits, live=live, zero=zero)
+                    y = block_product(xb, tables, fast[1],
+                                      parts=1 if self.engine == "quantised" else 3,
+                                      g_unit=unit, v_read=vr, adc_bits=self.adc_bits,
+                                      full_scale=full_scale, input_bits=self.input_bits)
+                yield i, cols, s, y
 
     def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
         if self.engine == "ideal":

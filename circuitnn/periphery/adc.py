@@ -15,18 +15,25 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.reference import REF
 
 MAX_ADC_BITS = 24
+FLOAT32_BITS = 16  # float32 currents are digitised in float32 up to this many bits
 
 
-def adc_codes(current: np.ndarray, bits: int, full_scale: float) -> tuple[np.ndarray, float]:
-    """Digitise currents (A): (codes 0..2**bits-1 as floats of the currents' float type, the
-    current of one code step in A). Reconstructed currents are codes x step."""
+def adc_step(bits: int, full_scale: float) -> tuple[float, int]:
+    """(the current of one code step in A, the top code 2**bits - 1), checked."""
     if not 1 <= bits <= MAX_ADC_BITS or not full_scale > 0:
         raise CircuitnnError(f"ADC needs bits in 1..{MAX_ADC_BITS} and full scale > 0 (got "
                              f"{bits}, {full_scale})")
     top = 2 ** bits - 1
-    lsb = full_scale / top
+    return full_scale / top, top
+
+
+def adc_codes(current: np.ndarray, bits: int, full_scale: float) -> tuple[np.ndarray, float]:
+    """Digitise currents (A): (codes 0..2**bits-1 as floats of the currents' float type, the
+    current of one code step in A). Reconstructed currents are codes x step. (The compiled
+    block read, `circuitnn.periphery.slotkernel`, converts the same way.)"""
+    lsb, top = adc_step(bits, full_scale)
     cur = np.asarray(current)
-    if cur.dtype == np.float32 and bits <= 16:  # codes stay exact integers in float32
+    if cur.dtype == np.float32 and bits <= FLOAT32_BITS:  # codes stay exact integers in float32
         codes = cur * np.float32(1.0 / lsb)
     else:
         codes = np.asarray(cur, dtype=float) / lsb

@@ -20,13 +20,18 @@ One decomposition serves everything: `bit_planes` slices codes, `shift_add` reco
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 
+from circuitnn.cache import compiled_module
 from circuitnn.errors import CircuitnnError
-from circuitnn.periphery.adc import ADC, adc_codes
+from circuitnn.periphery import slotkernel
+from circuitnn.periphery.adc import ADC, FLOAT32_BITS, adc_codes, adc_step
 from circuitnn.reference import REF
 from circuitnn.spice import fmt, run_netlist
 from circuitnn.surrogate.read import read
@@ -102,33 +107,72 @@ def slot_voltages(x_codes: np.ndarray, input_bits: int = INPUT_BITS,
 
 def differential_output(cur: np.ndarray, batch: int, *, g_unit: float, v_read: float,
                         adc_bits: int | None, full_scale: float,
-                        input_bits: int = INPUT_BITS, live: np.ndarray | None = None,
-                        zero: np.ndarray | None = None) -> np.ndarray:
+                        input_bits: int = INPUT_BITS) -> np.ndarray:
     """Slot-major column currents (input_bits * batch, 2 * outs) of interleaved G+ / G-
     columns -> ADC per column and slot, shift-and-add, G+ minus G-, in code x level units:
-    (batch, outs).
-
-    live: the slot-major indices of the rows `cur` holds (slots with at least one input bit
-    set); every other slot reads `zero` (2 * outs,), the currents with no row driven. The ADC
-    works in codes and shift-and-add sums codes (exact integers, also in float32); the step is
-    applied once at the end."""
+    (batch, outs). The ADC works in codes and shift-and-add sums codes (exact integers, also in
+    float32); the step is applied once at the end."""
     step = 1.0
     if adc_bits is not None:
         cur, step = adc_codes(cur, adc_bits, full_scale)
-        if zero is not None:
-            zero = adc_codes(np.asarray(zero, dtype=cur.dtype), adc_bits, full_scale)[0]
     else:  # analog currents: G+ minus G- cancels most of them, so sum in float64
         cur = np.asarray(cur, dtype=float)
-    if live is not None:
-        full = np.empty((input_bits * batch, cur.shape[1]), dtype=cur.dtype)
-        full[:] = 0.0 if zero is None else zero
-        full[live] = cur
-        cur = full
     weights = (2.0 ** np.arange(input_bits)).astype(cur.dtype)
     acc = (weights @ cur.reshape(input_bits, -1)).reshape(batch, -1)
+    return _difference(acc, step / (v_read * g_unit))
+
+
+def _difference(acc: np.ndarray, scale: float) -> np.ndarray:
+    """Shift-and-added columns (batch, 2 * outs) of interleaved G+ / G- -> (G+ minus G-) x
+    scale, (batch, outs) float64."""
     diff = np.asarray(acc[:, 0::2] - acc[:, 1::2], dtype=float)
-    diff *= step / (v_read * g_unit)
+    diff *= scale
     return diff
+
+
+@functools.cache
+def _kernel() -> ModuleType:
+    """`circuitnn.periphery.slotkernel`, compiled (once per machine)."""
+    return compiled_module(inspect.getsource(slotkernel), "slotkernel", _compile_kernel,
+                           "the bit-serial block read is compiled in memory (about 5 s, "
+                           "every run)")
+
+
+def _compile_kernel(module: ModuleType) -> None:
+    """Compile (or load from numba's cache) the kernel for the argument types
+    `block_product` passes."""
+    tables = module.partial_sums(np.zeros((9, 3), dtype=np.float32))
+    module.shift_add_block(np.zeros((1, 9), dtype=np.uint8), tables,
+                           np.zeros(1, dtype=np.float32), 3, 8, 1, np.float32(1.0), 1.0, 255.0)
+
+
+def block_tables(m: np.ndarray) -> np.ndarray:
+    """The partial sums of a row block's read matrix M (rows, width) over every 8-row bit
+    pattern (float32), which `block_product` reads the block's slots with."""
+    return _kernel().partial_sums(np.ascontiguousarray(m, dtype=np.float32))
+
+
+def block_product(codes: np.ndarray, tables: np.ndarray, zero: np.ndarray, *, parts: int,
+                  g_unit: float, v_read: float, adc_bits: int | None, full_scale: float,
+                  input_bits: int = INPUT_BITS) -> np.ndarray:
+    """`differential_output` of the bit-serial read of codes (batch, rows) (at most 8 bits)
+    through a row block whose slot currents are binary planes @ M (`block_tables(M)`):
+    `parts` 1, I = V @ M (ideal crossbar, M = v_read G); 3, the surrogate's binary read of
+    M = [A | P | Q] (`circuitnn.surrogate.model.stack_blocks`, `binary_currents`) with the
+    zero-input currents `zero`, which every slot without an input bit set reads. Compiled
+    (`circuitnn.periphery.slotkernel`): no slot current is stored."""
+    if not 1 <= input_bits <= 8 or parts not in (1, 3):
+        raise CircuitnnError(f"block_product takes 1-8 bit codes and 1 or 3 matrix parts, got "
+                             f"{input_bits} bits, {parts} parts")
+    if adc_bits is None:
+        mode, lsb, top = 0, 1.0, 0
+    else:
+        lsb, top = adc_step(adc_bits, full_scale)
+        mode = 1 if adc_bits <= FLOAT32_BITS else 2
+    acc = _kernel().shift_add_block(np.ascontiguousarray(codes, dtype=np.uint8), tables,
+                                    np.asarray(zero, dtype=np.float32), parts, input_bits, mode,
+                                    np.float32(1.0 / lsb), lsb, float(top))
+    return _difference(acc, (1.0 if adc_bits is None else lsb) / (v_read * g_unit))
 
 
 def bit_serial_matmul(x_codes: np.ndarray, g_plus: np.ndarray, g_minus: np.ndarray, *,
