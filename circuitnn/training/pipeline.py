@@ -491,7 +491,7 @@ def _train_on_chip(ctx: Context, net: Network, params: dict[str, np.ndarray], hi
                      adc_bits=c.adc_bits, adc_fraction=c.adc_fraction,
                      calibrate=c.calibrate_columns and c.engine != "ideal",
                      tile_options=c.tile_options or None,
-                     noise=c.tolerance if c.exsitu_noise else 0.0, seed=c.seed)
+                     noise=ctx.device.tolerance if c.exsitu_noise else 0.0, seed=c.seed)
     small = net.name == "cnn5"  # numpy is the faster backend for it; deep nets take a smaller lr
     cfg = ChipTrainConfig(epochs=c.epochs or 2, seed=c.seed, lr=5e-4 if small else 5e-5,
                           backend="numpy" if small else "torch")
