@@ -39,6 +39,7 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.network import graph
 from circuitnn.network.device import ArrayDevice
 from circuitnn.network.graph import Network
+from circuitnn.network.layers import im2col
 from circuitnn.network.mapping import Mapping, Placement, effective_levels
 from circuitnn.periphery.bitserial import (
     ColumnRead,
@@ -335,10 +336,10 @@ class ChipEngine:
                                       full_scale=full_scale, input_bits=self.input_bits)
                 yield i, cols, s, y
 
-    def _run_group(self, layer: str, x: np.ndarray, group: int) -> np.ndarray:
+    def _run_group(self, layer: str, x: np.ndarray, group: int, coded: bool) -> np.ndarray:
         if self.engine == "ideal":
             return x @ self.effective_weights(layer, group)
-        codes = self.quantise_input(layer, x)
+        codes = x if coded else self.quantise_input(layer, x)
         lead = codes.shape[:-1]
         flat = codes.reshape(-1, codes.shape[-1])
         out = np.zeros((flat.shape[0], self.mapping.shapes[layer][1]))
@@ -351,13 +352,25 @@ class ChipEngine:
         scale = c.act_scales[layer] * c.weight_scales[layer]
         return out.reshape(lead + (out.shape[-1],)) * scale
 
-    def __call__(self, layer: str, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, layer: str, x: np.ndarray, w: np.ndarray | None = None, *,
+                 coded: bool = False) -> np.ndarray:
+        """The layer's product of input vectors x (..., rows); `coded`: x holds their codes
+        (`quantise_input`)."""
         k = self.mapping.groups[layer]
         if k == 1 or self.group is not None or x.ndim < 4:
-            return self._run_group(layer, x, 0 if self.group is None else self.group % k)
+            return self._run_group(layer, x, 0 if self.group is None else self.group % k, coded)
         bands = np.array_split(np.arange(x.shape[1]), k)
-        return np.concatenate([self._run_group(layer, x[:, b], g)
+        return np.concatenate([self._run_group(layer, x[:, b], g, coded)
                                for g, b in enumerate(bands)], axis=1)
+
+    def conv(self, layer: str, x: np.ndarray, k: int, stride: int = 1, pad: int = 0
+             ) -> np.ndarray:
+        """A convolution's product of NHWC inputs x (`graph.conv_product`): the inputs are
+        quantised before their patches are unrolled (the same codes, in an eighth of the
+        memory of float patches)."""
+        if self.engine == "ideal":
+            return self(layer, im2col(x, k, stride, pad))
+        return self(layer, im2col(self.quantise_input(layer, x), k, stride, pad), coded=True)
 
 
 def build_engine(chip: ChipState, engine: str = "surrogate", *, group: int | None = None,

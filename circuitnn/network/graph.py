@@ -232,6 +232,17 @@ class Network:
 
 
 # ----------------------------------------------------------------------------- inference
+def conv_product(matmul: MatMul, layer: str, x: np.ndarray, w: np.ndarray | None, k: int,
+                 stride: int = 1, pad: int = 0) -> np.ndarray:
+    """A convolution's product of NHWC inputs x: `matmul` of their patches (`layers.im2col`),
+    or the matmul's own `conv(layer, x, k, stride, pad)` where it has one (a chip engine
+    quantises the inputs before unrolling them)."""
+    conv = getattr(matmul, "conv", None)
+    if conv is not None:
+        return conv(layer, x, k, stride, pad)
+    return matmul(layer, L.im2col(x, k, stride, pad), w)
+
+
 def preprocess(net: Network, images: np.ndarray) -> np.ndarray:
     """uint8 images (N, H, W) or (N, H, W, C) -> float NHWC in [0, 1]."""
     images = np.asarray(images)
@@ -256,11 +267,14 @@ def forward(net: Network, params: dict[str, np.ndarray], x: np.ndarray,
         a = n.attrs
         h = vals[n.inputs[0]]
         if n.op == "conv":
-            cols = L.im2col(h, int(a["k"]), int(a.get("stride", 1)), int(a.get("pad", 0)))
-            y = matmul(n.name, cols, params[n.name])
+            geometry = int(a["k"]), int(a.get("stride", 1)), int(a.get("pad", 0))
+            if return_cache:  # backward needs the patches
+                cols = cache[n.name] = L.im2col(h, *geometry)
+                y = matmul(n.name, cols, params[n.name])
+            else:
+                y = conv_product(matmul, n.name, h, params[n.name], *geometry)
             if net.has_bias(n.name):
                 y = y + params[f"b_{n.name}"]
-            cache[n.name] = cols
         elif n.op == "linear":
             flat = h.reshape(h.shape[0], -1)
             y = matmul(n.name, flat, params[n.name])

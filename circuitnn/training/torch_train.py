@@ -20,8 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from circuitnn.errors import CircuitnnError
-from circuitnn.network import layers as L
-from circuitnn.network.graph import MatMul, Network
+from circuitnn.network.graph import MatMul, Network, conv_product
 from circuitnn.training.exsitu import TrainResult, random_shift
 
 
@@ -80,9 +79,9 @@ def to_torch(net: Network, params: dict[str, np.ndarray] | None = None):
             a = n.attrs
             x = h.detach().double().numpy()
             if n.op == "conv":
-                x = L.im2col(x.transpose(0, 2, 3, 1), int(a["k"]), int(a.get("stride", 1)),
-                             int(a.get("pad", 0)))
-                out = self.matmul(n.name, x, None).transpose(0, 3, 1, 2)
+                out = conv_product(self.matmul, n.name, x.transpose(0, 2, 3, 1), None,
+                                   int(a["k"]), int(a.get("stride", 1)),
+                                   int(a.get("pad", 0))).transpose(0, 3, 1, 2)
             else:
                 out = self.matmul(n.name, x, None)
             chip = torch.from_numpy(np.ascontiguousarray(out)).to(y.dtype)
