@@ -75,7 +75,16 @@ _LAST_SIZE = 8
 def _sample(spec: TileSpec, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every cell's current and slope at the sample voltages (R, C, S), and its slope just below
     0 V (R, C). Slopes at vs[0] = 0 are one-sided (second-order differences): the cell's I-V
-    may have a kink at 0 V (different branches for v >= 0 and v < 0)."""
+    may have a kink at 0 V (different branches for v >= 0 and v < 0). Without a row mask the
+    cells differ only in their conductance: each distinct one is sampled once (a tile
+    programmed to weight levels holds a few dozen)."""
+    g = spec.conductance
+    if spec.row_mask is None:
+        levels, where = np.unique(g, return_inverse=True)
+        if levels.size < g.size:
+            f, df, dfm = _sample(spec.with_(conductance=levels[None, :]), vs)
+            where = where.reshape(g.shape)
+            return f[0][where], df[0][where], dfm[0][where]
     grid = np.concatenate([vs, vs + _H, vs - _H, [2 * _H, -_H, -2 * _H]])
     cur = _currents(CellModel(spec), spec, grid)
     s = len(vs)
