@@ -1,17 +1,20 @@
 """Benchmark: the cost of chip-aware training against float training of the same epochs, in one
 run (same images, batches, optimiser and backend), and the chip's accuracy before and after.
 
-    .venv/bin/python benchmarks/bench_chip_training.py --network cnn5 [--images 4000]
-        [--epochs 1] [--engine surrogate] [--test-images 500] [--out DIR]
+    .venv/bin/python benchmarks/bench_chip_training.py --network cnn5 [--dataset mnist]
+        [--images 12800] [--epochs 1] [--engine surrogate] [--test-images 1000] [--out DIR]
 
 Starts from the shipped float weights (`device_models/weights-<network>-mnist.npz`, batch
-normalisation folded) on the 5k MNIST subset; float training is the same fine-tuning with the
-software product. Writes <out>/chip_training_<network>.json (default out: the user cache).
+normalisation folded); float training is the same fine-tuning with the software product. The
+default 12,800 images are 200 steps of 64: one refresh interval (`ChipModel.refresh_every`), the
+rate at which a long run refreshes. Writes <out>/chip_training_<network>.json (default out: the
+user cache), with the threads each side may use and the machine's load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -30,14 +33,16 @@ from circuitnn.training.torch_train import TorchTrainConfig, train_torch
 def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--network", default="cnn5", choices=["cnn5", "resnet20"])
-    ap.add_argument("--images", type=int, default=4000)
+    ap.add_argument("--dataset", default="mnist", choices=["mnist", "mnist5k"])
+    ap.add_argument("--images", type=int, default=12800)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--engine", default="surrogate", choices=["surrogate", "quantised"])
-    ap.add_argument("--test-images", type=int, default=500)
+    ap.add_argument("--test-images", type=int, default=1000)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    d = load_dataset("mnist5k", 1000, 0)
+    load = [os.getloadavg()[0]]
+    d = load_dataset(args.dataset, 1000, 0)
     net0 = presets.preset(args.network, (28, 28, 1))
     p0 = exsitu.load_params(DEVICE_MODELS_DIR / f"weights-{args.network}-mnist.npz", net0)
     net, params = graph.fold_batchnorm(net0, p0)
@@ -69,8 +74,11 @@ def main() -> dict:
     t0 = time.perf_counter()
     res, backend = train_on_chip(net, params, x, y, model, cfg)
     t_chip = time.perf_counter() - t0
-    out = {"network": args.network, "engine": args.engine, "backend": backend,
-           "images": len(y), "epochs": args.epochs, "batch_size": cfg.batch_size,
+    load.append(os.getloadavg()[0])
+    out = {"network": args.network, "dataset": args.dataset, "engine": args.engine,
+           "backend": backend, "images": len(y), "epochs": args.epochs,
+           "batch_size": cfg.batch_size, "steps": model.steps, "cores": os.cpu_count(),
+           "threads": _threads(backend), "load_average_start_end": load,
            "float_seconds": t_float, "chip_seconds": t_chip,
            "chip_refresh_seconds": model.refresh_seconds, "refreshes": model.refreshes,
            "ratio": t_chip / t_float,
@@ -83,6 +91,17 @@ def main() -> dict:
     write_json(folder / f"chip_training_{args.network}.json", out)
     for k, v in out.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
+    return out
+
+
+def _threads(backend: str) -> dict:
+    """The threads each side may use: numpy's BLAS and PyTorch take the cores given them; the
+    chip's compiled block read (`circuitnn.periphery.slotkernel`) runs in one."""
+    out = {"chip_block_read": 1}
+    if backend == "torch":
+        import torch
+
+        out["torch"] = torch.get_num_threads()
     return out
 
 

@@ -16,6 +16,8 @@ from circuitnn.periphery import (
     check_codes,
     shift_add,
 )
+from circuitnn.periphery.bitserial import block_product, block_tables, differential_output
+from circuitnn.surrogate.model import binary_currents
 from circuitnn.tile.read import read
 from circuitnn.tile.spec import TileSpec
 
@@ -125,3 +127,40 @@ def test_bad_adc_and_timing():
         bitserial_netlist(card_tile(), X, slot=float("inf"))
     with pytest.raises(CircuitnnError, match="dt must be"):
         bitserial_netlist(card_tile(), X, dt=1.0)
+
+
+@pytest.mark.parametrize("rows, bits", [(9, 8), (72, 8), (5, 3)])
+def test_compiled_block_read_equals_the_plane_products(rows, bits):
+    """The compiled block read (8-row partial sums, every slot through the ADC, shift-and-add)
+    against the numpy form of the same arithmetic: 0/1 planes @ M, the surrogate's binary
+    currents, `differential_output`."""
+    rng = np.random.default_rng(rows)
+    n, outs, vr, unit = 300, 6, 0.2, 1.2e-6
+    codes = rng.integers(0, 2 ** bits, (n, rows), dtype=np.uint8)
+    codes[rng.random((n, rows)) < 0.6] = 0  # sparse, as ReLU outputs: some slots have no bit
+    codes[:3] = 0  # vectors of zeros: every slot reads the zero-input currents
+    g = rng.uniform(6e-6, 24e-6, (rows, 2 * outs))
+    p, q = rng.normal(0, 1e-3, (2, rows, 2 * outs))  # the surrogate's bilinear factors
+    y0 = rng.uniform(0, 1e-7, 2 * outs)
+    planes = bit_planes(codes, bits).transpose(1, 0, 2).reshape(-1, rows).astype(np.float32)
+    full_scale = 0.5 * rows * vr * g.max()
+    for parts, m, zero in ((1, vr * g, np.zeros(2 * outs)),
+                           (3, np.hstack([vr * g, vr * p, vr * q]), y0)):
+        m = m.astype(np.float32)
+        x = planes @ m
+        cur = x if parts == 1 else binary_currents(x, zero)
+        cur[~planes.any(axis=1)] = zero  # a slot without a bit set reads no row
+        tables = block_tables(m)
+        for adc in (8, None):
+            kw = dict(g_unit=unit, v_read=vr, adc_bits=adc, full_scale=full_scale,
+                      input_bits=bits)
+            want = differential_output(cur, n, **kw)
+            got = block_product(codes, tables, zero, parts=parts, **kw)
+            if adc is None:  # float32 sums in another order: rounding only
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+            else:  # a current within rounding of an ADC threshold may take the next code
+                step = 2 ** bits * full_scale / 255 / (vr * unit)
+                assert np.mean(got != want) < 1e-3 and np.abs(got - want).max() <= step
+    with pytest.raises(CircuitnnError, match="1-8 bit codes"):
+        block_product(codes, tables, y0, parts=2, g_unit=unit, v_read=vr, adc_bits=8,
+                      full_scale=full_scale)
