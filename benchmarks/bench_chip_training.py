@@ -60,7 +60,8 @@ def main() -> dict:
     def chip_accuracy(p: dict) -> float:
         return graph.accuracy(net, p, xt, yt, chip().product(p))
 
-    t0 = time.perf_counter()  # float: the same fine-tuning with the software product
+    t0, c0 = time.perf_counter(), time.process_time()  # float: the same fine-tuning with
+    #                                                    the software product
     if small:
         exsitu.train(net, x, y, exsitu.TrainConfig(
             epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_every=1,
@@ -69,11 +70,11 @@ def main() -> dict:
         train_torch(net, x, y, TorchTrainConfig(
             epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=0.0,
             max_shift=cfg.max_shift, seed=cfg.seed, optimizer="adam"), params=params)
-    t_float = time.perf_counter() - t0
+    t_float, cpu_float = time.perf_counter() - t0, time.process_time() - c0
     model = chip()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res, backend = train_on_chip(net, params, x, y, model, cfg)
-    t_chip = time.perf_counter() - t0
+    t_chip, cpu_chip = time.perf_counter() - t0, time.process_time() - c0
     load.append(os.getloadavg()[0])
     out = {"network": args.network, "dataset": args.dataset, "engine": args.engine,
            "backend": backend, "images": len(y), "epochs": args.epochs,
@@ -83,6 +84,8 @@ def main() -> dict:
            "chip_refresh_seconds": model.refresh_seconds, "refreshes": model.refreshes,
            "ratio": t_chip / t_float,
            "ratio_without_refreshes": (t_chip - model.refresh_seconds) / t_float,
+           "float_cpu_seconds": cpu_float, "chip_cpu_seconds": cpu_chip,
+           "cpu_ratio": cpu_chip / cpu_float,  # CPU time of all threads: less load-dependent
            "test_images": len(yt), "chip_accuracy_float_weights": chip_accuracy(params),
            "chip_accuracy_after": chip_accuracy(res.params),
            "software_accuracy_float_weights": graph.accuracy(net, params, xt, yt),
