@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -144,18 +146,25 @@ def test_compiled_block_read_equals_the_plane_products(rows, bits):
     y0 = rng.uniform(0, 1e-7, 2 * outs)
     planes = bit_planes(codes, bits).transpose(1, 0, 2).reshape(-1, rows).astype(np.float32)
     full_scale = 0.5 * rows * vr * g.max()
-    for parts, m, zero in ((1, vr * g, np.zeros(2 * outs)),
-                           (3, np.hstack([vr * g, vr * p, vr * q]), y0)):
+    var = (0.05 * g) ** 2  # each cell's read noise variance (S^2)
+    z = rng.standard_normal((n, bits, 2 * outs)).astype(np.float32)
+    for (parts, m, zero), noisy in itertools.product(
+            ((1, vr * g, np.zeros(2 * outs)), (3, np.hstack([vr * g, vr * p, vr * q]), y0)),
+            (False, True)):
         m = m.astype(np.float32)
         x = planes @ m
         cur = x if parts == 1 else binary_currents(x, zero)
         cur[~planes.any(axis=1)] = zero  # a slot without a bit set reads no row
+        if noisy:  # slot-major draws: slot k of vector i is row k n + i
+            cur = cur + vr * np.sqrt(planes @ var) * z.transpose(1, 0, 2).reshape(bits * n, -1)
+            m = np.hstack([m, vr ** 2 * var]).astype(np.float32)
         tables = block_tables(m)
         for adc in (8, None):
             kw = dict(g_unit=unit, v_read=vr, adc_bits=adc, full_scale=full_scale,
                       input_bits=bits)
             want = differential_output(cur, n, **kw)
-            got = block_product(codes, tables, zero, parts=parts, **kw)
+            got = block_product(codes, tables, zero, parts=parts, noise=z if noisy else None,
+                                **kw)
             if adc is None:  # float32 sums in another order: rounding only
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
             else:  # a current within rounding of an ADC threshold may take the next code

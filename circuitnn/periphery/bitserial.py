@@ -130,6 +130,9 @@ def _difference(acc: np.ndarray, scale: float) -> np.ndarray:
     return diff
 
 
+NO_NOISE = np.zeros((0, 0, 0), dtype=np.float32)  # `block_product` without read noise
+
+
 @functools.cache
 def _kernel() -> ModuleType:
     """`circuitnn.periphery.slotkernel`, compiled (once per machine)."""
@@ -143,7 +146,8 @@ def _compile_kernel(module: ModuleType) -> None:
     `block_product` passes."""
     tables = module.partial_sums(np.zeros((9, 3), dtype=np.float32))
     module.shift_add_block(np.zeros((1, 9), dtype=np.uint8), tables,
-                           np.zeros(1, dtype=np.float32), 3, 8, 1, np.float32(1.0), 1.0, 255.0)
+                           np.zeros(1, dtype=np.float32), 3, 8, 1, np.float32(1.0), 1.0, 255.0,
+                           NO_NOISE)
 
 
 def block_tables(m: np.ndarray) -> np.ndarray:
@@ -154,12 +158,14 @@ def block_tables(m: np.ndarray) -> np.ndarray:
 
 def block_product(codes: np.ndarray, tables: np.ndarray, zero: np.ndarray, *, parts: int,
                   g_unit: float, v_read: float, adc_bits: int | None, full_scale: float,
-                  input_bits: int = INPUT_BITS) -> np.ndarray:
+                  input_bits: int = INPUT_BITS, noise: np.ndarray | None = None) -> np.ndarray:
     """`differential_output` of the bit-serial read of codes (batch, rows) (at most 8 bits)
     through a row block whose slot currents are binary planes @ M (`block_tables(M)`):
     `parts` 1, I = V @ M (ideal crossbar, M = v_read G); 3, the surrogate's binary read of
     M = [A | P | Q] (`circuitnn.surrogate.model.stack_blocks`, `binary_currents`) with the
-    zero-input currents `zero`, which every slot without an input bit set reads. Compiled
+    zero-input currents `zero`, which every slot without an input bit set reads. noise:
+    standard normal draws (batch, input_bits, cols) of each slot's read noise, whose variance
+    tables then follow M's parts (M = [... | v_read^2 var(G)]). Compiled
     (`circuitnn.periphery.slotkernel`): no slot current is stored."""
     if not 1 <= input_bits <= 8 or parts not in (1, 3):
         raise CircuitnnError(f"block_product takes 1-8 bit codes and 1 or 3 matrix parts, got "
@@ -171,7 +177,9 @@ def block_product(codes: np.ndarray, tables: np.ndarray, zero: np.ndarray, *, pa
         mode = 1 if adc_bits <= FLOAT32_BITS else 2
     acc = _kernel().shift_add_block(np.ascontiguousarray(codes, dtype=np.uint8), tables,
                                     np.asarray(zero, dtype=np.float32), parts, input_bits, mode,
-                                    np.float32(1.0 / lsb), lsb, float(top))
+                                    np.float32(1.0 / lsb), lsb, float(top),
+                                    NO_NOISE if noise is None
+                                    else np.ascontiguousarray(noise, dtype=np.float32))
     return _difference(acc, (1.0 if adc_bits is None else lsb) / (v_read * g_unit))
 
 

@@ -13,7 +13,10 @@ slot and column: the current (`parts` 1: x; 3: the surrogate's binary read A + P
 `circuitnn.surrogate.model.binary_currents`), the ADC code (as `circuitnn.periphery.adc
 .adc_codes`: nearest code, saturating at 0 and `top`; mode 1 in float32 with the step's
 reciprocal, mode 2 in float64, mode 0 no ADC) and shift-and-add sum_k 2^k code_k. A slot with
-no bit set reads the zero-input currents. The arithmetic is that of the numpy path in another
+no bit set reads the zero-input currents. Read noise, where drawn, is added to each slot's
+current before the ADC: its variance is a further part of M (v_read^2 x each cell's conductance
+variance), so a slot's standard deviation is the square root of its driven cells' sum. The
+arithmetic is that of the numpy path in another
 order of the float32 sums (a current within rounding of an ADC threshold may take the other
 code).
 """
@@ -81,13 +84,15 @@ def _digitise(v, adc, inv_lsb, lsb, top):
 
 
 @jit
-def shift_add_block(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top):
+def shift_add_block(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z):
     """(n, cols) float64: sum_k 2^k (ADC code of slot k's column currents) for codes (n, rows)
-    uint8, `partial_sums` tables of the block's matrix (width = parts * cols) and the columns'
-    zero-input currents (cols,) float32."""
+    uint8, `partial_sums` tables of the block's matrix (width = parts * cols, + cols of read
+    noise variance where z is drawn) and the columns' zero-input currents (cols,) float32. z:
+    standard normal draws (n, bits, cols) float32 of the read noise, or (0, 0, 0) for none."""
     n = codes.shape[0]
     width = tables.shape[1]
-    cols = width // parts
+    noisy = z.shape[0] > 0
+    cols = width // (parts + 1) if noisy else width // parts
     groups = tables.shape[0] // 256
     out = np.zeros((n, cols))
     x = np.empty(width, dtype=tables.dtype)
@@ -115,11 +120,13 @@ def shift_add_block(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top):
             if not live:
                 for j in range(cols):
                     out[i, j] += w * idle[j]
-            elif parts == 1:
-                for j in range(cols):
-                    out[i, j] += w * _digitise(x[j], adc, inv_lsb, lsb, top)
             else:
                 for j in range(cols):
-                    v = x[j] + x[cols + j] * x[2 * cols + j] + zero[j]
+                    if parts == 1:
+                        v = x[j]
+                    else:
+                        v = x[j] + x[cols + j] * x[2 * cols + j] + zero[j]
+                    if noisy:
+                        v += np.sqrt(max(x[parts * cols + j], 0.0)) * z[i, k, j]
                     out[i, j] += w * _digitise(v, adc, inv_lsb, lsb, top)
     return out
