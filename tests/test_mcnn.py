@@ -84,7 +84,8 @@ def test_write_verify_statistics():
     model = array_device("ohmic").programming_model()  # the TaOx card mapped onto 6-24 uS
     target = np.full((40, 50), 15e-6)
     res = write_verify(target, model, np.random.default_rng(1),
-                       ProgramConfig(tolerance=0.5e-6, max_pulses=400, cell_yield=0.95))
+                       ProgramConfig(tolerance=0.5e-6, max_pulses=400, stuck_low=0.025,
+                                     stuck_high=0.025))
     ok = res.converged & ~res.stuck
     assert np.all(np.abs(res.error[ok]) < 0.5e-6 + 5 * model.sigma_level)
     assert 0.02 < res.stuck.mean() < 0.09

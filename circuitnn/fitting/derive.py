@@ -70,7 +70,8 @@ from circuitnn.cache import entry
 from circuitnn.devices import load_device
 from circuitnn.devices.card import ModelCard
 from circuitnn.devices.device import Device
-from circuitnn.devices.operating import PULSE_MODEL, V_MAX
+from circuitnn.devices.operating import PULSE_MODEL, V_MAX, switching_thresholds
+from circuitnn.devices.population import members
 from circuitnn.devices.profile import DeviceProfile
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.devices.series import ExprElement
@@ -81,7 +82,7 @@ from circuitnn.tile.nodal import mos1_expression
 from circuitnn.tile.program import DEFAULTS as PROGRAM_DEFAULTS
 from circuitnn.tile.spec import Transistor
 
-DERIVE_VERSION = 3  # bump when the derivation changes what a cached card would hold
+DERIVE_VERSION = 4  # bump when the derivation changes what a cached card would hold
 #: x the switching threshold of the polarity (the default amplitude rule)
 AMPLITUDE_FACTORS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 V_PULSE_MAX = V_MAX  # V: no pulse amplitude above the tile's largest voltage
@@ -462,6 +463,86 @@ def _noise(card: ModelCard, settings: DeriveSettings) -> tuple[float, str]:
     return 0.0, "none (0: the card has no cycle-to-cycle statistics and none was given)"
 
 
+# --- the measured devices' spread ----------------------------------------------------------------
+SPREAD_PULSES = 5  # pulses whose mean step is a device's pace (its step scale against the card's)
+MIN_SCALE = 0.01  # a device that does not move under the pulses: a pace of 1% of the card's
+
+
+def device_response(card: ModelCard, v_read: float, window: tuple[float, float],
+                    pulses: dict[str, _Pulse], width: float, n_max: int) -> dict[str, Any]:
+    """How one device moves under the chosen SET and RESET pulses in its 1T1R cell: each ramp
+    from the window's opposite edge, as the derivation runs it (`_ramps`), gives the level it
+    ends at (S: crossing the window, or where it saturates), its pulses, why it ended, and its
+    pace: the mean step of its first SPREAD_PULSES pulses as a fraction of the window."""
+    dev = load_device(card)
+    thr = switching_thresholds(dev)
+    ramps = _ramps(dev, v_read, window, np.array([True, False]), [pulses["set"],
+                                                                  pulses["reset"]],
+                   width, n_max, Transistor(), {"set": thr[0], "reset": thr[1]})
+    span = window[1] - window[0]
+    out = {}
+    for j, word in enumerate(("set", "reset")):
+        col = ramps["g"][:, j]
+        col = col[np.isfinite(col)]
+        k = min(SPREAD_PULSES, len(col) - 1)
+        pace = (1.0 if word == "set" else -1.0) * (col[k] - col[0]) / (k * span) if k else 0.0
+        out[word] = {"end_S": float(col[-1]), "pulses": int(len(col) - 1),
+                     "ended": str(ramps["end"][j]), "pace": float(max(pace, 0.0))}
+    return out
+
+
+def _measured_spread(profile: DeviceProfile, pulses: dict[str, _Pulse], width: float,
+                     n_max: int, law: PulseModel) -> dict[str, Any]:
+    """Device-to-device spread of the derived law from the devices the I-V card was fitted to
+    (`circuitnn.devices.population.members`), each simulated with the chosen pulses in its cell
+    (`device_response`): a device's bounds are the law's shifted by how far its ramps end from
+    the card's own, its step scales its pace over the card's (at least MIN_SCALE). The spread is
+    the sample standard deviation over the devices (ddof 1) of the law's bounds g_min, g_max (S)
+    and of the logarithms of its SET and RESET step scales; the chain draws each cell's device
+    from independent distributions with those (`PulseModel.sample_devices`; with a few devices
+    no correlation can be estimated). Returns the d2d record (`d2d`) and what the card says of
+    it."""
+    found = members(profile.iv_card, profile.iv_path.name)
+    zero = {k: 0.0 for k in ("g_min_std", "g_max_std", "scale_p_std", "scale_d_std")}
+    if not found:
+        return {"d2d": zero, "source": "none", "devices": 1,
+                "basis": "one device: the card records no device-to-device spread"}
+    args = (profile.v_read, profile.window, pulses, width, n_max)
+    own = device_response(profile.iv_card, *args)
+    rows, shifts = [], []
+    for name, card in found:
+        try:
+            r = device_response(card, *args)
+        except CircuitnnError as exc:
+            rows.append({"device": name, "error": str(exc)})
+            continue
+        shift = {"g_min": r["reset"]["end_S"] - own["reset"]["end_S"],
+                 "g_max": r["set"]["end_S"] - own["set"]["end_S"],
+                 **{f"scale_{t}": max(r[w]["pace"] / own[w]["pace"], MIN_SCALE)
+                    for t, w in (("p", "set"), ("d", "reset"))}}
+        shifts.append(shift)
+        rows.append({"device": name, **{w: r[w] for w in ("set", "reset")}, "law": {
+            "g_min": law.g_min + shift["g_min"], "g_max": law.g_max + shift["g_max"],
+            "scale_p": shift["scale_p"], "scale_d": shift["scale_d"]}})
+    record = {"source": "measured", "devices": len(found), "simulated": len(shifts),
+              "members": rows,
+              "basis": "the devices of the card's device-to-device record, each simulated with "
+                       "the chosen pulses in its 1T1R cell (circuitnn.fitting.derive."
+                       "_measured_spread)",
+              "distribution": "independent per cell, centred on the card's own law: g_min, g_max "
+                              "(S) normal, the SET and RESET step scales log-normal, each with "
+                              "the sample standard deviation over the devices (ddof 1; of the "
+                              "scales' logarithms); every window kept open"}
+    if len(shifts) < 2:
+        record["source"] = "none"
+        record["basis"] += f"; fewer than 2 devices could be simulated ({len(shifts)})"
+        return {"d2d": zero, **record}
+    d2d = {f"{k}_std": float(np.std([s[k] for s in shifts], ddof=1)) for k in ("g_min", "g_max")}
+    d2d.update({f"{k}_std": float(np.std(np.log([s[k] for s in shifts]), ddof=1))
+                for k in ("scale_p", "scale_d")})
+    return {"d2d": d2d, **record}
+
+
 # --- entry point ------------------------------------------------------------------------------
 def _identity(profile: DeviceProfile, settings: DeriveSettings) -> dict[str, Any]:
     """Everything a derived pulse card depends on (its cache entry's content)."""
@@ -580,6 +661,7 @@ def _plan(profile: DeviceProfile, settings: DeriveSettings
     """(device, the program.py kind that SETs, threshold per kind), with the given amplitudes
     checked against the thresholds: everything refused before any simulation."""
     dev = load_device(profile.iv_card)
+    members(profile.iv_card, profile.iv_path.name)  # a malformed spread is refused here
     thresholds = profile.operating.thresholds
     kind_thr = {"set": thresholds[0], "reset": thresholds[1]}
     kind_up = _polarity_up(dev, profile.v_read, profile.window, thresholds)
@@ -679,7 +761,9 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
     card.variation["cycle_to_cycle"].update({
         "source": noise_source, "sigma_rel": sigma, "unit": "S",
         "model": "update noise per pulse sigma_add = sigma_rel x (g_max - g_min), accumulating"})
-    card.variation["device_to_device"]["basis"] = "not derived: one simulated device"
+    spread = _measured_spread(profile, chosen, settings.width, settings.pulses, model)
+    model = dataclasses.replace(model, d2d=spread.pop("d2d"))
+    card.variation["device_to_device"] = {**model.variation()["device_to_device"], **spread}
     quality = {t: {k: v for k, v in fit.metrics[t].items() if not k.startswith("step_spread")}
                for t in ("p", "d")}
     seconds = {"numpy": t_numpy, "ngspice_check": t_check if check_ngspice else 0.0,
@@ -693,6 +777,7 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
         "ramp_pulses": {w: int(len(c) - 1) for w, c in cols.items()},
         "ramps_S": {w: [float(x) for x in c] for w, c in cols.items()},
         "noise_source": noise_source, "noise_sigma_rel": sigma,
+        "device_to_device": spread,
         "ngspice_check": check,
         "fit": {"law": fit.metrics["law"], "g_range": [model.g_min, model.g_max], **quality,
                 "fitted_step_noise_not_used": fitted_noise},
