@@ -58,6 +58,9 @@ DEVICE_OPTIONS = (
                       f"reference's {1 - REF.choices.cell_yield:g} stuck cells)."),
     click.option("--stuck-high", default=None, type=float,
                  help="Fraction of cells stuck at the high bound (default: the other half)."),
+    click.option("--chip-seed", default=0, show_default=True, type=int,
+                 help="Which chip to draw: the seed of its cells' devices, stuck cells, "
+                      "programming and read noise (several seeds: chip-to-chip statistics)."),
     click.option("--search-seeds", default=3, show_default=True, type=int,
                  help="Chips each candidate operating point is evaluated on."),
     click.option("--workers", default=2, show_default=True, type=int,
