@@ -43,9 +43,14 @@ law is about). Refused above MAX_CHECK_ERROR = 1%.
 
 Fit: `circuitnn.fitting.pulse.fit_pulse` on the two ramps (one per direction, in siemens), as
 a measured data set is fitted. The simulated ramps are noise-free, so the law's
-cycle-to-cycle noise does not come from the fit: it is the card's
-`variation.cycle_to_cycle.sigma_rel` (standard deviation of each pulse's update as a fraction
-of the window), else `DeriveSettings.noise`, else 0; the card records which.
+cycle-to-cycle noise does not come from the fit: it is a pulse card's of the same device
+(`DeriveSettings.pulse_noise`: its update and level noise relative to its window,
+`pulse_card_noise`), else the I-V card's `variation.cycle_to_cycle.sigma_rel` (standard
+deviation of each pulse's update as a fraction of the window), else `DeriveSettings.noise`,
+else 0; the card records which.
+
+Device-to-device: the devices the I-V card was fitted to (its device-to-device record), each
+simulated with the chosen pulses in its cell, give the law's spread (`_measured_spread`).
 
 Cache: a `circuitnn.cache.entry` in the folder "pulse", one pulse card per content key of the
 I-V card's file, v_read, window, the settings and DERIVE_VERSION; the card carries the derivation
@@ -139,6 +144,9 @@ class DeriveSettings:
     gate_reset: float = PROGRAM_DEFAULTS["reset"]["v_gate"]  # V, word line during RESET
     pulses: int = 100  # most pulses per ramp
     noise: float | None = None  # cycle-to-cycle sigma / window per pulse, if the card has none
+    #: cycle-to-cycle statistics of a pulse card of the same device, relative to its window
+    #: (`pulse_card_noise`); they take precedence over `noise` and the card's own
+    pulse_noise: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("amplitude_set", "amplitude_reset"):
@@ -450,17 +458,41 @@ def _ngspice_check(card: ModelCard, dev: Device, v_read: float, pulses: dict[str
 
 
 # --- noise ------------------------------------------------------------------------------------
-def _noise(card: ModelCard, settings: DeriveSettings) -> tuple[float, str]:
+RELATIVE_NOISE = ("sigma_add_p", "sigma_mult_p", "sigma_add_d", "sigma_mult_d", "sigma_level",
+                  "rho_level")  # the additive parts and the level noise as fractions of a window
+
+
+def pulse_card_noise(card: ModelCard, where: str = "pulse card") -> dict[str, float]:
+    """The cycle-to-cycle statistics of a pulse-update card relative to its window (additive
+    update noise and level noise / (g_max - g_min); multiplicative parts and the level noise's
+    correlation as they are): what a law derived for the same device takes from it."""
+    if card.model != PULSE_MODEL:
+        raise CircuitnnError(f"{where} is not a pulse-update card (model {card.model!r})")
+    law = PulseModel.from_card(card)
+    span = law.g_max - law.g_min
+    return {k: float(getattr(law, k)) / (span if k in ("sigma_add_p", "sigma_add_d",
+                                                       "sigma_level") else 1.0)
+            for k in RELATIVE_NOISE}
+
+
+def _noise(card: ModelCard, settings: DeriveSettings) -> tuple[dict[str, float], str]:
+    """The derived law's cycle-to-cycle noise relative to its window, and where it comes from:
+    a pulse card of the same device, else the I-V card's sigma_rel, else the option, else 0."""
+    if settings.pulse_noise is not None:
+        return dict(settings.pulse_noise), "pulse card of the same device"
     c2c = card.variation.get("cycle_to_cycle") if isinstance(card.variation, dict) else None
+    sigma, source = 0.0, "none (0: the card has no cycle-to-cycle statistics and none was given)"
     if isinstance(c2c, dict) and "sigma_rel" in c2c:
-        val = _number(c2c["sigma_rel"], "card variation.cycle_to_cycle.sigma_rel")
-        if not 0 <= val < 1:
+        sigma = _number(c2c["sigma_rel"], "card variation.cycle_to_cycle.sigma_rel")
+        if not 0 <= sigma < 1:
             raise CircuitnnError(f"card variation.cycle_to_cycle.sigma_rel must be in [0, 1), "
-                                 f"got {val:g}")
-        return val, "card variation.cycle_to_cycle.sigma_rel"
-    if settings.noise is not None:
-        return settings.noise, "option"
-    return 0.0, "none (0: the card has no cycle-to-cycle statistics and none was given)"
+                                 f"got {sigma:g}")
+        source = "card variation.cycle_to_cycle.sigma_rel"
+    elif settings.noise is not None:
+        sigma, source = settings.noise, "option"
+    rel = dict.fromkeys(RELATIVE_NOISE, 0.0)
+    rel.update(sigma_add_p=sigma, sigma_add_d=sigma)
+    return rel, source
 
 
 # --- the measured devices' spread ----------------------------------------------------------------
@@ -745,22 +777,25 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
     with warnings.catch_warnings():  # one ramp per direction: no spread to estimate
         warnings.simplefilter("ignore", RuntimeWarning)
         fit = fit_pulse(data, n_sim=5, seed=0, spline_knots=knots)
-    sigma, noise_source = _noise(profile.iv_card, settings)
+    noise, noise_source = _noise(profile.iv_card, settings)
+    sigma = max(noise["sigma_add_p"], noise["sigma_add_d"])
     model = fit.model
     span = model.g_max - model.g_min
     if model.g_min > window[0] * (1 + 1e-9) or model.g_max < window[1] * (1 - 1e-9):
         raise CircuitnnError(f"derived law covers [{model.g_min * 1e6:.4g}, "
                              f"{model.g_max * 1e6:.4g}] uS, not the whole window")
-    model = dataclasses.replace(model, sigma_add_p=sigma * span, sigma_add_d=sigma * span,
-                                sigma_mult_p=0.0, sigma_mult_d=0.0, sigma_level=0.0,
-                                rho_level=0.0)
+    model = dataclasses.replace(model, **{
+        k: v * (span if k in ("sigma_add_p", "sigma_add_d", "sigma_level") else 1.0)
+        for k, v in noise.items()})
     card = fit.card
     fitted_noise = {k: v for k, v in card.variation.get("cycle_to_cycle", {}).items()
                     if k.startswith(("sigma", "rho"))}
     card.variation = model.variation()
     card.variation["cycle_to_cycle"].update({
-        "source": noise_source, "sigma_rel": sigma, "unit": "S",
-        "model": "update noise per pulse sigma_add = sigma_rel x (g_max - g_min), accumulating"})
+        "source": noise_source, "sigma_rel": sigma, "relative": noise, "unit": "S",
+        "model": "the pulse-update model's (circuitnn.devices.pulse): update noise per pulse "
+                 "sqrt(sigma_add^2 + (sigma_mult dG)^2), accumulating, and level noise on each "
+                 "read; `relative`: the additive parts and the level noise / (g_max - g_min)"})
     spread = _measured_spread(profile, chosen, settings.width, settings.pulses, model)
     model = dataclasses.replace(model, d2d=spread.pop("d2d"))
     card.variation["device_to_device"] = {**model.variation()["device_to_device"], **spread}
@@ -776,7 +811,7 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
         "amplitude_rule": rule,
         "ramp_pulses": {w: int(len(c) - 1) for w, c in cols.items()},
         "ramps_S": {w: [float(x) for x in c] for w, c in cols.items()},
-        "noise_source": noise_source, "noise_sigma_rel": sigma,
+        "noise_source": noise_source, "noise_sigma_rel": sigma, "noise_rel": noise,
         "device_to_device": spread,
         "ngspice_check": check,
         "fit": {"law": fit.metrics["law"], "g_range": [model.g_min, model.g_max], **quality,
