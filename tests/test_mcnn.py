@@ -130,9 +130,12 @@ def test_sweep_quantised_axes(run_dir):
     from circuitnn.mcnn.sweep import run_sweep
 
     res = run_sweep(run_dir, run_dir / "sw", engine="quantised", n_images=40,
-                    axes=["adc", "wire"], values={"adc": [2, 8], "wire": [1.0]})
+                    axes=["adc", "wire", "variation"],
+                    values={"adc": [2, 8], "wire": [1.0], "variation": [1.0]})
     adc = res["axes"]["adc"]
     assert adc[1]["accuracy"] > adc[0]["accuracy"]
+    point = res["axes"]["variation"][0]  # re-programmed: the programming error beside it
+    assert point["accuracy"] > 0.5 and 0 < point["programming_error_rms_uS"] < 5
     assert res["axes"]["wire"][0]["accuracy"] is None  # needs a circuit engine
     assert (run_dir / "sw" / "accuracy_sweep.png").is_file()
 
