@@ -84,7 +84,8 @@ def test_write_verify_statistics():
     model = array_device("ohmic").programming_model()  # the TaOx card mapped onto 6-24 uS
     target = np.full((40, 50), 15e-6)
     res = write_verify(target, model, np.random.default_rng(1),
-                       ProgramConfig(tolerance=0.5e-6, max_pulses=400, cell_yield=0.95))
+                       ProgramConfig(tolerance=0.5e-6, max_pulses=400, stuck_low=0.025,
+                                     stuck_high=0.025))
     ok = res.converged & ~res.stuck
     assert np.all(np.abs(res.error[ok]) < 0.5e-6 + 5 * model.sigma_level)
     assert 0.02 < res.stuck.mean() < 0.09
@@ -129,9 +130,12 @@ def test_sweep_quantised_axes(run_dir):
     from circuitnn.mcnn.sweep import run_sweep
 
     res = run_sweep(run_dir, run_dir / "sw", engine="quantised", n_images=40,
-                    axes=["adc", "wire"], values={"adc": [2, 8], "wire": [1.0]})
+                    axes=["adc", "wire", "variation"],
+                    values={"adc": [2, 8], "wire": [1.0], "variation": [1.0]})
     adc = res["axes"]["adc"]
     assert adc[1]["accuracy"] > adc[0]["accuracy"]
+    point = res["axes"]["variation"][0]  # re-programmed: the programming error beside it
+    assert point["accuracy"] > 0.5 and 0 < point["programming_error_rms_uS"] < 5
     assert res["axes"]["wire"][0]["accuracy"] is None  # needs a circuit engine
     assert (run_dir / "sw" / "accuracy_sweep.png").is_file()
 

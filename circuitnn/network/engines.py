@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -220,6 +220,8 @@ class ChipEngine:
     chunk: int = 16384  # input vectors (patches) per column read
     input_bits: int = INPUT_BITS
     dtype: type = np.float64  # of the slot voltages (float32: faster array products)
+    #: draws the read noise of every read (`_add_read_noise`); seeded, so runs repeat
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     @property
     def mapping(self) -> Mapping:
@@ -303,11 +305,26 @@ class ChipEngine:
         parts = [self.circuit.surrogate_block(c.conductances[p.tile], p) for p in blocks]
         return stack_blocks(parts, scale=vr, dtype=self.dtype)
 
+    def _add_read_noise(self, cur: np.ndarray, planes: np.ndarray,
+                        blocks: list[Placement]) -> None:
+        """Add the device's read noise (`ArrayDevice.read_noise`: each cell's conductance
+        fluctuates independently in every read, by an absolute and a relative standard
+        deviation) to the column currents `cur` (slots, cols) of the 0/1 bit planes `planes`
+        (slots, rows) in place: a column's current gets the standard deviation
+        v_read sqrt(sum over its driven cells of sigma_abs^2 + (sigma_rel G)^2)."""
+        sig_abs, sig_rel = self.chip.device.read_noise
+        if not (sig_abs or sig_rel):
+            return
+        g = np.hstack([self.chip.conductances[p.tile, p.rows, p.cols] for p in blocks])
+        var = sig_abs ** 2 + (sig_rel * g) ** 2
+        std = self.v_read * np.sqrt(np.asarray(planes, float) @ var)
+        cur += std * self.rng.standard_normal(cur.shape)
+
     def _read_planes(self, xb: np.ndarray, m: np.ndarray, zero: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Currents of the live slots of codes xb (batch, rows) through M (`_block_matrix`):
-        (currents (live slots, cols), slot-major indices of the live slots). A slot with no
-        input bit set is not read (it carries `zero`)."""
+        (currents (live slots, cols), slot-major indices of the live slots, their bit planes).
+        A slot with no input bit set is not read (it carries `zero`)."""
         bits, n = self.input_bits, xb.shape[0]
         any_bit = np.bitwise_or.reduce(xb, axis=1)
         idx = [np.flatnonzero((any_bit >> k) & 1) for k in range(bits)]
@@ -318,7 +335,7 @@ class ChipEngine:
             o += len(i)
         live = np.concatenate([k * n + i for k, i in enumerate(idx)])
         x = planes @ m
-        return (x if self.engine == "quantised" else binary_currents(x, zero)), live
+        return (x if self.engine == "quantised" else binary_currents(x, zero)), live, planes
 
     def block_outputs(self, layer: str, codes: np.ndarray, group: int
                       ) -> Iterator[tuple[int, np.ndarray, int, np.ndarray]]:
@@ -337,11 +354,13 @@ class ChipEngine:
                 xb = codes[s:s + chunk, r0:r1]
                 if fast is None:
                     planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2)
-                    cur = self._read_block_row(layer, blocks, planes.reshape(-1, r1 - r0))
+                    planes = planes.reshape(-1, r1 - r0)
+                    cur = self._read_block_row(layer, blocks, planes)
                     live, zero = None, None
                 else:
-                    cur, live = self._read_planes(xb, *fast)
+                    cur, live, planes = self._read_planes(xb, *fast)
                     zero = fast[1]
+                self._add_read_noise(cur, planes, blocks)
                 yield i, cols, s, differential_output(
                     cur, len(xb), g_unit=unit, v_read=vr, adc_bits=self.adc_bits,
                     full_scale=full_scale, input_bits=self.input_bits, live=live, zero=zero)
