@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -84,7 +85,8 @@ def test_write_verify_statistics():
     model = array_device("ohmic").programming_model()  # the TaOx card mapped onto 6-24 uS
     target = np.full((40, 50), 15e-6)
     res = write_verify(target, model, np.random.default_rng(1),
-                       ProgramConfig(tolerance=0.5e-6, max_pulses=400, cell_yield=0.95))
+                       ProgramConfig(tolerance=0.5e-6, max_pulses=400, stuck_low=0.025,
+                                     stuck_high=0.025))
     ok = res.converged & ~res.stuck
     assert np.all(np.abs(res.error[ok]) < 0.5e-6 + 5 * model.sigma_level)
     assert 0.02 < res.stuck.mean() < 0.09
@@ -129,9 +131,12 @@ def test_sweep_quantised_axes(run_dir):
     from circuitnn.mcnn.sweep import run_sweep
 
     res = run_sweep(run_dir, run_dir / "sw", engine="quantised", n_images=40,
-                    axes=["adc", "wire"], values={"adc": [2, 8], "wire": [1.0]})
+                    axes=["adc", "wire", "variation"],
+                    values={"adc": [2, 8], "wire": [1.0], "variation": [1.0]})
     adc = res["axes"]["adc"]
     assert adc[1]["accuracy"] > adc[0]["accuracy"]
+    point = res["axes"]["variation"][0]  # re-programmed: the programming error beside it
+    assert point["accuracy"] > 0.5 and 0 < point["programming_error_rms_uS"] < 5
     assert res["axes"]["wire"][0]["accuracy"] is None  # needs a circuit engine
     assert (run_dir / "sw" / "accuracy_sweep.png").is_file()
 
@@ -188,6 +193,30 @@ def test_fast_row_block_product_matches_block_by_block_reads(run_dir, engine):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.abs(b).max())
         else:  # a current within rounding of an ADC threshold may take the other code
             assert np.abs(a - b).max() < 0.05 * np.abs(b).max()
+
+
+@pytest.mark.ngspice
+def test_read_noise_in_the_fast_and_the_column_reads(run_dir):
+    """Read noise (`ArrayDevice.read_noise`) in both block reads (the compiled one and the
+    column reads the energy counter uses): with every row at code 255 and no ADC, an output
+    scatters by sqrt(sum_k 4^k (V+ + V-)) / g_unit (V: its columns' summed cell variances)
+    around the noise-free value."""
+    state = Chip.load(run_dir).state(1)
+    noisy = dataclasses.replace(
+        state, device=dataclasses.replace(state.device, read_noise_rel=0.05))
+    clean = build_engine(state, "quantised", group=0, adc_bits=None)
+    (r0, r1), blocks = next(iter(clean._row_blocks("C1", 0).items()))
+    codes = np.full((4000, clean.mapping.shapes["C1"][0]), 255, dtype=np.uint8)
+    y0 = next(clean.block_outputs("C1", codes[:1], 0))[3][0]
+    sig_abs, sig_rel = noisy.device.read_noise
+    g = np.hstack([state.conductances[p.tile, p.rows, p.cols] for p in blocks])
+    v = (sig_abs ** 2 + (sig_rel * g) ** 2).sum(axis=0)
+    want = np.sqrt((4 ** 8 - 1) / 3 * (v[0::2] + v[1::2])) / state.device.window.unit
+    for counter in (None, EnergyCounter()):
+        eng = build_engine(noisy, "quantised", group=0, adc_bits=None, counter=counter)
+        y = next(eng.block_outputs("C1", codes, 0))[3]
+        np.testing.assert_allclose(y.std(axis=0), want, rtol=0.1)
+        assert np.all(np.abs(y.mean(axis=0) - y0) < 5 * want / np.sqrt(len(y)))
 
 
 @pytest.mark.ngspice

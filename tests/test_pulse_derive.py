@@ -125,7 +125,9 @@ def test_noise_from_the_card_variation(tmp_path, derived) -> None:
     assert model.sigma_add_p == pytest.approx(0.02 * (model.g_max - model.g_min), rel=1e-9)
     saved = ModelCard.load(report["path"])
     assert saved.provenance["noise_source"] == report["noise_source"]
-    assert _noise(ModelCard.load(BUILTIN), DeriveSettings(noise=0.01)) == (0.01, "option")
+    rel, source = _noise(ModelCard.load(BUILTIN), DeriveSettings(noise=0.01))
+    assert source == "option"
+    assert rel["sigma_add_p"] == rel["sigma_add_d"] == 0.01 and rel["sigma_level"] == 0.0
 
 
 def test_bad_settings_are_refused() -> None:

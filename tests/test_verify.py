@@ -59,7 +59,7 @@ def test_array_write_verify_reads_through_the_cell_and_ramps_with_an_incremental
     rng = np.random.default_rng(3)
     levels = rng.integers(0, dev.window.levels, shape)
     target = dev.window.g_min + levels * dev.window.unit
-    cfg = ProgramConfig(dev.tolerance, 200, 1.0)
+    cfg = ProgramConfig(dev.tolerance, 200, stuck_low=0.0, stuck_high=0.0)
     res = write_verify(target, laws, np.random.default_rng(4), cfg, verify_read=cell_read)
     ok = res.converged
     assert ok.mean() > 0.95

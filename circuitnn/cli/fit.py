@@ -314,16 +314,21 @@ def _window(text: str | None) -> tuple[float, float] | None:
 
 def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset: float | None,
                          width: float | None, gates: dict[str, float], pulses: int,
-                         noise: float | None, window: str | None, v_read: float | None,
-                         check: bool, out: str | None, figure: str | None,
-                         as_json: bool) -> None:
+                         noise: float | None, noise_from: str | None, window: str | None,
+                         v_read: float | None, check: bool, out: str | None,
+                         figure: str | None, as_json: bool) -> None:
     """`fit-pulse --from-card`: every input checked, then derive (progress bar on stderr)."""
     from tqdm import tqdm
 
     from circuitnn.devices.card import ModelCard
     from circuitnn.devices.operating import PULSE_MODEL
     from circuitnn.devices.profile import DeviceProfile
-    from circuitnn.fitting.derive import DeriveSettings, derived_pulse, plot_derived
+    from circuitnn.fitting.derive import (
+        DeriveSettings,
+        derived_pulse,
+        plot_derived,
+        pulse_card_noise,
+    )
 
     path = Path(card)
     if not path.is_file():
@@ -331,12 +336,20 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
     if ModelCard.load(path).model == PULSE_MODEL:
         raise CircuitnnError(f"{card} is a pulse-update card; --from-card needs an I-V "
                              "compact-model card (a pulse card is used as it is)")
+    pulse_noise = None
+    if noise_from is not None:
+        if noise is not None:
+            raise CircuitnnError("give --noise or --noise-from, not both")
+        if not Path(noise_from).is_file():
+            raise CircuitnnError(f"{noise_from}: pulse card not found")
+        pulse_noise = pulse_card_noise(ModelCard.load(noise_from), noise_from)
     from circuitnn.network.device import resolve_device
 
     _, choice, dev_window, _ = resolve_device(path, None, {"v_read": v_read,
                                                           "g_window": _window(window)})
     settings = DeriveSettings(amplitude_set=amplitude_set, width=width, pulses=pulses,
-                              noise=noise, **{"gate_set": choice.gate_set, **gates},
+                              noise=noise, pulse_noise=pulse_noise,
+                              **{"gate_set": choice.gate_set, **gates},
                               amplitude_reset=choice.amplitude_reset
                               if amplitude_reset is None else amplitude_reset)
     profile = DeviceProfile.load(path, v_read=choice.v_read, window=dev_window)
@@ -416,6 +429,10 @@ def _fit_pulse_from_card(card: str, amplitude_set: float | None, amplitude_reset
 @click.option("--noise", type=float, default=None,
               help="--from-card: cycle-to-cycle sigma per pulse as a fraction of the window, "
                    "used when the card has no variation.cycle_to_cycle.sigma_rel (default 0).")
+@click.option("--noise-from", "noise_from", default=None, type=click.Path(dir_okay=False),
+              help="--from-card: a pulse card of the same device (circuitnn fit-pulse FILE): "
+                   "the derived law takes its cycle-to-cycle statistics (update and read-level "
+                   "noise, relative to the window).")
 @click.option("--window", default=None,
               help="--from-card: programmable window GMIN,GMAX in S as the 1T1R cell reads it "
                    "(default: the card's operating point).")
@@ -439,9 +456,9 @@ def fit_pulse(source: str | None, columns: str | None, unit: str | None,
               direction: str | None, read_voltage: float | None, data_dir: str | None,
               from_card: str | None, amplitude_set: float | None, amplitude_reset: float | None,
               width: float | None, gate_set: float | None, gate_reset: float | None,
-              pulses: int, noise: float | None, window: str | None, v_read: float | None,
-              no_ngspice_check: bool, out: str | None, figure: str | None, n_sim: int,
-              seed: int, as_json: bool) -> None:
+              pulses: int, noise: float | None, noise_from: str | None, window: str | None,
+              v_read: float | None, no_ngspice_check: bool, out: str | None,
+              figure: str | None, n_sim: int, seed: int, as_json: bool) -> None:
     """Fit the pulse-update model (bounds, mean step law, cycle-to-cycle noise) to measured
     pulse ramps, or derive it from an I-V card (--from-card).
 
@@ -464,11 +481,13 @@ def fit_pulse(source: str | None, columns: str | None, unit: str | None,
         gates = {k: v for k, v in (("gate_set", gate_set), ("gate_reset", gate_reset))
                  if v is not None}
         _fit_pulse_from_card(from_card, amplitude_set, amplitude_reset, width, gates, pulses,
-                             noise, window, v_read, not no_ngspice_check, out, figure, as_json)
+                             noise, noise_from, window, v_read, not no_ngspice_check, out,
+                             figure, as_json)
         return
     derive_only = {"--amplitude-set": amplitude_set, "--amplitude-reset": amplitude_reset,
-                   "--width": width, "--noise": noise, "--window": window, "--v-read": v_read,
-                   "--gate-set": gate_set, "--gate-reset": gate_reset}
+                   "--width": width, "--noise": noise, "--noise-from": noise_from,
+                   "--window": window, "--v-read": v_read, "--gate-set": gate_set,
+                   "--gate-reset": gate_reset}
     given = [k for k, v in derive_only.items() if v is not None]
     if given or no_ngspice_check or pulses != 100:
         raise CircuitnnError(f"{', '.join(given) or 'those options'} belong to --from-card")

@@ -64,8 +64,6 @@ def mcnn() -> None:
                    "the level spacing).")
 @click.option("--max-pulses", default=REF.choices.max_pulses, show_default=True, type=int,
               help="Write-verify pulse budget per cell.")
-@click.option("--yield", "cell_yield", default=REF.choices.cell_yield, show_default=True,
-              type=float, help="Fraction of working (not stuck) cells.")
 @click.option("--variation", default=1.0, show_default=True, type=float,
               help="Multiplier of the card's device-to-device spreads.")
 @click.option("--adc-bits", default=REF.hardware.adc_bits, show_default=True, type=int,
@@ -88,7 +86,7 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
         exsitu_images: int | None, exsitu_noise: bool, weights: str | None, n_test: int,
         test_images: int | None, hybrid_fraction: float | None, g_min: float | None,
         g_max: float | None, tolerance: float,
-        max_pulses: int, cell_yield: float, variation: float, adc_bits: int,
+        max_pulses: int, variation: float, adc_bits: int,
         hybrid_batches: int, hybrid_lr: float, threshold: float, refresh_every: int,
         n_check: int, tile_options: str | None, quick: bool, **device) -> None:
     """Run the reference chain (cnn5 on eight PEs, three convolver groups) into --out,
@@ -102,7 +100,7 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
               exsitu_images=exsitu_images, exsitu_noise=exsitu_noise,
               hybrid_fraction=hybrid_fraction,
               tolerance=None if tolerance is None else tolerance * 1e-6,
-              cell_yield=cell_yield, variation_scale=variation, adc_bits=adc_bits,
+              variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
               refresh_every=refresh_every, tile_options=_tile_options(tile_options))
     if test_images is not None:

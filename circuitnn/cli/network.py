@@ -44,6 +44,23 @@ DEVICE_OPTIONS = (
     click.option("--scheme", default=None, type=click.Choice(["fixed", "incremental"]),
                  help="Programming scheme: fixed pulses, or incremental steps (SET gate "
                       "ramp, RESET amplitude ramp)."),
+    click.option("--device-spread", default=None, type=float,
+                 help="Device-to-device spread to use instead of the device's own: standard "
+                      "deviation of each cell's bounds as a fraction of the window, and of the "
+                      "logarithm of its step scales (default: the spread measured over the "
+                      "devices the card was fitted to, or the pulse card's)."),
+    click.option("--read-noise", default=None, type=float,
+                 help="Relative read noise of every cell, per read (default: the card's "
+                      "variation.read_noise.sigma_rel, else 0; the pulse law's level noise "
+                      "always adds)."),
+    click.option("--stuck-low", default=None, type=float,
+                 help="Fraction of cells stuck at the low bound (default: half of the "
+                      f"reference's {1 - REF.choices.cell_yield:g} stuck cells)."),
+    click.option("--stuck-high", default=None, type=float,
+                 help="Fraction of cells stuck at the high bound (default: the other half)."),
+    click.option("--chip-seed", default=0, show_default=True, type=int,
+                 help="Which chip to draw: the seed of its cells' devices, stuck cells, "
+                      "programming and read noise (several seeds: chip-to-chip statistics)."),
     click.option("--search-seeds", default=3, show_default=True, type=int,
                  help="Chips each candidate operating point is evaluated on."),
     click.option("--workers", default=2, show_default=True, type=int,

@@ -43,9 +43,14 @@ law is about). Refused above MAX_CHECK_ERROR = 1%.
 
 Fit: `circuitnn.fitting.pulse.fit_pulse` on the two ramps (one per direction, in siemens), as
 a measured data set is fitted. The simulated ramps are noise-free, so the law's
-cycle-to-cycle noise does not come from the fit: it is the card's
-`variation.cycle_to_cycle.sigma_rel` (standard deviation of each pulse's update as a fraction
-of the window), else `DeriveSettings.noise`, else 0; the card records which.
+cycle-to-cycle noise does not come from the fit: it is a pulse card's of the same device
+(`DeriveSettings.pulse_noise`: its update and level noise relative to its window,
+`pulse_card_noise`), else the I-V card's `variation.cycle_to_cycle.sigma_rel` (standard
+deviation of each pulse's update as a fraction of the window), else `DeriveSettings.noise`,
+else 0; the card records which.
+
+Device-to-device: the devices the I-V card was fitted to (its device-to-device record), each
+simulated with the chosen pulses in its cell, give the law's spread (`_measured_spread`).
 
 Cache: a `circuitnn.cache.entry` in the folder "pulse", one pulse card per content key of the
 I-V card's file, v_read, window, the settings and DERIVE_VERSION; the card carries the derivation
@@ -70,7 +75,8 @@ from circuitnn.cache import entry
 from circuitnn.devices import load_device
 from circuitnn.devices.card import ModelCard
 from circuitnn.devices.device import Device
-from circuitnn.devices.operating import PULSE_MODEL, V_MAX
+from circuitnn.devices.operating import PULSE_MODEL, V_MAX, switching_thresholds
+from circuitnn.devices.population import members
 from circuitnn.devices.profile import DeviceProfile
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.devices.series import ExprElement
@@ -81,7 +87,7 @@ from circuitnn.tile.nodal import mos1_expression
 from circuitnn.tile.program import DEFAULTS as PROGRAM_DEFAULTS
 from circuitnn.tile.spec import Transistor
 
-DERIVE_VERSION = 3  # bump when the derivation changes what a cached card would hold
+DERIVE_VERSION = 4  # bump when the derivation changes what a cached card would hold
 #: x the switching threshold of the polarity (the default amplitude rule)
 AMPLITUDE_FACTORS = (1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 V_PULSE_MAX = V_MAX  # V: no pulse amplitude above the tile's largest voltage
@@ -138,6 +144,9 @@ class DeriveSettings:
     gate_reset: float = PROGRAM_DEFAULTS["reset"]["v_gate"]  # V, word line during RESET
     pulses: int = 100  # most pulses per ramp
     noise: float | None = None  # cycle-to-cycle sigma / window per pulse, if the card has none
+    #: cycle-to-cycle statistics of a pulse card of the same device, relative to its window
+    #: (`pulse_card_noise`); they take precedence over `noise` and the card's own
+    pulse_noise: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("amplitude_set", "amplitude_reset"):
@@ -449,17 +458,121 @@ def _ngspice_check(card: ModelCard, dev: Device, v_read: float, pulses: dict[str
 
 
 # --- noise ------------------------------------------------------------------------------------
-def _noise(card: ModelCard, settings: DeriveSettings) -> tuple[float, str]:
+RELATIVE_NOISE = ("sigma_add_p", "sigma_mult_p", "sigma_add_d", "sigma_mult_d", "sigma_level",
+                  "rho_level")  # the additive parts and the level noise as fractions of a window
+
+
+def pulse_card_noise(card: ModelCard, where: str = "pulse card") -> dict[str, float]:
+    """The cycle-to-cycle statistics of a pulse-update card relative to its window (additive
+    update noise and level noise / (g_max - g_min); multiplicative parts and the level noise's
+    correlation as they are): what a law derived for the same device takes from it."""
+    if card.model != PULSE_MODEL:
+        raise CircuitnnError(f"{where} is not a pulse-update card (model {card.model!r})")
+    law = PulseModel.from_card(card)
+    span = law.g_max - law.g_min
+    return {k: float(getattr(law, k)) / (span if k in ("sigma_add_p", "sigma_add_d",
+                                                       "sigma_level") else 1.0)
+            for k in RELATIVE_NOISE}
+
+
+def _noise(card: ModelCard, settings: DeriveSettings) -> tuple[dict[str, float], str]:
+    """The derived law's cycle-to-cycle noise relative to its window, and where it comes from:
+    a pulse card of the same device, else the I-V card's sigma_rel, else the option, else 0."""
+    if settings.pulse_noise is not None:
+        return dict(settings.pulse_noise), "pulse card of the same device"
     c2c = card.variation.get("cycle_to_cycle") if isinstance(card.variation, dict) else None
+    sigma, source = 0.0, "none (0: the card has no cycle-to-cycle statistics and none was given)"
     if isinstance(c2c, dict) and "sigma_rel" in c2c:
-        val = _number(c2c["sigma_rel"], "card variation.cycle_to_cycle.sigma_rel")
-        if not 0 <= val < 1:
+        sigma = _number(c2c["sigma_rel"], "card variation.cycle_to_cycle.sigma_rel")
+        if not 0 <= sigma < 1:
             raise CircuitnnError(f"card variation.cycle_to_cycle.sigma_rel must be in [0, 1), "
-                                 f"got {val:g}")
-        return val, "card variation.cycle_to_cycle.sigma_rel"
-    if settings.noise is not None:
-        return settings.noise, "option"
-    return 0.0, "none (0: the card has no cycle-to-cycle statistics and none was given)"
+                                 f"got {sigma:g}")
+        source = "card variation.cycle_to_cycle.sigma_rel"
+    elif settings.noise is not None:
+        sigma, source = settings.noise, "option"
+    rel = dict.fromkeys(RELATIVE_NOISE, 0.0)
+    rel.update(sigma_add_p=sigma, sigma_add_d=sigma)
+    return rel, source
+
+
+# --- the measured devices' spread ----------------------------------------------------------------
+SPREAD_PULSES = 5  # pulses whose mean step is a device's pace (its step scale against the card's)
+MIN_SCALE = 0.01  # a device that does not move under the pulses: a pace of 1% of the card's
+
+
+def device_response(card: ModelCard, v_read: float, window: tuple[float, float],
+                    pulses: dict[str, _Pulse], width: float, n_max: int) -> dict[str, Any]:
+    """How one device moves under the chosen SET and RESET pulses in its 1T1R cell: each ramp
+    from the window's opposite edge, as the derivation runs it (`_ramps`), gives the level it
+    ends at (S: crossing the window, or where it saturates), its pulses, why it ended, and its
+    pace: the mean step of its first SPREAD_PULSES pulses as a fraction of the window."""
+    dev = load_device(card)
+    thr = switching_thresholds(dev)
+    ramps = _ramps(dev, v_read, window, np.array([True, False]), [pulses["set"],
+                                                                  pulses["reset"]],
+                   width, n_max, Transistor(), {"set": thr[0], "reset": thr[1]})
+    span = window[1] - window[0]
+    out = {}
+    for j, word in enumerate(("set", "reset")):
+        col = ramps["g"][:, j]
+        col = col[np.isfinite(col)]
+        k = min(SPREAD_PULSES, len(col) - 1)
+        pace = (1.0 if word == "set" else -1.0) * (col[k] - col[0]) / (k * span) if k else 0.0
+        out[word] = {"end_S": float(col[-1]), "pulses": int(len(col) - 1),
+                     "ended": str(ramps["end"][j]), "pace": float(max(pace, 0.0))}
+    return out
+
+
+def _measured_spread(profile: DeviceProfile, pulses: dict[str, _Pulse], width: float,
+                     n_max: int, law: PulseModel) -> dict[str, Any]:
+    """Device-to-device spread of the derived law from the devices the I-V card was fitted to
+    (`circuitnn.devices.population.members`), each simulated with the chosen pulses in its cell
+    (`device_response`): a device's bounds are the law's shifted by how far its ramps end from
+    the card's own, its step scales its pace over the card's (at least MIN_SCALE). The spread is
+    the sample standard deviation over the devices (ddof 1) of the law's bounds g_min, g_max (S)
+    and of the logarithms of its SET and RESET step scales; the chain draws each cell's device
+    from independent distributions with those (`PulseModel.sample_devices`; with a few devices
+    no correlation can be estimated). Returns the d2d record (`d2d`) and what the card says of
+    it."""
+    found = members(profile.iv_card, profile.iv_path.name)
+    zero = {k: 0.0 for k in ("g_min_std", "g_max_std", "scale_p_std", "scale_d_std")}
+    if not found:
+        return {"d2d": zero, "source": "none", "devices": 1,
+                "basis": "one device: the card records no device-to-device spread"}
+    args = (profile.v_read, profile.window, pulses, width, n_max)
+    own = device_response(profile.iv_card, *args)
+    rows, shifts = [], []
+    for name, card in found:
+        try:
+            r = device_response(card, *args)
+        except CircuitnnError as exc:
+            rows.append({"device": name, "error": str(exc)})
+            continue
+        shift = {"g_min": r["reset"]["end_S"] - own["reset"]["end_S"],
+                 "g_max": r["set"]["end_S"] - own["set"]["end_S"],
+                 **{f"scale_{t}": max(r[w]["pace"] / own[w]["pace"], MIN_SCALE)
+                    for t, w in (("p", "set"), ("d", "reset"))}}
+        shifts.append(shift)
+        rows.append({"device": name, **{w: r[w] for w in ("set", "reset")}, "law": {
+            "g_min": law.g_min + shift["g_min"], "g_max": law.g_max + shift["g_max"],
+            "scale_p": shift["scale_p"], "scale_d": shift["scale_d"]}})
+    record = {"source": "measured", "devices": len(found), "simulated": len(shifts),
+              "members": rows,
+              "basis": "the devices of the card's device-to-device record, each simulated with "
+                       "the chosen pulses in its 1T1R cell (circuitnn.fitting.derive."
+                       "_measured_spread)",
+              "distribution": "independent per cell, centred on the card's own law: g_min, g_max "
+                              "(S) normal, the SET and RESET step scales log-normal, each with "
+                              "the sample standard deviation over the devices (ddof 1; of the "
+                              "scales' logarithms); every window kept open"}
+    if len(shifts) < 2:
+        record["source"] = "none"
+        record["basis"] += f"; fewer than 2 devices could be simulated ({len(shifts)})"
+        return {"d2d": zero, **record}
+    d2d = {f"{k}_std": float(np.std([s[k] for s in shifts], ddof=1)) for k in ("g_min", "g_max")}
+    d2d.update({f"{k}_std": float(np.std(np.log([s[k] for s in shifts]), ddof=1))
+                for k in ("scale_p", "scale_d")})
+    return {"d2d": d2d, **record}
 
 
 # --- entry point ------------------------------------------------------------------------------
@@ -580,6 +693,7 @@ def _plan(profile: DeviceProfile, settings: DeriveSettings
     """(device, the program.py kind that SETs, threshold per kind), with the given amplitudes
     checked against the thresholds: everything refused before any simulation."""
     dev = load_device(profile.iv_card)
+    members(profile.iv_card, profile.iv_path.name)  # a malformed spread is refused here
     thresholds = profile.operating.thresholds
     kind_thr = {"set": thresholds[0], "reset": thresholds[1]}
     kind_up = _polarity_up(dev, profile.v_read, profile.window, thresholds)
@@ -663,23 +777,28 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
     with warnings.catch_warnings():  # one ramp per direction: no spread to estimate
         warnings.simplefilter("ignore", RuntimeWarning)
         fit = fit_pulse(data, n_sim=5, seed=0, spline_knots=knots)
-    sigma, noise_source = _noise(profile.iv_card, settings)
+    noise, noise_source = _noise(profile.iv_card, settings)
+    sigma = max(noise["sigma_add_p"], noise["sigma_add_d"])
     model = fit.model
     span = model.g_max - model.g_min
     if model.g_min > window[0] * (1 + 1e-9) or model.g_max < window[1] * (1 - 1e-9):
         raise CircuitnnError(f"derived law covers [{model.g_min * 1e6:.4g}, "
                              f"{model.g_max * 1e6:.4g}] uS, not the whole window")
-    model = dataclasses.replace(model, sigma_add_p=sigma * span, sigma_add_d=sigma * span,
-                                sigma_mult_p=0.0, sigma_mult_d=0.0, sigma_level=0.0,
-                                rho_level=0.0)
+    model = dataclasses.replace(model, **{
+        k: v * (span if k in ("sigma_add_p", "sigma_add_d", "sigma_level") else 1.0)
+        for k, v in noise.items()})
     card = fit.card
     fitted_noise = {k: v for k, v in card.variation.get("cycle_to_cycle", {}).items()
                     if k.startswith(("sigma", "rho"))}
     card.variation = model.variation()
     card.variation["cycle_to_cycle"].update({
-        "source": noise_source, "sigma_rel": sigma, "unit": "S",
-        "model": "update noise per pulse sigma_add = sigma_rel x (g_max - g_min), accumulating"})
-    card.variation["device_to_device"]["basis"] = "not derived: one simulated device"
+        "source": noise_source, "sigma_rel": sigma, "relative": noise, "unit": "S",
+        "model": "the pulse-update model's (circuitnn.devices.pulse): update noise per pulse "
+                 "sqrt(sigma_add^2 + (sigma_mult dG)^2), accumulating, and level noise on each "
+                 "read; `relative`: the additive parts and the level noise / (g_max - g_min)"})
+    spread = _measured_spread(profile, chosen, settings.width, settings.pulses, model)
+    model = dataclasses.replace(model, d2d=spread.pop("d2d"))
+    card.variation["device_to_device"] = {**model.variation()["device_to_device"], **spread}
     quality = {t: {k: v for k, v in fit.metrics[t].items() if not k.startswith("step_spread")}
                for t in ("p", "d")}
     seconds = {"numpy": t_numpy, "ngspice_check": t_check if check_ngspice else 0.0,
@@ -692,7 +811,8 @@ def _derive(profile: DeviceProfile, settings: DeriveSettings,
         "amplitude_rule": rule,
         "ramp_pulses": {w: int(len(c) - 1) for w, c in cols.items()},
         "ramps_S": {w: [float(x) for x in c] for w, c in cols.items()},
-        "noise_source": noise_source, "noise_sigma_rel": sigma,
+        "noise_source": noise_source, "noise_sigma_rel": sigma, "noise_rel": noise,
+        "device_to_device": spread,
         "ngspice_check": check,
         "fit": {"law": fit.metrics["law"], "g_range": [model.g_min, model.g_max], **quality,
                 "fitted_step_noise_not_used": fitted_noise},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -122,8 +123,8 @@ def write_report_md(rep: dict, path: str | os.PathLike) -> None:
         f"({tr['program'].get('tolerance_rel', 0):.3g} of the level spacing, verify "
         f"{tr['program'].get('verify', 'device')} read, {tr['program'].get('scheme', 'fixed')} "
         "pulses), "
-        f"budget {cfg['max_pulses']} pulses, yield {cfg['cell_yield']}, device-to-device "
-        f"spread x{cfg['variation_scale']:g}.",
+        f"budget {cfg['max_pulses']} pulses. {variation_text(dev.get('variation'))} "
+        f"Device-to-device spread x{cfg['variation_scale']:g}.",
         "",
         f"Used cells: {a['n_cells']}; error mean {a['error_mean_uS']:.3f} uS, std "
         f"{a['error_std_uS']:.3f} uS, |error| p95 {a['error_abs_p95_uS']:.3f} uS, max "
@@ -230,6 +231,22 @@ def device_lines(dev: dict, surrogate: dict) -> list[str]:
                   "`device.png`: the card's I-V (linear and log |I|, with the read voltage and "
                   "the window) and the pulse law's mean response."]
     return lines + [""]
+
+
+def variation_text(var: dict | None) -> str:
+    """One sentence on what differs between the cells and reads (`device.variation`)."""
+    if not var:
+        return ""
+    src = {"measured": f"measured over {var.get('devices') or 'the pulse data'}"
+                       f"{' devices' if var.get('devices') else ''}",
+           "given": "given", "none": "none"}[var["source"]]
+    d, st, rn = var["d2d"], var["stuck"], var["read_noise"]
+    return (f"Device-to-device spread {src}: bounds {100 * d['g_min_std_rel']:.3g}% / "
+            f"{100 * d['g_max_std_rel']:.3g}% of the window, step scales x/ "
+            f"{math.exp(d['scale_p_std_log']):.3g} (SET) / {math.exp(d['scale_d_std_log']):.3g}"
+            f" (RESET); stuck cells {100 * st['low']:.3g}% low, {100 * st['high']:.3g}% high; "
+            f"read noise {rn['absolute_S'] * 1e6:.3g} uS + {100 * rn['relative']:.3g}% per "
+            "read.")
 
 
 def operating_lines(op: dict) -> list[str]:

@@ -4,8 +4,10 @@ conductance window, reusing the trained network of a finished `mcnn run`.
 
 Axes: "wire" (ohms per wire segment, r_row = r_col; circuit engine), "size" (rows of the
 simulated PE: the block sits in an array of that many rows, extra rows at the low state;
-circuit engine), "variation" (multiplier of the card's device-to-device spreads, re-programmed
-by write-verify), "adc" (ADC bits), "window" (g_max in uS with the run's g_min, re-programmed).
+circuit engine), "variation" (multiplier of the device's device-to-device spreads, re-programmed
+by write-verify), "adc" (ADC bits), "window" (g_max in uS with the run's g_min, re-programmed at
+the run's operating point otherwise). The re-programmed points also give the RMS programming
+error of the used cells (`programming_error_rms_uS`, the verify read minus the target).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from circuitnn.network.engines import build_engine
 from circuitnn.network.mapping import Mapping, target_conductances
 from circuitnn.surrogate.read import check_engine
 from circuitnn.training.pipeline import verify_read
-from circuitnn.training.transfer import ProgramConfig, write_verify
+from circuitnn.training.transfer import program_config, write_verify
 
 # Defaults stay inside the shipped surrogate card (128 x 16, 0-3 ohm per segment, 4.95-40 uS)
 # except size 256, which needs a card of its own (`circuitnn surrogate fit --rows 256`; at 2 ohm
@@ -79,10 +81,14 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     net, params = ctx.net(), ctx["exsitu"].params
 
     g_min = ctx.device.window.g_min
+    used = mapping.used_cells()
 
     def device(g_max: float):
-        return array_device(cfg.iv_card, cfg.pulse_card, (g_min, g_max), cfg.v_read,
-                            cfg.device_levels, cfg.accept_read_error)
+        """The run's device at its operating point with another window top."""
+        choice = replace(ctx.device.choice, g_window=(g_min, g_max), source="given")
+        return array_device(cfg.iv_card, cfg.pulse_card, levels=cfg.device_levels,
+                            choice=choice, accept_read_error=cfg.accept_read_error,
+                            variation=cfg.variation())
 
     def acc(g: np.ndarray, g_max: float | None = None, **kw) -> float:
         chip = ctx.chip(g)
@@ -91,13 +97,15 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         eng = build_engine(chip, engine, group=0, **kw)
         return float(np.mean(graph.predict(net, params, x, eng) == y))
 
-    def reprogram(g_max: float, variation: float) -> np.ndarray:
-        dev = device(g_max)
+    def reprogram(dev, variation: float) -> tuple[np.ndarray, float]:
+        """(programmed conductances, RMS programming error of the used cells in uS) of the
+        run's targets re-programmed on `dev` with its spreads x `variation`."""
         target = target_conductances(mapping, levels, dev.window)
-        pcfg = ProgramConfig(dev.tolerance, cfg.max_pulses, cfg.cell_yield, variation)
-        return write_verify(target, dev.programming_laws(variation),
-                            np.random.default_rng([cfg.seed, 99]), pcfg,
-                            verify_read=verify_read(cfg, dev, target.shape)).conductance
+        res = write_verify(target, dev.programming_laws(variation),
+                           np.random.default_rng([cfg.seed, 99]),
+                           program_config(dev, cfg.max_pulses, variation),
+                           verify_read=verify_read(cfg, dev, target.shape))
+        return res.conductance, float(np.sqrt(np.mean(res.error[used] ** 2)) * 1e6)
 
     results: dict[str, list] = {}
     total = sum(len(values[a]) for a in axes)
@@ -115,12 +123,15 @@ def run_sweep(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                     elif axis == "size":
                         point["accuracy"] = acc(g_prog, pad_rows=int(v))
                     elif axis == "variation":
-                        point["accuracy"] = acc(reprogram(ctx.device.window.g_max, float(v)))
+                        g, point["programming_error_rms_uS"] = reprogram(ctx.device, float(v))
+                        point["accuracy"] = acc(g)
                     elif axis == "adc":
                         point["accuracy"] = acc(g_prog, adc_bits=int(v))
                     else:
                         gm = float(v) * 1e-6
-                        point["accuracy"] = acc(reprogram(gm, cfg.variation_scale), gm)
+                        g, point["programming_error_rms_uS"] = reprogram(device(gm),
+                                                                         cfg.variation_scale)
+                        point["accuracy"] = acc(g, gm)
                 except CircuitnnError as exc:
                     point["reason"] = str(exc)
                 pts.append(point)

@@ -55,6 +55,9 @@ from circuitnn.tile.verify import verify_reads
 BUILTIN_PATH = DEVICE_MODELS_DIR / BUILTIN_CARD
 TAOX_PULSE_CARD = DEVICE_MODELS_DIR / "taox-pulse.json"  # measured TaOx ramps (ohmic cells)
 READ_MARGIN = 1.25  # read_range = [g_min / 1.25, g_max * 1.25] inside the card's range
+#: stuck-at-low and stuck-at-high fractions: the reference preset's yield, half each way
+STUCK = (0.5 * (1 - REF.choices.cell_yield), 0.5 * (1 - REF.choices.cell_yield))
+VARIATION_KEYS = ("device_spread", "read_noise", "stuck_low", "stuck_high")
 SETTINGS = ("v_read", "g_window", "gate_set", "amplitude_reset", "tolerance_rel", "scheme")
 
 
@@ -72,6 +75,15 @@ class ArrayDevice:
     choice: OperatingChoice
     device_window: tuple[float, float]
     ramp_models: tuple[PulseModel, ...] = ()  # rungs 1.. of the incremental scheme
+    stuck: tuple[float, float] = STUCK  # fractions of cells stuck at the low, the high bound
+    read_noise_rel: float = 0.0  # relative read noise of every cell, per read (`Variation`)
+
+    @property
+    def read_noise(self) -> tuple[float, float]:
+        """(absolute in S, relative) standard deviation of one cell's conductance in one read:
+        the pulse law's level noise (read-to-read fluctuation measured in pulse data) and the
+        relative read noise."""
+        return self.programming_model().sigma_level, self.read_noise_rel
 
     def programming_model(self, variation_scale: float = 1.0) -> PulseModel:
         """The pulse law on the device window, device-to-device spreads x `variation_scale`."""
@@ -199,7 +211,8 @@ def array_device(iv_card: str | os.PathLike | None = None,
                  levels: int = REF.hardware.device_levels, mode: str | None = None,
                  settings: dict[str, Any] | None = None,
                  choice: OperatingChoice | None = None,
-                 accept_read_error: bool = False) -> ArrayDevice:
+                 accept_read_error: bool = False,
+                 variation: dict[str, Any] | None = None) -> ArrayDevice:
     """The device from card files, checked here (before any long work).
 
     iv_card: an I-V card (JSON), None for the built-in HfOx card, or "ohmic" (cells of exactly
@@ -210,14 +223,15 @@ def array_device(iv_card: str | os.PathLike | None = None,
     `settings` (gate_set, amplitude_reset, tolerance_rel, scheme) overriding their axes.
     The I-V card is compared with its measured data at v_read and refused when off by more
     than 0.5 decade, unless `accept_read_error` (`circuitnn.fitting.readcheck`; the summary's
-    `read_check` says which).
+    `read_check` says which). variation: the user's `VARIATION_KEYS` (`device_variation`).
     """
     from circuitnn.fitting.readcheck import require_read_match
 
+    options = check_variation(variation)
     given = dict(settings or {})
     given.update(v_read=v_read, g_window=None if g_window is None else tuple(g_window))
     if iv_card == "ohmic":
-        return _ohmic(pulse_card, g_window, v_read, levels, given)
+        return _ohmic(pulse_card, g_window, v_read, levels, given, options)
     path, choice, dev_window, read_range = resolve_device(iv_card, mode, given, choice)
     profile = DeviceProfile.load(path, pulse_card, v_read=choice.v_read, window=dev_window)
     summary = profile.summary()
@@ -231,9 +245,91 @@ def array_device(iv_card: str | os.PathLike | None = None,
         pulse = profile.pulse
     else:
         pulse, summary["pulse"], ramps = derived_pulse_law(profile, choice)
+    pulse, ramps, stuck, read_rel, summary["variation"] = device_variation(
+        pulse, ramps, options, profile.iv_card, summary["pulse"].get("device_to_device"))
     return ArrayDevice(profile.iv_card, profile.v_read, choice.window(levels), pulse,
                        read_range, profile.operating.thresholds, summary, choice, dev_window,
-                       ramps)
+                       ramps, stuck, read_rel)
+
+
+def _fraction(value: Any, what: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise CircuitnnError(f"{what} must be a number, got {value!r}") from None
+    if not (math.isfinite(x) and 0 <= x < 1):
+        raise CircuitnnError(f"{what} must be in [0, 1), got {value!r}")
+    return x
+
+
+def check_variation(options: dict[str, Any] | None) -> dict[str, float | None]:
+    """The user's variation options (`VARIATION_KEYS`, None: not given) checked: a spread or
+    read noise that is negative or not finite, or stuck fractions that leave no cell, refused."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(VARIATION_KEYS))
+    if unknown:
+        raise CircuitnnError(f"unknown variation options {unknown}; known: "
+                             f"{', '.join(VARIATION_KEYS)}")
+    out = {k: None if options.get(k) is None else _fraction(options[k], k.replace("_", " "))
+           for k in VARIATION_KEYS}
+    low, high = (out[k] if out[k] is not None else d for k, d in
+                 zip(("stuck_low", "stuck_high"), STUCK, strict=True))
+    if low + high >= 1:
+        raise CircuitnnError(f"stuck fractions {low:g} + {high:g} leave no working cell")
+    return out
+
+
+def device_variation(law: PulseModel, ramps: tuple[PulseModel, ...], options: dict[str, Any],
+                     card: ModelCard | None, measured: dict[str, Any] | None
+                     ) -> tuple[PulseModel, tuple[PulseModel, ...], tuple[float, float], float,
+                                dict[str, Any]]:
+    """What differs between a chip's cells and between its reads, and the report's
+    `device.variation` record:
+    - device-to-device, the law's `d2d` (`circuitnn.devices.pulse.sample_devices`): "given" by
+      `device_spread` (the standard deviation of each cell's bounds as a fraction of the window,
+      and of the logarithm of its step scales); else "measured": the spread of the devices the
+      I-V card was fitted to (`circuitnn.fitting.derive`, `measured`) or a pulse card's
+      ramp-to-ramp spread; else "none";
+    - stuck cells: `stuck_low`, `stuck_high` fractions (default: the reference preset's yield,
+      half each way), which ignore every pulse;
+    - read noise, per cell and read: the law's level noise (absolute, measured read-to-read in
+      pulse data) and `read_noise` (relative; default the I-V card's
+      variation.read_noise.sigma_rel, else 0)."""
+    spread = options.get("device_spread")
+    record: dict[str, Any]
+    if spread is not None:
+        span = law.g_max - law.g_min
+        d2d = {"g_min_std": spread * span, "g_max_std": spread * span,
+               "scale_p_std": spread, "scale_d_std": spread}
+        law = replace(law, d2d=d2d)
+        ramps = tuple(replace(m, d2d=d2d) for m in ramps)
+        record = {"source": "given", "devices": None, "device_spread": spread}
+    elif measured is not None and measured.get("source") == "measured":
+        record = {k: measured[k] for k in ("source", "devices", "simulated", "basis",
+                                           "distribution", "members") if k in measured}
+    elif any(law.d2d.values()):
+        record = {"source": "measured", "devices": None,
+                  "basis": "the pulse card's ramp-to-ramp spread (its device_to_device record)"}
+    else:
+        record = {"source": "none", "devices": 1}
+    span = law.g_max - law.g_min
+    record["d2d"] = {"g_min_std_rel": law.d2d["g_min_std"] / span,
+                     "g_max_std_rel": law.d2d["g_max_std"] / span,
+                     "scale_p_std_log": law.d2d["scale_p_std"],
+                     "scale_d_std_log": law.d2d["scale_d_std"]}
+    stuck = tuple(options[k] if options.get(k) is not None else d
+                  for k, d in zip(("stuck_low", "stuck_high"), STUCK, strict=True))
+    read_rel, read_source = options.get("read_noise"), "option"
+    if read_rel is None:
+        rec = card.variation.get("read_noise") if card is not None and isinstance(
+            card.variation, dict) else None
+        read_rel, read_source = ((_fraction(rec.get("sigma_rel"), "card read_noise.sigma_rel"),
+                                  "card") if isinstance(rec, dict) else (0.0, "none"))
+    record["stuck"] = {"low": stuck[0], "high": stuck[1]}
+    record["read_noise"] = {"relative": read_rel, "relative_source": read_source,
+                            "absolute_S": law.sigma_level,
+                            "absolute_source": "the pulse law's level noise"}
+    return law, ramps, stuck, read_rel, record
 
 
 def derived_pulse_law(profile: DeviceProfile, choice: OperatingChoice
@@ -269,7 +365,7 @@ def derived_pulse_law(profile: DeviceProfile, choice: OperatingChoice
             rungs.append({"gate_set": gate, "amplitude_reset": amp})
     g_min, g_max = profile.window
     keep = ("source", "path", "sha256", "settings", "pulses", "amplitude_rule", "width_rule",
-            "ngspice_check", "noise_source", "cached")
+            "ngspice_check", "noise_source", "device_to_device", "cached")
     out = {k: report[k] for k in keep if k in report}
     out["scheme"] = {"name": choice.scheme, "rungs": rungs}
     return (scale_model(model, g_min, g_max), out,
@@ -277,7 +373,8 @@ def derived_pulse_law(profile: DeviceProfile, choice: OperatingChoice
 
 
 def _ohmic(pulse_card: str | os.PathLike | None, g_window: tuple[float, float] | None,
-           v_read: float | None, levels: int, given: dict[str, Any]) -> ArrayDevice:
+           v_read: float | None, levels: int, given: dict[str, Any],
+           options: dict[str, Any]) -> ArrayDevice:
     """Ohmic cells (no I-V card): the window as given, a pulse card's law mapped onto it."""
     g_min, g_max = g_window or (REF.choices.g_min, REF.choices.g_max)
     v_read = REF.hardware.v_read if v_read is None else float(v_read)
@@ -291,6 +388,8 @@ def _ohmic(pulse_card: str | os.PathLike | None, g_window: tuple[float, float] |
                                           "sha256": file_sha256(path)},
                "v_read": v_read, "g_window": [g_min, g_max],
                "operating_point": {**choice.to_json(), "candidates": []}}
+    pulse, _, stuck, read_rel, summary["variation"] = device_variation(pulse, (), options,
+                                                                        None, None)
     return ArrayDevice(None, v_read, choice.window(levels), pulse,
                        (g_min / READ_MARGIN, g_max * READ_MARGIN), (math.inf, math.inf), summary,
-                       choice, (g_min, g_max))
+                       choice, (g_min, g_max), (), stuck, read_rel)

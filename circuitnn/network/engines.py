@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -222,6 +222,8 @@ class ChipEngine:
     chunk: int = 16384  # input vectors (patches) per column read
     input_bits: int = INPUT_BITS
     dtype: type = np.float64  # of the slot voltages (float32: faster array products)
+    #: draws the read noise of every read (`_add_read_noise`); seeded, so runs repeat
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
     @property
     def mapping(self) -> Mapping:
@@ -307,6 +309,18 @@ class ChipEngine:
         parts = [self.circuit.surrogate_block(c.conductances[p.tile], p) for p in blocks]
         return stack_blocks(parts, scale=vr, dtype=self.dtype)
 
+    def _read_noise_var(self, blocks: list[Placement]) -> np.ndarray | None:
+        """Each cell's read-noise variance (rows, all columns of `blocks`) in S^2, or None
+        without read noise (`ArrayDevice.read_noise`: every cell's conductance fluctuates
+        independently in every read, by an absolute and a relative standard deviation; a
+        column's current then has the standard deviation v_read sqrt(sum over its driven
+        cells of the variance))."""
+        sig_abs, sig_rel = self.chip.device.read_noise
+        if not (sig_abs or sig_rel):
+            return None
+        g = np.hstack([self.chip.conductances[p.tile, p.rows, p.cols] for p in blocks])
+        return sig_abs ** 2 + (sig_rel * g) ** 2
+
     def block_outputs(self, layer: str, codes: np.ndarray, group: int
                       ) -> Iterator[tuple[int, np.ndarray, int, np.ndarray]]:
         """The digital outputs of each row block before partial sums are added: yields
@@ -319,21 +333,29 @@ class ChipEngine:
         for i, ((r0, r1), blocks) in enumerate(self._row_blocks(layer, group).items()):
             cols = np.concatenate([np.arange(p.w_cols.start, p.w_cols.stop) for p in blocks])
             full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
-            fast = self._block_matrix(blocks)
-            tables = None if fast is None else block_tables(fast[0])
+            fast, var = self._block_matrix(blocks), self._read_noise_var(blocks)
+            tables = None if fast is None else block_tables(
+                fast[0] if var is None else np.hstack([fast[0], vr ** 2 * var]))
             for s in range(0, codes.shape[0], self.chunk):
                 xb = codes[s:s + self.chunk, r0:r1]
                 if fast is None:
                     planes = bit_planes(xb, self.input_bits).transpose(1, 0, 2)
-                    cur = self._read_block_row(layer, blocks, planes.reshape(-1, r1 - r0))
+                    planes = planes.reshape(-1, r1 - r0)
+                    cur = self._read_block_row(layer, blocks, planes)
+                    if var is not None:
+                        cur = cur + vr * np.sqrt(planes.astype(float) @ var) * (
+                            self.rng.standard_normal(cur.shape))
                     y = differential_output(cur, len(xb), g_unit=unit, v_read=vr,
                                             adc_bits=self.adc_bits, full_scale=full_scale,
                                             input_bits=self.input_bits)
                 else:
+                    noise = None if var is None else self.rng.standard_normal(
+                        (len(xb), self.input_bits, var.shape[1]), dtype=np.float32)
                     y = block_product(xb, tables, fast[1],
                                       parts=1 if self.engine == "quantised" else 3,
                                       g_unit=unit, v_read=vr, adc_bits=self.adc_bits,
-                                      full_scale=full_scale, input_bits=self.input_bits)
+                                      full_scale=full_scale, input_bits=self.input_bits,
+                                      noise=noise)
                 yield i, cols, s, y
 
     def _run_group(self, layer: str, x: np.ndarray, group: int, coded: bool) -> np.ndarray:

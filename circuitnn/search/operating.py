@@ -32,8 +32,9 @@ later run with that card takes it as "given" and searches nothing.
 
 Chips: each task's transfer stage draws its chip (`circuitnn.training.transfer.write_verify`
 seeded by `chip_seed`: every cell's device from the pulse law's device-to-device statistics,
-stuck cells by the yield, read noise on every verify read); a per-cell spread of the I-V card
-plugs in there.
+measured over the devices the I-V card was fitted to where it records them, stuck cells by the
+device's stuck fractions, read noise on every verify read; `circuitnn.network.device
+.device_variation`).
 """
 
 from __future__ import annotations

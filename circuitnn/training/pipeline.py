@@ -32,7 +32,7 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.io import write_text
 from circuitnn.network import graph, quantise
 from circuitnn.network.data import Dataset, check_dataset_spec, load_dataset
-from circuitnn.network.device import ArrayDevice, array_device
+from circuitnn.network.device import VARIATION_KEYS, ArrayDevice, array_device, check_variation
 from circuitnn.network.energy import EnergyCounter, summarise
 from circuitnn.network.engines import (
     ChipState,
@@ -64,7 +64,12 @@ from circuitnn.training.chipaware import (
 )
 from circuitnn.training.hybrid import HybridConfig, plot_hybrid, train_last_layer
 from circuitnn.training.stages import Stage, StageLog, run_stages
-from circuitnn.training.transfer import ProgramConfig, plot_transfer, write_verify
+from circuitnn.training.transfer import (
+    ProgramConfig,
+    plot_transfer,
+    program_config,
+    write_verify,
+)
 
 TILE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TileSpec)}
 N_CLASSES = 10  # every supported dataset (MNIST, IDX digits, CIFAR-10) has 10 classes
@@ -112,8 +117,13 @@ class RunConfig:
     device_levels: int = REF.hardware.device_levels
     tolerance: float | None = None  # S, absolute write-verify tolerance; overrides tolerance_rel
     max_pulses: int = REF.choices.max_pulses
-    cell_yield: float = REF.choices.cell_yield
-    variation_scale: float = 1.0
+    variation_scale: float = 1.0  # multiplies the device-to-device spreads
+    # what differs between cells and reads (`circuitnn.network.device.device_variation`);
+    # None: the device's own (measured spread, the preset's stuck cells, the card's read noise)
+    device_spread: float | None = None
+    read_noise: float | None = None
+    stuck_low: float | None = None
+    stuck_high: float | None = None
     adc_bits: int = REF.hardware.adc_bits
     adc_fraction: float = REF.choices.adc_fraction
     hybrid_batches: int = REF.hybrid.batches
@@ -176,26 +186,33 @@ class RunConfig:
             raise CircuitnnError("the operating-point search runs above the chain (the search "
                                  "layer's run_searched); or use --operating-point rule")
         ProgramConfig(1.0 if self.tolerance is None else self.tolerance, self.max_pulses,
-                      self.cell_yield, self.variation_scale).check()
+                      variation_scale=self.variation_scale).check()
+        check_variation(self.variation())
         self.hybrid().check()
         if device:
             dev = self.device()  # loads and checks the cards, the read voltage and the window
             if self.exsitu == "chip":
                 check_chip_training(self.network, self.engine, dev)
 
+    def variation(self) -> dict[str, float | None]:
+        """The variation options as `circuitnn.network.device.array_device` takes them."""
+        return {k: getattr(self, k) for k in VARIATION_KEYS}
+
     def device(self) -> ArrayDevice:
         window = None if self.g_min is None else (self.g_min, self.g_max)
         if self.choice is not None:
             chosen = OperatingChoice.from_json(self.choice)
             dev = array_device(self.iv_card, self.pulse_card, levels=self.device_levels,
-                               choice=chosen, accept_read_error=self.accept_read_error)
+                               choice=chosen, accept_read_error=self.accept_read_error,
+                               variation=self.variation())
             dev.summary["operating_point"] = dict(self.choice)
         else:
             settings = {k: getattr(self, k) for k in (
                 "gate_set", "amplitude_reset", "tolerance_rel", "scheme")}
             dev = array_device(self.iv_card, self.pulse_card, window, self.v_read,
                                self.device_levels, self.operating_point, settings,
-                               accept_read_error=self.accept_read_error)
+                               accept_read_error=self.accept_read_error,
+                               variation=self.variation())
         if self.tolerance is not None:
             rel = self.tolerance / dev.window.unit
             choice = dataclasses.replace(dev.choice, tolerance_rel=rel, source="given")
@@ -567,7 +584,7 @@ def stage_transfer(ctx: Context) -> Transferred:
     c = ctx.cfg
     target = ctx["mapping"].target
     laws = ctx.device.programming_laws(c.variation_scale)
-    pcfg = ProgramConfig(ctx.device.tolerance, c.max_pulses, c.cell_yield, c.variation_scale)
+    pcfg = program_config(ctx.device, c.max_pulses, c.variation_scale)
     with ctx.bar(c.max_pulses, "write-verify (pulse rounds)") as bar:
         res = write_verify(target, laws, ctx.rng("transfer"), pcfg,
                            progress=lambda n: bar.update(1),
@@ -735,7 +752,7 @@ NETWORK_STAGES = [  # the data first: a bad data set is refused before any devic
     Stage("mapping", Mapped, stage_mapping),
     Stage("transfer", Transferred, stage_transfer,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
-              "tolerance", "max_pulses", "cell_yield", "variation_scale", "chip_seed", "engine",
+              "tolerance", "max_pulses", "variation_scale", "chip_seed", "engine",
               "tile_options")} | {"device": ctx.device.digest}),
     Stage("calibrate", Calibration, stage_calibrate,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (

@@ -10,13 +10,13 @@ into the array's conductance window there.
 
 Programming loop (Yao et al. 2020 used closed-loop write-verify; details are this project's
 choice): every device starts at its own (device-to-device varied) low bound, then up to
-`max_pulses` times: read with the card's level noise; a cell whose read is within the tolerance
+`max_pulses` times: read with the card's level noise (and the device's relative read noise); a
+cell whose read is within the tolerance
 of its target is done (it is not pulsed or verified again); the others get one SET (read below
 target) or RESET (above) pulse through the pulse model with its cycle-to-cycle noise (with an
 incremental scheme, the law of the pulse's rung: a higher SET gate or RESET amplitude for each
-consecutive pulse of one kind). A
-fraction 1 - yield of the cells is stuck (half at the device's low
-bound, half at its high bound) and ignores pulses.
+consecutive pulse of one kind). The fractions `stuck_low` and `stuck_high` of the cells are stuck
+at the device's low and high bound and ignore pulses.
 """
 
 from __future__ import annotations
@@ -30,17 +30,21 @@ import numpy as np
 from circuitnn.devices.pulse import PulseModel
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure
+from circuitnn.network.device import ArrayDevice
 from circuitnn.tile.verify import verify_loop
 
 
 @dataclass
 class ProgramConfig:
-    """Write-verify settings (tolerance in siemens; yield = fraction of working cells)."""
+    """Write-verify settings (tolerance in siemens) and the chip's cells: fractions stuck at
+    the low and at the high bound, relative read noise of a verify read."""
 
     tolerance: float = 0.5e-6
     max_pulses: int = 400
-    cell_yield: float = 0.995
+    stuck_low: float = 0.0025
+    stuck_high: float = 0.0025
     variation_scale: float = 1.0  # multiplies the card's device-to-device spreads
+    read_noise_rel: float = 0.0
 
     def check(self) -> None:
         """Raise CircuitnnError on impossible values."""
@@ -48,10 +52,22 @@ class ProgramConfig:
             raise CircuitnnError(f"write-verify tolerance must be > 0 S, got {self.tolerance}")
         if self.max_pulses < 1:
             raise CircuitnnError(f"pulse budget must be >= 1, got {self.max_pulses}")
-        if not 0 < self.cell_yield <= 1:
-            raise CircuitnnError(f"cell yield must be in (0, 1], got {self.cell_yield}")
+        if not (0 <= self.stuck_low < 1 and 0 <= self.stuck_high < 1
+                and self.stuck_low + self.stuck_high < 1):
+            raise CircuitnnError(f"stuck fractions must be in [0, 1) and leave working cells, "
+                                 f"got {self.stuck_low}, {self.stuck_high}")
         if self.variation_scale < 0:
             raise CircuitnnError(f"variation scale must be >= 0, got {self.variation_scale}")
+        if not 0 <= self.read_noise_rel < 1:
+            raise CircuitnnError(f"read noise must be in [0, 1), got {self.read_noise_rel}")
+
+
+def program_config(device: ArrayDevice, max_pulses: int, variation_scale: float = 1.0
+                   ) -> ProgramConfig:
+    """The write-verify settings of a chip of `device`: its tolerance, stuck fractions and
+    read noise."""
+    return ProgramConfig(device.tolerance, max_pulses, device.stuck[0], device.stuck[1],
+                         variation_scale, device.read_noise_rel)
 
 
 @dataclass
@@ -107,15 +123,18 @@ def write_verify(target: np.ndarray, model: PulseModel | Sequence[PulseModel],
     devices["g_max"] = np.maximum(devices["g_max"], devices["g_min"] + 0.05 * (
         first.g_max - first.g_min))
     g = devices["g_min"].copy()
-    stuck = rng.random(target.shape) > cfg.cell_yield
-    stuck_high = rng.random(target.shape) < 0.5
-    g[stuck & stuck_high] = devices["g_max"][stuck & stuck_high]
+    draw = rng.random(target.shape)
+    stuck_high = draw >= 1 - cfg.stuck_high
+    stuck = (draw < cfg.stuck_low) | stuck_high
+    g[stuck_high] = devices["g_max"][stuck_high]
     flat_g = g.reshape(-1)
     flat_dev = {k: np.broadcast_to(v, target.shape).reshape(-1) for k, v in devices.items()}
 
     def measure(idx: np.ndarray) -> np.ndarray:
         noisy = flat_g.copy()
         noisy[idx] = first.read(flat_g[idx], rng)
+        if cfg.read_noise_rel:
+            noisy[idx] *= 1 + cfg.read_noise_rel * rng.standard_normal(idx.size)
         return noisy[idx] if verify_read is None else verify_read(noisy, idx)
 
     def pulse(idx: np.ndarray, up: np.ndarray, rung: np.ndarray) -> None:
