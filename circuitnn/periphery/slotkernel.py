@@ -18,7 +18,7 @@ current before the ADC: its variance is a further part of M (v_read^2 x each cel
 variance), so a slot's standard deviation is the square root of its driven cells' sum. The
 arithmetic is that of the numpy path in another
 order of the float32 sums (a current within rounding of an ADC threshold may take the other
-code).
+code). The input vectors are shared out, CHUNK at a time, over numba's threads.
 """
 
 import numba
@@ -28,6 +28,7 @@ import numpy as np
 CACHE = True
 
 jit = numba.njit(cache=CACHE, error_model="numpy")
+CHUNK = 64  # input vectors per task of the threads
 
 
 @jit
@@ -83,7 +84,7 @@ def _digitise(v, adc, inv_lsb, lsb, top):
     return min(max(np.float64(c), 0.0), top)
 
 
-@jit
+@numba.njit(cache=CACHE, error_model="numpy", parallel=True)
 def shift_add_block(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z):
     """(n, cols) float64: sum_k 2^k (ADC code of slot k's column currents) for codes (n, rows)
     uint8, `partial_sums` tables of the block's matrix (width = parts * cols, + cols of read
@@ -95,38 +96,47 @@ def shift_add_block(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z)
     cols = width // (parts + 1) if noisy else width // parts
     groups = tables.shape[0] // 256
     out = np.zeros((n, cols))
-    x = np.empty(width, dtype=tables.dtype)
-    pat = np.empty(groups, dtype=np.uint64)
     idle = np.empty(cols)
     for j in range(cols):
         idle[j] = _digitise(zero[j], adc, inv_lsb, lsb, top)
-    for i in range(n):
-        _patterns(codes, i, pat)
-        for k in range(bits):
-            shift = np.uint64(8 * k)
-            live = False
-            for g in range(groups):
-                p = np.int64((pat[g] >> shift) & np.uint64(255))
-                if p != 0:
-                    r = 256 * g + p
-                    if live:
-                        for q in range(width):
-                            x[q] += tables[r, q]
-                    else:
-                        for q in range(width):
-                            x[q] = tables[r, q]
-                        live = True
-            w = np.float64(1 << k)
-            if not live:
-                for j in range(cols):
-                    out[i, j] += w * idle[j]
-            else:
-                for j in range(cols):
-                    if parts == 1:
-                        v = x[j]
-                    else:
-                        v = x[j] + x[cols + j] * x[2 * cols + j] + zero[j]
-                    if noisy:
-                        v += np.sqrt(max(x[parts * cols + j], 0.0)) * z[i, k, j]
-                    out[i, j] += w * _digitise(v, adc, inv_lsb, lsb, top)
+    for c in numba.prange((n + CHUNK - 1) // CHUNK):  # the input vectors, in threads
+        x = np.empty(width, dtype=tables.dtype)
+        pat = np.empty(groups, dtype=np.uint64)
+        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
+            _read_vector(codes, i, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z,
+                         noisy, cols, groups, width, idle, x, pat, out)
     return out
+
+
+@jit
+def _read_vector(codes, i, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z, noisy, cols,
+                 groups, width, idle, x, pat, out):
+    """Row i of `shift_add_block`'s result, with the scratch arrays x and pat."""
+    _patterns(codes, i, pat)
+    for k in range(bits):
+        shift = np.uint64(8 * k)
+        live = False
+        for g in range(groups):
+            p = np.int64((pat[g] >> shift) & np.uint64(255))
+            if p != 0:
+                r = 256 * g + p
+                if live:
+                    for q in range(width):
+                        x[q] += tables[r, q]
+                else:
+                    for q in range(width):
+                        x[q] = tables[r, q]
+                    live = True
+        w = np.float64(1 << k)
+        if not live:
+            for j in range(cols):
+                out[i, j] += w * idle[j]
+        else:
+            for j in range(cols):
+                if parts == 1:
+                    v = x[j]
+                else:
+                    v = x[j] + x[cols + j] * x[2 * cols + j] + zero[j]
+                if noisy:
+                    v += np.sqrt(max(x[parts * cols + j], 0.0)) * z[i, k, j]
+                out[i, j] += w * _digitise(v, adc, inv_lsb, lsb, top)
