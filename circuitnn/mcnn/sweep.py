@@ -167,7 +167,17 @@ def _plot(results: dict[str, list], path: Path, engine: str, n_images: int) -> N
         ax.set_xlabel(LABELS[axis], fontsize=8)
         if axis in ("size", "window"):
             ax.set_xscale("log", base=2)
+        elif axis == "variation":
+            ax.set_xscale("symlog", linthresh=1)
         ax.grid(alpha=0.3)
+        errs = [(p["value"], p["programming_error_rms_uS"]) for p in pts
+                if p.get("programming_error_rms_uS") is not None]
+        if errs:  # the re-programmed axes: the programming error beside the accuracy
+            twin = ax.twinx()
+            twin.plot(*zip(*errs, strict=True), "s--", color="tab:red", ms=4)
+            twin.set_ylabel("programming error rms (uS)", color="tab:red", fontsize=8)
+            twin.tick_params(axis="y", colors="tab:red", labelsize=8)
+            twin.set_ylim(bottom=0)
     axes[0][0].set_ylabel("test accuracy after transfer (%)")
     fig.suptitle(f"accuracy under circuit effects ({engine} engine, {n_images} test images, "
                  "+-1 binomial s.e.)", fontsize=9)
