@@ -76,6 +76,19 @@ def test_auto_map_resnet_with_replication(tmp_path):
         M.auto_map(shapes, {"conv9": 2})
 
 
+def test_pair_partners_are_the_neighbouring_columns():
+    mp = M.auto_map({"a": (10, 3), "b": (5, 2)}, rows=16, cols=8)  # b sits at odd columns
+    part = mp.partners()
+    used = mp.used_cells()
+    flat = np.flatnonzero(used)
+    assert np.array_equal(part.reshape(-1) >= 0, used.reshape(-1))
+    assert np.array_equal(part.reshape(-1)[part.reshape(-1)[flat]], flat)  # pairs are mutual
+    assert np.all(np.abs(part.reshape(-1)[flat] - flat) == 1)  # same row, next column
+    for p in mp.placements:  # G+ (even offset in the block) pairs with the G- after it
+        first = np.ravel_multi_index((p.tile, p.rows.start, p.cols.start), part.shape)
+        assert part.reshape(-1)[first] == first + 1
+
+
 def test_pe_cells_encode_the_weights_with_pairs():
     q = _levels(1)
     mp = M.reference_map(3)

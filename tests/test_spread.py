@@ -12,7 +12,7 @@ from circuitnn.devices.population import members
 from circuitnn.devices.pulse import scale_model
 from circuitnn.errors import CircuitnnError
 from circuitnn.network.device import array_device, check_variation
-from circuitnn.training.transfer import program_config, write_verify
+from circuitnn.training.transfer import ProgramConfig, program_config, write_verify
 from tests.cli_run import run
 
 KNOWM = DEVICE_MODELS_DIR / "knowm-m1-vteam.json"  # fitted to M1 with the M1-M3 spread
@@ -152,3 +152,32 @@ def test_a_derived_law_takes_its_noise_from_a_pulse_card(tmp_path, capsys) -> No
         code, _, err = run(["fit-pulse", "--from-card", str(KNOWM), "--noise-from", source,
                             *extra], capsys)
         assert code == 1 and words in err and err.count("\n") == 1
+
+
+def test_pair_compensation_keeps_the_weight_of_a_stuck_cell() -> None:
+    """A stuck cell's partner re-targeted by the stuck cell's offset keeps the pair's
+    difference (the weight) where the window allows it, and comes closer where it does not."""
+    dev = array_device()
+    w, unit = np.random.default_rng(0).integers(-7, 8, 3000), dev.window.unit
+    target = dev.window.g_min + unit * np.stack([np.clip(w, 0, None), np.clip(-w, 0, None)], 1)
+    partner = np.arange(target.size).reshape(target.shape)[:, ::-1]
+    cfg = ProgramConfig(dev.tolerance, 400, stuck_low=0.05, stuck_high=0.05)
+    law = dev.programming_model()
+    plain = write_verify(target, law, np.random.default_rng(1), cfg)
+    comp = write_verify(target, law, np.random.default_rng(1), cfg, partner=partner)
+    assert np.array_equal(plain.stuck, comp.stuck)  # the same chip
+    one = plain.stuck.sum(axis=1) == 1  # pairs with one stuck cell
+    rows, stuck = np.flatnonzero(one), plain.stuck[one].argmax(axis=1)
+    want = target[rows, 1 - stuck] + plain.conductance[rows, stuck] - target[rows, stuck]
+    fits = (want >= law.g_min) & (want <= law.g_max)  # the partner can make up for it
+
+    def weight_error(res) -> np.ndarray:  # in levels
+        g = res.conductance[one]
+        return np.abs(g[:, 0] - g[:, 1] - (target[one, 0] - target[one, 1])) / unit
+
+    before, after = weight_error(plain), weight_error(comp)
+    assert fits.sum() > 100 and (~fits).sum() > 100
+    assert np.percentile(before[fits], 90) > 3 and np.percentile(after[fits], 90) < 0.3
+    assert np.mean(after[~fits]) < np.mean(before[~fits])
+    assert comp.summary()["compensated"] == int(comp.compensated.sum()) >= fits.sum()
+    assert plain.compensated is None and plain.summary()["compensated"] == 0

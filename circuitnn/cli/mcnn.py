@@ -12,6 +12,7 @@ from circuitnn.cli.network import (
     device_config,
     device_options,
     exsitu_options,
+    pair_option,
     searched,
 )
 from circuitnn.errors import CircuitnnError
@@ -80,6 +81,7 @@ def mcnn() -> None:
               help="Test images in the ngspice cross-check (0 = skip).")
 @click.option("--tile-options", default=None,
               help="JSON object of extra TileSpec fields for the circuit engines.")
+@pair_option(False)
 @click.option("--quick", is_flag=True, help="Small, fast settings (tests, smoke runs).")
 def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str | None,
         v_read: float | None, engine: str, epochs: int | None, exsitu: str,
@@ -88,7 +90,8 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
         g_max: float | None, tolerance: float,
         max_pulses: int, variation: float, adc_bits: int,
         hybrid_batches: int, hybrid_lr: float, threshold: float, refresh_every: int,
-        n_check: int, tile_options: str | None, quick: bool, **device) -> None:
+        n_check: int, tile_options: str | None, pair_compensation: bool, quick: bool,
+        **device) -> None:
     """Run the reference chain (cnn5 on eight PEs, three convolver groups) into --out,
     resuming finished stages, and write report.json / report.md beside the published figures."""
     from circuitnn.mcnn.run import MCNN_SALT, McnnConfig, run_chain
@@ -102,7 +105,8 @@ def run(out: str, seed: int, dataset: str, iv_card: str | None, pulse_card: str 
               tolerance=None if tolerance is None else tolerance * 1e-6,
               variation_scale=variation, adc_bits=adc_bits,
               hybrid_lr=hybrid_lr, hybrid_threshold=threshold * 1e-6,
-              refresh_every=refresh_every, tile_options=_tile_options(tile_options))
+              refresh_every=refresh_every, tile_options=_tile_options(tile_options),
+              pair_compensation=pair_compensation)
     if test_images is not None:
         kw["test_images"] = test_images
     if epochs is None and exsitu == "float":

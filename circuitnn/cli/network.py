@@ -71,6 +71,16 @@ DEVICE_OPTIONS = (
 SEARCH_KEYS = ("search_seeds", "workers", "scheduler")
 
 
+def pair_option(default: bool):
+    """`--pair-compensation` (`network run` on, `mcnn run` off: the reference's plain
+    write-verify)."""
+    return click.option(
+        "--pair-compensation/--no-pair-compensation", default=default, show_default=True,
+        help="After write-verify, re-target the other cell of the differential pair of every "
+             "cell that ended off its target (stuck, or out of pulses) by the same offset, so "
+             "the pair's difference holds, and verify it again.")
+
+
 def exsitu_options(default: str):
     """The options of ex-situ training (`network run`, `mcnn run`), `--exsitu` defaulting to
     `default`."""
@@ -169,6 +179,7 @@ def network() -> None:
               help="After transfer, measure every output column of every row block with the "
                    "layer inputs of 8 training images and apply a fitted digital gain and "
                    "offset before partial sums are added (bit-serial engines; a few seconds).")
+@pair_option(True)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 def run(name: str, dataset: str, out: str, train_images: int | None, test_images: int | None,
@@ -176,7 +187,8 @@ def run(name: str, dataset: str, out: str, train_images: int | None, test_images
         pulse_card: str | None, v_read: float | None, g_min: float | None,
         g_max: float | None, weights: str | None, epochs: int | None, exsitu: str,
         exsitu_images: int | None, exsitu_noise: bool, hybrid_batches: int,
-        n_energy: int, calibrate_columns: bool, seed: int, as_json: bool, **device) -> None:
+        n_energy: int, calibrate_columns: bool, pair_compensation: bool, seed: int,
+        as_json: bool, **device) -> None:
     """Run the whole chain for a preset network (resuming finished stages) and write
     OUT/report.json and OUT/report.md."""
     from circuitnn.io import write_json, write_text
@@ -196,7 +208,7 @@ def run(name: str, dataset: str, out: str, train_images: int | None, test_images
                     weights=weights, epochs=epochs, exsitu=exsitu,
                     exsitu_images=exsitu_images, exsitu_noise=exsitu_noise,
                     hybrid_batches=hybrid_batches, n_energy=n_energy, seed=seed,
-                    calibrate_columns=calibrate_columns)
+                    calibrate_columns=calibrate_columns, pair_compensation=pair_compensation)
     ctx = run_pipeline(searched(cfg, out, search), out)
     rep = network_report(ctx)
     write_json(Path(out) / "report.json", rep)

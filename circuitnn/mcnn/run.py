@@ -40,6 +40,7 @@ class McnnConfig(RunConfig):
     modes: dict[str, int | None] = field(default_factory=lambda: dict(MODES))
     n_energy: int = 100
     calibrate_columns: bool = False  # the reference system has no column calibration
+    pair_compensation: bool = False  # nor a partner re-targeted for a failed cell
     n_check: int = 20
     n_check_patches: int = 2  # convolution patches per image in the ngspice cross-check
 

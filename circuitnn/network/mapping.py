@@ -116,6 +116,17 @@ class Mapping:
             used[p.tile, p.rows, p.cols] = True
         return used
 
+    def partners(self) -> np.ndarray:
+        """(n_tiles, rows, cols): the flat index of each used cell's differential partner (the
+        other column of its G+ / G- pair), -1 for unused cells."""
+        out = np.full((self.n_tiles, self.rows, self.cols), -1, np.int64)
+        flat = np.arange(out.size).reshape(out.shape)
+        for p in self.placements:
+            block = flat[p.tile, p.rows, p.cols]
+            out[p.tile, p.rows, p.cols] = block.reshape(len(block), -1, 2)[:, :, ::-1].reshape(
+                block.shape)
+        return out
+
     def layer_tiles(self, layer: str) -> list[int]:
         return sorted({p.tile for p in self.placements if p.layer == layer})
 

@@ -114,6 +114,7 @@ class RunConfig:
     scheme: str | None = None  # "fixed" or "incremental"; None: the operating point's
     choice: dict | None = None  # an operating point as JSON (source, settings, candidates)
     chip_seed: int = 0  # seed of the chip drawn by transfer (programming noise, stuck cells)
+    pair_compensation: bool = True  # re-target the partner of a cell that ends off its target
     device_levels: int = REF.hardware.device_levels
     tolerance: float | None = None  # S, absolute write-verify tolerance; overrides tolerance_rel
     max_pulses: int = REF.choices.max_pulses
@@ -583,13 +584,14 @@ def verify_read(c: RunConfig, dev: ArrayDevice, shape: tuple[int, ...]):
 def stage_transfer(ctx: Context) -> Transferred:
     c = ctx.cfg
     target = ctx["mapping"].target
+    m = Mapping.from_dict(ctx["mapping"].mapping)
     laws = ctx.device.programming_laws(c.variation_scale)
     pcfg = program_config(ctx.device, c.max_pulses, c.variation_scale)
     with ctx.bar(c.max_pulses, "write-verify (pulse rounds)") as bar:
         res = write_verify(target, laws, ctx.rng("transfer"), pcfg,
                            progress=lambda n: bar.update(1),
-                           verify_read=verify_read(c, ctx.device, target.shape))
-    m = Mapping.from_dict(ctx["mapping"].mapping)
+                           verify_read=verify_read(c, ctx.device, target.shape),
+                           partner=m.partners() if c.pair_compensation else None)
     used = m.used_cells()
     plot_transfer(res, used, ctx.out / "transfer_error_hist.png",
                   ctx.out / "transfer_pulse_hist.png", pcfg.tolerance)
@@ -605,7 +607,8 @@ def stage_transfer(ctx: Context) -> Transferred:
               "program": dataclasses.asdict(pcfg) | {"tolerance_rel": ctx.device.choice
                                                      .tolerance_rel,
                                                      "scheme": ctx.device.choice.scheme,
-                                                     "verify": verify},
+                                                     "verify": verify,
+                                                     "pair_compensation": c.pair_compensation},
               "all_used_cells": res.summary(used),
               "per_layer": per_layer}
     return Transferred(res.conductance, res.pulses, res.stuck, res.converged, res.devices,
@@ -753,7 +756,7 @@ NETWORK_STAGES = [  # the data first: a bad data set is refused before any devic
     Stage("transfer", Transferred, stage_transfer,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "tolerance", "max_pulses", "variation_scale", "chip_seed", "engine",
-              "tile_options")} | {"device": ctx.device.digest}),
+              "tile_options", "pair_compensation")} | {"device": ctx.device.digest}),
     Stage("calibrate", Calibration, stage_calibrate,
           lambda ctx: {k: getattr(ctx.cfg, k) for k in (
               "calibrate_columns", "engine", "tile_options")}
@@ -896,5 +899,7 @@ def network_markdown(rep: dict) -> list[str]:
              "images). Energy: "
              f"{rep['energy']['energy_per_inference_J'] * 1e9:.1f} nJ per inference.", "",
              f"Write-verify: {used['pulses_mean']:.1f} pulses per used cell, "
-             f"{used['not_converged']} of {used['n_cells']} used cells not converged.", ""]
+             f"{used['not_converged']} of {used['n_cells']} used cells not converged"
+             + (f", {used['compensated']} re-targeted to make up for their pair partner "
+                "(pair compensation)." if used.get("compensated") else "."), ""]
     return lines

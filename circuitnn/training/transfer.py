@@ -16,7 +16,9 @@ of its target is done (it is not pulsed or verified again); the others get one S
 target) or RESET (above) pulse through the pulse model with its cycle-to-cycle noise (with an
 incremental scheme, the law of the pulse's rung: a higher SET gate or RESET amplitude for each
 consecutive pulse of one kind). The fractions `stuck_low` and `stuck_high` of the cells are stuck
-at the device's low and high bound and ignore pulses.
+at the device's low and high bound and ignore pulses. With pair compensation (`partner`), a cell
+that ends off its target has the other cell of its differential pair re-targeted to keep the
+pair's difference, then verified again.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from circuitnn.devices.pulse import PulseModel
 from circuitnn.errors import CircuitnnError
 from circuitnn.io import save_figure
 from circuitnn.network.device import ArrayDevice
-from circuitnn.tile.verify import verify_loop
+from circuitnn.tile.verify import VerifyOutcome, verify_loop
 
 
 @dataclass
@@ -81,6 +83,8 @@ class ProgramResult:
     converged: np.ndarray  # bool: last verify read within tolerance
     devices: dict[str, np.ndarray]
     read: np.ndarray | None = None  # noise-free verify read of every cell after programming (S)
+    #: cells re-targeted to make up for their failed pair partner (`write_verify`, partner)
+    compensated: np.ndarray | None = None
 
     @property
     def error(self) -> np.ndarray:
@@ -97,19 +101,26 @@ class ProgramResult:
                     np.abs(e), 95)), "error_abs_max_uS": float(np.abs(e).max()),
                 "pulses_mean": float(p.mean()), "pulses_max": int(p.max()),
                 "pulses_total": int(p.sum()), "stuck_cells": int(self.stuck[m].sum()),
-                "not_converged": int((~self.converged[m]).sum())}
+                "not_converged": int((~self.converged[m]).sum()),
+                "compensated": 0 if self.compensated is None else int(self.compensated[m].sum())}
 
 
 def write_verify(target: np.ndarray, model: PulseModel | Sequence[PulseModel],
                  rng: np.random.Generator, config: ProgramConfig | None = None, progress=None,
-                 verify_read: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
-                 ) -> ProgramResult:
+                 verify_read: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                 partner: np.ndarray | None = None) -> ProgramResult:
     """Program every cell of `target` (S, any shape) by write-verify; see the module text.
 
     model: the pulse law, or one law per rung of an incremental scheme (the k-th consecutive
     pulse of one kind uses law k, the last one repeating; every law has the devices of the
     first). verify_read(g, idx): the verify reads (S) of the flat cells idx when the devices
     read g (flat, S) on their own; default: the devices themselves.
+
+    partner (same shape as target): the flat index of each cell's differential partner (the
+    other cell of its G+ / G- pair, `Mapping.partners`), -1 for none. Given, a cell that ends
+    outside its tolerance (stuck, or out of pulses) has its working partner re-targeted by the
+    same offset, read as the chip reads it, within the window, and verified again: the pair's
+    difference, which is the weight, holds where the window allows.
     """
     cfg = config or ProgramConfig()
     cfg.check()
@@ -147,11 +158,47 @@ def write_verify(target: np.ndarray, model: PulseModel | Sequence[PulseModel],
     out = verify_loop(target, cfg.tolerance, cfg.max_pulses, measure, pulse,
                       np.flatnonzero(~stuck.reshape(-1)),
                       None if progress is None else lambda n: progress(n))
+    converged, pulses, compensated = out.converged, out.pulses, None
+    if partner is not None:
+        target, converged, pulses, compensated = _compensate_pairs(
+            target, partner, stuck, converged, pulses, measure,
+            lambda t, idx: verify_loop(t, cfg.tolerance, cfg.max_pulses, measure, pulse, idx),
+            (first.g_min, first.g_max))
     read = g if verify_read is None else verify_read(flat_g, np.arange(g.size)).reshape(g.shape)
-    converged = out.converged.reshape(target.shape)
+    converged = converged.reshape(target.shape)
     converged |= stuck & (np.abs(read - target) <= cfg.tolerance)
-    return ProgramResult(g, target, out.pulses.reshape(target.shape), stuck, converged, devices,
-                         read)
+    return ProgramResult(g, target, pulses.reshape(target.shape), stuck, converged, devices,
+                         read, compensated)
+
+
+def _compensate_pairs(target: np.ndarray, partner: np.ndarray, stuck: np.ndarray,
+                      converged: np.ndarray, pulses: np.ndarray,
+                      measure: Callable[[np.ndarray], np.ndarray],
+                      program: Callable[[np.ndarray, np.ndarray], VerifyOutcome],
+                      window: tuple[float, float]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`write_verify`'s second pass: the working partners of the cells that failed, re-targeted
+    by the failed cell's verify read minus its target (clipped to the window) and programmed
+    on from where they are. Returns the targets, converged flags and pulses of every cell
+    (flat, the last two), and which cells were re-targeted."""
+    mate = np.asarray(partner, np.int64).reshape(-1)
+    if mate.size != target.size:
+        raise CircuitnnError(f"pair partners: {mate.size} entries for {target.size} cells")
+    flat_t = target.reshape(-1).copy()
+    failed = np.flatnonzero(~converged & (mate >= 0))
+    ok = converged[mate[failed]] & ~stuck.reshape(-1)[mate[failed]]
+    failed = failed[ok]
+    compensated = np.zeros(flat_t.size, bool)
+    if failed.size == 0:
+        return target, converged, pulses, compensated.reshape(target.shape)
+    cells = mate[failed]
+    flat_t[cells] = np.clip(flat_t[cells] + measure(failed) - flat_t[failed], *window)
+    again = program(flat_t, cells)
+    converged, pulses = converged.copy(), pulses + again.pulses
+    converged[cells] = again.converged[cells]
+    compensated[cells] = True
+    return (flat_t.reshape(target.shape), converged, pulses,
+            compensated.reshape(target.shape))
 
 
 def update_pulses(g: np.ndarray, pulses: np.ndarray, model: PulseModel,
