@@ -128,6 +128,10 @@ def test_bad_variation_options_on_the_command_line(tmp_path, capsys) -> None:
     code, _, err = run(["network", "run", "--network", "cnn5", "--out", str(tmp_path / "r"),
                         "--stuck-low", "-0.1"], capsys)
     assert code == 1 and err.count("\n") == 1 and "stuck low must be in [0, 1)" in err
+    code, _, err = run(["mcnn", "run", "--out", str(tmp_path / "m"), "--chip-seed", "-1"],
+                       capsys)
+    assert code == 1 and err.count("\n") == 1 and "--chip-seed must be >= 0" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_derived_law_takes_its_noise_from_a_pulse_card(tmp_path, capsys) -> None:

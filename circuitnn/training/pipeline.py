@@ -149,6 +149,8 @@ class RunConfig:
                                  "it for spot checks (mcnn run --n-check, Chip.predict)")
         if self.mapping not in ("auto", "reference"):
             raise CircuitnnError(f"mapping must be 'auto' or 'reference', got {self.mapping}")
+        if self.chip_seed < 0:
+            raise CircuitnnError(f"--chip-seed must be >= 0, got {self.chip_seed}")
         if self.mapping == "reference" and self.network != "cnn5":
             raise CircuitnnError("the reference placement exists for cnn5 only")
         if not isinstance(self.replicate_first, int) or not 1 <= self.replicate_first <= 64:
