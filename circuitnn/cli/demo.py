@@ -255,16 +255,6 @@ def demo(out: str, figures_dir: str | None, quick: bool) -> None:
                err=True)
 
 
-def _variation(var: dict) -> str:
-    """The report's `device.variation` in a table cell."""
-    d, st, rn = var["d2d"], var["stuck"], var["read_noise"]
-    spread = ("none" if var["source"] == "none" else
-              f"{var['source']}: bounds {100 * d['g_min_std_rel']:.2g}% / "
-              f"{100 * d['g_max_std_rel']:.2g}% of the window")
-    return (f"{spread}; stuck {100 * st['low']:.2g}% low, {100 * st['high']:.2g}% high; "
-            f"read {rn['absolute_S'] * 1e6:.2g} uS + {100 * rn['relative']:.2g}%")
-
-
 def _pulse_law(p: dict[str, Any]) -> str:
     """A pulse entry of report.json in a few words."""
     if p["source"] != "derived":
@@ -297,7 +287,7 @@ def _searched(op: dict[str, Any]) -> str:
 def compare(root: Path, choice: dict[str, Any]) -> Path:
     """OUT/report.md: the two devices' runs side by side."""
     from circuitnn.io import write_text
-    from circuitnn.mcnn.report import _pct
+    from circuitnn.mcnn.report import _pct, variation_text
     from circuitnn.reference import REF
 
     reps = {k: json.loads((root / k / "report.json").read_text()) for k in DEVICES}
@@ -335,8 +325,8 @@ def compare(root: Path, choice: dict[str, Any]) -> Path:
              row("after transfer, held-back training images (mean +- sd over chips)",
                  lambda r: r["device"]["operating_point"], _searched),
              row("pulse law", lambda r: r["device"]["pulse"], _pulse_law),
-             row("device spread, stuck cells, read noise", lambda r: r["device"]["variation"],
-                 _variation),
+             row("device variation", lambda r: r["device"]["variation"],
+                 variation_text),
              row("surrogate", lambda r: r["surrogate"],
                  lambda s: f"sha256 {str(s['card_sha256'])[:8]}, "
                  + (f"{s['validation']['rms_error']:.2%} RMS vs ngspice"
