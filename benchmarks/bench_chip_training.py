@@ -99,10 +99,8 @@ def main() -> dict:
 
 def _threads(backend: str) -> dict:
     """The threads each side may use: numpy's BLAS and PyTorch take the cores given them; the
-    chip's compiled block read (`circuitnn.periphery.slotkernel`) in numba's threads."""
-    import numba
-
-    out = {"chip_block_read": numba.get_num_threads()}
+    chip's compiled block read (`circuitnn.periphery.slotkernel`) runs in the calling thread."""
+    out = {"chip_block_read": 1}
     if backend == "torch":
         import torch
 

@@ -18,7 +18,9 @@ current before the ADC: its variance is a further part of M (v_read^2 x each cel
 variance), so a slot's standard deviation is the square root of its driven cells' sum. The
 arithmetic is that of the numpy path in another
 order of the float32 sums (a current within rounding of an ADC threshold may take the other
-code). The input vectors are shared out, CHUNK at a time, over numba's threads.
+code). The loop runs in the calling thread: a parallel loop (numba's threads) was at best 1.1x
+faster on two idle cores and waited a scheduler slice (~15 ms a call) for its second thread
+whenever the core was busy, as it is during training with numpy's or PyTorch's own threads.
 """
 
 import numba
@@ -28,7 +30,6 @@ import numpy as np
 CACHE = True
 
 jit = numba.njit(cache=CACHE, error_model="numpy")
-CHUNK = 64  # input vectors per task of the threads
 
 
 @jit
@@ -84,7 +85,7 @@ def _digitise(v, adc, inv_lsb, lsb, top):
     return min(max(np.float64(c), 0.0), top)
 
 
-@numba.njit(cache=CACHE, error_model="numpy", parallel=True)
+@jit
 def shift_add_block(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z):
     """(n, cols) float64: sum_k 2^k (ADC code of slot k's column currents) for codes (n, rows)
     uint8, `partial_sums` tables of the block's matrix (width = parts * cols, + cols of read
@@ -99,12 +100,11 @@ def shift_add_block(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z)
     idle = np.empty(cols)
     for j in range(cols):
         idle[j] = _digitise(zero[j], adc, inv_lsb, lsb, top)
-    for c in numba.prange((n + CHUNK - 1) // CHUNK):  # the input vectors, in threads
-        x = np.empty(width, dtype=tables.dtype)
-        pat = np.empty(groups, dtype=np.uint64)
-        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            _read_vector(codes, i, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z,
-                         noisy, cols, groups, width, idle, x, pat, out)
+    x = np.empty(width, dtype=tables.dtype)
+    pat = np.empty(groups, dtype=np.uint64)
+    for i in range(n):
+        _read_vector(codes, i, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z, noisy,
+                     cols, groups, width, idle, x, pat, out)
     return out
 
 
