@@ -322,16 +322,17 @@ class ChipEngine:
         return sig_abs ** 2 + (sig_rel * g) ** 2
 
     def block_outputs(self, layer: str, codes: np.ndarray, group: int
-                      ) -> Iterator[tuple[int, np.ndarray, int, np.ndarray]]:
+                      ) -> Iterator[tuple[int, np.ndarray | slice, int, np.ndarray]]:
         """The digital outputs of each row block before partial sums are added: yields
-        (row block index, its output columns, first input vector, outputs (vectors, columns)
-        in code x level units, no column calibration) for codes (n, rows) of a layer. A row
+        (row block index, its output columns (a slice where they are contiguous, as they are
+        in every mapping made here), first input vector, outputs (vectors, columns) in code x
+        level units, no column calibration) for codes (n, rows) of a layer. A row
         block with a `_block_matrix` is read by the compiled `block_product`, the others slot
         by slot through their column reads."""
         c, vr = self.chip, self.v_read
         unit, g_max = c.device.window.unit, c.device.window.g_max
         for i, ((r0, r1), blocks) in enumerate(self._row_blocks(layer, group).items()):
-            cols = np.concatenate([np.arange(p.w_cols.start, p.w_cols.stop) for p in blocks])
+            cols = _columns(blocks)
             full_scale = c.adc_fraction * (r1 - r0) * vr * g_max
             fast, var = self._block_matrix(blocks), self._read_noise_var(blocks)
             tables = None if fast is None else block_tables(
@@ -393,6 +394,15 @@ class ChipEngine:
         if self.engine == "ideal":
             return self(layer, im2col(x, k, stride, pad))
         return self(layer, im2col(self.quantise_input(layer, x), k, stride, pad), coded=True)
+
+
+def _columns(blocks: list[Placement]) -> np.ndarray | slice:
+    """The output columns of a row block's placements, as a slice where contiguous (an
+    indexed add of outputs then needs no gather and scatter)."""
+    cols = np.concatenate([np.arange(p.w_cols.start, p.w_cols.stop) for p in blocks])
+    if len(cols) and np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):
+        return slice(int(cols[0]), int(cols[0]) + len(cols))
+    return cols
 
 
 def build_engine(chip: ChipState, engine: str = "surrogate", *, group: int | None = None,
