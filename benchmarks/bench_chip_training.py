@@ -107,8 +107,10 @@ def main() -> dict:
 
 def _threads(backend: str) -> dict:
     """The threads each side may use: numpy's BLAS and PyTorch take the cores given them; the
-    chip's compiled block read (`circuitnn.periphery.slotkernel`) runs in the calling thread."""
-    out = {"chip_block_read": 1}
+    chip's compiled block read, the calling thread and `bitserial`'s workers."""
+    from circuitnn.periphery import bitserial
+
+    out = {"chip_block_read": bitserial._workers()[1] + 1}
     if backend == "torch":
         import torch
 

@@ -12,6 +12,7 @@ from circuitnn.errors import CircuitnnError
 from circuitnn.periphery import (
     ADC,
     bit_planes,
+    bitserial,
     bitserial_netlist,
     bitserial_read,
     bitserial_transient,
@@ -173,3 +174,30 @@ def test_compiled_block_read_equals_the_plane_products(rows, bits):
     with pytest.raises(CircuitnnError, match="1-8 bit codes"):
         block_product(codes, tables, y0, parts=2, g_unit=unit, v_read=vr, adc_bits=8,
                       full_scale=full_scale)
+
+
+def test_block_read_shared_among_threads(monkeypatch):
+    """A block read split into chunks among threads gives each input vector the same
+    arithmetic as one thread reading them all; a failing chunk raises in the caller."""
+    rng = np.random.default_rng(7)
+    rows, n = 24, 1000
+    codes = rng.integers(0, 256, (n, rows), dtype=np.uint8)
+    m = rng.uniform(1e-6, 5e-6, (rows, 12)).astype(np.float32)
+    tables = block_tables(m)
+    kw = dict(parts=3, g_unit=1e-6, v_read=0.2, adc_bits=8, full_scale=rows * 0.2 * 5e-6)
+    monkeypatch.setattr(bitserial, "CHUNK", 10 ** 9)  # one chunk: the calling thread alone
+    alone = block_product(codes, tables, np.zeros(4), **kw)
+    monkeypatch.setattr(bitserial, "CHUNK", 37)  # 28 chunks, the last one short
+    shared = block_product(codes, tables, np.zeros(4), **kw)
+    np.testing.assert_array_equal(shared, alone)  # the same code reads each vector
+
+    seen = []
+
+    def read_rows(start: int, stop: int) -> None:
+        seen.append((start, stop))
+        if start == 37 * 5:
+            raise ValueError("chunk 5")
+
+    with pytest.raises(ValueError, match="chunk 5"):
+        bitserial._shared_rows(read_rows, n)
+    assert sorted(seen) == [(s, min(n, s + 37)) for s in range(0, n, 37)]  # each once

@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -145,9 +149,57 @@ def _compile_kernel(module: ModuleType) -> None:
     """Compile (or load from numba's cache) the kernel for the argument types
     `block_product` passes."""
     tables = module.partial_sums(np.zeros((9, 3), dtype=np.float32))
-    module.shift_add_block(np.zeros((1, 9), dtype=np.uint8), tables,
-                           np.zeros(1, dtype=np.float32), 3, 8, 1, np.float32(1.0), 1.0, 255.0,
-                           NO_NOISE)
+    module.shift_add_rows(np.zeros((1, 9), dtype=np.uint8), tables,
+                          np.zeros(1, dtype=np.float32), 3, 8, 1, np.float32(1.0), 1.0, 255.0,
+                          NO_NOISE, 0, 1, np.zeros((1, 1)))
+
+
+#: input vectors per task when a block read is shared among threads
+CHUNK = 512
+
+
+@functools.cache
+def _workers() -> tuple[ThreadPoolExecutor | None, int]:
+    """The worker threads that help the calling thread with block reads: one per further core
+    this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = max((cores or 1) - 1, 0)
+    return (ThreadPoolExecutor(n, thread_name_prefix="circuitnn-read") if n else None), n
+
+
+def _shared_rows(read_rows: Callable[[int, int], None], n: int) -> None:
+    """read_rows(start, stop) over 0..n, CHUNK vectors at a time, by the calling thread and
+    the idle workers: each thread takes the next chunk when it is free and the caller waits
+    only for the chunks being read, so a worker kept off its core by another process or by a
+    library's spinning threads costs at most the chunk it holds, never a share of the read."""
+    pool, workers = _workers()
+    total = -(-n // CHUNK)
+    if pool is None or total < 2:
+        read_rows(0, n)
+        return
+    chunks = itertools.count()  # its next() is atomic under the GIL
+    lock, finished = threading.Lock(), threading.Event()
+    done, errors = [0], []
+
+    def work() -> None:
+        for c in chunks:
+            if c >= total:
+                return
+            try:
+                read_rows(c * CHUNK, min(n, (c + 1) * CHUNK))
+            except BaseException as e:  # raised in the calling thread below
+                errors.append(e)
+            with lock:
+                done[0] += 1
+                if done[0] == total:
+                    finished.set()
+
+    for _ in range(min(workers, total - 1)):
+        pool.submit(work)
+    work()
+    finished.wait()
+    if errors:
+        raise errors[0]
 
 
 def block_tables(m: np.ndarray) -> np.ndarray:
@@ -166,7 +218,8 @@ def block_product(codes: np.ndarray, tables: np.ndarray, zero: np.ndarray, *, pa
     zero-input currents `zero`, which every slot without an input bit set reads. noise:
     standard normal draws (batch, input_bits, cols) of each slot's read noise, whose variance
     tables then follow M's parts (M = [... | v_read^2 var(G)]). Compiled
-    (`circuitnn.periphery.slotkernel`): no slot current is stored."""
+    (`circuitnn.periphery.slotkernel`): no slot current is stored; the input vectors are shared
+    among threads (`_shared_rows`), each read the same whichever thread reads it."""
     if not 1 <= input_bits <= 8 or parts not in (1, 3):
         raise CircuitnnError(f"block_product takes 1-8 bit codes and 1 or 3 matrix parts, got "
                              f"{input_bits} bits, {parts} parts")
@@ -175,11 +228,17 @@ def block_product(codes: np.ndarray, tables: np.ndarray, zero: np.ndarray, *, pa
     else:
         lsb, top = adc_step(adc_bits, full_scale)
         mode = 1 if adc_bits <= FLOAT32_BITS else 2
-    acc = _kernel().shift_add_block(np.ascontiguousarray(codes, dtype=np.uint8), tables,
-                                    np.asarray(zero, dtype=np.float32), parts, input_bits, mode,
-                                    np.float32(1.0 / lsb), lsb, float(top),
-                                    NO_NOISE if noise is None
-                                    else np.ascontiguousarray(noise, dtype=np.float32))
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    zero = np.asarray(zero, dtype=np.float32)
+    z = NO_NOISE if noise is None else np.ascontiguousarray(noise, dtype=np.float32)
+    acc = np.zeros((codes.shape[0], tables.shape[1] // (parts + (noise is not None))))
+    kernel = _kernel()
+
+    def read_rows(start: int, stop: int) -> None:
+        kernel.shift_add_rows(codes, tables, zero, parts, input_bits, mode,
+                              np.float32(1.0 / lsb), lsb, float(top), z, start, stop, acc)
+
+    _shared_rows(read_rows, codes.shape[0])
     return _difference(acc, (1.0 if adc_bits is None else lsb) / (v_read * g_unit))
 
 

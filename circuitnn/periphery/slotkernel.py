@@ -18,9 +18,8 @@ current before the ADC: its variance is a further part of M (v_read^2 x each cel
 variance), so a slot's standard deviation is the square root of its driven cells' sum. The
 arithmetic is that of the numpy path in another
 order of the float32 sums (a current within rounding of an ADC threshold may take the other
-code). The loop runs in the calling thread: a parallel loop (numba's threads) was at best 1.1x
-faster on two idle cores and waited a scheduler slice (~15 ms a call) for its second thread
-whenever the core was busy, as it is during training with numpy's or PyTorch's own threads.
+code). The loop releases the GIL: `bitserial.block_product` shares a read's input vectors out
+among the calling thread and idle worker threads, chunk by chunk as each thread is free.
 """
 
 import numba
@@ -85,27 +84,26 @@ def _digitise(v, adc, inv_lsb, lsb, top):
     return min(max(np.float64(c), 0.0), top)
 
 
-@jit
-def shift_add_block(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z):
-    """(n, cols) float64: sum_k 2^k (ADC code of slot k's column currents) for codes (n, rows)
-    uint8, `partial_sums` tables of the block's matrix (width = parts * cols, + cols of read
-    noise variance where z is drawn) and the columns' zero-input currents (cols,) float32. z:
-    standard normal draws (n, bits, cols) float32 of the read noise, or (0, 0, 0) for none."""
-    n = codes.shape[0]
+@numba.njit(cache=CACHE, error_model="numpy", nogil=True)
+def shift_add_rows(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z, start, stop,
+                   out):
+    """Rows start..stop of out (n, cols) float64 += sum_k 2^k (ADC code of slot k's column
+    currents) for codes (n, rows) uint8, `partial_sums` tables of the block's matrix (width =
+    parts * cols, + cols of read noise variance where z is drawn) and the columns'
+    zero-input currents (cols,) float32. z: standard normal draws (n, bits, cols) float32 of the
+    read noise, or (0, 0, 0) for none. Runs without the GIL: threads may share out the rows."""
     width = tables.shape[1]
     noisy = z.shape[0] > 0
     cols = width // (parts + 1) if noisy else width // parts
     groups = tables.shape[0] // 256
-    out = np.zeros((n, cols))
     idle = np.empty(cols)
     for j in range(cols):
         idle[j] = _digitise(zero[j], adc, inv_lsb, lsb, top)
     x = np.empty(width, dtype=tables.dtype)
     pat = np.empty(groups, dtype=np.uint64)
-    for i in range(n):
+    for i in range(start, stop):
         _read_vector(codes, i, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z, noisy,
                      cols, groups, width, idle, x, pat, out)
-    return out
 
 
 @jit
