@@ -20,7 +20,7 @@ error (RMS of log10|I_sim| - log10|I_meas| over the measured points above the no
 card at its v_read (what `device check` and every `--iv-card` use refuse above 0.5 decade).
 
 Run: .venv/bin/python benchmarks/bench_fit_read.py [--out DIR] [--datasets knowm-device,...]
-     [--models all]
+     [--models all] [--set-rates]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import io
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -132,14 +133,48 @@ def judge(card_path: Path, manifest: Path) -> dict:
             "cpu_s": card.fit["seconds"].get("cpu")}
 
 
+def set_rates(manifest: Path, levels: tuple[float, ...] = (150e-6, 300e-6),
+              v_min: float = 0.12) -> dict:
+    """The SET of each loop measured across the device: at a conductance G = I / V within 25% of
+    each level, the median device voltage and dG/dt (central differences over the samples
+    above v_min). A model whose state moves at a rate set by (V, state) alone needs the faster
+    SET at the higher voltage; two loops that set faster at the lower voltage cannot share
+    one parameter set with the measured voltage imposed."""
+    out = {}
+    for s in load_manifest(manifest):
+        v, i = np.asarray(s.v, float), np.asarray(s.i, float)
+        g = i / np.where(v != 0, v, np.nan)
+        rate = (np.roll(g, -1) - np.roll(g, 1)) * s.frequency_hz * s.n / 2
+        on = (v > v_min) & (np.roll(v, 1) > v_min) & (np.roll(v, -1) > v_min) & (rate > 0)
+        out[s.name] = {}
+        for level in levels:
+            sel = on & (np.abs(g - level) < 0.25 * level)
+            if sel.any():
+                out[s.name][level] = (float(np.median(v[sel])), float(np.median(rate[sel])),
+                                      int(sel.sum()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/bench_fit_read")
     ap.add_argument("--datasets", default="knowm-device,knowm-source,wide-range")
     ap.add_argument("--models", default="all")
+    ap.add_argument("--set-rates", action="store_true",
+                    help="only print the SET rates of the loops across the device (`set_rates`)")
     args = ap.parse_args()
     out = Path(args.out)
     tmp = Path(tempfile.mkdtemp(prefix="bench_fit_read_"))
+    if args.set_rates:
+        manifest = tmp / "knowm-device.toml"
+        manifest.write_text(knowm_manifest("M1", drive="memristor"))
+        print("| loop | G (uS) | samples | median V (V) | median dG/dt (uS/s) |")
+        print("|---|---|---|---|---|")
+        for name, rows in set_rates(manifest).items():
+            for level, (v, rate, n) in rows.items():
+                print(f"| {name} | {level * 1e6:.0f} | {n} | {v:.3f} | {rate * 1e6:.3g} |")
+        shutil.rmtree(tmp)
+        return
     sets = {
         "knowm-device": (lambda: knowm_manifest("M1", drive="memristor"), 0.1),
         "knowm-source": (lambda: knowm_manifest("M1"), None),
