@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -201,3 +202,17 @@ def test_block_read_shared_among_threads(monkeypatch):
     with pytest.raises(ValueError, match="chunk 5"):
         bitserial._shared_rows(read_rows, n)
     assert sorted(seen) == [(s, min(n, s + 37)) for s in range(0, n, 37)]  # each once
+
+
+def test_block_read_threads_follow_omp_num_threads(monkeypatch):
+    """OMP_NUM_THREADS caps the block read's threads (1: the calling thread alone)."""
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        bitserial._workers.cache_clear()
+        assert bitserial._workers() == (None, 0)
+        monkeypatch.setenv("OMP_NUM_THREADS", "not a number")  # ignored, as numpy ignores it
+        bitserial._workers.cache_clear()
+        cores = len(os.sched_getaffinity(0))
+        assert bitserial._workers()[1] == cores - 1
+    finally:
+        bitserial._workers.cache_clear()
