@@ -29,9 +29,17 @@ run_parallel(one, range(4), 2)
 """
 
 
+def _as_a_shell_starts_it() -> None:
+    """In the child before exec: SIGINT at its default and not blocked, as a shell starts a
+    foreground command. Both are inherited through exec, and the test worker's may have been
+    changed by a library (a child that inherits SIGINT ignored or blocked never sees Ctrl-C)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], **kw) -> subprocess.Popen:
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kw)
+                            start_new_session=True, preexec_fn=_as_a_shell_starts_it, **kw)
 
 
 def _interrupt(proc: subprocess.Popen) -> tuple[float, str]:
