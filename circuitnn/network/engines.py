@@ -399,10 +399,10 @@ class ChipEngine:
 def _columns(blocks: list[Placement]) -> np.ndarray | slice:
     """The output columns of a row block's placements, as a slice where contiguous (an
     indexed add of outputs then needs no gather and scatter)."""
-    cols = np.concatenate([np.arange(p.w_cols.start, p.w_cols.stop) for p in blocks])
-    if len(cols) and np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):
-        return slice(int(cols[0]), int(cols[0]) + len(cols))
-    return cols
+    if all(a.w_cols.stop == b.w_cols.start
+           for a, b in zip(blocks, blocks[1:], strict=False)):
+        return slice(blocks[0].w_cols.start, blocks[-1].w_cols.stop)
+    return np.concatenate([np.arange(p.w_cols.start, p.w_cols.stop) for p in blocks])
 
 
 def build_engine(chip: ChipState, engine: str = "surrogate", *, group: int | None = None,

@@ -163,11 +163,12 @@ def _workers() -> tuple[ThreadPoolExecutor | None, int]:
     """The worker threads that help the calling thread with block reads: one per further core
     this process may use, within OMP_NUM_THREADS where it is set (as numpy's BLAS and PyTorch
     read it; dask's worker processes set it to 1)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
     limit = os.environ.get("OMP_NUM_THREADS", "").strip()
     if limit.isdigit() and int(limit) >= 1:
-        cores = min(cores or 1, int(limit))
-    n = max((cores or 1) - 1, 0)
+        cores = min(cores, int(limit))
+    n = cores - 1
     return (ThreadPoolExecutor(n, thread_name_prefix="circuitnn-read") if n else None), n
 
 
