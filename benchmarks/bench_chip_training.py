@@ -10,11 +10,19 @@ after two untimed steps (a backend's first steps allocate and pick kernels). The
 default 12,800 images are 200 steps of 64: one refresh interval (`ChipModel.refresh_every`), the
 rate at which a long run refreshes. Writes <out>/chip_training_<network>.json (default out: the
 user cache), with the threads each side may use and the machine's load average.
+
+--read-floor: also capture the block reads of one chip step (after its refresh) and time them
+twice more, as run (the surrogate's three matrices A, P, Q) and with one matrix (the first
+third of each table: the same codes at the width of a read whose bilinear term is linearised,
+or of the ideal crossbar); each is given as a ratio to the float step. The chip step also runs
+the float step's forward and backward, so one plus the one-matrix ratio bounds from below what
+this block read can reach.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -24,7 +32,7 @@ import numpy as np
 from circuitnn.cache import cache_dir
 from circuitnn.devices import DEVICE_MODELS_DIR
 from circuitnn.io import write_json
-from circuitnn.network import graph, presets
+from circuitnn.network import engines, graph, presets
 from circuitnn.network.data import load_dataset
 from circuitnn.network.device import array_device
 from circuitnn.network.mapping import auto_map
@@ -42,6 +50,8 @@ def main() -> dict:
     ap.add_argument("--engine", default="surrogate", choices=["surrogate", "quantised"])
     ap.add_argument("--test-images", type=int, default=1000)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--read-floor", action="store_true",
+                    help="time one chip step's block reads with three and one matrices")
     args = ap.parse_args()
 
     load = [os.getloadavg()[0]]
@@ -98,11 +108,51 @@ def main() -> dict:
            "chip_accuracy_after": chip_accuracy(res.params),
            "software_accuracy_float_weights": graph.accuracy(net, params, xt, yt),
            "software_accuracy_after": graph.accuracy(net, res.params, xt, yt)}
+    if args.read_floor:
+        step = t_float / (args.epochs * -(-len(y) // cfg.batch_size))
+        out["read_floor"] = read_floor(net, params, x, y, chip(), cfg, step)
     folder = Path(args.out) if args.out else cache_dir() / "benchmarks"
     write_json(folder / f"chip_training_{args.network}.json", out)
     for k, v in out.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
     return out
+
+
+def read_floor(net, params: dict, x: np.ndarray, y: np.ndarray, model: ChipModel,
+               cfg: ChipTrainConfig, float_step: float, repeats: int = 3) -> dict:
+    """One chip step's block reads (captured after the refresh), timed as run and with one
+    matrix part; the best of `repeats`, as ratios to `float_step` (seconds)."""
+    model.refresh(params)
+    model.steps = 1  # the next step reads without refreshing
+    calls = []
+    run = engines.block_product
+
+    def capture(codes, tables, zero, **kw):
+        calls.append((np.array(codes, dtype=np.uint8), tables, zero, kw))
+        return run(codes, tables, zero, **kw)
+
+    engines.block_product = capture
+    try:
+        train_on_chip(net, params, x[:cfg.batch_size], y[:cfg.batch_size], model,
+                      dataclasses.replace(cfg, epochs=1), progress=False)
+    finally:
+        engines.block_product = run
+    one = [(c, np.ascontiguousarray(t[:, :t.shape[1] // kw["parts"]]), z, dict(kw, parts=1))
+           for c, t, z, kw in calls]
+
+    def best(reads: list) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for codes, tables, zero, kw in reads:
+                run(codes, tables, zero, **kw)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    t3, t1 = best(calls), best(one)
+    return {"block_reads": len(calls), "float_step_seconds": float_step,
+            "read_seconds": t3, "read_one_matrix_seconds": t1,
+            "read_ratio": t3 / float_step, "read_one_matrix_ratio": t1 / float_step}
 
 
 def _threads(backend: str) -> dict:
