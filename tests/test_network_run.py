@@ -13,7 +13,7 @@ import pytest
 from circuitnn.cli import main
 from circuitnn.errors import CircuitnnError
 from circuitnn.network import graph, presets
-from circuitnn.training import exsitu
+from circuitnn.training import exsitu, pipeline
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,14 @@ def test_network_run_report(cnn5_run, capsys):
     assert e["per_layer"]["C3"]["macs"] == 11 * 11 * 72 * 12
     assert e["per_layer"]["C1"]["adc_conversions"] > 0 and e["energy_per_inference_J"] > 0
     assert (out / "mapping.png").is_file() and "tiles" in (out / "mapping.txt").read_text()
+    # the trained weights carry into another run: its float network is this run's
+    other = out.parent / "reuse"
+    main(["network", "run", "--network", "cnn5", "--dataset", "mnist5k", "--out", str(other),
+          "--weights", str(out / "weights.npz"), "--train-images", "40", "--test-images", "100",
+          "--hybrid-batches", "2", "--engine", "ideal", "--n-energy", "1", "--exsitu", "float"])
+    again = json.loads((other / "report.json").read_text())
+    assert again["software_test_accuracy"] == pytest.approx(rep["software_test_accuracy"],
+                                                            abs=0.011)
     # a rerun loads every stage; a changed hybrid option recomputes hybrid and what follows
     capsys.readouterr()
     main(args)
@@ -79,6 +87,14 @@ def test_resnet20_maps_and_runs_on_given_weights(tmp_path):
     assert rep["tiles"] > 200 and rep["groups"] == 4 and rep["hybrid_images"] == 2
     assert rep["energy"]["macs_per_inference"] == sum(net.macs().values())
     assert 0 <= rep["hybrid_test_accuracy"] <= 1
+    # its weights.npz holds the fine-tuned parameters in folded form (no batch normalisation),
+    # which another run takes as they are
+    folded, start = graph.fold_batchnorm(net, net.init_params(0))
+    got_net, got = pipeline.load_weights(out / "weights.npz", net)
+    assert [n.name for n in got_net.nodes] == [n.name for n in folded.nodes]
+    assert set(got) == set(start) and "gamma_bn1" not in got
+    assert all(got[k].shape == start[k].shape for k in start)
+    pipeline.check_weights(str(out / "weights.npz"), "resnet20", "mnist5k")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -76,6 +76,7 @@ N_CLASSES = 10  # every supported dataset (MNIST, IDX digits, CIFAR-10) has 10 c
 STAGES = ("device", "data", "exsitu", "quantise", "mapping", "transfer", "eval_transfer", "hybrid",
           "eval_hybrid", "energy", "calibrate")  # (index = seed of a stage's random numbers)
 CALIBRATION_IMAGES = 8  # training images whose layer inputs calibrate the columns
+WEIGHTS_FILE = "weights.npz"  # the run's trained (folded) parameters, for --weights
 
 
 @dataclass
@@ -455,9 +456,22 @@ def check_weights(path: str, network: str, dataset: str) -> None:
         raise CircuitnnError(f"weights file not found: {path}")
     shape = (32, 32, 3) if dataset.partition(":")[0] == "cifar10" else (28, 28, 1)
     try:
-        exsitu.load_params(path, preset(network, shape, N_CLASSES))
+        load_weights(path, preset(network, shape, N_CLASSES))
     except CircuitnnError as exc:
         raise CircuitnnError(f"weights {Path(path).name} are not {network}'s: {exc}") from None
+
+
+def load_weights(path: str | Path, net: Network) -> tuple[Network, dict[str, np.ndarray]]:
+    """The network with batch normalisation folded and its parameters, from a file of either
+    the preset's parameters (`exsitu.save_params`) or its folded form (a run's weights.npz)."""
+    try:
+        return graph.fold_batchnorm(net, exsitu.load_params(path, net))
+    except CircuitnnError as exc:
+        folded = graph.fold_batchnorm(net, net.init_params())[0]
+        try:
+            return folded, exsitu.load_params(path, folded)
+        except CircuitnnError:
+            raise exc from None
 
 
 def stage_exsitu(ctx: Context) -> Trained:
@@ -472,26 +486,27 @@ def stage_exsitu(ctx: Context) -> Trained:
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if path is not None:
-        params, source = exsitu.load_params(path, net), f"weights file {path.name}"
-    elif c.network == "cnn5":
-        res = exsitu.train(net, d.x_train, d.y_train,
-                           exsitu.TrainConfig(epochs=c.epochs or 30, seed=c.seed),
-                           progress=ctx.progress)
-        params, history, source = res.params, res.history, "trained ex situ (numpy)"
+        (folded, fparams), source = load_weights(path, net), f"weights file {path.name}"
     else:
-        from circuitnn.training.torch_train import TorchTrainConfig, train_torch
+        if c.network == "cnn5":
+            res = exsitu.train(net, d.x_train, d.y_train,
+                               exsitu.TrainConfig(epochs=c.epochs or 30, seed=c.seed),
+                               progress=ctx.progress)
+            source = "trained ex situ (numpy)"
+        else:
+            from circuitnn.training.torch_train import TorchTrainConfig, train_torch
 
-        res = train_torch(net, d.x_train, d.y_train,
-                          TorchTrainConfig(epochs=c.epochs or 15, seed=c.seed),
-                          progress=ctx.progress)
-        params, history, source = res.params, res.history, "trained ex situ (PyTorch)"
-    if path is None:
-        seconds["float"] = time.perf_counter() - t0
-    folded, fparams = graph.fold_batchnorm(net, params)
+            res = train_torch(net, d.x_train, d.y_train,
+                              TorchTrainConfig(epochs=c.epochs or 15, seed=c.seed),
+                              progress=ctx.progress)
+            source = "trained ex situ (PyTorch)"
+        history, seconds["float"] = res.history, time.perf_counter() - t0
+        folded, fparams = graph.fold_batchnorm(net, res.params)
     float_acc = graph.accuracy(folded, fparams, d.x_test, d.y_test)
     if c.exsitu == "chip":
         fparams, history, how, seconds["chip"] = _train_on_chip(ctx, folded, fparams, history)
         source += f"; {how}"
+    exsitu.save_params(ctx.out / WEIGHTS_FILE, folded, fparams)
     n_acc = min(len(d.y_train), 10000 if c.network == "cnn5" else 1000)  # numpy float cost
     return Trained(folded.to_dict(), fparams, source,
                    graph.accuracy(folded, fparams, d.x_test, d.y_test),
@@ -894,7 +909,9 @@ def network_markdown(rep: dict) -> list[str]:
     lines = [f"# {rep['network']} on memristor tiles", "",
              f"Data: {d['source']}; {d['n_train']} training / {d['n_test']} test images. "
              f"{rep['tiles']} tiles, engine {rep['engine']}.", "",
-             exsitu_text(rep), "", "| stage | test accuracy |", "|---|---|",
+             exsitu_text(rep) + f" The trained weights: `{WEIGHTS_FILE}` (batch normalisation "
+             "folded; another run takes them with `--weights`).", "",
+             "| stage | test accuracy |", "|---|---|",
              *(f"| {name} | {100 * v:.2f}% |" for name, v in rows), "",
              f"Training-set error before -> after hybrid: {100 * before:.2f}% -> "
              f"{100 * rep['train_error_after_hybrid']:.2f}% (on {rep['hybrid_images']} "
