@@ -165,7 +165,8 @@ def network() -> None:
               help="How array reads are simulated.")
 @device_options
 @click.option("--weights", default=None, type=click.Path(dir_okay=False),
-              help="NPZ of trained parameters (default: shipped weights, else train).")
+              help="NPZ of trained parameters: the preset's, or another run's "
+                   "weights.npz (default: shipped weights, else train).")
 @click.option("--epochs", default=None, type=int,
               help="Ex-situ epochs: of float training when the weights are trained here "
                    "(default 30 numpy cnn5, 15 PyTorch), and with --exsitu chip of the "
