@@ -131,6 +131,24 @@ def test_bad_options_one_line_nothing_written(tmp_path, capsys, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("form", ["preset", "folded"])
+def test_weights_of_a_larger_network_are_refused(tmp_path, capsys, form):
+    """ResNet-56's parameters include every name and shape of ResNet-20's: the extra ones tell
+    them apart, in the preset's form and in a run's folded weights.npz alike."""
+    net = presets.preset("resnet56", (28, 28, 1))
+    params = net.init_params(0)
+    if form == "folded":
+        net, params = graph.fold_batchnorm(net, params)
+    exsitu.save_params(tmp_path / "w.npz", net, params)
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exc:
+        main(["network", "run", "--network", "resnet20", "--out", str(out), "--weights",
+              str(tmp_path / "w.npz")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code != 0 and "\n" not in err and not out.exists()
+    assert "are not resnet20's" in err and "parameters of another network" in err
+
+
 @pytest.mark.parametrize("kind, message", [
     ("text", "not an NPZ (zip) archive"),
     ("damaged zip", "not a readable NPZ file"),

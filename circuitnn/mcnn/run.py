@@ -23,7 +23,6 @@ from circuitnn.network import graph
 from circuitnn.network.engines import ChipEngine, build_engine
 from circuitnn.reference import REF
 from circuitnn.surrogate.read import read
-from circuitnn.training import exsitu
 from circuitnn.training.pipeline import NETWORK_STAGES, Context, RunConfig, run_pipeline
 from circuitnn.training.stages import Stage
 
@@ -167,9 +166,7 @@ def stage_report(ctx: Context) -> Report:
     report = build_report(ctx)
     write_json(ctx.out / "report.json", report)
     write_report_md(report, ctx.out / "report.md")
-    Chip.from_context(ctx).save(ctx.out)
-    # the ex-situ trained network, for another device on the same network (--weights)
-    exsitu.save_params(ctx.out / "weights.npz", ctx.net(), ctx["exsitu"].params)
+    Chip.from_context(ctx).save(ctx.out)  # the exsitu stage wrote weights.npz (--weights)
     return Report(report)
 
 

@@ -149,6 +149,15 @@ def read_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_params(path: str | os.PathLike, net: Network) -> dict[str, np.ndarray]:
     """Load and check a network's parameters saved by `save_params` (never unpickles)."""
-    params = read_params(path)
-    net.check_params(params)
-    return {k: params[k].astype(np.float64) for k in net.param_shapes()}
+    return params_of(net, read_params(path))
+
+
+def params_of(net: Network, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The network's parameters (float64) from a parameter file's arrays: every one present
+    with its shape, and none that the network does not have (weights of another network)."""
+    net.check_params(arrays)
+    extra = sorted(set(arrays) - set(net.param_shapes()))
+    if extra:
+        raise CircuitnnError(f"{net.name} has no parameter '{extra[0]}' ({len(extra)} "
+                             "parameters of another network)")
+    return {k: arrays[k].astype(np.float64) for k in net.param_shapes()}

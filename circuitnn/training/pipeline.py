@@ -463,15 +463,13 @@ def check_weights(path: str, network: str, dataset: str) -> None:
 
 def load_weights(path: str | Path, net: Network) -> tuple[Network, dict[str, np.ndarray]]:
     """The network with batch normalisation folded and its parameters, from a file of either
-    the preset's parameters (`exsitu.save_params`) or its folded form (a run's weights.npz)."""
-    try:
-        return graph.fold_batchnorm(net, exsitu.load_params(path, net))
-    except CircuitnnError as exc:
-        folded = graph.fold_batchnorm(net, net.init_params())[0]
-        try:
-            return folded, exsitu.load_params(path, folded)
-        except CircuitnnError:
-            raise exc from None
+    the preset's parameters (`exsitu.save_params`; batch normalisation statistics included)
+    or its folded form (a run's weights.npz)."""
+    arrays = exsitu.read_params(path)
+    if set(net.param_shapes()) <= set(arrays):
+        return graph.fold_batchnorm(net, exsitu.params_of(net, arrays))
+    folded = graph.fold_batchnorm(net, net.init_params())[0]
+    return folded, exsitu.params_of(folded, arrays)
 
 
 def stage_exsitu(ctx: Context) -> Trained:
