@@ -109,7 +109,8 @@ def shift_add_rows(codes, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z, 
 @jit
 def _read_vector(codes, i, tables, zero, parts, bits, adc, inv_lsb, lsb, top, z, noisy, cols,
                  groups, width, idle, x, pat, out):
-    """Row i of `shift_add_block`'s result, with the scratch arrays x and pat."""
+    """Adds input vector i's shift-and-add sums to row i of `shift_add_rows`'s out, with the
+    scratch arrays x and pat."""
     _patterns(codes, i, pat)
     for k in range(bits):
         shift = np.uint64(8 * k)
